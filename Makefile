@@ -1,0 +1,43 @@
+# Upstream — targets a newcomer guesses. `make run` and `make test` need nothing but python3.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: help install run test test-unit test-integration lint fmt clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP) ## create .venv and install Upstream with its dev tools
+
+run: install ## the whole stack on embedded Kafka + Postgres, with the denial-spike demo
+	$(VENV)/bin/upstream dev
+
+test: install ## unit, integration and end-to-end tests on real Kafka, Postgres and Chromium
+	bash scripts/ensure-chromium
+	$(PY) -m pytest
+
+test-unit: install ## the fast, pure tests only
+	$(PY) -m pytest tests/unit
+
+test-integration: install ## integration tests only (real broker and Postgres)
+	$(PY) -m pytest tests/integration
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install ## format and auto-fix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,182 @@
+"""WebSocket + HTTP server for operators (DESIGN.md "Notifier protocol").
+
+``/ws``: authenticate (``?token=`` or a first ``{"type":"auth"}`` message), then ``subscribe``
+→ ``snapshot`` → live ``alert`` messages with cursors. HTTP on the same port: ``/`` console,
+``/healthz``, ``/readyz``, ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from http import HTTPStatus
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from notifier.hub import LEVELS, Filters, Hub, Subscriber
+from notifier.tokens import CLOSE_FORBIDDEN, Operator, TokenError, verify_token
+
+log = logging.getLogger("upstream.notifier")
+AUTH_TIMEOUT_S = 10.0
+CLOSE_SLOW_CLIENT = 4008
+MAX_MESSAGE_BYTES = 64 * 1024
+
+WS_CLIENTS = Gauge("upstream_ws_clients", "Connected WebSocket clients")
+WS_MESSAGES = Counter("upstream_ws_messages_sent_total", "Messages sent to WebSocket clients")
+WS_SLOW = Counter("upstream_ws_slow_client_disconnects_total", "Clients dropped for not reading")
+WS_REFUSED = Counter("upstream_ws_auth_refusals_total", "Connections refused", ["code"])
+
+
+def _http(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)
+
+
+class NotifierServer:
+    """Serves operators from a :class:`Hub`."""
+
+    def __init__(self, hub: Hub, secret: str) -> None:
+        self.hub = hub
+        self.secret = secret
+
+    async def start(self, host: str, port: int) -> Server:
+        """Listen on ``host:port``; the caller closes the returned server."""
+        return await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=MAX_MESSAGE_BYTES,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/ws":
+            return None
+        if path == "/":
+            page = resources.files("notifier").joinpath("static/console.html").read_bytes()
+            return _http(HTTPStatus.OK, page, "text/html; charset=utf-8")
+        if path == "/healthz":
+            return _http(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
+        if path == "/readyz":
+            ok = self.hub.ready
+            body = json.dumps({"status": "ok" if ok else "unavailable", "postgres": ok}).encode()
+            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+            return _http(status, body, "application/json")
+        if path == "/metrics":
+            return _http(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
+        return _http(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    async def _authenticate(self, ws: ServerConnection) -> Operator | None:
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+        token = (query.get("token") or [""])[0]
+        try:
+            if not token:
+                first = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
+                message = json.loads(first)
+                if not isinstance(message, dict) or message.get("type") != "auth":
+                    raise TokenError('the first message must be {"type":"auth","token":…}')
+                token = str(message.get("token", ""))
+            operator = verify_token(self.secret, token)
+            wanted = (query.get("customer_id") or [operator.customer_id])[0]
+            if wanted != operator.customer_id:
+                raise TokenError("token is for another customer", CLOSE_FORBIDDEN)
+            return operator
+        except (TokenError, TimeoutError, ValueError) as exc:
+            code = exc.close_code if isinstance(exc, TokenError) else 4401
+            WS_REFUSED.labels(code=str(code)).inc()
+            await ws.close(code, str(exc)[:120])
+            return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        operator = await self._authenticate(ws)
+        if operator is None:
+            return
+        WS_CLIENTS.inc()
+        subscriber: Subscriber | None = None
+        sender: asyncio.Task[None] | None = None
+        try:
+            async for raw in ws:
+                message = self._parse(raw)
+                if message is None:
+                    await self._send(ws, {"type": "error", "message": "expected a JSON object"})
+                    continue
+                kind = message.get("type")
+                if kind == "subscribe" and subscriber is None:
+                    subscriber = await self._subscribe(ws, operator, message)
+                    if subscriber is not None:
+                        sender = asyncio.create_task(self._drain(ws, subscriber))
+                elif kind == "subscribe":
+                    await self._send(ws, {"type": "error", "message": "already subscribed"})
+                else:
+                    await self._send(ws, {"type": "error", "message": f"unknown type {kind!r}"})
+        except ConnectionClosed:
+            pass
+        finally:
+            WS_CLIENTS.dec()
+            if subscriber is not None:
+                self.hub.unsubscribe(subscriber)
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+    @staticmethod
+    def _parse(raw: str | bytes) -> dict[str, Any] | None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
+
+    async def _subscribe(
+        self, ws: ServerConnection, operator: Operator, message: dict[str, Any]
+    ) -> Subscriber | None:
+        try:
+            filters = Filters(
+                min_severity_level=str(message.get("min_severity_level") or "info"),
+                payer_ids=frozenset(map(str, message.get("payer_ids") or ())),
+                drift_types=frozenset(map(str, message.get("drift_types") or ())),
+            )
+            if filters.min_severity_level not in LEVELS:
+                raise ValueError(f"min_severity_level must be one of {list(LEVELS)}")
+            since = message.get("since")
+            since = None if since is None else int(since)
+        except (TypeError, ValueError) as exc:
+            await self._send(ws, {"type": "error", "message": f"bad subscribe: {exc}"})
+            return None
+        subscriber = Subscriber(operator.customer_id, filters)
+        try:
+            snapshot, cursor = await self.hub.subscribe(subscriber, since)
+        except ConnectionError as exc:
+            await self._send(ws, {"type": "error", "message": str(exc)})
+            return None
+        if snapshot is not None:
+            await self._send(ws, {"type": "snapshot", "cursor": cursor, "alerts": snapshot})
+        return subscriber
+
+    async def _drain(self, ws: ServerConnection, subscriber: Subscriber) -> None:
+        while True:
+            if subscriber.overflowed:
+                WS_SLOW.inc()
+                await ws.close(CLOSE_SLOW_CLIENT, "send queue full: client too slow")
+                return
+            message = await subscriber.queue.get()
+            await self._send(ws, message)
+
+    @staticmethod
+    async def _send(ws: ServerConnection, message: dict[str, Any]) -> None:
+        await ws.send(json.dumps(message, default=str))
+        WS_MESSAGES.inc()

@@ -1,0 +1,96 @@
+"""SQLAlchemy Core tables of the Postgres store (DESIGN.md "Postgres").
+
+The schema itself is created by the Alembic migrations in ``sinks/migrations``; these objects
+describe it for queries and writes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Identity,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+drift_events = Table(
+    "drift_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("payer_id", String(128), nullable=False),
+    Column("cpt_group", String(128), nullable=False),
+    Column("drift_type", String(32), nullable=False),
+    Column("window_days", Float, nullable=False),
+    Column("baseline_start", DateTime(timezone=True), nullable=False),
+    Column("baseline_end", DateTime(timezone=True), nullable=False),
+    Column("current_start", DateTime(timezone=True), nullable=False),
+    Column("current_end", DateTime(timezone=True), nullable=False),
+    Column("baseline_value", Float, nullable=False),
+    Column("current_value", Float, nullable=False),
+    Column("delta_value", Float, nullable=False),
+    Column("baseline_n", BigInteger, nullable=False),
+    Column("current_n", BigInteger, nullable=False),
+    Column("p_value", Float, nullable=False),
+    Column("q_value", Float, nullable=False),
+    Column("severity", Float, nullable=False),
+    Column("severity_level", String(16), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+)
+
+_ALERT_COLUMNS = (
+    ("dedup_key", String(700), False),
+    ("customer_id", String(128), False),
+    ("rule_id", String(128), False),
+    ("drift_event_id", String(64), False),
+    ("payer_id", String(128), False),
+    ("cpt_group", String(128), False),
+    ("drift_type", String(32), False),
+    ("status", String(16), False),
+    ("transition", String(16), False),
+    ("severity", Float, False),
+    ("severity_level", String(16), False),
+    ("occurrence_count", BigInteger, False),
+    ("first_seen", DateTime(timezone=True), False),
+    ("last_seen", DateTime(timezone=True), False),
+    ("acknowledged_by", String(128), True),
+    ("resolved_by", String(128), True),
+    ("resolution", String(16), True),
+    ("verdict", String(32), True),
+    ("message", Text, False),
+    ("notify", Boolean, False),
+)
+
+
+def _alert_columns() -> list[Column[object]]:
+    return [Column(name, type_, nullable=nullable) for name, type_, nullable in _ALERT_COLUMNS]
+
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    *_alert_columns(),
+)
+
+alert_transitions = Table(
+    "alert_transitions",
+    metadata,
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("alert_id", String(64), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    *_alert_columns(),
+)
+
+ALERT_FIELDS = ("alert_id", "version", *(name for name, _, _ in _ALERT_COLUMNS))
+NOTIFY_CHANNEL = "upstream_alert_transitions"

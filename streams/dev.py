@@ -1,0 +1,157 @@
+"""``upstream dev``: the whole stack on the embedded broker and Postgres, in one command.
+
+Starts (or uses, when ``UPSTREAM_KAFKA_BOOTSTRAP`` / ``UPSTREAM_DATABASE_URL`` are set) the
+broker and Postgres, creates topics, migrates, runs worker, sink and notifier as child
+processes, streams the ``denial-spike`` scenario for customer ``demo``, and prints the console
+URL with an operator token. Ctrl-C or SIGTERM stops every child and embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from notifier.tokens import mint_token
+from streams.devstack import (
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    free_port,
+    spawn_service,
+    stop_process,
+)
+from streams.generator import Scenario, produce
+from streams.services import migrate_database
+from streams.settings import Settings
+from streams.topics import create_topics
+
+SERVICES = ("worker", "sink", "notifier")
+
+
+@dataclass
+class Stack:
+    """Running infrastructure and service processes; :meth:`close` stops them all."""
+
+    bootstrap: str
+    database_url: str
+    secret: str
+    notifier_port: int
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    exit_stack: ExitStack = field(default_factory=ExitStack)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for child processes."""
+        return {
+            **os.environ,
+            "UPSTREAM_KAFKA_BOOTSTRAP": self.bootstrap,
+            "UPSTREAM_DATABASE_URL": self.database_url,
+            "UPSTREAM_NOTIFIER_SECRET": self.secret,
+            "UPSTREAM_NOTIFIER_PORT": str(self.notifier_port),
+            "UPSTREAM_NOTIFIER_HOST": "127.0.0.1",
+        }
+
+    def start_service(self, name: str) -> subprocess.Popen[bytes]:
+        """Start ``upstream <name>`` as a child in its own process group, logging to a file."""
+        proc = spawn_service(name, self.env, self.log_dir / f"{name}.log")
+        self.procs[name] = proc
+        return proc
+
+    def close(self) -> None:
+        """Stop services (SIGTERM, then SIGKILL) and the embedded servers."""
+        for proc in self.procs.values():
+            stop_process(proc, timeout_s=15)
+        self.exit_stack.close()
+
+
+def start_stack(settings: Settings, log_dir: Path, say: Callable[[str], None]) -> Stack:
+    """Bring up broker, Postgres, topics, schema and the three services."""
+    exit_stack = ExitStack()
+    try:
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            kafka = EmbeddedKafka().start()
+            exit_stack.callback(kafka.stop)
+            bootstrap = kafka.bootstrap
+            say(f"embedded Kafka (Tansu) on {bootstrap}")
+        database_url = settings.database_url
+        if not database_url:
+            postgres = EmbeddedPostgres().start()
+            exit_stack.callback(postgres.stop)
+            database_url = postgres.url
+            say(f"embedded PostgreSQL on 127.0.0.1:{postgres.port}")
+        asyncio.run(create_topics(settings, bootstrap))
+        migrate_database(database_url)
+        secret = settings.notifier_secret.get_secret_value() or secrets.token_urlsafe(32)
+        port = settings.notifier_port if settings.kafka_bootstrap else free_port()
+        stack = Stack(bootstrap, database_url, secret, port, log_dir, exit_stack=exit_stack)
+        for name in SERVICES:
+            stack.start_service(name)
+        return stack
+    except BaseException:
+        exit_stack.close()
+        raise
+
+
+def run_dev(settings: Settings, scenario: Scenario, duration_s: float) -> int:
+    """The ``upstream dev`` command; returns the exit code."""
+    log_dir = Path(settings.worker_data_dir).parent / "dev-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def say(text: str) -> None:
+        print(f"[upstream dev] {text}", flush=True)
+
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    stack = start_stack(settings, log_dir, say)
+    try:
+        token = mint_token(stack.secret, scenario.customer_id, "dev-operator")
+        say(f"services started; logs in {log_dir}/")
+        say(f"console: http://127.0.0.1:{stack.notifier_port}/?token={token}")
+        say(f"websocket: ws://127.0.0.1:{stack.notifier_port}/ws (customer {scenario.customer_id})")
+        say("operator token (also accepted by `upstream token`-minted peers):")
+        print(token, flush=True)
+        say(f"streaming scenario {scenario.name!r}: {scenario.days} days in ~{duration_s:.0f}s")
+
+        def progress(sent: int, total: int) -> None:
+            if sent % (total // 10 or 1) < total // scenario.days:
+                say(f"generator: {sent}/{total} claims")
+
+        asyncio.run(
+            produce(
+                scenario,
+                stack.bootstrap,
+                settings.topic_claims,
+                duration_s=duration_s,
+                progress=progress,
+            )
+        )
+        say(f"generator done after {time.monotonic() - started:.0f}s; Ctrl-C to stop")
+        while not stopping:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    say(f"{name} exited with {proc.returncode}; see {log_dir}/{name}.log")
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        say("stopping…")
+        stack.close()
+        say("stopped")

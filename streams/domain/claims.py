@@ -1,0 +1,167 @@
+"""ClaimDecided validation: a raw mapping in, a typed :class:`Claim` or :class:`InvalidClaim` out.
+
+Pure: no I/O. The event time of a claim is ``decided_at`` when present, else midnight UTC of
+``decided_date``, in milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from streams.domain.cpt import cpt_group_for
+
+OUTCOMES = frozenset({"PAID", "DENIED", "PARTIAL", "PENDED"})
+REQUIRED = (
+    "claim_id",
+    "customer_id",
+    "payer_id",
+    "cpt_code",
+    "submitted_date",
+    "decided_date",
+    "outcome",
+    "billed_amount",
+    "allowed_amount",
+)
+MAX_ID_CHARS = 128
+MAX_AMOUNT = Decimal("100000000")  # $100M: anything above is a data error, not a claim.
+
+
+class InvalidClaim(ValueError):  # noqa: N818 - the domain word; it is raised as an error
+    """A claim that cannot be processed; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A validated claim decision. Amounts in cents; ``event_ms`` is the event time."""
+
+    claim_id: str
+    customer_id: str
+    payer_id: str
+    cpt_code: str
+    cpt_group: str
+    submitted_date: date
+    decided_date: date
+    outcome: str
+    billed_cents: int
+    allowed_cents: int
+    event_ms: int
+    payer_name: str | None = None
+
+    @property
+    def window_key(self) -> str:
+        """The ``customer_id|payer_id|cpt_group`` key that windows are kept per."""
+        return f"{self.customer_id}|{self.payer_id}|{self.cpt_group}"
+
+    @property
+    def denied(self) -> bool:
+        """Whether the payer denied the claim (PARTIAL counts as paid)."""
+        return self.outcome == "DENIED"
+
+    @property
+    def decision_lag_days(self) -> int:
+        """Days from submission to decision."""
+        return (self.decided_date - self.submitted_date).days
+
+
+def _text(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        if required:
+            raise InvalidClaim("missing_field", f"{name} is required")
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise InvalidClaim("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text or len(text) > MAX_ID_CHARS:
+        raise InvalidClaim("bad_value", f"{name} must be 1..{MAX_ID_CHARS} characters")
+    if "|" in text:
+        raise InvalidClaim("bad_value", f"{name} must not contain '|'")
+    return text
+
+
+def _date(raw: Mapping[str, Any], name: str) -> date:
+    value = raw.get(name)
+    if value is None or value == "":
+        raise InvalidClaim("missing_field", f"{name} is required")
+    if not isinstance(value, str):
+        raise InvalidClaim("wrong_type", f"{name} must be an ISO date string")
+    try:
+        return date.fromisoformat(value.strip()[:10])
+    except ValueError:
+        raise InvalidClaim("bad_value", f"{name} is not an ISO date: {value[:40]!r}") from None
+
+
+def _cents(raw: Mapping[str, Any], name: str) -> int:
+    value = raw.get(name)
+    if value is None or value == "":
+        raise InvalidClaim("missing_field", f"{name} is required")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidClaim("wrong_type", f"{name} must be a decimal string or number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidClaim("bad_value", f"{name} must be finite")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InvalidClaim("bad_value", f"{name} is not a number: {str(value)[:40]!r}") from None
+    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
+        raise InvalidClaim("bad_value", f"{name} must be between 0 and {MAX_AMOUNT}")
+    return int((amount * 100).to_integral_value())
+
+
+def _event_ms(raw: Mapping[str, Any], decided: date) -> int:
+    value = raw.get("decided_at")
+    if value is None or value == "":
+        return int(
+            datetime(decided.year, decided.month, decided.day, tzinfo=UTC).timestamp() * 1000
+        )
+    if not isinstance(value, str):
+        raise InvalidClaim("wrong_type", "decided_at must be an RFC 3339 string")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidClaim("bad_value", f"decided_at is not RFC 3339: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidClaim("bad_value", "decided_at needs a UTC offset")
+    return int(moment.timestamp() * 1000)
+
+
+def parse_claim(raw: Mapping[str, Any]) -> Claim:
+    """Validate a ClaimDecided mapping (JSON or Avro field names); raise :class:`InvalidClaim`."""
+    if not isinstance(raw, Mapping):
+        raise InvalidClaim("wrong_type", "a claim must be an object")
+    outcome = _text(raw, "outcome")
+    if outcome is None or outcome.upper() not in OUTCOMES:
+        raise InvalidClaim("bad_value", f"outcome must be one of {sorted(OUTCOMES)}")
+    submitted = _date(raw, "submitted_date")
+    decided = _date(raw, "decided_date")
+    if decided < submitted:
+        raise InvalidClaim("bad_value", "decided_date is before submitted_date")
+    cpt_code = _text(raw, "cpt_code")
+    assert cpt_code is not None
+    cpt_group = _text(raw, "cpt_group", required=False) or cpt_group_for(cpt_code)
+    if cpt_group is None:
+        raise InvalidClaim("bad_value", f"cpt_code {cpt_code[:16]!r} maps to no CPT group")
+    return Claim(
+        claim_id=_text(raw, "claim_id") or "",
+        customer_id=_text(raw, "customer_id") or "",
+        payer_id=_text(raw, "payer_id") or "",
+        cpt_code=cpt_code,
+        cpt_group=cpt_group,
+        submitted_date=submitted,
+        decided_date=decided,
+        outcome=outcome.upper(),
+        billed_cents=_cents(raw, "billed_amount"),
+        allowed_cents=_cents(raw, "allowed_amount"),
+        event_ms=_event_ms(raw, decided),
+        payer_name=_text(raw, "payer_name", required=False),
+    )

@@ -1,0 +1,104 @@
+"""One partition's window state: claims in, late claims and bucket-close evaluations out.
+
+Claims are applied strictly in the order given, so the result depends only on the input
+order within the partition, never on how it was batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from streams.domain.claims import Claim
+from streams.domain.drift import DriftConfig, evaluate_close
+from streams.domain.events import DriftDetected, KeyEvaluated
+from streams.domain.windows import KeyWindows, Watermark, bucket_of
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFromSource:
+    """A claim, and the upstream (source) partition, of ``sources``, it was read from."""
+
+    source: int
+    sources: int
+    claim: Claim
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProgressed:
+    """Source partition ``source`` (of ``sources``) has reached event time ``max_event_ms``."""
+
+    source: int
+    sources: int
+    max_event_ms: int
+
+
+Arrival = ClaimFromSource | SourceProgressed
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What applying a batch produced: late claims, drifts, evaluations, changed keys."""
+
+    late: list[Claim] = field(default_factory=list)
+    drifts: list[DriftDetected] = field(default_factory=list)
+    evaluations: list[KeyEvaluated] = field(default_factory=list)
+    changed_keys: set[str] = field(default_factory=set)
+    removed_keys: set[str] = field(default_factory=set)
+
+
+class PartitionWindows:
+    """Windows of every key in one partition plus the partition's watermark."""
+
+    def __init__(self, partition: int, cfg: DriftConfig, grace_ms: int, sources: int = 1) -> None:
+        self.partition = partition
+        self.cfg = cfg
+        self.watermark = Watermark(grace_ms=grace_ms, bucket_ms=cfg.bucket_ms, sources=sources)
+        self.keys: dict[str, KeyWindows] = {}
+
+    def apply(self, arrivals: Sequence[Arrival]) -> StepResult:
+        """Apply claims and source progress in order; evaluate each bucket that closes."""
+        result = StepResult()
+        for arrival in arrivals:
+            if isinstance(arrival, SourceProgressed):
+                closing = self.watermark.advance(
+                    arrival.max_event_ms, arrival.source, arrival.sources
+                )
+            else:
+                claim = arrival.claim
+                if self.watermark.is_late(claim.event_ms):
+                    result.late.append(claim)
+                    continue
+                key = self.keys.get(claim.window_key)
+                if key is None:
+                    key = self.keys[claim.window_key] = KeyWindows(claim.window_key, self.partition)
+                key.add(claim, bucket_of(claim.event_ms, self.cfg.bucket_ms))
+                result.changed_keys.add(claim.window_key)
+                closing = self.watermark.advance(claim.event_ms, arrival.source, arrival.sources)
+            for closed in closing:
+                self._close(closed, result)
+        return result
+
+    def advance_watermark(self, watermark_ms: int) -> StepResult:
+        """Move the watermark without a claim (an idle partition); evaluate what closes."""
+        result = StepResult()
+        for closed in self.watermark.advance_to(watermark_ms):
+            self._close(closed, result)
+        return result
+
+    def _close(self, closed: int, result: StepResult) -> None:
+        oldest = closed - self.cfg.history_buckets + 1
+        active = []
+        for name, key in list(self.keys.items()):
+            pruned = key.prune_before(oldest)
+            if key.buckets:
+                active.append(key)
+                if pruned:
+                    result.changed_keys.add(name)
+            else:
+                del self.keys[name]
+                result.removed_keys.add(name)
+                result.changed_keys.discard(name)
+        drifts, evaluations = evaluate_close(self.cfg, closed, active)
+        result.drifts.extend(drifts)
+        result.evaluations.extend(evaluations)

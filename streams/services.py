@@ -1,0 +1,126 @@
+"""Composition root: build each service from settings and run it until a signal stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from notifier.hub import Hub
+from notifier.server import NotifierServer
+from schemas.registry import ValueCodec
+from sinks.migrate import migrate
+from sinks.service import SinkService
+from sinks.writer import PostgresWriter
+from streams.settings import Settings, SettingsError
+
+log = logging.getLogger("upstream")
+
+
+def require_bootstrap(settings: Settings) -> str:
+    """The Kafka bootstrap servers, or a clear error."""
+    if not settings.kafka_bootstrap:
+        raise SettingsError(
+            "UPSTREAM_KAFKA_BOOTSTRAP is not set (host:port of a Kafka broker); "
+            "`upstream dev` starts an embedded one"
+        )
+    return settings.kafka_bootstrap
+
+
+def require_database(settings: Settings) -> str:
+    """The database URL, or a clear error."""
+    if not settings.database_url:
+        raise SettingsError(
+            "UPSTREAM_DATABASE_URL is not set (postgresql+psycopg://user@host:port/db); "
+            "`upstream dev` starts an embedded Postgres"
+        )
+    return settings.database_url
+
+
+def require_secret(settings: Settings) -> str:
+    """The notifier signing secret, or a clear error."""
+    from notifier.tokens import check_secret
+
+    secret = settings.notifier_secret.get_secret_value()
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return secret
+
+
+def migrate_database(database_url: str) -> None:
+    """Apply the schema migrations."""
+    engine = create_engine(database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+async def _until_signalled(start: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await start(stop)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the Faust worker in this process until SIGINT/SIGTERM."""
+    import faust
+
+    from streams.worker import build_worker
+
+    worker = build_worker(
+        settings, require_bootstrap(settings), ValueCodec(settings.schema_registry_url)
+    )
+    faust.Worker(worker.app, loglevel="INFO").execute_from_commandline()
+
+
+def run_sink(settings: Settings) -> None:
+    """Run the sink until SIGINT/SIGTERM; the batch in flight is written and committed."""
+    database_url = require_database(settings)
+    bootstrap = require_bootstrap(settings)
+    migrate_database(database_url)
+
+    async def main(stop: asyncio.Event) -> None:
+        engine = create_async_engine(database_url, pool_size=4)
+        service = SinkService(
+            settings, bootstrap, PostgresWriter(engine), ValueCodec(settings.schema_registry_url)
+        )
+        task = asyncio.create_task(service.run())
+        await stop.wait()
+        service.stop()
+        await task
+        await engine.dispose()
+        log.info("sink stopped after %d rows", service.rows_written)
+
+    asyncio.run(_until_signalled(main))
+
+
+def run_notifier(settings: Settings) -> None:
+    """Run the WebSocket/HTTP notifier until SIGINT/SIGTERM."""
+    database_url = require_database(settings)
+    secret = require_secret(settings)
+    migrate_database(database_url)
+
+    async def main(stop: asyncio.Event) -> None:
+        hub = Hub(database_url)
+        hub_task = asyncio.create_task(hub.run())
+        server = await NotifierServer(hub, secret).start(
+            settings.notifier_host, settings.notifier_port
+        )
+        for sock in server.sockets:
+            log.info("notifier listening on %s", sock.getsockname())
+        await stop.wait()
+        server.close()
+        await server.wait_closed()
+        hub_task.cancel()
+        await asyncio.gather(hub_task, return_exceptions=True)
+
+    asyncio.run(_until_signalled(main))

@@ -1,0 +1,81 @@
+"""One typed settings class for every Upstream process.
+
+Values come from environment variables with the ``UPSTREAM_`` prefix; CLI flags override them
+by passing keyword arguments to :func:`load_settings`. Settings are read once, at the
+composition root, and passed down; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Configuration of the worker, sink, notifier, generator and dev stack."""
+
+    model_config = SettingsConfigDict(env_prefix="UPSTREAM_", frozen=True, extra="ignore")
+
+    # Connections. Empty means "start the embedded one" (dev and tests only).
+    kafka_bootstrap: str = ""
+    database_url: str = ""
+    schema_registry_url: str = ""
+
+    # Topics (DESIGN.md "Topics").
+    topic_claims: str = "claims.decided"
+    topic_claims_dlq: str = "claims.decided.dlq"
+    topic_drift: str = "drift.events"
+    topic_alerts: str = "alerts.events"
+    topic_commands: str = "alerts.commands"
+    topic_rules: str = "alerts.rules"
+    partitions: int = Field(default=4, ge=1)
+
+    # Faust worker.
+    app_id: str = "upstream-worker"
+    # Tansu finishes a group join only after half the session timeout: keep it short.
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    batch_max: int = Field(default=2000, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    worker_data_dir: str = ".cache/worker"
+
+    # Semantics (DESIGN.md "Semantics").
+    bucket_hours: int = Field(default=24, ge=1)
+    grace_days: float = Field(default=3.0, ge=0)
+    short_window_buckets: int = Field(default=7, ge=1)
+    long_window_buckets: int = Field(default=30, ge=1)
+    baseline_buckets: int = Field(default=60, ge=1)
+    min_current_n: int = Field(default=30, ge=1)
+    min_baseline_n: int = Field(default=100, ge=1)
+    min_expected_count: float = Field(default=5.0, ge=0)
+    denial_rate_floor: float = Field(default=0.05, ge=0)
+    fdr_q_max: float = Field(default=0.001, gt=0, le=1)
+
+    # Sink.
+    sink_group: str = "upstream-sink"
+    sink_batch_max: int = Field(default=5000, ge=1)
+
+    # Notifier.
+    notifier_host: str = "127.0.0.1"
+    notifier_port: int = Field(default=8765, ge=0, le=65535)
+    notifier_secret: SecretStr = SecretStr("")
+    notifier_public_url: str = ""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, apply non-None ``overrides`` (CLI flags)."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"UPSTREAM_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from exc

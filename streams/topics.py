@@ -1,0 +1,49 @@
+"""Create the public topics of DESIGN.md (``upstream topics create``)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger("upstream.topics")
+
+
+def public_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic name → configs. ``alerts.rules`` is compacted (latest rule per key)."""
+    return {
+        settings.topic_claims: {},
+        settings.topic_claims_dlq: {},
+        settings.topic_drift: {},
+        settings.topic_alerts: {},
+        settings.topic_commands: {},
+        settings.topic_rules: {"cleanup.policy": "compact"},
+    }
+
+
+async def create_topics(settings: Settings, bootstrap: str) -> list[str]:
+    """Create missing topics with ``settings.partitions`` partitions; return the new ones.
+
+    Topics must exist before the worker starts: a broker that auto-creates topics on first use
+    would pick its own partition count and break co-partitioning.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="upstream-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.partitions, 1, topic_configs=configs)
+            for name, configs in public_topics(settings).items()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently")
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,66 @@
+"""Session fixtures: the real embedded broker and Postgres, or external ones from the env.
+
+``UPSTREAM_KAFKA_BOOTSTRAP`` / ``UPSTREAM_DATABASE_URL`` switch to external servers. Every
+test gets its own topics, consumer groups and database, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from streams.devstack import EmbeddedKafka, EmbeddedPostgres
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a running broker for the whole session."""
+    external = os.environ.get("UPSTREAM_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    broker = EmbeddedKafka().start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of a running Postgres server for the whole session."""
+    external = os.environ.get("UPSTREAM_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, group and database names."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail a test that leaves child processes behind (session servers excepted)."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    leftover = [
+        p
+        for p in me.children(recursive=True)
+        if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    for proc in leftover:
+        proc.kill()
+    assert not leftover, f"test left processes behind: {[p.cmdline() for p in leftover]}"

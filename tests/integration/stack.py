@@ -1,0 +1,127 @@
+"""Helpers to run Upstream services as real child processes against the session servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from aiokafka import AIOKafkaConsumer
+
+from streams.devstack import free_port, spawn_service, stop_process
+from streams.settings import Settings
+
+T = TypeVar("T")
+SECRET = "integration-test-secret-of-at-least-32-bytes"
+
+
+@dataclass
+class ServiceStack:
+    """Names and environment of one test's isolated stack."""
+
+    bootstrap: str
+    database_url: str
+    suffix: str
+    log_dir: Path
+    notifier_port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """UPSTREAM_* variables giving this test its own topics, groups and database."""
+        s = self.suffix
+        return {
+            "UPSTREAM_KAFKA_BOOTSTRAP": self.bootstrap,
+            "UPSTREAM_DATABASE_URL": self.database_url,
+            "UPSTREAM_NOTIFIER_SECRET": SECRET,
+            "UPSTREAM_NOTIFIER_PORT": str(self.notifier_port),
+            "UPSTREAM_TOPIC_CLAIMS": f"claims.decided.{s}",
+            "UPSTREAM_TOPIC_CLAIMS_DLQ": f"claims.decided.dlq.{s}",
+            "UPSTREAM_TOPIC_DRIFT": f"drift.events.{s}",
+            "UPSTREAM_TOPIC_ALERTS": f"alerts.events.{s}",
+            "UPSTREAM_TOPIC_COMMANDS": f"alerts.commands.{s}",
+            "UPSTREAM_TOPIC_RULES": f"alerts.rules.{s}",
+            "UPSTREAM_APP_ID": f"upstream-worker-{s}",
+            "UPSTREAM_SINK_GROUP": f"upstream-sink-{s}",
+            "UPSTREAM_PARTITIONS": "2",
+            "UPSTREAM_WORKER_DATA_DIR": str(self.log_dir / "worker"),
+        }
+
+    def settings(self) -> Settings:
+        """The settings the services of this stack read."""
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def start(self, service: str) -> subprocess.Popen[bytes]:
+        """Start ``upstream <service>`` as a child process."""
+        proc = spawn_service(service, {**os.environ, **self.env}, self.log_dir / f"{service}.log")
+        self.procs[service] = proc
+        return proc
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM every service; return the exit codes."""
+        codes = {}
+        for name, proc in self.procs.items():
+            stop_process(proc, timeout_s=20)
+            codes[name] = proc.returncode
+        return codes
+
+    def log(self, service: str) -> str:
+        """The service's log so far."""
+        return (self.log_dir / f"{service}.log").read_text(errors="replace")
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server; return its SQLAlchemy URL."""
+    base = server_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    head, _, _ = server_url.rpartition("/")
+    return f"{head}/{name}"
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, interval_s: float = 0.25
+) -> T:
+    """Poll ``probe`` until it returns a truthy value; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[Any]:
+    """Every message currently in ``topic`` (reads from the start until idle)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    messages: list[Any] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            if not batch:
+                return messages
+            for records in batch.values():
+                messages.extend(records)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,235 @@
+"""Claims in → drift and alerts out → Postgres and live WebSocket, on the real components."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import websockets
+from aiokafka import AIOKafkaProducer
+from websockets.asyncio.client import ClientConnection, connect
+
+from notifier.tokens import mint_token
+from schemas.registry import ValueCodec
+from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
+from streams.topics import create_topics
+from tests.integration.stack import SECRET, ServiceStack, create_database, read_topic, wait_until
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = Scenario(name="denial-spike", customer_id="demo", days=70, spike_day=50)
+MALFORMED = [
+    (b"bad-1", b"{this is not json"),
+    (b"bad-2", json.dumps({"claim_id": "bad-2", "customer_id": "demo"}).encode()),
+    (
+        b"bad-3",
+        json.dumps(
+            {
+                "claim_id": "bad-3",
+                "customer_id": "demo",
+                "payer_id": "payer-a",
+                "cpt_code": "71046",
+                "submitted_date": "2026-01-01",
+                "decided_date": "2026-01-02",
+                "outcome": "LOST",
+                "billed_amount": "10",
+                "allowed_amount": "5",
+            }
+        ).encode(),
+    ),
+    (b"bad-4", b"\x07\x08binary garbage"),
+]
+
+
+@pytest.fixture
+async def notifier_stack(
+    postgres_url: str, kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> AsyncIterator[ServiceStack]:
+    """A database and a notifier process only."""
+    database_url = create_database(postgres_url, f"it_{unique}")
+    test_stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    test_stack.start("notifier")
+    try:
+        yield test_stack
+    finally:
+        assert test_stack.stop_all() == {"notifier": 0}, test_stack.log("notifier")[-3000:]
+
+
+@pytest.fixture
+async def stack(
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
+) -> AsyncIterator[ServiceStack]:
+    """Topics, database and the worker, sink and notifier processes of one test."""
+    database_url = create_database(postgres_url, f"it_{unique}")
+    test_stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    await create_topics(test_stack.settings(), kafka_bootstrap)
+    for service in ("worker", "sink", "notifier"):
+        test_stack.start(service)
+    try:
+        yield test_stack
+    finally:
+        codes = test_stack.stop_all()
+        assert codes == {"worker": 0, "sink": 0, "notifier": 0}, (
+            f"unclean exit {codes}\n{test_stack.log('worker')[-3000:]}"
+        )
+
+
+async def _notifier_ready(stack: ServiceStack) -> ClientConnection:
+    """Poll until the notifier accepts a WebSocket; return that connection (operator alice)."""
+
+    async def probe() -> ClientConnection | None:
+        try:
+            return await connect(_ws_url(stack, mint_token(SECRET, "demo", "alice")))
+        except OSError:
+            return None
+
+    return await wait_until(probe, 60, "the notifier to accept connections")
+
+
+def _ws_url(stack: ServiceStack, token: str, **params: str) -> str:
+    query = "&".join([f"token={token}", *(f"{k}={v}" for k, v in params.items())])
+    return f"ws://127.0.0.1:{stack.notifier_port}/ws?{query}"
+
+
+async def _subscribe(ws: ClientConnection) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "subscribe"}))
+    snapshot = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    assert snapshot["type"] == "snapshot"
+    return snapshot
+
+
+async def _collect(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
+    async for raw in ws:
+        into.append(json.loads(raw))
+
+
+async def test_denial_spike_becomes_drift_alert_rows_and_live_message(stack: ServiceStack) -> None:
+    """Only the spiked key drifts; its alert reaches Kafka, Postgres and the right operator."""
+    settings = stack.settings()
+    demo = await _notifier_ready(stack)
+    other = await connect(_ws_url(stack, mint_token(SECRET, "other-customer", "bob")))
+    await _subscribe(demo)
+    await _subscribe(other)
+    demo_msgs: list[dict[str, Any]] = []
+    other_msgs: list[dict[str, Any]] = []
+    readers = [
+        asyncio.create_task(_collect(demo, demo_msgs)),
+        asyncio.create_task(_collect(other, other_msgs)),
+    ]
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await producer.start()
+    for key, value in MALFORMED:
+        await producer.send_and_wait(settings.topic_claims, value=value, key=key)
+    await producer.stop()
+    sent = await produce(SCENARIO, stack.bootstrap, settings.topic_claims)
+
+    # Live alert for the spiked key at the demo operator.
+    await wait_until(lambda: _first_alert(demo_msgs), 120, "an alert message over WebSocket")
+    alert_msg = await _first_alert(demo_msgs)
+    assert alert_msg is not None
+    assert (alert_msg["alert"]["payer_id"], alert_msg["alert"]["cpt_group"]) == (
+        SPIKE_PAYER,
+        SPIKE_GROUP,
+    )
+    assert isinstance(alert_msg["cursor"], int)
+
+    # Drift events on Kafka: only for the spiked key.
+    codec = ValueCodec()
+    drift_records = [
+        codec.decode(m.value, "DriftEvent", settings.topic_drift)
+        for m in await read_topic(stack.bootstrap, settings.topic_drift)
+    ]
+    assert drift_records, "no drift event on the drift topic"
+    assert {(r["customer_id"], r["payer_id"], r["cpt_group"]) for r in drift_records} == {
+        ("demo", SPIKE_PAYER, SPIKE_GROUP)
+    }
+    assert all(r["drift_type"] == "denial_rate" for r in drift_records)
+    assert min(r["current_end"] for r in drift_records).date().isoformat() > "2026-02-19"
+
+    alert_records = [
+        codec.decode(m.value, "AlertEvent", settings.topic_alerts)
+        for m in await read_topic(stack.bootstrap, settings.topic_alerts)
+    ]
+    assert alert_records[0]["transition"] == "triggered"
+    assert {r["payer_id"] for r in alert_records} == {SPIKE_PAYER}
+
+    # Dead letters: each malformed claim with its reason, and nothing else.
+    dlq = await read_topic(stack.bootstrap, settings.topic_claims_dlq)
+    reasons = {m.key: dict(m.headers) for m in dlq}
+    assert set(reasons) == {key for key, _ in MALFORMED}
+    assert reasons[b"bad-1"]["error.reason"] == b"json"
+    assert reasons[b"bad-2"]["error.reason"] == b"missing_field"
+    assert reasons[b"bad-3"]["error.reason"] == b"bad_value"
+    assert reasons[b"bad-4"]["error.reason"] == b"format"
+    for headers in reasons.values():
+        assert {
+            "error.stage",
+            "error.message",
+            "source.topic",
+            "source.partition",
+            "source.offset",
+        } <= set(headers)
+
+    # Rows in Postgres match the topics.
+    async def rows_match() -> bool:
+        counts = _counts(stack.database_url)
+        return counts == (len({r["event_id"] for r in drift_records}), len(alert_records))
+
+    await wait_until(rows_match, 60, "Postgres rows to match the topics")
+    with psycopg.connect(stack.database_url.replace("+psycopg", "")) as conn:
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM alert_transitions ORDER BY seq")]
+        assert seqs == sorted(set(seqs))
+        (active,) = conn.execute(
+            "SELECT count(*) FROM alert_events WHERE status <> 'resolved'"
+        ).fetchone() or (0,)
+        assert active >= 1
+
+    # The other customer's operator got nothing.
+    await asyncio.sleep(1.0)
+    assert other_msgs == []
+    assert sent == 70 * 6 * 20
+    for task in readers:
+        task.cancel()
+    await demo.close()
+    await other.close()
+
+
+async def _first_alert(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((m for m in messages if m["type"] == "alert"), None)
+
+
+def _counts(database_url: str) -> tuple[int, int]:
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        drift = conn.execute("SELECT count(*) FROM drift_events").fetchone()
+        transitions = conn.execute("SELECT count(*) FROM alert_transitions").fetchone()
+    return (drift[0] if drift else 0, transitions[0] if transitions else 0)
+
+
+@pytest.mark.parametrize(
+    ("token", "params", "code"),
+    [
+        ("", {}, 4401),
+        ("not-a-jwt", {}, 4401),
+        (mint_token("some-other-secret-also-32-bytes-long!", "demo", "mallory"), {}, 4401),
+        (mint_token(SECRET, "demo", "late", now_s=1_000_000, ttl_s=60), {}, 4401),
+        (mint_token(SECRET, "other-customer", "bob"), {"customer_id": "demo"}, 4403),
+    ],
+    ids=["missing", "garbage", "wrong-secret", "expired", "foreign-customer"],
+)
+async def test_bad_tokens_are_closed_before_anything_is_sent(
+    notifier_stack: ServiceStack, token: str, params: dict[str, str], code: int
+) -> None:
+    """Missing, forged, expired or foreign-tenant tokens: closed with 4401/4403, no message."""
+    await (await _notifier_ready(notifier_stack)).close()
+    async with connect(_ws_url(notifier_stack, token, **params)) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            # Without a token in the URL the server expects an auth message first; this is not.
+            await ws.send(json.dumps({"type": "subscribe"}))
+            await asyncio.wait_for(ws.recv(), 15)
+    assert info.value.rcvd is not None and info.value.rcvd.code == code

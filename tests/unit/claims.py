@@ -1,0 +1,42 @@
+"""Builders for claims in unit tests."""
+
+from datetime import date, timedelta
+from typing import Any
+
+from streams.domain.claims import Claim, parse_claim
+
+DAY_MS = 86_400_000
+EPOCH = date(1970, 1, 1)
+
+
+def raw_claim(**overrides: Any) -> dict[str, Any]:
+    """A valid ClaimDecided mapping, with ``overrides`` applied."""
+    record: dict[str, Any] = {
+        "claim_id": "c-1",
+        "customer_id": "acme",
+        "payer_id": "payer-a",
+        "cpt_code": "71046",
+        "submitted_date": "2026-01-01",
+        "decided_date": "2026-01-11",
+        "outcome": "PAID",
+        "billed_amount": "100.00",
+        "allowed_amount": "70.00",
+    }
+    record.update(overrides)
+    return record
+
+
+def claim_on_day(day: int, *, denied: bool = False, payer: str = "payer-a", i: int = 0) -> Claim:
+    """A claim decided on ``day`` days after the epoch (noon UTC)."""
+    decided = EPOCH + timedelta(days=day)
+    return parse_claim(
+        raw_claim(
+            claim_id=f"{payer}-{day}-{i}",
+            payer_id=payer,
+            submitted_date=(decided - timedelta(days=10)).isoformat(),
+            decided_date=decided.isoformat(),
+            decided_at=f"{decided.isoformat()}T12:00:00Z",
+            outcome="DENIED" if denied else "PAID",
+            allowed_amount="0" if denied else "70.00",
+        )
+    )

@@ -1,0 +1,74 @@
+"""Buckets and the partition watermark."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.domain.windows import KeyWindows, Watermark, bucket_of
+from tests.unit.claims import DAY_MS, claim_on_day
+
+
+def test_bucket_sums_over_ranges():
+    """A window's sums are the sums of its buckets."""
+    key = KeyWindows("acme|payer-a|radiology", 0)
+    for day, denied in [(1, True), (1, False), (2, True), (5, False)]:
+        key.add(claim_on_day(day, denied=denied), day)
+    assert key.sums(1, 2).n == 3
+    assert key.sums(1, 2).denied == 2
+    assert key.sums(3, 5).n == 1
+    assert key.sums(1, 5).lag_sum == 40.0
+
+
+def test_key_windows_round_trip_through_json_shape():
+    """to_dict/from_dict survive JSON's string keys."""
+    import json
+
+    key = KeyWindows("k|p|g", 3)
+    key.add(claim_on_day(4, denied=True), 4)
+    back = KeyWindows.from_dict(json.loads(json.dumps(key.to_dict())))
+    assert back == key
+
+
+def test_prune_forgets_old_buckets_only():
+    """Pruning drops buckets before the bound and reports whether it dropped any."""
+    key = KeyWindows("k|p|g", 0)
+    for day in (1, 2, 3):
+        key.add(claim_on_day(day), day)
+    assert key.prune_before(3) is True
+    assert sorted(key.buckets) == [3]
+    assert key.prune_before(3) is False
+
+
+def test_watermark_closes_buckets_after_grace():
+    """A bucket closes when max event time − grace passes its end."""
+    wm = Watermark(grace_ms=3 * DAY_MS, bucket_ms=DAY_MS)
+    assert wm.advance(10 * DAY_MS) == []  # first event: sets the start, closes nothing
+    assert wm.closed_through == 6
+    assert wm.advance(11 * DAY_MS) == [7]
+    assert wm.advance(13 * DAY_MS + 5) == [8, 9]
+    assert wm.advance(12 * DAY_MS) == []  # older events never move the watermark back
+
+
+def test_late_means_bucket_already_closed():
+    """A claim is late exactly when its bucket has closed."""
+    wm = Watermark(grace_ms=3 * DAY_MS, bucket_ms=DAY_MS)
+    wm.advance(10 * DAY_MS)
+    assert wm.is_late(6 * DAY_MS + 1)
+    assert not wm.is_late(7 * DAY_MS)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=400 * DAY_MS), min_size=1, max_size=60))
+def test_watermark_closes_each_bucket_once_in_order(times):
+    """Whatever the arrival order, buckets close once each, in increasing order."""
+    wm = Watermark(grace_ms=2 * DAY_MS, bucket_ms=DAY_MS)
+    closed: list[int] = []
+    for t in times:
+        closed.extend(wm.advance(t))
+    assert closed == sorted(set(closed))
+    if closed:
+        assert closed[-1] == (max(times) - 2 * DAY_MS) // DAY_MS - 1
+
+
+def test_bucket_of_floor():
+    """Bucket index is floor division of event time."""
+    assert bucket_of(DAY_MS - 1, DAY_MS) == 0
+    assert bucket_of(DAY_MS, DAY_MS) == 1
