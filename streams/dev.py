@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -72,6 +73,15 @@ class Stack:
         self.exit_stack.close()
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def start_stack(settings: Settings, log_dir: Path, say: Callable[[str], None]) -> Stack:
     """Bring up broker, Postgres, topics, schema and the three services."""
     exit_stack = ExitStack()
@@ -91,7 +101,9 @@ def start_stack(settings: Settings, log_dir: Path, say: Callable[[str], None]) -
         asyncio.run(create_topics(settings, bootstrap))
         migrate_database(database_url)
         secret = settings.notifier_secret.get_secret_value() or secrets.token_urlsafe(32)
-        port = settings.notifier_port if settings.kafka_bootstrap else free_port()
+        port = settings.notifier_port if _port_free(settings.notifier_port) else free_port()
+        if port != settings.notifier_port:
+            say(f"port {settings.notifier_port} is busy; the notifier uses {port}")
         stack = Stack(bootstrap, database_url, secret, port, log_dir, exit_stack=exit_stack)
         for name in SERVICES:
             stack.start_service(name)

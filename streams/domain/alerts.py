@@ -213,6 +213,7 @@ class AlertLifecycle:
                 state.last_seen_ms = max(state.last_seen_ms, drift.detected_at_ms)
                 state.severity = max(state.severity, drift.severity)
                 state.drift_event_id = drift.event_id
+                state.message = _message(drift)
                 state.clean_evaluations = 0
                 rose = LEVELS.index(severity_level(state.severity)) > LEVELS.index(old_level)
                 out.append(_transition(state, "updated", notify=rose and state.status == "active"))
