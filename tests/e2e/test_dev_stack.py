@@ -26,8 +26,14 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SECRET = "e2e-secret-that-is-at-least-32-bytes-long"
 
@@ -61,14 +67,24 @@ async def _first_spike_alert(url: str, token: str) -> dict[str, Any]:
 
 async def test_make_run_shows_spike_alert_and_stops_cleanly(tmp_path: Path) -> None:
     """Within 120 s the printed token receives the spike's alert; SIGINT stops everything."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("UPSTREAM_KAFKA_BOOTSTRAP", "UPSTREAM_DATABASE_URL")}
-    env.update(UPSTREAM_NOTIFIER_SECRET=SECRET, UPSTREAM_NOTIFIER_PORT=str(free_port()),
-               PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("UPSTREAM_KAFKA_BOOTSTRAP", "UPSTREAM_DATABASE_URL")
+    }
+    env.update(
+        UPSTREAM_NOTIFIER_SECRET=SECRET,
+        UPSTREAM_NOTIFIER_PORT=str(free_port()),
+        PYTHONUNBUFFERED="1",
+    )
     started = time.monotonic()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; reads go to a thread
         [sys.executable, "-m", "streams.cli", "--log-level", "WARNING", "dev", "--duration", "30"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         stdin=subprocess.DEVNULL,
     )
     descendants: set[int] = set()
@@ -83,17 +99,35 @@ async def test_make_run_shows_spike_alert_and_stops_cleanly(tmp_path: Path) -> N
         assert len(descendants) >= 5  # broker, postgres (+ its workers), worker, sink, notifier
 
         # A token minted by `upstream token` with the same secret is accepted too.
-        minted = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "token", "--customer", "demo",
-             "--operator", "carol"], env=env, capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[-1]
+        minted_run = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "token",
+                "--customer",
+                "demo",
+                "--operator",
+                "carol",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        minted = minted_run.stdout.strip().splitlines()[-1]
 
-        alert, alert_minted = await asyncio.wait_for(asyncio.gather(
-            _first_spike_alert(ws_url, token), _first_spike_alert(ws_url, minted)), 120)
+        alert, alert_minted = await asyncio.wait_for(
+            asyncio.gather(_first_spike_alert(ws_url, token), _first_spike_alert(ws_url, minted)),
+            120,
+        )
         elapsed = time.monotonic() - started
         for message in (alert, alert_minted):
             assert (message["alert"]["payer_id"], message["alert"]["cpt_group"]) == (
-                SPIKE_PAYER, SPIKE_GROUP)
+                SPIKE_PAYER,
+                SPIKE_GROUP,
+            )
         assert elapsed < 120, f"alert after {elapsed:.0f}s"
         print(f"\nalert at the WebSocket client {elapsed:.1f}s after `upstream dev` started")
 
@@ -118,6 +152,9 @@ async def test_make_run_shows_spike_alert_and_stops_cleanly(tmp_path: Path) -> N
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "stopped" in out
-    alive = [pid for pid in descendants if psutil.pid_exists(pid)
-             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        pid
+        for pid in descendants
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == [], f"processes left behind: {alive}"
