@@ -8,6 +8,7 @@ import logging
 import sys
 from datetime import date
 
+from streams.generator import SCENARIOS
 from streams.settings import SettingsError, load_settings
 
 
@@ -26,14 +27,24 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds over which the scenario's days are streamed (default 60)",
     )
-    dev.add_argument("--scenario", default="denial-spike", help="generator scenario")
+    dev.add_argument(
+        "--scenario",
+        default="denial-spike",
+        choices=SCENARIOS,
+        help="generator scenario (default denial-spike)",
+    )
 
     sub.add_parser("worker", help="run the Faust stream worker")
     sub.add_parser("sink", help="write drift events and alerts to Postgres")
     sub.add_parser("notifier", help="serve operators over WebSocket and HTTP")
 
     gen = sub.add_parser("generate", help="produce synthetic claims with a drift scenario")
-    gen.add_argument("--scenario", default="denial-spike", choices=["steady", "denial-spike"])
+    gen.add_argument(
+        "--scenario",
+        default="denial-spike",
+        choices=SCENARIOS,
+        help="drift scenario (default denial-spike)",
+    )
     gen.add_argument("--customer", default="demo", help="customer_id (default demo)")
     gen.add_argument("--days", type=int, default=120, help="days of event time (default 120)")
     gen.add_argument("--spike-day", type=int, default=75, help="day the spike starts (default 75)")
@@ -58,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--operator", required=True, help="operator name (the token's sub)")
     token.add_argument("--scope", default="read,act", help="comma-separated: read,act")
     token.add_argument("--ttl-hours", type=float, default=12.0, help="validity (default 12 h)")
+
+    from streams import rules_cli
+
+    rules_cli.add_parser(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -117,6 +132,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"upstream token: {exc}", file=sys.stderr)
             return 2
+    elif command == "rules":
+        from streams import rules_cli
+
+        return asyncio.run(rules_cli.run(args, settings, services.require_bootstrap(settings)))
     elif command == "db":
         services.migrate_database(services.require_database(settings))
         print("database schema is up to date")
@@ -131,7 +150,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace, settings: object) -> int:
     from schemas.registry import ValueCodec
     from streams import services
-    from streams.generator import Scenario, produce, total_claims
+    from streams.generator import Scenario, produce
     from streams.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -148,7 +167,6 @@ def _generate(args: argparse.Namespace, settings: object) -> int:
     except ValueError as exc:
         print(f"upstream generate: {exc}", file=sys.stderr)
         return 2
-    total = total_claims(scenario)
 
     def progress(sent: int, of: int) -> None:
         print(f"\rsent {sent}/{of} claims", end="", file=sys.stderr, flush=True)
@@ -164,7 +182,7 @@ def _generate(args: argparse.Namespace, settings: object) -> int:
             progress=progress,
         )
     )
-    print(f"\nsent {sent} of {total} claims to {settings.topic_claims}", file=sys.stderr)
+    print(f"\nsent {sent} claims to {settings.topic_claims}", file=sys.stderr)
     return 0
 
 

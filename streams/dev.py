@@ -141,7 +141,7 @@ def run_dev(settings: Settings, scenario: Scenario, duration_s: float) -> int:
         say(f"streaming scenario {scenario.name!r}: {scenario.days} days in ~{duration_s:.0f}s")
 
         def progress(sent: int, total: int) -> None:
-            if sent % (total // 10 or 1) < total // scenario.days:
+            if sent == total or sent % max(1, total // 10) < max(1, total // 100):
                 say(f"generator: {sent}/{total} claims")
 
         asyncio.run(

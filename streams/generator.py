@@ -1,22 +1,27 @@
 """Synthetic claims with named drift scenarios, deterministic for a seed.
 
-Scenarios:
+Each scenario is a set of :class:`KeyProfile` s (one per customer × payer × CPT group) with a
+claim volume, a denial rate, a decision lag and an allowed amount, optionally a weekday pattern,
+a :class:`Shift` at a known day, late deliveries and resends. :func:`generate` yields ClaimDecided
+records in the order an upstream system would send them; the profiles are the ground truth the
+detection benchmark scores against.
 
-- ``steady``: every payer × CPT group key denies ~10 % of claims throughout.
-- ``denial-spike``: as steady, plus one key (``SPIKE_PAYER`` × ``SPIKE_GROUP``) whose denial
-  rate jumps from ~10 % to ~35 % on ``spike_day``.
-
-Event time can be compressed: :func:`produce` paces sending so that ``days`` of claims take
-about ``duration_s`` seconds of wall time.
+Scenarios: ``steady``, ``denial-spike`` (payer-b × radiology 10 % → 35 % on ``spike_day``),
+``lag-creep`` (payer-c × radiology decides 0.5 day slower each day from ``spike_day``, up to
++10 days), ``amount-drop`` (payer-a × evaluation_management allows 20 % less), ``low-volume``
+(40 keys with 2–4 claims a day), ``weekday-seasonal`` (denials 16 % on Mondays, 5 % at
+weekends), ``late-arrivals`` (3 % of claims 1–2 days late, 0.5 % 5–10 days late: beyond the
+grace), ``resends`` (6 % sent twice, 2 % re-sent with a corrected outcome).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -24,14 +29,61 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.registry import ValueCodec
 
-SCENARIOS = ("steady", "denial-spike")
+SCENARIOS = (
+    "steady", "denial-spike", "lag-creep", "amount-drop", "low-volume", "weekday-seasonal",
+    "late-arrivals", "resends",
+)  # fmt: skip
 PAYERS = ("payer-a", "payer-b", "payer-c")
 # (group, a representative CPT code, typical billed dollars)
 GROUPS = (("radiology", "71046", 180.0), ("evaluation_management", "99213", 140.0))
+CPT_OF = {group: cpt for group, cpt, _ in GROUPS}
 SPIKE_PAYER = "payer-b"
 SPIKE_GROUP = "radiology"
 BASE_DENIAL_RATE = 0.10
 SPIKE_DENIAL_RATE = 0.35
+DAY_S = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A change in a key's behaviour from ``start_day``: ``kind`` is a drift type.
+
+    ``size`` is the full change (denial points, lag days, or relative amount, e.g. -0.2);
+    ``ramp_days`` > 0 reaches it linearly over that many days (a creep).
+    """
+
+    kind: str
+    start_day: int
+    size: float
+    ramp_days: int = 0
+
+    def at(self, day: int) -> float:
+        """The change in effect on ``day``."""
+        if day < self.start_day:
+            return 0.0
+        if self.ramp_days <= 0:
+            return self.size
+        return self.size * min(1.0, (day - self.start_day + 1) / self.ramp_days)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyProfile:
+    """How one customer × payer × CPT group behaves."""
+
+    customer_id: str
+    payer_id: str
+    cpt_group: str
+    billed: float
+    per_day: int = 20
+    denial_rate: float = BASE_DENIAL_RATE
+    lag_days: tuple[int, int] = (5, 30)
+    weekday_denial: tuple[float, ...] = ()  # Monday..Sunday rates, overriding denial_rate
+    shift: Shift | None = None
+
+    @property
+    def key(self) -> str:
+        """``customer_id|payer_id|cpt_group``."""
+        return f"{self.customer_id}|{self.payer_id}|{self.cpt_group}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +97,11 @@ class Scenario:
     spike_day: int = 75
     claims_per_key_per_day: int = 20
     seed: int = 7
+    late_fraction: float = 0.0
+    very_late_fraction: float = 0.0
+    resend_fraction: float = 0.0
+    correction_fraction: float = 0.0
+    profiles: tuple[KeyProfile, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.name not in SCENARIOS:
@@ -54,62 +111,126 @@ class Scenario:
 
     @property
     def spike_key(self) -> str | None:
-        """The ``customer|payer|cpt_group`` key that drifts, if any."""
+        """The key of the denial-spike scenario's shift, if any."""
         if self.name != "denial-spike":
             return None
         return f"{self.customer_id}|{SPIKE_PAYER}|{SPIKE_GROUP}"
 
-    def denial_rate(self, payer: str, group: str, day: int) -> float:
-        """The true denial probability of a key on a day."""
-        spiked = self.name == "denial-spike" and payer == SPIKE_PAYER and group == SPIKE_GROUP
-        return SPIKE_DENIAL_RATE if spiked and day >= self.spike_day else BASE_DENIAL_RATE
+    def key_profiles(self) -> tuple[KeyProfile, ...]:
+        """The profiles: given ones, or the named scenario's."""
+        return self.profiles or _profiles(self)
 
 
-def generate(scenario: Scenario) -> Iterator[dict[str, Any]]:
-    """ClaimDecided records (JSON field names), in event-time order, day by day."""
-    rng = random.Random(scenario.seed)
-    for day in range(scenario.days):
-        decided_day = scenario.start + timedelta(days=day)
-        batch = []
-        for payer in PAYERS:
-            for group, cpt, billed in GROUPS:
-                for i in range(scenario.claims_per_key_per_day):
-                    denied = rng.random() < scenario.denial_rate(payer, group, day)
-                    lag_days = rng.randint(5, 30)
-                    amount = round(billed * rng.uniform(0.8, 1.2), 2)
-                    seconds = rng.randrange(86_400)
-                    decided_at = datetime(
-                        decided_day.year, decided_day.month, decided_day.day, tzinfo=UTC
-                    ) + timedelta(seconds=seconds)
-                    batch.append(
-                        {
-                            "claim_id": f"{scenario.customer_id}-{payer}-{group}-{day}-{i}",
-                            "customer_id": scenario.customer_id,
-                            "payer_id": payer,
-                            "cpt_code": cpt,
-                            "cpt_group": group,
-                            "submitted_date": (decided_day - timedelta(days=lag_days)).isoformat(),
-                            "decided_date": decided_day.isoformat(),
-                            "decided_at": decided_at.isoformat().replace("+00:00", "Z"),
-                            "outcome": "DENIED" if denied else "PAID",
-                            "billed_amount": f"{amount:.2f}",
-                            "allowed_amount": "0.00" if denied else f"{amount * 0.7:.2f}",
-                        }
-                    )
-        batch.sort(key=lambda c: c["decided_at"])
-        yield from batch
+def _profiles(s: Scenario) -> tuple[KeyProfile, ...]:
+    def key(payer: str, group: str, billed: float, **kw: Any) -> KeyProfile:
+        return KeyProfile(s.customer_id, payer, group, billed, s.claims_per_key_per_day, **kw)
+
+    shifts = {
+        "denial-spike": (SPIKE_PAYER, "radiology", Shift("denial_rate", s.spike_day,
+                                                         SPIKE_DENIAL_RATE - BASE_DENIAL_RATE)),
+        "lag-creep": ("payer-c", "radiology", Shift("decision_lag", s.spike_day, 10.0, 20)),
+        "amount-drop": ("payer-a", "evaluation_management",
+                        Shift("allowed_amount", s.spike_day, -0.2)),
+    }  # fmt: skip
+    if s.name == "low-volume":
+        rng = random.Random(s.seed)
+        return tuple(
+            KeyProfile(s.customer_id, f"payer-{i:02d}", group, billed, rng.randint(2, 4))
+            for i in range(20)
+            for group, _, billed in GROUPS
+        )
+    weekday = (0.16, 0.12, 0.10, 0.10, 0.09, 0.05, 0.05) if s.name == "weekday-seasonal" else ()
+    out = []
+    for payer in PAYERS:
+        for group, _, billed in GROUPS:
+            shift = None
+            if s.name in shifts and shifts[s.name][:2] == (payer, group):
+                shift = shifts[s.name][2]
+            out.append(key(payer, group, billed, weekday_denial=weekday, shift=shift))
+    return tuple(out)
 
 
-def total_claims(scenario: Scenario) -> int:
-    """How many claims :func:`generate` yields."""
-    return scenario.days * len(PAYERS) * len(GROUPS) * scenario.claims_per_key_per_day
+def _defaults(s: Scenario) -> Scenario:
+    """The late/resend fractions of the named scenarios, unless set explicitly."""
+    if s.name == "late-arrivals" and not (s.late_fraction or s.very_late_fraction):
+        return replace(s, late_fraction=0.03, very_late_fraction=0.005)
+    if s.name == "resends" and not (s.resend_fraction or s.correction_fraction):
+        return replace(s, resend_fraction=0.06, correction_fraction=0.02)
+    return s
+
+
+def _claim(p: KeyProfile, rng: random.Random, day: int, start: date, i: int) -> dict[str, Any]:
+    decided = start + timedelta(days=day)
+    rate = p.weekday_denial[decided.weekday()] if p.weekday_denial else p.denial_rate
+    lag_low, lag_high = p.lag_days
+    amount_factor = 1.0
+    if p.shift is not None:
+        change = p.shift.at(day)
+        if p.shift.kind == "denial_rate":
+            rate = min(1.0, max(0.0, rate + change))
+        elif p.shift.kind == "decision_lag":
+            lag_low, lag_high = lag_low + round(change), lag_high + round(change)
+        else:
+            amount_factor = 1.0 + change
+    denied = rng.random() < rate
+    billed = round(p.billed * rng.uniform(0.8, 1.2), 2)
+    allowed = 0.0 if denied else billed * 0.7 * amount_factor
+    decided_at = datetime(decided.year, decided.month, decided.day, tzinfo=UTC) + timedelta(
+        seconds=rng.randrange(DAY_S)
+    )
+    return {
+        "claim_id": f"{p.customer_id}-{p.payer_id}-{p.cpt_group}-{day}-{i}",
+        "customer_id": p.customer_id,
+        "payer_id": p.payer_id,
+        "cpt_code": CPT_OF.get(p.cpt_group, "71046"),
+        "cpt_group": p.cpt_group,
+        "submitted_date": (decided - timedelta(days=rng.randint(lag_low, lag_high))).isoformat(),
+        "decided_date": decided.isoformat(),
+        "decided_at": decided_at.isoformat().replace("+00:00", "Z"),
+        "outcome": "DENIED" if denied else "PAID",
+        "billed_amount": f"{billed:.2f}",
+        "allowed_amount": f"{allowed:.2f}",
+    }
+
+
+def generate(scenario: Scenario) -> list[dict[str, Any]]:
+    """ClaimDecided records (JSON field names) in sending order.
+
+    Claims are sent at their decision time, except late ones (sent 1–2 or 5–10 days later)
+    and resends (sent again 1–3 days later, some with a corrected outcome).
+    """
+    s = _defaults(scenario)
+    rng = random.Random(s.seed)
+    sending: list[tuple[float, int, dict[str, Any]]] = []
+    for day in range(s.days):
+        for p in s.key_profiles():
+            for i in range(p.per_day):
+                claim = _claim(p, rng, day, s.start, i)
+                at = datetime.fromisoformat(claim["decided_at"]).timestamp()
+                # Extra draws only where the scenario uses them: other scenarios keep their data.
+                roll = rng.random() if s.late_fraction or s.very_late_fraction else 1.0
+                if roll < s.very_late_fraction:
+                    at += rng.uniform(5, 10) * DAY_S
+                elif roll < s.very_late_fraction + s.late_fraction:
+                    at += rng.uniform(1, 2) * DAY_S
+                sending.append((at, len(sending), claim))
+                roll = rng.random() if s.resend_fraction or s.correction_fraction else 1.0
+                if roll < s.resend_fraction + s.correction_fraction:
+                    again = dict(claim)
+                    if roll < s.correction_fraction:
+                        again["outcome"] = "PAID" if claim["outcome"] == "DENIED" else "DENIED"
+                        again["allowed_amount"] = (
+                            f"{float(claim['billed_amount']) * 0.7:.2f}"
+                            if again["outcome"] == "PAID" else "0.00"
+                        )  # fmt: skip
+                    sending.append((at + rng.uniform(1, 3) * DAY_S, len(sending), again))
+    sending.sort(key=lambda item: (item[0], item[1]))
+    return [claim for _, _, claim in sending]
 
 
 def encode_claim(record: dict[str, Any], fmt: str, codec: ValueCodec, topic: str) -> bytes:
     """The claim as JSON or Avro bytes."""
     if fmt == "json":
-        import json
-
         return json.dumps(record, separators=(",", ":")).encode()
     return codec.encode("ClaimDecided", topic, record)
 
@@ -123,24 +244,24 @@ async def produce(
     codec: ValueCodec | None = None,
     duration_s: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
+    claims: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Send the scenario's claims to ``topic`` keyed by ``claim_id``; return the count.
+    """Send the scenario's claims (or ``claims``) to ``topic`` keyed by ``claim_id``.
 
-    With ``duration_s`` > 0 the days are spread evenly over that many seconds.
+    With ``duration_s`` > 0 sending is spread evenly over that many seconds. Returns the count.
     """
     codec = codec or ValueCodec()
+    records = claims if claims is not None else generate(scenario)
+    total = len(records)
+    step = max(1, total // 100)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
-    sent = 0
-    total = total_claims(scenario)
-    per_day = total // scenario.days
     started = time.monotonic()
     try:
-        for record in generate(scenario):
+        for sent, record in enumerate(records, start=1):
             value = encode_claim(record, fmt, codec, topic)
             await producer.send(topic, value=value, key=record["claim_id"].encode())
-            sent += 1
-            if sent % per_day == 0:
+            if sent % step == 0 or sent == total:
                 if progress is not None:
                     progress(sent, total)
                 if duration_s > 0:
@@ -149,4 +270,4 @@ async def produce(
         await producer.flush()
     finally:
         await producer.stop()
-    return sent
+    return total

@@ -14,3 +14,11 @@ DRIFT_EVENTS = Counter(
 ALERT_TRANSITIONS = Counter(
     "upstream_alert_transitions_total", "Alert transitions emitted", ["transition"]
 )
+CLAIMS_DUPLICATE = Counter(
+    "upstream_claims_duplicate_total", "Resent claims identical to one already counted"
+)
+COMMANDS = Counter(
+    "upstream_commands_total",
+    "Operator commands by outcome (applied, duplicate, or a reason)",
+    ["outcome"],
+)

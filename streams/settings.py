@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     topic_alerts: str = "alerts.events"
     topic_commands: str = "alerts.commands"
     topic_rules: str = "alerts.rules"
+    topic_commands_dlq: str = "alerts.commands.dlq"
     partitions: int = Field(default=4, ge=1)
 
     # Faust worker.
@@ -55,6 +56,11 @@ class Settings(BaseSettings):
     min_baseline_n: int = Field(default=100, ge=1)
     min_expected_count: float = Field(default=5.0, ge=0)
     denial_rate_floor: float = Field(default=0.05, ge=0)
+    decision_lag_floor_days: float = Field(default=2.0, ge=0)
+    allowed_amount_floor: float = Field(default=0.10, ge=0)
+    # A partition (or one of its sources) quiet this long advances by the wall clock.
+    idle_close_after_s: float = Field(default=600.0, gt=0)
+    idle_check_interval_s: float = Field(default=5.0, gt=0)
     fdr_q_max: float = Field(default=0.001, gt=0, le=1)
 
     # Sink.

@@ -1,26 +1,30 @@
 """The Faust worker: thin agents around the pure domain core.
 
-Flow (all keys explicit, all state in domain objects):
-
 1. ``route`` reads ``claims.decided``, decodes and validates each value; invalid ones go to the
-   DLQ with headers, valid ones are repartitioned by ``customer_id|payer_id|cpt_group``.
-2. ``windows`` applies claims to :class:`PartitionWindows` per partition, sends late claims to
-   the DLQ, drift events to ``drift.events`` and key evaluations to the alert input (keyed by
-   ``customer_id``); changed key windows go to a changelog-backed table.
-3. ``alerts`` applies evaluations to :class:`AlertLifecycle` and sends every transition to
-   ``alerts.events``.
+   DLQ with headers, valid ones are repartitioned by ``customer_id|payer_id|cpt_group`` with the
+   partition they came from, and each source partition's progress is broadcast after a batch.
+2. ``windows`` applies claims to :class:`PartitionWindows`, sends late claims to the DLQ, drift
+   events to ``drift.events`` and key evaluations to the alert input (keyed by customer).
+   A timer advances quiet partitions by the wall clock after ``idle_close_after_s``.
+3. ``commands`` validates ``alerts.commands`` and forwards them to the alert input, so that
+   evaluations and commands of one customer are applied in one order.
+4. ``alerts`` applies evaluations (with the rules from ``alerts.rules``) and commands to
+   :class:`AlertLifecycle` and sends every transition to ``alerts.events``.
 
-Agents work in batches (``take_events``) to stay off Faust's per-event overhead; events are
-acked after their batch is handled, and Faust flushes the producer before committing offsets,
-so delivery is at-least-once and every output is idempotent downstream.
+Agents work in batches (``take_events``), events are acked after their batch, and outputs are
+delivered *before* the state that produced them is written to the changelog: a crash replays
+the batch and re-sends the same ids, never loses them. Faust flushes the producer before it
+commits offsets, so delivery is at-least-once and every output is idempotent downstream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,69 +32,31 @@ import faust
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
-from streams.domain.alerts import AlertLifecycle, AlertState, default_rule
+from streams import envelopes
+from streams.domain.alerts import AlertCommand, AlertLifecycle
 from streams.domain.claims import InvalidClaim, parse_claim
 from streams.domain.drift import DriftConfig
-from streams.domain.events import KeyEvaluated
-from streams.domain.processor import Arrival, ClaimFromSource, PartitionWindows, SourceProgressed
-from streams.domain.windows import KeyWindows
-from streams.metrics import ALERT_TRANSITIONS, CLAIMS_DLQ, CLAIMS_PROCESSED, DRIFT_EVENTS
+from streams.domain.processor import Arrival, ClaimFromSource, PartitionWindows, StepResult
+from streams.domain.rules import RuleBook
+from streams.metrics import (
+    ALERT_TRANSITIONS,
+    CLAIMS_DLQ,
+    CLAIMS_DUPLICATE,
+    CLAIMS_PROCESSED,
+    COMMANDS,
+    DRIFT_EVENTS,
+)
 from streams.records import alert_record, drift_record
+from streams.rules_feed import RulesFeed
 from streams.settings import Settings
+from streams.state import ChangelogTable, TableAlertStore, WindowsState
 
 log = logging.getLogger("upstream.worker")
-WATERMARK_PREFIX = "__watermark__|"
-
-
-class ChangelogTable:
-    """A Faust table used as plain changelog-backed storage with explicit partitions.
-
-    Faust's own ``table[k] = v`` picks the changelog partition from the implicit current event;
-    batches span partitions, so every write here names its partition.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def get(self, key: str) -> Any:
-        """The stored value, or None."""
-        return self._table.data.get(key)
-
-    def put(self, partition: int, key: str, value: Any) -> None:
-        """Store ``value`` and append it to changelog partition ``partition``."""
-        self._table.data[key] = value
-        self._table.send_changelog(partition, key, value)
-
-    def delete(self, partition: int, key: str) -> None:
-        """Remove ``key`` and write a tombstone."""
-        self._table.data.pop(key, None)
-        self._table.send_changelog(partition, key, None, value_serializer="raw")
-
-    def items(self) -> Iterable[tuple[str, Any]]:
-        """Every stored item (all assigned partitions)."""
-        return list(self._table.data.items())
-
-
-class TableAlertStore:
-    """:class:`AlertStore` over a changelog table, writing to one partition."""
-
-    def __init__(self, table: ChangelogTable, partition: int) -> None:
-        self.table = table
-        self.partition = partition
-
-    def get(self, dedup_key: str) -> AlertState | None:
-        """The alert state under ``dedup_key``."""
-        data = self.table.get(dedup_key)
-        return AlertState.from_dict(data) if data else None
-
-    def put(self, state: AlertState) -> None:
-        """Persist ``state``."""
-        self.table.put(self.partition, state.dedup_key, state.to_dict())
 
 
 @dataclass
 class Worker:
-    """The assembled Faust app with its topics and tables (built by :func:`build_worker`)."""
+    """The assembled Faust app (built by :func:`build_worker`)."""
 
     app: faust.App
     settings: Settings
@@ -107,32 +73,10 @@ def drift_config(settings: Settings) -> DriftConfig:
         min_baseline_n=settings.min_baseline_n,
         min_expected_count=settings.min_expected_count,
         denial_rate_floor=settings.denial_rate_floor,
+        decision_lag_floor_days=settings.decision_lag_floor_days,
+        allowed_amount_floor=settings.allowed_amount_floor,
         fdr_q_max=settings.fdr_q_max,
     )
-
-
-def _dlq_headers(event: Any, stage: str, reason: str, message: str) -> dict[str, bytes]:
-    msg = event.message
-    return {
-        "error.stage": stage.encode(),
-        "error.reason": reason.encode(),
-        "error.message": message.encode("utf-8", "replace")[:1000],
-        "source.topic": str(msg.topic).encode(),
-        "source.partition": str(msg.partition).encode(),
-        "source.offset": str(msg.offset).encode(),
-    }
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
-
-
-def _arrival(envelope: dict[str, Any]) -> Arrival:
-    """Decode a message of the internal by-key topic."""
-    source, sources = int(envelope["source"]), int(envelope["sources"])
-    if "claim" in envelope:
-        return ClaimFromSource(source, sources, parse_claim(envelope["claim"]))
-    return SourceProgressed(source, sources, int(envelope["max_event_ms"]))
 
 
 def _take_events(stream: Any, settings: Settings) -> AsyncIterator[list[Any]]:
@@ -166,58 +110,48 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
         "value_serializer": "raw",
     }
     claims_topic = app.topic(settings.topic_claims, **raw)
+    commands_topic = app.topic(settings.topic_commands, **raw)
     dlq_topic = app.topic(settings.topic_claims_dlq, **raw)
+    commands_dlq_topic = app.topic(settings.topic_commands_dlq, **raw)
     drift_topic = app.topic(settings.topic_drift, **raw)
     alerts_topic = app.topic(settings.topic_alerts, **raw)
-    by_key_topic = app.topic(
-        f"{settings.app_id}-claims-by-key", internal=True, partitions=settings.partitions, **raw
-    )
-    alert_input_topic = app.topic(
-        f"{settings.app_id}-alert-input", internal=True, partitions=settings.partitions, **raw
-    )
+    internal: dict[str, Any] = {"internal": True, "partitions": settings.partitions, **raw}
+    by_key_topic = app.topic(f"{settings.app_id}-claims-by-key", **internal)
+    alert_input_topic = app.topic(f"{settings.app_id}-alert-input", **internal)
     # key_type=str with no value_type: Faust serializes both as JSON.
     table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": str}
     windows_table = ChangelogTable(app.Table("windows", default=None, **table_opts))
     alerts_table = ChangelogTable(app.Table("alerts", default=None, **table_opts))
 
-    cfg = drift_config(settings)
-    grace_ms = int(settings.grace_days * 86_400_000)
-    partitions: dict[int, PartitionWindows] = {}
+    state = WindowsState(
+        windows_table, drift_config(settings), int(settings.grace_days * 86_400_000)
+    )
+    windows_lock = asyncio.Lock()  # the idle timer and the windows agent share the state
+    rules = RuleBook()
+    rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, rules)
 
-    def partition_windows(partition: int) -> PartitionWindows:
-        pw = partitions.get(partition)
-        if pw is None:
-            pw = partitions[partition] = PartitionWindows(partition, cfg, grace_ms)
-            saved = windows_table.get(f"{WATERMARK_PREFIX}{partition}")
-            if saved:
-                pw.watermark.restore(saved)
-            for key, value in windows_table.items():
-                if (
-                    not key.startswith(WATERMARK_PREFIX)
-                    and value
-                    and value["partition"] == partition
-                ):
-                    pw.keys[key] = KeyWindows.from_dict(value)
-            log.info("partition %d: loaded %d keys", partition, len(pw.keys))
-        return pw
+    def source_count() -> int:
+        return app.consumer.topic_partitions(settings.topic_claims) or settings.partitions
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # The new owner rebuilds from the changelog; keeping a stale copy would fork state.
-        partitions.clear()
+        state.forget()
 
     app.on_partitions_revoked.connect(on_revoked)
 
-    async def send_dlq(event: Any, stage: str, reason: str, message: str) -> None:
+    @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
+    async def follow_rules() -> None:
+        await rules_feed.run()
+
+    async def send_dlq(event: Any, stage: str, reason: str, detail: str) -> None:
         CLAIMS_DLQ.labels(reason=reason).inc()
-        await dlq_topic.send(
-            key=event.key, value=event.value, headers=_dlq_headers(event, stage, reason, message)
-        )
+        headers = envelopes.dlq_headers(event.message, stage, reason, detail)
+        await dlq_topic.send(key=event.key, value=event.value, headers=headers)
 
     @app.agent(claims_topic)
     async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for events in _take_events(stream, settings):
             progress: dict[int, int] = {}
-            sources = app.consumer.topic_partitions(settings.topic_claims) or settings.partitions
+            sources = source_count()
             for event in events:
                 try:
                     raw_claim = codec.decode(event.value, "ClaimDecided", settings.topic_claims)
@@ -232,18 +166,19 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
                 progress[source] = max(progress.get(source, claim.event_ms), claim.event_ms)
                 await by_key_topic.send(
                     key=claim.window_key.encode(),
-                    value=_dumps({"source": source, "sources": sources, "claim": raw_claim}),
+                    value=envelopes.dumps(
+                        {"source": source, "sources": sources, "claim": raw_claim}
+                    ),
                 )
-            await _broadcast_progress(progress, sources)
+            # Every windows partition needs every source's progress, even with no claim from
+            # it, to move its watermark (the minimum over sources).
+            for source, max_event_ms in sorted(progress.items()):
+                value = envelopes.dumps(
+                    {"source": source, "sources": sources, "max_event_ms": max_event_ms}
+                )
+                for partition in range(settings.partitions):
+                    await by_key_topic.send(key=b"", value=value, partition=partition)
             yield None
-
-    async def _broadcast_progress(progress: dict[int, int], sources: int) -> None:
-        # Every windows partition needs every source's progress, even with no claim from it,
-        # to move its watermark (the minimum over sources).
-        for source, max_event_ms in sorted(progress.items()):
-            value = _dumps({"source": source, "sources": sources, "max_event_ms": max_event_ms})
-            for partition in range(settings.partitions):
-                await by_key_topic.send(key=b"", value=value, partition=partition)
 
     @app.agent(by_key_topic)
     async def windows(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -251,47 +186,107 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
             by_partition: dict[int, list[tuple[Any, Arrival]]] = defaultdict(list)
             for event in events:
                 try:
-                    arrival = _arrival(json.loads(event.value))
+                    arrival = envelopes.arrival(json.loads(event.value))
                 except (InvalidClaim, ValueError, KeyError, TypeError) as exc:
                     await send_dlq(event, "window", "invalid", str(exc))
                     continue
                 by_partition[event.message.partition].append((event, arrival))
-            for partition, items in by_partition.items():
-                await _apply_partition(partition, items)
+            now_ms = int(time.time() * 1000)
+            async with windows_lock:
+                for partition, items in by_partition.items():
+                    pw = state.get(partition, source_count())
+                    result = pw.apply([a for _, a in items], now_ms=now_ms)
+                    await _dead_letter_late(items, result)
+                    await _emit(pw, result)
             yield None
 
-    async def _apply_partition(partition: int, items: list[tuple[Any, Arrival]]) -> None:
-        pw = partition_windows(partition)
-        result = pw.apply([arrival for _, arrival in items])
+    async def _dead_letter_late(items: list[tuple[Any, Arrival]], result: StepResult) -> None:
         late_ids = {id(c) for c in result.late}
         for event, arrival in items:
             if isinstance(arrival, ClaimFromSource) and id(arrival.claim) in late_ids:
                 await send_dlq(event, "window", "late", "event time is behind the watermark")
-        CLAIMS_PROCESSED.inc(
-            sum(isinstance(a, ClaimFromSource) for _, a in items) - len(result.late)
-        )
+        claims = sum(isinstance(a, ClaimFromSource) for _, a in items)
+        CLAIMS_PROCESSED.inc(claims - len(result.late) - result.duplicates)
+        CLAIMS_DUPLICATE.inc(result.duplicates)
+
+    async def _emit(pw: PartitionWindows, result: StepResult) -> None:
+        """Deliver outputs, then persist the state that produced them."""
+        pending: list[Awaitable[Any]] = []
         for drift in result.drifts:
             DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
             value = codec.encode("DriftEvent", settings.topic_drift, drift_record(drift))
-            await drift_topic.send(key=drift.kafka_key.encode(), value=value)
+            pending.append(await drift_topic.send(key=drift.kafka_key.encode(), value=value))
         for evaluation in result.evaluations:
-            await alert_input_topic.send(
-                key=evaluation.customer_id.encode(), value=_dumps(evaluation.to_dict())
+            pending.append(
+                await alert_input_topic.send(
+                    key=evaluation.customer_id.encode(),
+                    value=envelopes.evaluation_message(evaluation),
+                )
             )
-        for key in result.changed_keys:
-            windows_table.put(partition, key, pw.keys[key].to_dict())
-        for key in result.removed_keys:
-            windows_table.delete(partition, key)
-        windows_table.put(partition, f"{WATERMARK_PREFIX}{partition}", pw.watermark.to_dict())
+        await asyncio.gather(*pending)
+        state.save(pw, result.changed_keys, result.removed_keys)
+
+    @app.timer(settings.idle_check_interval_s)  # type: ignore[untyped-decorator]
+    async def advance_idle_partitions() -> None:
+        now_ms = int(time.time() * 1000)
+        idle_ms = int(settings.idle_close_after_s * 1000)
+        assigned = sorted(
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == by_key_topic.get_topic_name()
+        )
+        async with windows_lock:
+            for partition in assigned:
+                pw = state.get(partition, source_count())
+                result = pw.idle_tick(now_ms, idle_ms)
+                if (
+                    result.drifts
+                    or result.evaluations
+                    or result.changed_keys
+                    or result.removed_keys
+                ):
+                    await _emit(pw, result)
+
+    @app.agent(commands_topic)
+    async def commands(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for events in _take_events(stream, settings):
+            for event in events:
+                try:
+                    record = codec.decode(event.value, "AlertCommand", settings.topic_commands)
+                    command = envelopes.command_from_record(record)
+                except (DecodeError, KeyError, ValueError, TypeError) as exc:
+                    await _reject(event, "invalid_command", str(exc))
+                    continue
+                await alert_input_topic.send(
+                    key=command.customer_id.encode(),
+                    value=envelopes.command_message(record),
+                )
+            yield None
+
+    async def _reject(event: Any, reason: str, detail: str) -> None:
+        COMMANDS.labels(outcome=reason).inc()
+        headers = envelopes.dlq_headers(event.message, "alerts", reason, detail)
+        await commands_dlq_topic.send(key=event.key, value=event.value, headers=headers)
 
     @app.agent(alert_input_topic)
     async def alerts(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        await rules_feed.ready.wait()
         async for events in _take_events(stream, settings):
             for event in events:
-                evaluation = KeyEvaluated.from_dict(json.loads(event.value))
+                item = envelopes.alert_input(json.loads(event.value))
                 lifecycle = AlertLifecycle(TableAlertStore(alerts_table, event.message.partition))
-                rules = [default_rule(evaluation.customer_id)]
-                for transition in lifecycle.apply_evaluation(evaluation, rules):
+                if isinstance(item, AlertCommand):
+                    outcome = lifecycle.apply_command(item)
+                    if outcome.rejected:
+                        await _reject(event, outcome.rejected, outcome.detail)
+                        continue
+                    COMMANDS.labels(outcome="duplicate" if outcome.duplicate else "applied").inc()
+                    transitions = outcome.transitions
+                else:
+                    transitions = lifecycle.apply_evaluation(
+                        item, rules.for_customer(item.customer_id)
+                    )
+                for transition in transitions:
                     ALERT_TRANSITIONS.labels(transition=transition.transition).inc()
                     value = codec.encode(
                         "AlertEvent", settings.topic_alerts, alert_record(transition)

@@ -1,73 +1,35 @@
-"""Alert rules, deduplication and lifecycle (anchored on Alertmanager and PagerDuty).
+"""Alert deduplication, lifecycle and operator commands (anchored on Alertmanager, PagerDuty).
 
 A drift that matches a rule triggers an alert keyed by
 ``dedup_key = customer|rule|payer|cpt_group|drift_type``. Re-detections within
 ``dedup_window_hours`` (event time) of ``last_seen`` update the open alert; an update notifies
 only when the severity level rises and the alert is not acknowledged. After
-``auto_resolve_after`` clean evaluations the alert resolves itself. Evaluations are applied at
-most once per dedup key (by evaluation time), so a replayed input changes nothing.
+``auto_resolve_after`` clean evaluations the alert resolves itself; a later detection opens a
+new alert. Evaluations are applied at most once per dedup key (by evaluation time), and
+commands at most once per alert (by ``command_id``), so redelivered input changes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streams.domain.drift import LEVELS, severity_level
 from streams.domain.events import AlertTransitioned, DriftDetected, KeyEvaluated
+from streams.domain.rules import AlertRule
 
 ALERT_NAMESPACE = uuid.UUID("5d0c9b0e-2f0a-4a57-9b8e-3f6f0f7d2a41")
-DRIFT_TYPES = ("denial_rate", "decision_lag", "allowed_amount")
 HOUR_MS = 3_600_000
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRule:
-    """Which drifts of one customer become alerts, and how they are deduplicated."""
-
-    customer_id: str
-    rule_id: str
-    drift_types: tuple[str, ...] = DRIFT_TYPES
-    min_severity_level: str = "warning"
-    min_confidence: float = 0.0
-    payer_ids: tuple[str, ...] = ()
-    cpt_groups: tuple[str, ...] = ()
-    dedup_window_hours: int = 24
-    auto_resolve_after: int = 2
-    enabled: bool = True
-
-    def matches(self, drift: DriftDetected) -> bool:
-        """Whether ``drift`` passes this rule's filters and thresholds."""
-        return (
-            self.enabled
-            and drift.customer_id == self.customer_id
-            and drift.drift_type in self.drift_types
-            and LEVELS.index(drift.severity_level) >= LEVELS.index(self.min_severity_level)
-            and drift.confidence >= self.min_confidence
-            and (not self.payer_ids or drift.payer_id in self.payer_ids)
-            and (not self.cpt_groups or drift.cpt_group in self.cpt_groups)
-        )
-
-    def covers(self, evaluation: KeyEvaluated, drift_type: str) -> bool:
-        """Whether an evaluation of ``drift_type`` on that key falls under this rule."""
-        return (
-            self.enabled
-            and drift_type in self.drift_types
-            and (not self.payer_ids or evaluation.payer_id in self.payer_ids)
-            and (not self.cpt_groups or evaluation.cpt_group in self.cpt_groups)
-        )
-
-
-def default_rule(customer_id: str) -> AlertRule:
-    """The rule a customer gets when it has none: all drift types, warning and above."""
-    return AlertRule(customer_id=customer_id, rule_id="default")
+COMMANDS = ("acknowledge", "resolve", "judge")
+VERDICTS = ("true_positive", "false_positive", "needs_review")
+REMEMBERED_COMMANDS = 64  # per alert; an operator sends a handful at most
 
 
 @dataclass(slots=True)
 class AlertState:
-    """The latest state of the alert (open or last resolved) under one dedup key."""
+    """The latest state of one alert."""
 
     alert_id: str
     version: int
@@ -90,6 +52,7 @@ class AlertState:
     resolution: str | None = None
     verdict: str | None = None
     message: str = ""
+    applied_commands: list[str] = field(default_factory=list)
 
     @property
     def is_open(self) -> bool:
@@ -106,25 +69,57 @@ class AlertState:
         return cls(**data)
 
 
+@dataclass(frozen=True, slots=True)
+class AlertCommand:
+    """An operator's command (imperative): acknowledge, resolve or judge one alert."""
+
+    command_id: str
+    customer_id: str
+    alert_id: str
+    command: str
+    operator: str
+    verdict: str | None = None
+    note: str | None = None
+    issued_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """What a command did: transitions, or why it was rejected (``rejected`` reason code)."""
+
+    transitions: list[AlertTransitioned]
+    rejected: str | None = None
+    detail: str = ""
+    duplicate: bool = False
+
+
 class AlertStore(Protocol):
     """Where alert states live (a changelog-backed table in the worker, a dict in tests)."""
 
-    def get(self, dedup_key: str) -> AlertState | None:
-        """The state under ``dedup_key``, if any."""
+    def current(self, dedup_key: str) -> AlertState | None:
+        """The latest alert under ``dedup_key`` (open or resolved), if any."""
+
+    def get(self, alert_id: str) -> AlertState | None:
+        """The alert with ``alert_id``, if known."""
 
     def put(self, state: AlertState) -> None:
-        """Save ``state`` under its dedup key."""
+        """Save ``state`` under its alert id."""
+
+    def point(self, dedup_key: str, alert_id: str) -> None:
+        """Make ``alert_id`` the current alert of ``dedup_key``."""
 
 
 def _message(drift: DriftDetected) -> str:
     direction = "rose" if drift.delta_value > 0 else "fell"
+    what = {
+        "denial_rate": (f"{drift.baseline_value:.1%}", f"{drift.current_value:.1%}"),
+        "decision_lag": (f"{drift.baseline_value:.1f} days", f"{drift.current_value:.1f} days"),
+        "allowed_amount": (f"${drift.baseline_value:,.2f}", f"${drift.current_value:,.2f}"),
+    }.get(drift.drift_type, (f"{drift.baseline_value:.4g}", f"{drift.current_value:.4g}"))
+    label = drift.drift_type.replace("_", " ").capitalize()
     return (
-        f"Denial rate of payer {drift.payer_id} for {drift.cpt_group} {direction} from "
-        f"{drift.baseline_value:.1%} to {drift.current_value:.1%} "
-        f"({drift.window_days:g}-day window vs baseline, q={drift.q_value:.2g})"
-        if drift.drift_type == "denial_rate"
-        else f"{drift.drift_type} of payer {drift.payer_id} for {drift.cpt_group} {direction} "
-        f"from {drift.baseline_value:.4g} to {drift.current_value:.4g}"
+        f"{label} of payer {drift.payer_id} for {drift.cpt_group} {direction} from {what[0]} "
+        f"to {what[1]} ({drift.window_days:g}-day window vs baseline, q={drift.q_value:.2g})"
     )
 
 
@@ -156,7 +151,7 @@ def _transition(state: AlertState, transition: str, *, notify: bool) -> AlertTra
 
 
 class AlertLifecycle:
-    """Applies key evaluations to alert states kept in an :class:`AlertStore`."""
+    """Applies key evaluations and operator commands to alerts in an :class:`AlertStore`."""
 
     def __init__(self, store: AlertStore) -> None:
         self.store = store
@@ -171,22 +166,17 @@ class AlertLifecycle:
                 if not rule.covers(evaluation, drift_type):
                     continue
                 dedup_key = "|".join(
-                    (
-                        rule.customer_id,
-                        rule.rule_id,
-                        evaluation.payer_id,
-                        evaluation.cpt_group,
-                        drift_type,
-                    )
-                )
-                state = self.store.get(dedup_key)
+                    (rule.customer_id, rule.rule_id, evaluation.payer_id,
+                     evaluation.cpt_group, drift_type)
+                )  # fmt: skip
+                state = self.store.current(dedup_key)
                 if state is not None and evaluation.evaluated_at_ms <= state.last_evaluation_ms:
                     continue  # already applied: a redelivery
                 hits = [
-                    d
-                    for d in evaluation.detections
+                    d for d in evaluation.detections
                     if d.drift_type == drift_type and rule.matches(d)
-                ]
+                ]  # fmt: skip
+                before = state.alert_id if state else None
                 for drift in hits:
                     state = self._detected(state, rule, dedup_key, drift, out)
                 if not hits and state is not None and state.is_open:
@@ -194,6 +184,8 @@ class AlertLifecycle:
                 if state is not None:
                     state.last_evaluation_ms = evaluation.evaluated_at_ms
                     self.store.put(state)
+                    if state.alert_id != before:
+                        self.store.point(dedup_key, state.alert_id)
         return out
 
     def _detected(
@@ -219,6 +211,7 @@ class AlertLifecycle:
                 out.append(_transition(state, "updated", notify=rose and state.status == "active"))
                 return state
             self._resolve(state, "auto", None, out)
+            self.store.put(state)
         alert_id = uuid.uuid5(ALERT_NAMESPACE, f"{dedup_key}|{drift.detected_at_ms}")
         new = AlertState(
             alert_id=str(alert_id),
@@ -255,3 +248,47 @@ class AlertLifecycle:
         state.resolution = resolution
         state.resolved_by = operator
         out.append(_transition(state, "resolved", notify=True))
+
+    def apply_command(self, command: AlertCommand) -> CommandOutcome:
+        """Apply an operator command exactly once; reject it (never apply) when invalid."""
+        problem = _validate(command)
+        if problem:
+            return CommandOutcome([], "invalid_command", problem)
+        state = self.store.get(command.alert_id)
+        if state is None:
+            return CommandOutcome([], "unknown_alert", f"no alert {command.alert_id}")
+        if state.customer_id != command.customer_id:
+            return CommandOutcome([], "foreign_customer", "the alert belongs to another customer")
+        if command.command_id in state.applied_commands:
+            return CommandOutcome([], duplicate=True)
+        out: list[AlertTransitioned] = []
+        if command.command == "acknowledge":
+            if state.status != "active":
+                return CommandOutcome([], "invalid_state", f"alert is {state.status}")
+            state.version += 1
+            state.status = "acknowledged"
+            state.acknowledged_by = command.operator
+            out.append(_transition(state, "acknowledged", notify=True))
+        elif command.command == "resolve":
+            if not state.is_open:
+                return CommandOutcome([], "invalid_state", "alert is resolved already")
+            self._resolve(state, "operator", command.operator, out)
+        else:
+            state.version += 1
+            state.verdict = command.verdict
+            out.append(_transition(state, "judged", notify=False))
+        state.applied_commands = [*state.applied_commands, command.command_id][
+            -REMEMBERED_COMMANDS:
+        ]
+        self.store.put(state)
+        return CommandOutcome(out)
+
+
+def _validate(command: AlertCommand) -> str:
+    if command.command not in COMMANDS:
+        return f"command must be one of {list(COMMANDS)}"
+    if not command.command_id or not command.operator or not command.alert_id:
+        return "command_id, alert_id and operator are required"
+    if command.command == "judge" and command.verdict not in VERDICTS:
+        return f"judge needs a verdict in {list(VERDICTS)}"
+    return ""

@@ -1,20 +1,28 @@
-"""Drift evaluation at a bucket close: windows vs baseline, tests, BH, severity.
+"""Drift evaluation at a bucket close: windows vs baseline, three tests, BH, severity.
 
 At the close of bucket ``c`` each key is tested in every current window (the last
 ``short_window_buckets`` and the last ``long_window_buckets`` buckets up to ``c``) against one
-baseline (the ``baseline_buckets`` buckets before the long window). Tests that meet the minimum
-samples enter Benjamini–Hochberg over all tests of the close; a drift is detected when its
-q-value is at most ``fdr_q_max`` and its effect reaches the floor.
+baseline (the ``baseline_buckets`` buckets before the long window):
+
+- ``denial_rate``: pooled two-proportion z-test; value = denied / decided claims.
+- ``decision_lag``: Welch's t-test on decision lag in days; value = mean days.
+- ``allowed_amount``: Welch's t-test on ln(allowed $) of claims with an allowed amount;
+  value = geometric mean in dollars, effect = relative change.
+
+Tests that meet the minimum samples enter Benjamini–Hochberg over all tests of the close (every
+key, window and type); a drift is detected when its q-value is at most ``fdr_q_max`` and its
+effect reaches the type's floor. Severity = effect / FULL_SCALE, capped at 1.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams.domain.events import DriftDetected, KeyEvaluated
-from streams.domain.stats import benjamini_hochberg, two_proportion_z_test
+from streams.domain.stats import benjamini_hochberg, two_proportion_z_test, welch_t_test
 from streams.domain.windows import KeyWindows, WindowSums
 
 EVENT_NAMESPACE = uuid.UUID("8f5e2f8e-6f4b-4e8f-9a53-0c1d5d7a7c11")
@@ -23,8 +31,9 @@ EVENT_NAMESPACE = uuid.UUID("8f5e2f8e-6f4b-4e8f-9a53-0c1d5d7a7c11")
 WARNING_FROM = 0.3
 CRITICAL_FROM = 0.6
 LEVELS = ("info", "warning", "critical")
-# A denial-rate change of this many points is severity 1.0.
-DENIAL_RATE_FULL_SCALE = 0.25
+DRIFT_TYPES = ("denial_rate", "decision_lag", "allowed_amount")
+# Severity 1.0 at: a 25-point denial-rate change, a 10-day lag change, a 50 % amount change.
+FULL_SCALE = {"denial_rate": 0.25, "decision_lag": 10.0, "allowed_amount": 0.5}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +48,10 @@ class DriftConfig:
     min_baseline_n: int = 100
     min_expected_count: float = 5.0
     denial_rate_floor: float = 0.05
+    decision_lag_floor_days: float = 2.0
+    allowed_amount_floor: float = 0.10
     fdr_q_max: float = 0.001
+    drift_types: tuple[str, ...] = DRIFT_TYPES
 
     @property
     def history_buckets(self) -> int:
@@ -61,29 +73,70 @@ def severity_level(severity: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Candidate:
-    key: KeyWindows
-    window_buckets: int
-    baseline: WindowSums
-    current: WindowSums
+class _Test:
+    """One test's outcome before multiple-testing correction."""
+
+    baseline_n: int
+    current_n: int
     baseline_value: float
     current_value: float
+    effect: float  # |size| in the unit of the floor and the severity scale
     p_value: float
 
 
-def _denial_candidate(
-    cfg: DriftConfig, key: KeyWindows, window: int, baseline: WindowSums, current: WindowSums
-) -> _Candidate | None:
-    if current.n < cfg.min_current_n or baseline.n < cfg.min_baseline_n:
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    key: KeyWindows
+    drift_type: str
+    window_buckets: int
+    test: _Test
+
+
+def _denial_test(cfg: DriftConfig, base: WindowSums, cur: WindowSums) -> _Test | None:
+    if cur.n < cfg.min_current_n or base.n < cfg.min_baseline_n:
         return None
-    pooled = (baseline.denied + current.denied) / (baseline.n + current.n)
-    for n in (baseline.n, current.n):
+    pooled = (base.denied + cur.denied) / (base.n + cur.n)
+    for n in (base.n, cur.n):
         if n * pooled < cfg.min_expected_count or n * (1 - pooled) < cfg.min_expected_count:
             return None
-    test = two_proportion_z_test(baseline.denied, baseline.n, current.denied, current.n)
-    return _Candidate(
-        key, window, baseline, current, test.baseline_rate, test.current_rate, test.p_value
+    t = two_proportion_z_test(base.denied, base.n, cur.denied, cur.n)
+    return _Test(base.n, cur.n, t.baseline_rate, t.current_rate, abs(t.delta), t.p_value)
+
+
+def _lag_test(cfg: DriftConfig, base: WindowSums, cur: WindowSums) -> _Test | None:
+    if cur.n < cfg.min_current_n or base.n < cfg.min_baseline_n:
+        return None
+    t = welch_t_test(base.n, base.lag_sum, base.lag_sq, cur.n, cur.lag_sum, cur.lag_sq)
+    effect = abs(t.current_mean - t.baseline_mean)
+    return _Test(base.n, cur.n, t.baseline_mean, t.current_mean, effect, t.p_value)
+
+
+def _amount_test(cfg: DriftConfig, base: WindowSums, cur: WindowSums) -> _Test | None:
+    if cur.amount_n < cfg.min_current_n or base.amount_n < cfg.min_baseline_n:
+        return None
+    t = welch_t_test(
+        base.amount_n,
+        base.amount_log,
+        base.amount_log_sq,
+        cur.amount_n,
+        cur.amount_log,
+        cur.amount_log_sq,
     )
+    # Values are geometric means in dollars; the effect is the relative change.
+    base_value, cur_value = math.exp(t.baseline_mean), math.exp(t.current_mean)
+    effect = abs(cur_value / base_value - 1.0)
+    return _Test(base.amount_n, cur.amount_n, base_value, cur_value, effect, t.p_value)
+
+
+_TESTS = {"denial_rate": _denial_test, "decision_lag": _lag_test, "allowed_amount": _amount_test}
+
+
+def _floor(cfg: DriftConfig, drift_type: str) -> float:
+    return {
+        "denial_rate": cfg.denial_rate_floor,
+        "decision_lag": cfg.decision_lag_floor_days,
+        "allowed_amount": cfg.allowed_amount_floor,
+    }[drift_type]
 
 
 def evaluate_close(
@@ -100,20 +153,22 @@ def evaluate_close(
     evaluated: list[KeyEvaluated] = []
     for key in sorted(keys, key=lambda k: k.key):
         baseline = key.sums(base_first, base_last)
-        tested = False
+        tested: list[str] = []
         for window in cfg.current_windows():
             current = key.sums(closed_bucket - window + 1, closed_bucket)
-            candidate = _denial_candidate(cfg, key, window, baseline, current)
-            if candidate is not None:
-                candidates.append(candidate)
-                tested = True
+            for drift_type in cfg.drift_types:
+                test = _TESTS[drift_type](cfg, baseline, current)
+                if test is not None:
+                    candidates.append(_Candidate(key, drift_type, window, test))
+                    if drift_type not in tested:
+                        tested.append(drift_type)
         if tested:
-            evaluated.append(_evaluated(cfg, key.key, closed_bucket, ("denial_rate",)))
-    q_values = benjamini_hochberg([c.p_value for c in candidates])
+            evaluated.append(_evaluated(cfg, key.key, closed_bucket, tuple(tested)))
+    q_values = benjamini_hochberg([c.test.p_value for c in candidates])
     detected = [
         _drift_event(cfg, closed_bucket, c, q)
         for c, q in zip(candidates, q_values, strict=True)
-        if q <= cfg.fdr_q_max and abs(c.current_value - c.baseline_value) >= cfg.denial_rate_floor
+        if q <= cfg.fdr_q_max and c.test.effect >= _floor(cfg, c.drift_type)
     ]
     by_key: dict[str, list[DriftDetected]] = {}
     for event in detected:
@@ -136,32 +191,32 @@ def _evaluated(cfg: DriftConfig, key: str, closed: int, types: tuple[str, ...]) 
 
 def _drift_event(cfg: DriftConfig, closed: int, c: _Candidate, q_value: float) -> DriftDetected:
     customer_id, payer_id, cpt_group = c.key.key.split("|")
-    delta = c.current_value - c.baseline_value
-    severity = min(1.0, abs(delta) / DENIAL_RATE_FULL_SCALE)
+    t = c.test
+    severity = min(1.0, t.effect / FULL_SCALE[c.drift_type])
     current_end_ms = (closed + 1) * cfg.bucket_ms
     current_start_ms = current_end_ms - c.window_buckets * cfg.bucket_ms
     baseline_end_ms = (closed + 1 - cfg.long_window_buckets) * cfg.bucket_ms
     baseline_start_ms = baseline_end_ms - cfg.baseline_buckets * cfg.bucket_ms
     event_id = uuid.uuid5(
-        EVENT_NAMESPACE, f"{c.key.key}|denial_rate|{c.window_buckets}|{current_end_ms}"
+        EVENT_NAMESPACE, f"{c.key.key}|{c.drift_type}|{c.window_buckets}|{current_end_ms}"
     )
     return DriftDetected(
         event_id=str(event_id),
         customer_id=customer_id,
         payer_id=payer_id,
         cpt_group=cpt_group,
-        drift_type="denial_rate",
+        drift_type=c.drift_type,
         window_days=c.window_buckets * cfg.bucket_ms / 86_400_000,
         baseline_start_ms=baseline_start_ms,
         baseline_end_ms=baseline_end_ms,
         current_start_ms=current_start_ms,
         current_end_ms=current_end_ms,
-        baseline_value=c.baseline_value,
-        current_value=c.current_value,
-        delta_value=delta,
-        baseline_n=c.baseline.n,
-        current_n=c.current.n,
-        p_value=c.p_value,
+        baseline_value=t.baseline_value,
+        current_value=t.current_value,
+        delta_value=t.current_value - t.baseline_value,
+        baseline_n=t.baseline_n,
+        current_n=t.current_n,
+        p_value=t.p_value,
         q_value=q_value,
         severity=severity,
         severity_level=severity_level(severity),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig, evaluate_close
 from streams.domain.events import DriftDetected, KeyEvaluated
-from streams.domain.windows import KeyWindows, Watermark, bucket_of
+from streams.domain.windows import Added, KeyWindows, Watermark, bucket_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,8 @@ class StepResult:
     evaluations: list[KeyEvaluated] = field(default_factory=list)
     changed_keys: set[str] = field(default_factory=set)
     removed_keys: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    replaced: int = 0
 
 
 class PartitionWindows:
@@ -56,8 +58,11 @@ class PartitionWindows:
         self.watermark = Watermark(grace_ms=grace_ms, bucket_ms=cfg.bucket_ms, sources=sources)
         self.keys: dict[str, KeyWindows] = {}
 
-    def apply(self, arrivals: Sequence[Arrival]) -> StepResult:
-        """Apply claims and source progress in order; evaluate each bucket that closes."""
+    def apply(self, arrivals: Sequence[Arrival], now_ms: int | None = None) -> StepResult:
+        """Apply claims and source progress in order; evaluate each bucket that closes.
+
+        ``now_ms`` (wall clock) only feeds idle detection; results never depend on it.
+        """
         result = StepResult()
         for arrival in arrivals:
             if isinstance(arrival, SourceProgressed):
@@ -66,23 +71,31 @@ class PartitionWindows:
                 )
             else:
                 claim = arrival.claim
-                if self.watermark.is_late(claim.event_ms):
-                    result.late.append(claim)
-                    continue
+                bucket = bucket_of(claim.event_ms, self.cfg.bucket_ms)
                 key = self.keys.get(claim.window_key)
                 if key is None:
-                    key = self.keys[claim.window_key] = KeyWindows(claim.window_key, self.partition)
-                key.add(claim, bucket_of(claim.event_ms, self.cfg.bucket_ms))
-                result.changed_keys.add(claim.window_key)
+                    key = KeyWindows(claim.window_key, self.partition)
+                # An exact resend (or a redelivery after a restart) is a no-op, never "late".
+                if key.classify(claim, bucket) is Added.DUPLICATE:
+                    result.duplicates += 1
+                elif self.watermark.is_late(claim.event_ms):
+                    result.late.append(claim)
+                else:
+                    self.keys[claim.window_key] = key
+                    if key.add(claim, bucket) is Added.REPLACED:
+                        result.replaced += 1
+                    result.changed_keys.add(claim.window_key)
                 closing = self.watermark.advance(claim.event_ms, arrival.source, arrival.sources)
+            if now_ms is not None:
+                self.watermark.touch(arrival.source, now_ms)
             for closed in closing:
                 self._close(closed, result)
         return result
 
-    def advance_watermark(self, watermark_ms: int) -> StepResult:
-        """Move the watermark without a claim (an idle partition); evaluate what closes."""
+    def idle_tick(self, now_ms: int, idle_after_ms: int) -> StepResult:
+        """Advance past quiet sources by the wall clock (see :meth:`Watermark.idle_tick`)."""
         result = StepResult()
-        for closed in self.watermark.advance_to(watermark_ms):
+        for closed in self.watermark.idle_tick(now_ms, idle_after_ms):
             self._close(closed, result)
         return result
 
@@ -91,7 +104,7 @@ class PartitionWindows:
         active = []
         for name, key in list(self.keys.items()):
             pruned = key.prune_before(oldest)
-            if key.buckets:
+            if not key.is_empty:
                 active.append(key)
                 if pruned:
                     result.changed_keys.add(name)

@@ -8,8 +8,10 @@ when the watermark reaches its end.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from streams.domain.claims import Claim
@@ -38,30 +40,114 @@ class WindowSums:
     amount_log_sq: float
 
 
+def claim_hash(claim_id: str) -> int:
+    """A stable 63-bit hash of a claim id (Python's ``hash`` changes per process)."""
+    digest = hashlib.blake2b(claim_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one claim added to one bucket; packed into one int per claim id."""
+
+    bucket: int
+    pended: bool
+    denied: bool
+    lag_days: int
+    allowed_cents: int
+
+    @classmethod
+    def of(cls, claim: Claim, bucket: int) -> Contribution:
+        """The contribution of ``claim`` to ``bucket``."""
+        lag = max(0, min(claim.decision_lag_days, _LAG_MAX))
+        return cls(bucket, claim.outcome == "PENDED", claim.denied, lag, claim.allowed_cents)
+
+    def pack(self) -> int:
+        """One non-negative int: bucket | pended | denied | lag | cents."""
+        head = ((self.bucket + _BUCKET_OFFSET) << 2) | (self.pended << 1) | self.denied
+        return (head << 56) | (self.lag_days << 40) | min(self.allowed_cents, _CENTS_MAX)
+
+    @classmethod
+    def unpack(cls, packed: int) -> Contribution:
+        """Inverse of :meth:`pack`."""
+        head = packed >> 56
+        return cls(
+            bucket=(head >> 2) - _BUCKET_OFFSET,
+            pended=bool(head & 2),
+            denied=bool(head & 1),
+            lag_days=(packed >> 40) & _LAG_MAX,
+            allowed_cents=packed & _CENTS_MAX,
+        )
+
+
+_LAG_MAX = (1 << 16) - 1
+_CENTS_MAX = (1 << 40) - 1
+_BUCKET_OFFSET = 1 << 31
+
+
+class Added(Enum):
+    """What :meth:`KeyWindows.add` did with a claim."""
+
+    NEW = "new"
+    REPLACED = "replaced"  # a resend with corrected values: the old contribution was removed
+    DUPLICATE = "duplicate"  # a resend with the same values: counted once already
+
+
 @dataclass(slots=True)
 class KeyWindows:
-    """The buckets of one ``customer_id|payer_id|cpt_group`` key."""
+    """The buckets of one ``customer_id|payer_id|cpt_group`` key.
+
+    ``claims`` maps each claim id (hashed) still inside the history to its packed contribution,
+    so that a resent claim replaces what it added instead of counting twice. Cost: one dict
+    entry (two Python ints, about 100 bytes) per claim in the history.
+    """
 
     key: str
     partition: int
     buckets: dict[int, list[float]] = field(default_factory=dict)
+    claims: dict[int, int] = field(default_factory=dict)
 
-    def add(self, claim: Claim, bucket: int) -> None:
-        """Count ``claim`` into ``bucket``."""
-        sums = self.buckets.get(bucket)
+    def classify(self, claim: Claim, bucket: int) -> Added:
+        """Whether ``claim`` is new, a corrected resend, or an exact duplicate."""
+        previous = self.claims.get(claim_hash(claim.claim_id))
+        if previous is None:
+            return Added.NEW
+        if previous == Contribution.of(claim, bucket).pack():
+            return Added.DUPLICATE
+        return Added.REPLACED
+
+    def add(self, claim: Claim, bucket: int) -> Added:
+        """Count ``claim`` into ``bucket`` once per claim id; a resend replaces the original."""
+        ident = claim_hash(claim.claim_id)
+        contribution = Contribution.of(claim, bucket)
+        packed = contribution.pack()
+        previous = self.claims.get(ident)
+        if previous == packed:
+            return Added.DUPLICATE
+        if previous is not None:
+            self._apply(Contribution.unpack(previous), -1)
+        self._apply(contribution, +1)
+        self.claims[ident] = packed
+        return Added.NEW if previous is None else Added.REPLACED
+
+    def _apply(self, c: Contribution, sign: int) -> None:
+        if c.pended:
+            return  # not a decision yet: kept only so that the final decision replaces it
+        sums = self.buckets.get(c.bucket)
         if sums is None:
-            sums = self.buckets[bucket] = [0.0] * _WIDTH
-        sums[N] += 1
-        if claim.denied:
-            sums[DENIED] += 1
-        lag = claim.decision_lag_days
-        sums[LAG_SUM] += lag
-        sums[LAG_SQ] += lag * lag
-        if claim.allowed_cents > 0:
-            log_amount = math.log(claim.allowed_cents / 100.0)
-            sums[AMT_N] += 1
-            sums[AMT_LOG] += log_amount
-            sums[AMT_LOG_SQ] += log_amount * log_amount
+            if sign < 0:
+                return  # the bucket has left the history already
+            sums = self.buckets[c.bucket] = [0.0] * _WIDTH
+        sums[N] += sign
+        if c.denied:
+            sums[DENIED] += sign
+        sums[LAG_SUM] += sign * c.lag_days
+        sums[LAG_SQ] += sign * c.lag_days * c.lag_days
+        if c.allowed_cents > 0:
+            log_amount = math.log(c.allowed_cents / 100.0)
+            sums[AMT_N] += sign
+            sums[AMT_LOG] += sign * log_amount
+            sums[AMT_LOG_SQ] += sign * log_amount * log_amount
 
     def sums(self, first: int, last: int) -> WindowSums:
         """Sums over buckets ``first..last`` inclusive."""
@@ -71,31 +157,46 @@ class KeyWindows:
                 for i in range(_WIDTH):
                     total[i] += sums[i]
         return WindowSums(
-            int(total[N]),
-            int(total[DENIED]),
+            round(total[N]),
+            round(total[DENIED]),
             total[LAG_SUM],
             total[LAG_SQ],
-            int(total[AMT_N]),
+            round(total[AMT_N]),
             total[AMT_LOG],
             total[AMT_LOG_SQ],
         )
 
     def prune_before(self, bucket: int) -> bool:
-        """Forget buckets older than ``bucket``; return whether any was forgotten."""
+        """Forget buckets (and claim ids) older than ``bucket``; return whether any went."""
         stale = [i for i in self.buckets if i < bucket]
         for index in stale:
             del self.buckets[index]
-        return bool(stale)
+        bound = Contribution(bucket, False, False, 0, 0).pack() >> 56 << 56
+        old_claims = [h for h, packed in self.claims.items() if packed < bound]
+        for ident in old_claims:
+            del self.claims[ident]
+        return bool(stale or old_claims)
+
+    @property
+    def is_empty(self) -> bool:
+        """No bucket and no remembered claim left."""
+        return not self.buckets and not self.claims
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the changelog."""
-        return {"key": self.key, "partition": self.partition, "buckets": self.buckets}
+        return {
+            "key": self.key,
+            "partition": self.partition,
+            "buckets": self.buckets,
+            "claims": self.claims,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeyWindows:
-        """Inverse of :meth:`to_dict` (JSON turns bucket indexes into strings)."""
+        """Inverse of :meth:`to_dict` (JSON turns int keys into strings)."""
         buckets = {int(k): [float(x) for x in v] for k, v in data["buckets"].items()}
-        return cls(str(data["key"]), int(data["partition"]), buckets)
+        claims = {int(k): int(v) for k, v in data.get("claims", {}).items()}
+        return cls(str(data["key"]), int(data["partition"]), buckets, claims)
 
 
 @dataclass(slots=True)
@@ -114,6 +215,10 @@ class Watermark:
     sources: int = 1
     source_max_ms: dict[int, int] = field(default_factory=dict)
     closed_through: int | None = None
+    # Wall-clock bookkeeping, used only to advance idle sources (see idle_tick).
+    source_seen_wall_ms: dict[int, int] = field(default_factory=dict)
+    last_arrival_wall_ms: int | None = None
+    max_at_last_arrival_ms: int | None = None
 
     @property
     def max_event_ms(self) -> int | None:
@@ -139,9 +244,40 @@ class Watermark:
         low = self.max_event_ms
         return [] if low is None else self._close_until(low - self.grace_ms)
 
-    def advance_to(self, watermark_ms: int) -> list[int]:
-        """Move the watermark itself (idle partitions); return the buckets that close."""
-        return self._close_until(watermark_ms)
+    def touch(self, source: int, now_ms: int) -> None:
+        """Note that ``source`` delivered something at wall time ``now_ms``."""
+        self.source_seen_wall_ms[source] = now_ms
+        self.last_arrival_wall_ms = now_ms
+        if self.source_max_ms:
+            self.max_at_last_arrival_ms = max(self.source_max_ms.values())
+
+    def idle_tick(self, now_ms: int, idle_after_ms: int) -> list[int]:
+        """Advance past sources that have been quiet for ``idle_after_ms`` of wall time.
+
+        While other sources deliver, quiet ones stop holding the watermark back (as Flink's
+        idle sources). When the whole partition is quiet, event time advances with the wall
+        clock from the last max event time, so keys that went quiet still get evaluated.
+        """
+        if self.last_arrival_wall_ms is None or self.max_at_last_arrival_ms is None:
+            return []
+        first_seen = min(self.source_seen_wall_ms.values())
+        active = [
+            s for s in range(self.sources)
+            if s in self.source_max_ms
+            and now_ms - self.source_seen_wall_ms.get(s, first_seen) < idle_after_ms
+        ]  # fmt: skip
+        if active:
+            target = min(self.source_max_ms[s] for s in active)
+        else:
+            quiet_for = now_ms - self.last_arrival_wall_ms - idle_after_ms
+            if quiet_for <= 0:
+                return []
+            target = self.max_at_last_arrival_ms + quiet_for
+        for s in range(self.sources):
+            if s not in active:
+                self.source_max_ms[s] = max(self.source_max_ms.get(s, target), target)
+        low = self.max_event_ms
+        return [] if low is None else self._close_until(low - self.grace_ms)
 
     def _close_until(self, watermark_ms: int) -> list[int]:
         last_closable = watermark_ms // self.bucket_ms - 1
@@ -161,6 +297,9 @@ class Watermark:
             "sources": self.sources,
             "source_max_ms": self.source_max_ms,
             "closed_through": self.closed_through,
+            "source_seen_wall_ms": self.source_seen_wall_ms,
+            "last_arrival_wall_ms": self.last_arrival_wall_ms,
+            "max_at_last_arrival_ms": self.max_at_last_arrival_ms,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -168,3 +307,7 @@ class Watermark:
         self.sources = int(data.get("sources", 1))
         self.source_max_ms = {int(k): int(v) for k, v in data.get("source_max_ms", {}).items()}
         self.closed_through = data.get("closed_through")
+        seen = data.get("source_seen_wall_ms", {})
+        self.source_seen_wall_ms = {int(k): int(v) for k, v in seen.items()}
+        self.last_arrival_wall_ms = data.get("last_arrival_wall_ms")
+        self.max_at_last_arrival_ms = data.get("max_at_last_arrival_ms")

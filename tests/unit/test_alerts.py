@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 
-from streams.domain.alerts import AlertLifecycle, AlertRule, AlertState, default_rule
+from streams.domain.alerts import AlertCommand, AlertLifecycle, AlertState
 from streams.domain.events import DriftDetected, KeyEvaluated
+from streams.domain.rules import AlertRule, default_rule
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -16,13 +17,21 @@ class DictStore:
 
     def __init__(self) -> None:
         self.states: dict[str, AlertState] = {}
+        self.pointers: dict[str, str] = {}
 
-    def get(self, dedup_key: str) -> AlertState | None:
-        state = self.states.get(dedup_key)
+    def current(self, dedup_key: str) -> AlertState | None:
+        alert_id = self.pointers.get(dedup_key)
+        return self.get(alert_id) if alert_id else None
+
+    def get(self, alert_id: str) -> AlertState | None:
+        state = self.states.get(alert_id)
         return dataclasses.replace(state) if state else None
 
     def put(self, state: AlertState) -> None:
-        self.states[state.dedup_key] = dataclasses.replace(state)
+        self.states[state.alert_id] = dataclasses.replace(state)
+
+    def point(self, dedup_key: str, alert_id: str) -> None:
+        self.pointers[dedup_key] = alert_id
 
 
 def drift(at_ms: int, severity: float = 0.5, payer: str = "payer-b") -> DriftDetected:
@@ -150,3 +159,101 @@ def test_rule_filters_by_payer():
     rules = [AlertRule("acme", "only-a", payer_ids=("payer-a",))]
     assert run(evaluation(DAY, drift(DAY)), rules=rules) == []
     assert len(run(evaluation(DAY, drift(DAY, payer="payer-a"), payer="payer-a"), rules=rules)) == 1
+
+
+def _command(alert_id: str, command: str, command_id: str = "cmd-1", **kw) -> AlertCommand:
+    return AlertCommand(
+        command_id=command_id,
+        customer_id=kw.pop("customer_id", "acme"),
+        alert_id=alert_id,
+        command=command,
+        operator="olga",
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("commands", "transitions", "status"),
+    [
+        ([("acknowledge", {})], ["acknowledged"], "acknowledged"),
+        ([("resolve", {})], ["resolved"], "resolved"),
+        ([("acknowledge", {}), ("resolve", {})], ["acknowledged", "resolved"], "resolved"),
+        ([("judge", {"verdict": "false_positive"})], ["judged"], "active"),
+        (
+            [("resolve", {}), ("judge", {"verdict": "true_positive"})],
+            ["resolved", "judged"],
+            "resolved",
+        ),
+    ],
+)
+def test_operator_commands(commands, transitions, status):
+    """acknowledge / resolve / judge move the alert and emit one transition each."""
+    store = DictStore()
+    (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
+    lifecycle = AlertLifecycle(store)
+    out = []
+    for i, (name, extra) in enumerate(commands):
+        outcome = lifecycle.apply_command(_command(trigger.alert_id, name, f"c{i}", **extra))
+        assert outcome.rejected is None
+        out.extend(outcome.transitions)
+    assert [t.transition for t in out] == transitions
+    assert out[-1].status == status
+    assert [t.version for t in out] == list(range(2, 2 + len(out)))
+
+
+@pytest.mark.parametrize(
+    ("alert", "command", "extra", "reason"),
+    [
+        ("nope", "acknowledge", {}, "unknown_alert"),
+        (None, "acknowledge", {"customer_id": "other"}, "foreign_customer"),
+        (None, "explode", {}, "invalid_command"),
+        (None, "judge", {"verdict": "maybe"}, "invalid_command"),
+    ],
+)
+def test_invalid_commands_are_rejected_never_applied(alert, command, extra, reason):
+    """Unknown alert, foreign customer, bad command or verdict: rejected with a reason."""
+    store = DictStore()
+    (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
+    outcome = AlertLifecycle(store).apply_command(
+        _command(alert or trigger.alert_id, command, **extra)
+    )
+    assert (outcome.rejected, outcome.transitions) == (reason, [])
+    assert store.get(trigger.alert_id).version == 1
+
+
+def test_commands_apply_exactly_once_by_command_id():
+    """The same command_id twice: the second is a no-op, not a rejection."""
+    store = DictStore()
+    (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
+    lifecycle = AlertLifecycle(store)
+    first = lifecycle.apply_command(_command(trigger.alert_id, "judge", verdict="true_positive"))
+    again = lifecycle.apply_command(_command(trigger.alert_id, "judge", verdict="true_positive"))
+    assert len(first.transitions) == 1
+    assert again.transitions == [] and again.duplicate and again.rejected is None
+
+
+def test_acknowledged_alert_updates_silently_and_still_auto_resolves():
+    """While acknowledged, updates never notify, even on a level rise; clean evaluations resolve."""
+    store = DictStore()
+    (trigger,) = run(evaluation(DAY, drift(DAY, 0.4)), store=store)
+    AlertLifecycle(store).apply_command(_command(trigger.alert_id, "acknowledge"))
+    out = run(
+        evaluation(2 * DAY, drift(2 * DAY, 0.9)),
+        evaluation(3 * DAY),
+        evaluation(4 * DAY),
+        store=store,
+    )
+    assert [(t.transition, t.notify) for t in out] == [("updated", False), ("resolved", True)]
+    assert out[0].status == "acknowledged"
+
+
+def test_old_alert_can_be_judged_after_a_new_one_opened():
+    """Judging a superseded alert works and does not disturb the current one."""
+    store = DictStore()
+    out = run(evaluation(DAY, drift(DAY)), evaluation(5 * DAY, drift(5 * DAY)), store=store)
+    old, new = out[0].alert_id, out[-1].alert_id
+    assert old != new
+    outcome = AlertLifecycle(store).apply_command(_command(old, "judge", verdict="false_positive"))
+    assert outcome.transitions[0].alert_id == old
+    more = run(evaluation(6 * DAY, drift(6 * DAY)), store=store)
+    assert more[0].alert_id == new and more[0].transition == "updated"

@@ -136,3 +136,29 @@ def test_source_progress_alone_moves_the_watermark():
     assert pw.watermark.closed_through is None
     pw.apply([SourceProgressed(1, 2, 25 * DAY_MS)])
     assert pw.watermark.closed_through == 15
+
+
+MIN = 60_000
+
+
+def test_quiet_partition_advances_by_wall_clock_after_idle_close_after():
+    """With no arrivals for idle_close_after, event time moves with the wall clock."""
+    pw = PartitionWindows(0, CFG, 3 * DAY_MS)
+    pw.apply(_claims(range(0, 100), 0.1), now_ms=1_000 * MIN)
+    assert pw.watermark.closed_through == 95  # last event day 99.5, grace 3 days
+    assert pw.idle_tick(1_005 * MIN, idle_after_ms=10 * MIN).drifts == []
+    assert pw.watermark.closed_through == 95  # not idle long enough yet
+    pw.idle_tick(1_010 * MIN + 2 * DAY_MS, idle_after_ms=10 * MIN)
+    assert pw.watermark.closed_through == 97
+    pw.idle_tick(1_010 * MIN + 2 * DAY_MS, idle_after_ms=10 * MIN)
+    assert pw.watermark.closed_through == 97  # repeated ticks do not compound
+
+
+def test_quiet_source_stops_holding_back_the_others():
+    """A source silent for idle_close_after no longer holds the watermark at its last time."""
+    pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
+    pw.apply(_claims(range(0, 10), 0.1, source=1, sources=2), now_ms=0)
+    pw.apply(_claims(range(0, 60), 0.1, source=0, sources=2), now_ms=20 * MIN)
+    assert pw.watermark.closed_through == 5  # held back by source 1 at day 9
+    pw.idle_tick(21 * MIN, idle_after_ms=10 * MIN)
+    assert pw.watermark.closed_through == 55

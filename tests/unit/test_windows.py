@@ -1,17 +1,19 @@
-"""Buckets and the partition watermark."""
+"""Buckets, resend dedup and the partition watermark."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.domain.windows import KeyWindows, Watermark, bucket_of
-from tests.unit.claims import DAY_MS, claim_on_day
+from streams.domain.claims import parse_claim
+from streams.domain.windows import Added, Contribution, KeyWindows, Watermark, bucket_of
+from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
 
 
 def test_bucket_sums_over_ranges():
     """A window's sums are the sums of its buckets."""
     key = KeyWindows("acme|payer-a|radiology", 0)
-    for day, denied in [(1, True), (1, False), (2, True), (5, False)]:
-        key.add(claim_on_day(day, denied=denied), day)
+    for i, (day, denied) in enumerate([(1, True), (1, False), (2, True), (5, False)]):
+        key.add(claim_on_day(day, denied=denied, i=i), day)
     assert key.sums(1, 2).n == 3
     assert key.sums(1, 2).denied == 2
     assert key.sums(3, 5).n == 1
@@ -72,3 +74,55 @@ def test_bucket_of_floor():
     """Bucket index is floor division of event time."""
     assert bucket_of(DAY_MS - 1, DAY_MS) == 0
     assert bucket_of(DAY_MS, DAY_MS) == 1
+
+
+@pytest.mark.parametrize(
+    ("resend", "expected", "n", "denied"),
+    [
+        ({}, Added.DUPLICATE, 1, 0),  # the same claim again counts once
+        ({"outcome": "DENIED", "allowed_amount": "0"}, Added.REPLACED, 1, 1),  # corrected
+        ({"claim_id": "c-2"}, Added.NEW, 2, 0),  # another claim
+        ({"outcome": "PENDED"}, Added.REPLACED, 0, 0),  # back to pended: not a decision
+    ],
+)
+def test_resent_claims_count_once(resend, expected, n, denied):
+    """A claim id counts once; a resend with corrected values replaces the original."""
+    key = KeyWindows("acme|payer-a|radiology", 0)
+    first = parse_claim(raw_claim())
+    assert key.add(first, 5) is Added.NEW
+    again = parse_claim(raw_claim(**resend))
+    assert key.add(again, 5) is expected
+    assert (key.sums(0, 10).n, key.sums(0, 10).denied) == (n, denied)
+
+
+def test_pended_then_decided_counts_the_decision():
+    """A PENDED claim is remembered but not counted until its decision arrives."""
+    key = KeyWindows("acme|payer-a|radiology", 0)
+    key.add(parse_claim(raw_claim(outcome="PENDED")), 5)
+    assert key.sums(0, 10).n == 0
+    key.add(parse_claim(raw_claim(outcome="DENIED")), 5)
+    assert (key.sums(0, 10).n, key.sums(0, 10).denied) == (1, 1)
+
+
+@given(
+    bucket=st.integers(min_value=-20_000, max_value=2_000_000),
+    pended=st.booleans(),
+    denied=st.booleans(),
+    lag=st.integers(min_value=0, max_value=65_535),
+    cents=st.integers(min_value=0, max_value=10_000_000_000),
+)
+def test_contribution_pack_round_trip(bucket, pended, denied, lag, cents):
+    """Packing a contribution into one int loses nothing within the documented ranges."""
+    c = Contribution(bucket, pended, denied, lag, cents)
+    assert Contribution.unpack(c.pack()) == c
+
+
+def test_prune_forgets_claim_ids_with_their_buckets():
+    """Claim ids leave memory together with the buckets they were counted in."""
+    key = KeyWindows("k|p|g", 0)
+    for day in (1, 2, 3):
+        key.add(claim_on_day(day, i=day), day)
+    key.prune_before(3)
+    assert len(key.claims) == 1
+    key.prune_before(10)
+    assert key.is_empty
