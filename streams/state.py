@@ -9,10 +9,13 @@ from typing import Any
 from streams.domain.alerts import AlertState
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import PartitionWindows
-from streams.domain.windows import KeyWindows
+from streams.domain.windows import KeyWindows, SourceClock
 
 log = logging.getLogger("upstream.worker")
-WATERMARK_PREFIX = "__watermark__|"
+# Windows table keys. Values carry their partition, so a partition can be rebuilt by a scan.
+WATERMARK = "w|"  # w|<partition> → watermark dict
+BUCKET = "b|"  # b|<bucket>|<window key> → [partition, *sums]
+CLAIM = "c|"  # c|<claim hash>|<window key> → [partition, packed contribution]
 
 
 class ChangelogTable:
@@ -73,8 +76,30 @@ class TableAlertStore:
         self.table.put(self.partition, f"dedup|{dedup_key}", alert_id)
 
 
+class SourceClocks:
+    """Each claims partition's :class:`SourceClock`, kept in the route table."""
+
+    def __init__(self, table: ChangelogTable, grace_ms: int, bucket_ms: int) -> None:
+        self.table = table
+        self.grace_ms = grace_ms
+        self.bucket_ms = bucket_ms
+
+    def get(self, source: int) -> SourceClock:
+        """The clock of claims partition ``source``."""
+        saved = self.table.get(f"source|{source}")
+        return SourceClock(self.grace_ms, self.bucket_ms, saved)
+
+    def save(self, source: int, clock: SourceClock) -> None:
+        """Persist the clock (to the changelog partition of its source)."""
+        self.table.put(source, f"source|{source}", clock.max_event_ms)
+
+
 class WindowsState:
-    """The in-memory :class:`PartitionWindows` of assigned partitions, loaded from a table."""
+    """The in-memory :class:`PartitionWindows` of assigned partitions, kept in a table.
+
+    The changelog gets one small record per changed bucket and per remembered claim id, not
+    the whole key: a batch writes what it changed, a close deletes what it pruned.
+    """
 
     def __init__(self, table: ChangelogTable, cfg: DriftConfig, grace_ms: int) -> None:
         self.table = table
@@ -87,23 +112,44 @@ class WindowsState:
         pw = self.partitions.get(partition)
         if pw is None:
             pw = PartitionWindows(partition, self.cfg, self.grace_ms, sources)
-            saved = self.table.get(f"{WATERMARK_PREFIX}{partition}")
+            saved = self.table.get(f"{WATERMARK}{partition}")
             if saved:
                 pw.watermark.restore(saved)
-            for key, value in self.table.items():
-                if not key.startswith(WATERMARK_PREFIX) and value["partition"] == partition:
-                    pw.keys[key] = KeyWindows.from_dict(value)
+            for name, value in self.table.items():
+                if name.startswith(WATERMARK) or value[0] != partition:
+                    continue
+                kind, number, key = name.split("|", 2)
+                windows = pw.keys.get(key)
+                if windows is None:
+                    windows = pw.keys[key] = KeyWindows(key, partition)
+                if kind == "b":
+                    windows.buckets[int(number)] = [int(x) for x in value[1:]]
+                else:
+                    windows.claims[int(number)] = int(value[1])
             log.info("partition %d: loaded %d keys", partition, len(pw.keys))
             self.partitions[partition] = pw
         return pw
 
-    def save(self, pw: PartitionWindows, changed: Iterable[str], removed: Iterable[str]) -> None:
-        """Write changed keys, tombstones for removed ones, and the watermark."""
-        for key in changed:
-            self.table.put(pw.partition, key, pw.keys[key].to_dict())
-        for key in removed:
-            self.table.delete(pw.partition, key)
-        self.table.put(pw.partition, f"{WATERMARK_PREFIX}{pw.partition}", pw.watermark.to_dict())
+    def save(self, pw: PartitionWindows, changed: Iterable[KeyWindows]) -> None:
+        """Write what changed in each key, then the partition's watermark."""
+        p = pw.partition
+        for windows in changed:
+            buckets, claims = windows.take_changes()
+            for bucket in buckets:
+                name = f"{BUCKET}{bucket}|{windows.key}"
+                sums = windows.buckets.get(bucket)
+                if sums is None:
+                    self.table.delete(p, name)
+                else:
+                    self.table.put(p, name, [p, *sums])
+            for ident in claims:
+                name = f"{CLAIM}{ident}|{windows.key}"
+                packed = windows.claims.get(ident)
+                if packed is None:
+                    self.table.delete(p, name)
+                else:
+                    self.table.put(p, name, [p, packed])
+        self.table.put(p, f"{WATERMARK}{p}", pw.watermark.to_dict())
 
     def forget(self) -> None:
         """Drop every partition (on revoke: the new owner rebuilds from the changelog)."""

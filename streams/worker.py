@@ -1,8 +1,9 @@
 """The Faust worker: thin agents around the pure domain core.
 
 1. ``route`` reads ``claims.decided``, decodes and validates each value; invalid ones go to the
-   DLQ with headers, valid ones are repartitioned by ``customer_id|payer_id|cpt_group`` with the
-   partition they came from, and each source partition's progress is broadcast after a batch.
+   DLQ with headers, and so do claims later than the grace in their own partition's order
+   (:class:`SourceClock`). Valid ones are repartitioned by ``customer_id|payer_id|cpt_group``
+   with the partition they came from, and each source's progress is broadcast after a batch.
 2. ``windows`` applies claims to :class:`PartitionWindows`, sends late claims to the DLQ, drift
    events to ``drift.events`` and key evaluations to the alert input (keyed by customer).
    A timer advances quiet partitions by the wall clock after ``idle_close_after_s``.
@@ -38,6 +39,7 @@ from streams.domain.claims import InvalidClaim, parse_claim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import Arrival, ClaimFromSource, PartitionWindows, StepResult
 from streams.domain.rules import RuleBook
+from streams.domain.windows import SourceClock
 from streams.metrics import (
     ALERT_TRANSITIONS,
     CLAIMS_DLQ,
@@ -49,7 +51,7 @@ from streams.metrics import (
 from streams.records import alert_record, drift_record
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
-from streams.state import ChangelogTable, TableAlertStore, WindowsState
+from streams.state import ChangelogTable, SourceClocks, TableAlertStore, WindowsState
 
 log = logging.getLogger("upstream.worker")
 
@@ -120,15 +122,47 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
     alert_input_topic = app.topic(f"{settings.app_id}-alert-input", **internal)
     # key_type=str with no value_type: Faust serializes both as JSON.
     table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": str}
-    windows_table = ChangelogTable(app.Table("windows", default=None, **table_opts))
-    alerts_table = ChangelogTable(app.Table("alerts", default=None, **table_opts))
+    tables = [
+        app.Table(name, default=None, **table_opts) for name in ("windows", "route", "alerts")
+    ]
+    windows_table, route_table, alerts_table = (ChangelogTable(t) for t in tables)
 
-    state = WindowsState(
-        windows_table, drift_config(settings), int(settings.grace_days * 86_400_000)
-    )
+    cfg = drift_config(settings)
+    grace_ms = int(settings.grace_days * 86_400_000)
+    state = WindowsState(windows_table, cfg, grace_ms)
+    clocks = SourceClocks(route_table, grace_ms, cfg.bucket_ms)
     windows_lock = asyncio.Lock()  # the idle timer and the windows agent share the state
     rules = RuleBook()
     rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, rules)
+
+    metadata_ready = asyncio.Lock()
+    metadata_checked: list[bool] = []
+
+    async def ensure_partition_metadata() -> None:
+        """Wait until the producer knows every partition we address explicitly.
+
+        Faust creates internal and changelog topics at start; a broker may report them with
+        fewer partitions for a moment, and aiokafka asserts on an explicit partition it has not
+        seen yet, which would crash the producer.
+        """
+        async with metadata_ready:
+            if metadata_checked:
+                return
+            faust_producer: Any = app.producer  # the aiokafka producer has no public handle
+            producer = faust_producer._ensure_producer()
+            names = [by_key_topic.get_topic_name(), alert_input_topic.get_topic_name()]
+            names += [t.changelog_topic.get_topic_name() for t in tables]
+            for name in names:
+                for _ in range(300):
+                    if len(await producer.partitions_for(name) or ()) >= settings.partitions:
+                        break
+                    await producer.client.force_metadata_update()
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError(
+                        f"topic {name} never showed {settings.partitions} partitions"
+                    )
+            metadata_checked.append(True)
 
     def source_count() -> int:
         return app.consumer.topic_partitions(settings.topic_claims) or settings.partitions
@@ -149,8 +183,9 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
 
     @app.agent(claims_topic)
     async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        await ensure_partition_metadata()
         async for events in _take_events(stream, settings):
-            progress: dict[int, int] = {}
+            source_clocks: dict[int, SourceClock] = {}
             sources = source_count()
             for event in events:
                 try:
@@ -163,7 +198,13 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
                     await send_dlq(event, "validate", exc.reason, exc.message)
                     continue
                 source = event.message.partition
-                progress[source] = max(progress.get(source, claim.event_ms), claim.event_ms)
+                clock = source_clocks.get(source)
+                if clock is None:
+                    clock = source_clocks[source] = clocks.get(source)
+                if clock.is_late(claim.event_ms):
+                    await send_dlq(event, "route", "late", "later than the grace in its partition")
+                    continue
+                clock.observe(claim.event_ms)
                 await by_key_topic.send(
                     key=claim.window_key.encode(),
                     value=envelopes.dumps(
@@ -172,9 +213,12 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
                 )
             # Every windows partition needs every source's progress, even with no claim from
             # it, to move its watermark (the minimum over sources).
-            for source, max_event_ms in sorted(progress.items()):
+            for source, clock in sorted(source_clocks.items()):
+                clocks.save(source, clock)
+                if clock.max_event_ms is None:
+                    continue
                 value = envelopes.dumps(
-                    {"source": source, "sources": sources, "max_event_ms": max_event_ms}
+                    {"source": source, "sources": sources, "max_event_ms": clock.max_event_ms}
                 )
                 for partition in range(settings.partitions):
                     await by_key_topic.send(key=b"", value=value, partition=partition)
@@ -182,6 +226,7 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
 
     @app.agent(by_key_topic)
     async def windows(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        await ensure_partition_metadata()
         async for events in _take_events(stream, settings):
             by_partition: dict[int, list[tuple[Any, Arrival]]] = defaultdict(list)
             for event in events:
@@ -224,7 +269,7 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
                 )
             )
         await asyncio.gather(*pending)
-        state.save(pw, result.changed_keys, result.removed_keys)
+        state.save(pw, result.changed.values())
 
     @app.timer(settings.idle_check_interval_s)  # type: ignore[untyped-decorator]
     async def advance_idle_partitions() -> None:
@@ -235,20 +280,18 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
             for tp in app.assignor.assigned_actives()
             if tp.topic == by_key_topic.get_topic_name()
         )
+        await ensure_partition_metadata()
         async with windows_lock:
             for partition in assigned:
                 pw = state.get(partition, source_count())
+                closed_before = pw.watermark.closed_through
                 result = pw.idle_tick(now_ms, idle_ms)
-                if (
-                    result.drifts
-                    or result.evaluations
-                    or result.changed_keys
-                    or result.removed_keys
-                ):
+                if pw.watermark.closed_through != closed_before:
                     await _emit(pw, result)
 
     @app.agent(commands_topic)
     async def commands(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        await ensure_partition_metadata()
         async for events in _take_events(stream, settings):
             for event in events:
                 try:
@@ -270,6 +313,7 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
 
     @app.agent(alert_input_topic)
     async def alerts(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        await ensure_partition_metadata()
         await rules_feed.ready.wait()
         async for events in _take_events(stream, settings):
             for event in events:

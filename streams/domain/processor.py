@@ -43,7 +43,8 @@ class StepResult:
     late: list[Claim] = field(default_factory=list)
     drifts: list[DriftDetected] = field(default_factory=list)
     evaluations: list[KeyEvaluated] = field(default_factory=list)
-    changed_keys: set[str] = field(default_factory=set)
+    # Keys with changes to persist (take_changes()), including keys that were just removed.
+    changed: dict[str, KeyWindows] = field(default_factory=dict)
     removed_keys: set[str] = field(default_factory=set)
     duplicates: int = 0
     replaced: int = 0
@@ -71,6 +72,7 @@ class PartitionWindows:
                 )
             else:
                 claim = arrival.claim
+                self.watermark.note_claim(claim.event_ms)
                 bucket = bucket_of(claim.event_ms, self.cfg.bucket_ms)
                 key = self.keys.get(claim.window_key)
                 if key is None:
@@ -84,7 +86,7 @@ class PartitionWindows:
                     self.keys[claim.window_key] = key
                     if key.add(claim, bucket) is Added.REPLACED:
                         result.replaced += 1
-                    result.changed_keys.add(claim.window_key)
+                    result.changed[claim.window_key] = key
                 closing = self.watermark.advance(claim.event_ms, arrival.source, arrival.sources)
             if now_ms is not None:
                 self.watermark.touch(arrival.source, now_ms)
@@ -103,15 +105,13 @@ class PartitionWindows:
         oldest = closed - self.cfg.history_buckets + 1
         active = []
         for name, key in list(self.keys.items()):
-            pruned = key.prune_before(oldest)
-            if not key.is_empty:
-                active.append(key)
-                if pruned:
-                    result.changed_keys.add(name)
-            else:
+            if key.prune_before(oldest):
+                result.changed[name] = key
+            if key.is_empty:
                 del self.keys[name]
                 result.removed_keys.add(name)
-                result.changed_keys.discard(name)
+            else:
+                active.append(key)
         drifts, evaluations = evaluate_close(self.cfg, closed, active)
         result.drifts.extend(drifts)
         result.evaluations.extend(evaluations)

@@ -17,7 +17,9 @@ from typing import Any
 from streams.domain.claims import Claim
 
 # Per-bucket sums, by position: claims, denied, lag days, lag days², amounts > 0,
-# ln(allowed $), ln(allowed $)².
+# ln(allowed $) and ln(allowed $)² in micro-units. All integers: exact, so a sum does not depend
+# on the order claims arrived in (float addition would, in the last bits).
+LOG_SCALE = 1_000_000
 N, DENIED, LAG_SUM, LAG_SQ, AMT_N, AMT_LOG, AMT_LOG_SQ = range(7)
 _WIDTH = 7
 
@@ -104,8 +106,11 @@ class KeyWindows:
 
     key: str
     partition: int
-    buckets: dict[int, list[float]] = field(default_factory=dict)
+    buckets: dict[int, list[int]] = field(default_factory=dict)
     claims: dict[int, int] = field(default_factory=dict)
+    # Changed since the last take_changes(): what the changelog must rewrite or delete.
+    dirty_buckets: set[int] = field(default_factory=set, compare=False, repr=False)
+    dirty_claims: set[int] = field(default_factory=set, compare=False, repr=False)
 
     def classify(self, claim: Claim, bucket: int) -> Added:
         """Whether ``claim`` is new, a corrected resend, or an exact duplicate."""
@@ -128,6 +133,7 @@ class KeyWindows:
             self._apply(Contribution.unpack(previous), -1)
         self._apply(contribution, +1)
         self.claims[ident] = packed
+        self.dirty_claims.add(ident)
         return Added.NEW if previous is None else Added.REPLACED
 
     def _apply(self, c: Contribution, sign: int) -> None:
@@ -137,45 +143,59 @@ class KeyWindows:
         if sums is None:
             if sign < 0:
                 return  # the bucket has left the history already
-            sums = self.buckets[c.bucket] = [0.0] * _WIDTH
+            sums = self.buckets[c.bucket] = [0] * _WIDTH
+        self.dirty_buckets.add(c.bucket)
         sums[N] += sign
         if c.denied:
             sums[DENIED] += sign
         sums[LAG_SUM] += sign * c.lag_days
         sums[LAG_SQ] += sign * c.lag_days * c.lag_days
         if c.allowed_cents > 0:
-            log_amount = math.log(c.allowed_cents / 100.0)
+            log_amount = round(math.log(c.allowed_cents / 100.0) * LOG_SCALE)
             sums[AMT_N] += sign
             sums[AMT_LOG] += sign * log_amount
             sums[AMT_LOG_SQ] += sign * log_amount * log_amount
 
     def sums(self, first: int, last: int) -> WindowSums:
         """Sums over buckets ``first..last`` inclusive."""
-        total = [0.0] * _WIDTH
+        total = [0] * _WIDTH
         for index, sums in self.buckets.items():
             if first <= index <= last:
                 for i in range(_WIDTH):
                     total[i] += sums[i]
         return WindowSums(
-            round(total[N]),
-            round(total[DENIED]),
-            total[LAG_SUM],
-            total[LAG_SQ],
-            round(total[AMT_N]),
-            total[AMT_LOG],
-            total[AMT_LOG_SQ],
+            total[N],
+            total[DENIED],
+            float(total[LAG_SUM]),
+            float(total[LAG_SQ]),
+            total[AMT_N],
+            total[AMT_LOG] / LOG_SCALE,
+            total[AMT_LOG_SQ] / (LOG_SCALE * LOG_SCALE),
         )
 
     def prune_before(self, bucket: int) -> bool:
-        """Forget buckets (and claim ids) older than ``bucket``; return whether any went."""
+        """Forget buckets (and claim ids) older than ``bucket``; return whether any went.
+
+        Claim ids are scanned only when a bucket goes, which keeps a close O(buckets) per key.
+        """
         stale = [i for i in self.buckets if i < bucket]
+        if not stale and self.buckets:
+            return False
         for index in stale:
             del self.buckets[index]
         bound = Contribution(bucket, False, False, 0, 0).pack() >> 56 << 56
         old_claims = [h for h, packed in self.claims.items() if packed < bound]
         for ident in old_claims:
             del self.claims[ident]
+        self.dirty_buckets.update(stale)
+        self.dirty_claims.update(old_claims)
         return bool(stale or old_claims)
+
+    def take_changes(self) -> tuple[set[int], set[int]]:
+        """Buckets and claim hashes changed (or removed) since the last call; resets them."""
+        changes = (self.dirty_buckets, self.dirty_claims)
+        self.dirty_buckets, self.dirty_claims = set(), set()
+        return changes
 
     @property
     def is_empty(self) -> bool:
@@ -194,9 +214,42 @@ class KeyWindows:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeyWindows:
         """Inverse of :meth:`to_dict` (JSON turns int keys into strings)."""
-        buckets = {int(k): [float(x) for x in v] for k, v in data["buckets"].items()}
+        buckets = {int(k): [int(x) for x in v] for k, v in data["buckets"].items()}
         claims = {int(k): int(v) for k, v in data.get("claims", {}).items()}
         return cls(str(data["key"]), int(data["partition"]), buckets, claims)
+
+
+def last_closable_bucket(watermark_ms: int, bucket_ms: int) -> int:
+    """The last bucket whose end a watermark at ``watermark_ms`` has reached."""
+    return watermark_ms // bucket_ms - 1
+
+
+@dataclass(slots=True)
+class SourceClock:
+    """Lateness as judged in one source partition's own order (deterministic).
+
+    A claim is late when its bucket has ended more than the grace before the max event time
+    seen *before it in the same source partition*. Judging it there, and not where several
+    sources meet, makes the verdict independent of how the sources were interleaved; and since
+    a windows partition's watermark never passes any source's own max minus the grace, a claim
+    that is not late here never meets a closed bucket downstream.
+    """
+
+    grace_ms: int
+    bucket_ms: int
+    max_event_ms: int | None = None
+
+    def is_late(self, timestamp_ms: int) -> bool:
+        """Whether a claim at ``timestamp_ms`` is later than the grace."""
+        if self.max_event_ms is None:
+            return False
+        closable = last_closable_bucket(self.max_event_ms - self.grace_ms, self.bucket_ms)
+        return bucket_of(timestamp_ms, self.bucket_ms) <= closable
+
+    def observe(self, timestamp_ms: int) -> None:
+        """Note an on-time claim's event time."""
+        if self.max_event_ms is None or timestamp_ms > self.max_event_ms:
+            self.max_event_ms = timestamp_ms
 
 
 @dataclass(slots=True)
@@ -215,6 +268,7 @@ class Watermark:
     sources: int = 1
     source_max_ms: dict[int, int] = field(default_factory=dict)
     closed_through: int | None = None
+    first_bucket: int | None = None  # the earliest bucket any claim fell in before the first close
     # Wall-clock bookkeeping, used only to advance idle sources (see idle_tick).
     source_seen_wall_ms: dict[int, int] = field(default_factory=dict)
     last_arrival_wall_ms: int | None = None
@@ -238,6 +292,7 @@ class Watermark:
         """Record that ``source`` reached ``timestamp_ms``; return buckets that close, in order."""
         if sources is not None and sources > self.sources:
             self.sources = sources
+        self.note_claim(timestamp_ms)  # progress times are claim times too
         if timestamp_ms <= self.source_max_ms.get(source, -(2**62)):
             return []
         self.source_max_ms[source] = timestamp_ms
@@ -279,12 +334,21 @@ class Watermark:
         low = self.max_event_ms
         return [] if low is None else self._close_until(low - self.grace_ms)
 
-    def _close_until(self, watermark_ms: int) -> list[int]:
-        last_closable = watermark_ms // self.bucket_ms - 1
+    def note_claim(self, timestamp_ms: int) -> None:
+        """Remember the earliest claim bucket until the first close."""
         if self.closed_through is None:
-            # Nothing was seen before the first claim: there is nothing to evaluate yet.
-            self.closed_through = last_closable
-            return []
+            bucket = bucket_of(timestamp_ms, self.bucket_ms)
+            if self.first_bucket is None or bucket < self.first_bucket:
+                self.first_bucket = bucket
+
+    def _close_until(self, watermark_ms: int) -> list[int]:
+        last_closable = last_closable_bucket(watermark_ms, self.bucket_ms)
+        if self.closed_through is None:
+            if self.first_bucket is None:
+                return []
+            # Start from the first bucket with data, whenever every source has reported: the
+            # closes evaluated then do not depend on which source reported last.
+            self.closed_through = min(self.first_bucket - 1, last_closable)
         if last_closable <= self.closed_through:
             return []
         closing = list(range(self.closed_through + 1, last_closable + 1))
@@ -297,6 +361,7 @@ class Watermark:
             "sources": self.sources,
             "source_max_ms": self.source_max_ms,
             "closed_through": self.closed_through,
+            "first_bucket": self.first_bucket,
             "source_seen_wall_ms": self.source_seen_wall_ms,
             "last_arrival_wall_ms": self.last_arrival_wall_ms,
             "max_at_last_arrival_ms": self.max_at_last_arrival_ms,
@@ -307,6 +372,7 @@ class Watermark:
         self.sources = int(data.get("sources", 1))
         self.source_max_ms = {int(k): int(v) for k, v in data.get("source_max_ms", {}).items()}
         self.closed_through = data.get("closed_through")
+        self.first_bucket = data.get("first_bucket")
         seen = data.get("source_seen_wall_ms", {})
         self.source_seen_wall_ms = {int(k): int(v) for k, v in seen.items()}
         self.last_arrival_wall_ms = data.get("last_arrival_wall_ms")

@@ -108,7 +108,7 @@ def test_late_claims_are_returned_not_counted():
     late = claim_on_day(2)
     result = pw.apply([ClaimFromSource(0, 1, late)])
     assert result.late == [late]
-    assert result.changed_keys == set()
+    assert result.changed == {}
 
 
 def test_lagging_source_holds_closes_back_instead_of_making_claims_late():

@@ -1,0 +1,144 @@
+"""Run claims through the real worker process on an embedded broker and collect its outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.registry import ValueCodec
+from streams.devstack import EmbeddedKafka, spawn_service, stop_process
+from streams.generator import Scenario, produce
+from streams.records import to_epoch_ms
+from streams.settings import Settings
+from streams.topics import create_topics
+
+
+class TopicTail:
+    """Tails topics from the start: real end offsets and message counts.
+
+    Tansu's ListOffsets answers a wrong (too low) latest offset once producers batch, so "the
+    end" is the last offset actually read plus one.
+    """
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.ends: dict[TopicPartition, int] = {}
+        self.counts: dict[str, int] = dict.fromkeys(topics, 0)
+        self.claim_envelopes = 0  # messages of a by-key topic that carry a claim
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def poll(self) -> None:
+        """Read whatever arrived since the last poll."""
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                *self.topics, bootstrap_servers=self.bootstrap, group_id=None,
+                auto_offset_reset="earliest",
+            )  # fmt: skip
+            await self._consumer.start()
+        while batch := await self._consumer.getmany(timeout_ms=200, max_records=50_000):
+            for tp, messages in batch.items():
+                self.counts[tp.topic] += len(messages)
+                self.ends[tp] = messages[-1].offset + 1
+                if tp.topic.endswith("-claims-by-key"):
+                    self.claim_envelopes += sum(b'"claim":' in m.value for m in messages)
+
+    async def close(self) -> None:
+        """Stop tailing."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def committed_through(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
+    """Whether ``group`` has committed every partition in ``ends`` up to that offset."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        for tp, end in ends.items():
+            if (await consumer.committed(tp) or 0) < end:
+                return False
+        return True
+    finally:
+        await consumer.stop()
+
+
+async def wait_processed(
+    bootstrap: str, settings: Settings, produced: int, timeout_s: float, alive: Any = None
+) -> None:
+    """Wait until the worker has routed every claim and drained its internal topics.
+
+    Routed: claims forwarded plus claims dead-lettered reach ``produced``. Drained: the worker's
+    group has committed the internal topics through their real ends.
+    """
+    internal = [f"{settings.app_id}-claims-by-key", f"{settings.app_id}-alert-input"]
+    tail = TopicTail(bootstrap, [*internal, settings.topic_claims_dlq])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            await tail.poll()
+            routed = tail.claim_envelopes + tail.counts[settings.topic_claims_dlq]
+            internal_ends = {tp: e for tp, e in tail.ends.items() if tp.topic in internal}
+            if routed >= produced and await committed_through(
+                bootstrap, settings.app_id, internal_ends
+            ):
+                await tail.poll()  # anything the last commit let through
+                if {tp: e for tp, e in tail.ends.items() if tp.topic in internal} == internal_ends:
+                    return
+            if (alive is not None and not alive()) or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not finish: routed {routed} of {produced}")
+            await asyncio.sleep(1.0)
+    finally:
+        await tail.close()
+
+
+async def read_all(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[Any]:
+    """Every message in ``topic`` (group-less, from the start, until idle)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=int(idle_s * 1000)):
+            for messages in batch.values():
+                out.extend(messages)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def worker_run(
+    claims: list[dict[str, Any]], settings: Settings, timeout_s: float = 1800
+) -> list[dict[str, Any]]:
+    """Start a broker and a worker, stream ``claims``, wait until all is consumed; drifts out."""
+    broker = EmbeddedKafka().start()
+    log_dir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
+    worker = None
+    try:
+        await create_topics(settings, broker.bootstrap)
+        env = {**os.environ, "UPSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap}
+        worker = spawn_service("worker", env, log_dir / "worker.log")
+        await produce(Scenario(), broker.bootstrap, settings.topic_claims, claims=claims)
+        running = worker
+        await wait_processed(
+            broker.bootstrap, settings, len(claims), timeout_s, lambda: running.poll() is None
+        )
+        codec = ValueCodec()
+        records = []
+        for message in await read_all(broker.bootstrap, settings.topic_drift):
+            record = codec.decode(message.value, "DriftEvent", settings.topic_drift)
+            record["detected_at_ms"] = to_epoch_ms(record["detected_at"])
+            records.append(record)
+        return records
+    finally:
+        if worker is not None:
+            stop_process(worker, timeout_s=30)
+        broker.stop()

@@ -1,0 +1,199 @@
+"""Issue-3 semantics on the real broker: deterministic replay, rules and operator commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from bench.harness import wait_processed
+from schemas.registry import ValueCodec
+from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
+from streams.topics import create_topics
+from tests.integration.stack import ServiceStack, read_topic, wait_until
+
+pytestmark = pytest.mark.integration
+
+# Late deliveries (some beyond the grace), exact and corrected resends, and a denial spike.
+MIXED = Scenario(
+    name="denial-spike",
+    days=70,
+    spike_day=50,
+    late_fraction=0.03,
+    very_late_fraction=0.01,
+    resend_fraction=0.05,
+    correction_fraction=0.02,
+)
+
+
+def _stack(kafka_bootstrap: str, unique: str, tmp_path: Path, suffix: str) -> ServiceStack:
+    return ServiceStack(kafka_bootstrap, "", f"{unique}{suffix}", tmp_path / suffix)
+
+
+async def _wait_consumed(stack: ServiceStack, produced: int) -> None:
+    await wait_processed(stack.bootstrap, stack.settings(), produced, 240)
+
+
+async def _outputs(stack: ServiceStack) -> dict[str, Any]:
+    s, codec = stack.settings(), ValueCodec()
+    drifts = {}
+    for m in await read_topic(stack.bootstrap, s.topic_drift):
+        record = codec.decode(m.value, "DriftEvent", s.topic_drift)
+        drifts[record["event_id"]] = record
+    alerts = {}
+    for m in await read_topic(stack.bootstrap, s.topic_alerts):
+        record = codec.decode(m.value, "AlertEvent", s.topic_alerts)
+        alerts[(record["alert_id"], record["version"])] = record
+    # A set: a restart may dead-letter a redelivered late claim twice (at-least-once).
+    dlq = {
+        (m.key, dict(m.headers)["error.reason"])
+        for m in await read_topic(stack.bootstrap, s.topic_claims_dlq)
+    }
+    return {"drifts": drifts, "alerts": alerts, "dlq": dlq}
+
+
+async def test_replay_with_a_restart_gives_the_same_outputs(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """The same claims twice, once with a worker restart midway: identical records, ids included."""
+    claims = generate(MIXED)
+    runs = []
+    for suffix, restart in (("a", False), ("b", True)):
+        (tmp_path / suffix).mkdir()
+        stack = _stack(kafka_bootstrap, unique, tmp_path, suffix)
+        await create_topics(stack.settings(), kafka_bootstrap)
+        stack.start("worker")
+        try:
+            half = len(claims) // 2
+            await produce(
+                MIXED, kafka_bootstrap, stack.settings().topic_claims, claims=claims[:half]
+            )
+            if restart:
+                await asyncio.sleep(3)  # mid-stream: whatever the worker got to by then
+                assert stack.stop_all() == {"worker": 0}
+                stack.start("worker")
+            await produce(
+                MIXED, kafka_bootstrap, stack.settings().topic_claims, claims=claims[half:]
+            )
+            await _wait_consumed(stack, len(claims))
+            runs.append(await _outputs(stack))
+        finally:
+            assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
+    first, second = runs
+    assert first["drifts"], "the spike produced no drift event"
+    assert {(r["payer_id"], r["cpt_group"]) for r in first["drifts"].values()} == {
+        (SPIKE_PAYER, SPIKE_GROUP)
+    }
+    assert first["drifts"] == second["drifts"]
+    assert first["alerts"] == second["alerts"]
+    assert first["dlq"] == second["dlq"]
+    reasons = {reason for _, reason in first["dlq"]}
+    assert reasons == {b"late"}, "very late deliveries go to the DLQ, resends do not"
+
+
+async def _cli(stack: ServiceStack, *args: str) -> str:
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streams.cli", *args],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+async def test_rules_and_operator_commands(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """A custom rule names the alert; commands apply once; bad commands are dead-lettered."""
+    stack = ServiceStack(kafka_bootstrap, "", unique, tmp_path)
+    s = stack.settings()
+    await create_topics(s, kafka_bootstrap)
+    await _cli(
+        stack,
+        "rules",
+        "set",
+        "--customer",
+        "demo",
+        "--rule",
+        "radiology-only",
+        "--cpt-groups",
+        "radiology",
+        "--drift-types",
+        "denial_rate",
+    )
+    await _cli(stack, "rules", "set", "--customer", "demo", "--rule", "doomed")
+    await _cli(stack, "rules", "delete", "--customer", "demo", "--rule", "doomed")
+    listed = [json.loads(line) for line in (await _cli(stack, "rules", "list")).splitlines()]
+    assert [r["rule_id"] for r in listed] == ["radiology-only"]
+
+    stack.start("worker")
+    try:
+        sent = await produce(Scenario(days=70, spike_day=50), kafka_bootstrap, s.topic_claims)
+        await _wait_consumed(stack, sent)
+        codec = ValueCodec()
+        alerts = [
+            codec.decode(m.value, "AlertEvent", s.topic_alerts)
+            for m in await read_topic(kafka_bootstrap, s.topic_alerts)
+        ]
+        assert alerts and {a["rule_id"] for a in alerts} == {"radiology-only"}
+        alert_id = alerts[-1]["alert_id"]
+
+        def command(
+            command_id: str, name: str, customer: str = "demo", alert: str = alert_id, **extra: Any
+        ) -> bytes:
+            return json.dumps(
+                {
+                    "command_id": command_id,
+                    "customer_id": customer,
+                    "alert_id": alert,
+                    "command": name,
+                    "operator": "olga",
+                    "issued_at": 0,
+                    **extra,
+                }
+            ).encode()
+
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        for value in (
+            command("c1", "acknowledge"),
+            command("c1", "acknowledge"),  # the same command again: applied once
+            command("c2", "judge", verdict="true_positive"),
+            command("c3", "acknowledge", alert="no-such-alert"),
+            command("c4", "resolve", customer="intruder"),
+            b"{not json",
+        ):
+            await producer.send_and_wait(s.topic_commands, value=value, key=b"demo")
+        await producer.stop()
+
+        async def transitions() -> list[str] | None:
+            records = [
+                codec.decode(m.value, "AlertEvent", s.topic_alerts)
+                for m in await read_topic(kafka_bootstrap, s.topic_alerts, idle_s=0.5)
+            ]
+            mine = [r["transition"] for r in records if r["alert_id"] == alert_id]
+            return mine if "judged" in mine else None
+
+        mine = await wait_until(transitions, 60, "the judged transition")
+        assert mine[-2:] == ["acknowledged", "judged"]
+        dlq = await wait_until(
+            lambda: _dlq_reasons(kafka_bootstrap, s.topic_commands_dlq), 30, "rejected commands"
+        )
+        assert sorted(dlq) == ["foreign_customer", "invalid_command", "unknown_alert"]
+    finally:
+        assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
+
+
+async def _dlq_reasons(bootstrap: str, topic: str) -> list[str] | None:
+    messages = await read_topic(bootstrap, topic, idle_s=0.5)
+    reasons = [dict(m.headers)["error.reason"].decode() for m in messages]
+    return reasons if len(reasons) >= 3 else None
