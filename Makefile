@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit test-integration lint fmt clean
+.PHONY: help install run test test-unit test-integration lint fmt bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test-unit: install ## the fast, pure tests only
 
 test-integration: install ## integration tests only (real broker and Postgres)
 	$(PY) -m pytest tests/integration
+
+bench: install ## detection quality through the real worker (JSON on stdout, table on stderr)
+	$(PY) -m bench.detection --engine worker
 
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

@@ -136,20 +136,20 @@ class WindowsState:
         for windows in changed:
             buckets, claims = windows.take_changes()
             for bucket in buckets:
-                name = f"{BUCKET}{bucket}|{windows.key}"
                 sums = windows.buckets.get(bucket)
-                if sums is None:
-                    self.table.delete(p, name)
-                else:
-                    self.table.put(p, name, [p, *sums])
+                self._write(p, f"{BUCKET}{bucket}|{windows.key}", None if sums is None else sums)
             for ident in claims:
-                name = f"{CLAIM}{ident}|{windows.key}"
                 packed = windows.claims.get(ident)
-                if packed is None:
-                    self.table.delete(p, name)
-                else:
-                    self.table.put(p, name, [p, packed])
+                self._write(
+                    p, f"{CLAIM}{ident}|{windows.key}", None if packed is None else [packed]
+                )
         self.table.put(p, f"{WATERMARK}{p}", pw.watermark.to_dict())
+
+    def _write(self, partition: int, name: str, payload: list[int] | None) -> None:
+        if payload is None:
+            self.table.delete(partition, name)
+        else:
+            self.table.put(partition, name, [partition, *payload])
 
     def forget(self) -> None:
         """Drop every partition (on revoke: the new owner rebuilds from the changelog)."""
