@@ -31,6 +31,7 @@ class ServiceStack:
     log_dir: Path
     notifier_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,6 +52,7 @@ class ServiceStack:
             "UPSTREAM_SINK_GROUP": f"upstream-sink-{s}",
             "UPSTREAM_PARTITIONS": "2",
             "UPSTREAM_WORKER_DATA_DIR": str(self.log_dir / "worker"),
+            **self.extra_env,
         }
 
     def settings(self) -> Settings:

@@ -197,3 +197,30 @@ async def _dlq_reasons(bootstrap: str, topic: str) -> list[str] | None:
     messages = await read_topic(bootstrap, topic, idle_s=0.5)
     reasons = [dict(m.headers)["error.reason"].decode() for m in messages]
     return reasons if len(reasons) >= 3 else None
+
+
+async def test_quiet_source_partition_is_advanced_past_by_the_idle_timer(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """All claims in one of two partitions: the silent one stops holding the watermark back."""
+    stack = ServiceStack(kafka_bootstrap, "", unique, tmp_path)
+    stack.extra_env = {"UPSTREAM_IDLE_CLOSE_AFTER_S": "2", "UPSTREAM_IDLE_CHECK_INTERVAL_S": "0.5"}
+    s = stack.settings()
+    await create_topics(s, kafka_bootstrap)
+    stack.start("worker")
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        await producer.start()
+        for claim in generate(Scenario(days=70, spike_day=50)):
+            await producer.send(s.topic_claims, json.dumps(claim).encode(), partition=0)
+        await producer.stop()
+        codec = ValueCodec()
+
+        async def drifts() -> list[dict[str, Any]] | None:
+            messages = await read_topic(kafka_bootstrap, s.topic_drift, idle_s=0.5)
+            return [codec.decode(m.value, "DriftEvent", s.topic_drift) for m in messages] or None
+
+        found = await wait_until(drifts, 120, "drift events once partition 1 counts as idle")
+        assert {(d["payer_id"], d["cpt_group"]) for d in found} == {(SPIKE_PAYER, SPIKE_GROUP)}
+    finally:
+        assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
