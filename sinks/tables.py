@@ -94,3 +94,13 @@ alert_transitions = Table(
 
 ALERT_FIELDS = ("alert_id", "version", *(name for name, _, _ in _ALERT_COLUMNS))
 NOTIFY_CHANNEL = "upstream_alert_transitions"
+
+operator_judgments = Table(
+    "operator_judgments",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("verdict", String(32), nullable=False),
+    Column("judged_at", DateTime(timezone=True), nullable=False),
+)

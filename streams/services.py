@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import create_engine
@@ -82,8 +83,14 @@ def run_worker(settings: Settings) -> None:
     faust.Worker(worker.app, loglevel="INFO").execute_from_commandline()
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """Until the event loop takes over the signals, SIGTERM means a clean exit (status 0)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+
 def run_sink(settings: Settings) -> None:
     """Run the sink until SIGINT/SIGTERM; the batch in flight is written and committed."""
+    _exit_cleanly_on_sigterm()
     database_url = require_database(settings)
     bootstrap = require_bootstrap(settings)
     migrate_database(database_url)
@@ -105,6 +112,7 @@ def run_sink(settings: Settings) -> None:
 
 def run_notifier(settings: Settings) -> None:
     """Run the WebSocket/HTTP notifier until SIGINT/SIGTERM."""
+    _exit_cleanly_on_sigterm()
     database_url = require_database(settings)
     secret = require_secret(settings)
     migrate_database(database_url)

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     topic_commands: str = "alerts.commands"
     topic_rules: str = "alerts.rules"
     topic_commands_dlq: str = "alerts.commands.dlq"
+    topic_sink_dlq: str = "sink.dlq"
     partitions: int = Field(default=4, ge=1)
 
     # Faust worker.
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
 
     # Sink.
     sink_group: str = "upstream-sink"
+    sink_claims: bool = True  # also store every claim in claim_records
     sink_batch_max: int = Field(default=5000, ge=1)
 
     # Notifier.

@@ -21,6 +21,7 @@ def public_topics(settings: Settings) -> dict[str, dict[str, str]]:
         settings.topic_alerts: {},
         settings.topic_commands: {},
         settings.topic_commands_dlq: {},
+        settings.topic_sink_dlq: {},
         settings.topic_rules: {"cleanup.policy": "compact"},
     }
 

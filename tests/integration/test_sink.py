@@ -1,0 +1,194 @@
+"""The sink on real Postgres: idempotent, version-ordered, bulk claims, poison rows to DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from schemas.codec import encode_single_object
+from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
+from streams.services import migrate_database
+from streams.topics import create_topics
+from tests.integration.stack import ServiceStack, create_database, read_topic, wait_until
+from tests.unit.claims import raw_claim
+
+pytestmark = pytest.mark.integration
+
+TABLES = ("drift_events", "alert_events", "alert_transitions", "claim_records",
+          "operator_judgments")  # fmt: skip
+
+
+@pytest.fixture
+async def database(postgres_url: str, unique: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A fresh, migrated database and an async engine on it."""
+    url = create_database(postgres_url, f"sink_{unique}")
+    await asyncio.to_thread(migrate_database, url)
+    engine = create_async_engine(url)
+    try:
+        yield url, engine
+    finally:
+        await engine.dispose()
+
+
+def _dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows (without surrogate keys and timestamps of storage), sorted."""
+    out = {}
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        for table in TABLES:
+            cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
+            rows = cursor.fetchall()
+            names = [d.name for d in cursor.description or ()]
+            drop = {i for i, n in enumerate(names) if n in ("seq", "stored_at")}
+            out[table] = sorted(
+                (tuple(v for i, v in enumerate(r) if i not in drop) for r in rows), key=repr
+            )
+    return out
+
+
+def _drift(i: int) -> dict[str, Any]:
+    return {
+        "event_id": f"e-{i}",
+        "customer_id": "acme",
+        "payer_id": f"p{i % 3}",
+        "cpt_group": "radiology",
+        "drift_type": "denial_rate",
+        "window_days": 7.0,
+        "baseline_start": 0,
+        "baseline_end": 1,
+        "current_start": 2,
+        "current_end": 3,
+        "baseline_value": 0.1,
+        "current_value": 0.3,
+        "delta_value": 0.2,
+        "baseline_n": 100,
+        "current_n": 40,
+        "p_value": 1e-6,
+        "q_value": 1e-5,
+        "severity": 0.8,
+        "severity_level": "critical",
+        "confidence": 0.99,
+        "detected_at": 86_400_000 * i,
+    }
+
+
+def _alert(alert: str, version: int, transition: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "alert_id": alert,
+        "version": version,
+        "dedup_key": f"acme|default|{alert}",
+        "customer_id": "acme",
+        "rule_id": "default",
+        "drift_event_id": "e-1",
+        "payer_id": "p1",
+        "cpt_group": "radiology",
+        "drift_type": "denial_rate",
+        "status": kw.get("status", "active"),
+        "transition": transition,
+        "severity": 0.5,
+        "severity_level": "warning",
+        "occurrence_count": version,
+        "first_seen": 0,
+        "last_seen": 1000 * version,
+        "acknowledged_by": None,
+        "resolved_by": None,
+        "resolution": None,
+        "verdict": kw.get("verdict"),
+        "message": "m",
+        "notify": True,
+    }
+
+
+def _claims() -> list[dict[str, Any]]:
+    rows = [
+        claim_row(raw_claim(claim_id=f"c{i}", denial_reason_codes=["CO-97"]), 0, i)
+        for i in range(50)
+    ]
+    # a correction of c3 at a later offset, and a stale redelivery of c4 at an earlier one
+    rows.append(claim_row(raw_claim(claim_id="c3", outcome="DENIED", allowed_amount="0"), 0, 90))
+    rows.append(claim_row(raw_claim(claim_id="c4", outcome="DENIED", allowed_amount="0"), 0, 1))
+    return rows
+
+
+async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(database) -> None:
+    """Deliver everything twice, shuffled: the tables equal one delivery in order."""
+    url, engine = database
+    writer = PostgresWriter(engine)
+    drifts = [drift_row(_drift(i)) for i in range(20)]
+    alerts = [
+        alert_row(_alert("a1", v, t))
+        for v, t in ((1, "triggered"), (2, "updated"), (3, "acknowledged"))
+    ]
+    alerts.append(alert_row(_alert("a1", 4, "judged", verdict="true_positive")))
+    claims = _claims()
+    await writer.write(drifts, alerts, claims)
+    once = _dump(url)
+
+    # Replay on top of the same database: nothing may change.
+    rng = random.Random(5)
+    for _ in range(2):
+        for rows in (drifts, alerts, claims):
+            rng.shuffle(rows)
+        for start in range(0, 60, 7):
+            await writer.write(
+                drifts[start : start + 7], alerts[start : start + 7], claims[start : start + 7]
+            )
+    assert _dump(url) == once
+    assert len(once["claim_records"]) == 50
+    by_id = {r[1]: r for r in once["claim_records"]}
+    assert by_id["c3"][9] == "DENIED"  # the correction at a later offset won
+    assert by_id["c4"][9] == "PAID"  # the stale redelivery did not
+    assert once["alert_events"][0][1] == 4  # latest version
+    assert [r[1] for r in once["alert_transitions"]] == [1, 2, 3, 4]
+    assert once["operator_judgments"][0][3] == "true_positive"
+
+
+async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
+) -> None:
+    """A NUL byte Postgres rejects and an undecodable value: dead-lettered; the rest stored."""
+    database_url = create_database(postgres_url, f"sinkdlq_{unique}")
+    await asyncio.to_thread(migrate_database, database_url)
+    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    s = stack.settings()
+    await create_topics(s, kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    for i in range(30):
+        await producer.send_and_wait(
+            s.topic_claims, json.dumps(raw_claim(claim_id=f"ok{i}")).encode(), key=f"ok{i}".encode()
+        )
+    await producer.send_and_wait(
+        s.topic_claims, json.dumps(raw_claim(claim_id="nul\u0000byte")).encode(), key=b"nul"
+    )
+    await producer.send_and_wait(s.topic_drift, b"\x07 not avro", key=b"junk")
+    await producer.send_and_wait(
+        s.topic_drift, encode_single_object("DriftEvent", _drift(1)), key=b"good-drift"
+    )
+    await producer.stop()
+    stack.start("sink")
+    try:
+
+        async def stored() -> bool:
+            dump = await asyncio.to_thread(_dump, database_url)
+            return len(dump["claim_records"]) == 30 and len(dump["drift_events"]) == 1
+
+        await wait_until(stored, 60, "the good rows in Postgres")
+
+        async def dead() -> dict[bytes, bytes] | None:
+            messages = await read_topic(kafka_bootstrap, s.topic_sink_dlq, idle_s=0.5)
+            found = {m.key: dict(m.headers)["error.reason"] for m in messages}
+            return found if len(found) >= 2 else None
+
+        found = await wait_until(dead, 60, "two dead letters")
+        assert found == {b"nul": b"rejected_by_database", b"junk": b"format"}
+    finally:
+        assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
