@@ -192,3 +192,66 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
         assert found == {b"nul": b"rejected_by_database", b"junk": b"format"}
     finally:
         assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
+
+
+async def test_read_side_queries_against_fixtures(database) -> None:
+    """Active alerts, filtered and paginated drift events, and the monthly denial trend."""
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    from sinks.queries import DriftFilter, active_alerts, drift_events_page, monthly_denial_trend
+
+    _, engine = database
+    writer = PostgresWriter(engine)
+    claims = [
+        claim_row(
+            raw_claim(
+                claim_id=f"{month}-{payer}-{i}",
+                payer_id=payer,
+                decided_date=f"2026-{month:02d}-10",
+                outcome="DENIED" if i < denied else "PAID",
+            ),
+            0,
+            month * 100 + i,
+        )
+        for month, payer, n, denied in ((1, "p1", 10, 1), (2, "p1", 10, 4), (2, "p2", 5, 0))
+        for i in range(n)
+    ]
+    claims.append(
+        claim_row(raw_claim(claim_id="pended", decided_date="2026-02-11", outcome="PENDED"), 0, 999)
+    )
+    drifts = [
+        drift_row(dict(_drift(i), severity_level=("info", "warning", "critical")[i % 3]))
+        for i in range(9)
+    ]
+    alerts = [
+        alert_row(_alert("open", 1, "triggered")),
+        alert_row(_alert("done", 2, "resolved", status="resolved")),
+    ]
+    await writer.write(drifts, alerts, claims)
+    async with engine.connect() as conn:
+        assert [a["alert_id"] for a in await active_alerts(conn, "acme")] == ["open"]
+        assert await active_alerts(conn, "other") == []
+
+        critical = await drift_events_page(conn, "acme", DriftFilter("critical"))
+        assert [d["event_id"] for d in critical] == ["e-8", "e-5", "e-2"]
+        first = await drift_events_page(conn, "acme", DriftFilter(payer_id="p1"), limit=2)
+        assert [d["event_id"] for d in first] == ["e-7", "e-4"]
+        cursor = (first[-1]["detected_at"], first[-1]["event_id"])
+        rest = await drift_events_page(conn, "acme", DriftFilter(payer_id="p1"), before=cursor)
+        assert [d["event_id"] for d in rest] == ["e-1"]
+        since = datetime.fromtimestamp(5 * 86_400, tz=UTC)
+        recent = await drift_events_page(conn, "acme", DriftFilter(since=since))
+        assert {d["event_id"] for d in recent} == {"e-5", "e-6", "e-7", "e-8"}
+
+        trend = await monthly_denial_trend(conn, "acme", date(2026, 1, 1), date(2026, 3, 1))
+        rows = [
+            (str(r["month"]), r["payer_id"], r["decided"], r["denied"], r["denial_rate"])
+            for r in trend
+        ]
+        assert rows == [
+            ("2026-01-01", "p1", 10, 1, Decimal("0.1000")),
+            ("2026-02-01", "p1", 10, 4, Decimal("0.4000")),
+            ("2026-02-01", "p2", 5, 0, Decimal("0.0000")),
+            ("2026-02-01", "payer-a", 0, 0, None),  # only a PENDED claim: nothing decided
+        ]

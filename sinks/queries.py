@@ -1,0 +1,103 @@
+"""Read-side queries the notifier's HTTP API serves; each is one SQL statement (no N+1).
+
+All take an async SQLAlchemy connection and bound parameters only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sinks.tables import alert_events, drift_events
+
+LEVELS = ("info", "warning", "critical")
+
+
+async def active_alerts(conn: AsyncConnection, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's open (active or acknowledged) alerts, most recently seen first."""
+    stmt = (
+        select(alert_events)
+        .where(alert_events.c.customer_id == customer_id, alert_events.c.status != "resolved")
+        .order_by(alert_events.c.last_seen.desc(), alert_events.c.alert_id)
+    )
+    return [dict(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+@dataclass(frozen=True, slots=True)
+class DriftFilter:
+    """Filters of :func:`drift_events_page`; None means no filter."""
+
+    min_severity_level: str = "info"
+    payer_id: str | None = None
+    drift_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def drift_events_page(
+    conn: AsyncConnection,
+    customer_id: str,
+    filters: DriftFilter,
+    limit: int = 100,
+    before: tuple[datetime, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Drift events newest first, keyset-paginated by ``(detected_at, event_id)``."""
+    c = drift_events.c
+    levels = LEVELS[LEVELS.index(filters.min_severity_level) :]
+    conditions = [c.customer_id == customer_id, c.severity_level.in_(levels)]
+    if filters.payer_id is not None:
+        conditions.append(c.payer_id == filters.payer_id)
+    if filters.drift_type is not None:
+        conditions.append(c.drift_type == filters.drift_type)
+    if filters.since is not None:
+        conditions.append(c.detected_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(c.detected_at < filters.until)
+    if before is not None:
+        conditions.append(
+            (c.detected_at < before[0]) | and_(c.detected_at == before[0], c.event_id < before[1])
+        )
+    stmt = (
+        select(drift_events)
+        .where(*conditions)
+        .order_by(c.detected_at.desc(), c.event_id.desc())
+        .limit(limit)
+    )
+    return [dict(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+_MONTHLY_DENIALS = text(
+    """
+    SELECT date_trunc('month', decided_date)::date AS month,
+           payer_id,
+           count(*) FILTER (WHERE outcome <> 'PENDED') AS decided,
+           count(*) FILTER (WHERE outcome = 'DENIED') AS denied,
+           round(count(*) FILTER (WHERE outcome = 'DENIED')::numeric
+                 / nullif(count(*) FILTER (WHERE outcome <> 'PENDED'), 0), 4) AS denial_rate
+    FROM claim_records
+    WHERE customer_id = :customer_id AND decided_date >= :since AND decided_date < :until
+    GROUP BY 1, 2
+    ORDER BY month, payer_id COLLATE "C"
+    """
+)
+
+
+async def monthly_denial_trend(
+    conn: AsyncConnection, customer_id: str, since: date, until: date
+) -> list[dict[str, Any]]:
+    """Decided and denied claims and the denial rate per month and payer (the roadmap's QW-1)."""
+    params = {"customer_id": customer_id, "since": since, "until": until}
+    return [dict(row) for row in (await conn.execute(_MONTHLY_DENIALS, params)).mappings()]
+
+
+async def count_rows(conn: AsyncConnection, table: str) -> int:
+    """Rows in one of the sink's tables (for health checks and benchmarks)."""
+    allowed = {"claim_records", "drift_events", "alert_events", "alert_transitions"}
+    if table not in allowed:
+        raise ValueError(f"unknown table {table!r}")
+    result = await conn.execute(select(func.count()).select_from(text(table)))
+    return int(result.scalar_one())
