@@ -183,7 +183,7 @@ class EmbeddedPostgres:
                 user=run_as,
                 timeout=120,
             )
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart keeps its port: clients reconnect
         log_path.touch()
         self._chown(log_path, run_as)
         with log_path.open("ab") as log:
@@ -256,8 +256,8 @@ class EmbeddedPostgres:
         if user is not None:
             shutil.chown(path, user, user)
 
-    def stop(self) -> None:
-        """Stop PostgreSQL (fast shutdown) and remove a data directory it created."""
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop PostgreSQL (fast shutdown); remove a data directory it created unless kept."""
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGINT)  # SIGINT = fast shutdown
@@ -265,5 +265,5 @@ class EmbeddedPostgres:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 stop_process(self.proc)
-        if self._owns_dir and self.data_dir is not None:
+        if self._owns_dir and self.data_dir is not None and not keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -255,3 +255,55 @@ async def test_read_side_queries_against_fixtures(database) -> None:
             ("2026-02-01", "p2", 5, 0, Decimal("0.0000")),
             ("2026-02-01", "payer-a", 0, 0, None),  # only a PENDED claim: nothing decided
         ]
+
+
+async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Postgres stopped while claims stream in, then started again: every claim exactly once."""
+    from streams.devstack import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    await asyncio.to_thread(server.start)
+    stack = ServiceStack(kafka_bootstrap, server.url, unique, tmp_path)
+    try:
+        await asyncio.to_thread(migrate_database, server.url)
+        s = stack.settings()
+        await create_topics(s, kafka_bootstrap)
+        stack.start("sink")
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        await producer.start()
+
+        async def send(first: int, last: int) -> None:
+            for i in range(first, last):
+                value = json.dumps(raw_claim(claim_id=f"c{i}")).encode()
+                await producer.send(s.topic_claims, value, key=f"c{i}".encode())
+            await producer.flush()
+
+        def claim_count() -> int:
+            with psycopg.connect(server.url.replace("+psycopg", "")) as conn:
+                row = conn.execute("SELECT count(*), count(DISTINCT claim_id) FROM claim_records")
+                total, distinct = row.fetchone() or (0, 0)
+                assert total == distinct
+                return int(total)
+
+        await send(0, 2000)
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: claim_count() >= 2000), 60, "the first claims stored"
+        )
+        await asyncio.to_thread(lambda: server.stop(keep_data=True))  # gone mid-stream
+        await send(2000, 4000)
+        await send(0, 500)  # redeliveries of stored claims too
+        await asyncio.sleep(3)
+        await asyncio.to_thread(server.start)  # … and comes back on the same port
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: claim_count() == 4000),
+            90,
+            "every claim stored once after the outage",
+        )
+        await producer.stop()
+        assert await read_topic(kafka_bootstrap, s.topic_sink_dlq, idle_s=0.5) == []
+        assert "retrying" in stack.log("sink")
+    finally:
+        assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
+        await asyncio.to_thread(server.stop)
