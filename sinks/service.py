@@ -15,18 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
-from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
+from sinks.writer import PostgresWriter, alert_row, claim_row, claim_row_fast, drift_row
 from streams.domain.claims import InvalidClaim
 from streams.envelopes import dlq_headers
 from streams.settings import Settings
 
 log = logging.getLogger("upstream.sink")
 MAX_BACKOFF_S = 10.0
+# The bulk path talks to psycopg directly, so errors come from either layer.
+UNAVAILABLE = (OperationalError, psycopg.OperationalError)
+REJECTED = (DBAPIError, psycopg.DataError, psycopg.IntegrityError)
 
 
 @dataclass
@@ -35,12 +39,23 @@ class Batch:
 
     drift: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
     alerts: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
-    claims: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    claims: list[tuple[Any, tuple[Any, ...]]] = field(default_factory=list)
     rejected: list[tuple[Any, str, str]] = field(default_factory=list)  # message, reason, detail
 
-    def rows(self) -> tuple[list[dict[str, Any]], ...]:
+    def rows(
+        self,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[Any, ...]]]:
         """The rows by table: drift, alerts, claims."""
-        return tuple([r for _, r in part] for part in (self.drift, self.alerts, self.claims))
+        return (
+            [r for _, r in self.drift],
+            [r for _, r in self.alerts],
+            [r for _, r in self.claims],
+        )
+
+
+def _reason(exc: Exception) -> str:
+    """The database's own message, without SQLAlchemy's wrapping."""
+    return str(getattr(exc, "orig", None) or exc)[:500]
 
 
 class SinkService:
@@ -120,7 +135,7 @@ class SinkService:
 
     def _claim(self, batch: Batch, message: Any) -> None:
         record = self.codec.decode(message.value, "ClaimDecided", message.topic)
-        batch.claims.append((message, claim_row(record, message.partition, message.offset)))
+        batch.claims.append((message, claim_row_fast(record, message.partition, message.offset)))
 
     async def _write(self, batch: Batch) -> None:
         """Write the batch; on a rejected row, write row by row and dead-letter the rejects."""
@@ -128,17 +143,35 @@ class SinkService:
             await self._with_retry(lambda: self.writer.write(*batch.rows()))
             self.rows_written += sum(len(rows) for rows in batch.rows())
             return
-        except DBAPIError as exc:
-            log.warning("batch rejected (%s); writing row by row", type(exc.orig).__name__)
-        for part, table in ((batch.drift, 0), (batch.alerts, 1), (batch.claims, 2)):
-            for message, row in part:
-                rows: list[list[dict[str, Any]]] = [[], [], []]
-                rows[table].append(row)
-                try:
-                    await self._with_retry(lambda r=rows: self.writer.write(*r))  # type: ignore[misc]
-                    self.rows_written += 1
-                except DBAPIError as exc:
-                    batch.rejected.append((message, "rejected_by_database", str(exc.orig)[:500]))
+        except REJECTED as exc:
+            log.warning("batch rejected (%s); writing row by row", _reason(exc))
+        for message, drift in batch.drift:
+            await self._write_one(batch, message, [drift], [], [])
+        for message, alert in batch.alerts:
+            await self._write_one(batch, message, [], [alert], [])
+        for message, _ in batch.claims:
+            # Validated in Python this time, so a rejected claim is named precisely.
+            record = self.codec.decode(message.value, "ClaimDecided", message.topic)
+            try:
+                row = claim_row(record, message.partition, message.offset)
+            except InvalidClaim as exc:
+                batch.rejected.append((message, exc.reason, exc.message))
+                continue
+            await self._write_one(batch, message, [], [], [row])
+
+    async def _write_one(
+        self,
+        batch: Batch,
+        message: Any,
+        drift: list[dict[str, Any]],
+        alerts: list[dict[str, Any]],
+        claims: list[tuple[Any, ...]],
+    ) -> None:
+        try:
+            await self._with_retry(lambda: self.writer.write(drift, alerts, claims))
+            self.rows_written += 1
+        except REJECTED as exc:
+            batch.rejected.append((message, "rejected_by_database", _reason(exc)))
 
     async def _with_retry(self, write: Callable[[], Any]) -> None:
         backoff = 0.2
@@ -146,8 +179,8 @@ class SinkService:
             try:
                 await write()
                 return
-            except OperationalError as exc:
-                log.warning("postgres unavailable (%s); retrying in %.1fs", exc.orig, backoff)
+            except UNAVAILABLE as exc:
+                log.warning("postgres unavailable (%s); retrying in %.1fs", _reason(exc), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
 

@@ -8,9 +8,11 @@ Effectively-once by keys and versions, so a redelivered or replayed message chan
 - ``alert_events``: upsert of the latest state, only when the incoming version is newer, so a
   stale transition never overwrites a newer one.
 
-- ``claim_records``: one ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT`` per batch (the
-  bulk path), updated only by a later Kafka position of the claim, so a redelivered older
-  version never overwrites a correction.
+- ``claim_records``: upserted, and updated only by a later Kafka position of the claim, so a
+  redelivered older version never overwrites a correction.
+
+The bulk path: each batch is ``COPY``-ed into temporary staging tables (Postgres parses and
+checks the values in C), then moved with one ``INSERT … SELECT … ON CONFLICT`` per table.
 - ``operator_judgments``: the latest verdict per alert, by version.
 
 Each batch is one transaction that also sends ``NOTIFY`` so notifiers wake up at once.
@@ -23,18 +25,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sinks.tables import (
-    ALERT_FIELDS,
-    NOTIFY_CHANNEL,
-    alert_events,
-    alert_transitions,
-    drift_events,
-    operator_judgments,
-)
+from sinks.tables import ALERT_FIELDS, NOTIFY_CHANNEL, drift_events
 
 _DRIFT_TIMES = ("baseline_start", "baseline_end", "current_start", "current_end", "detected_at")
 _ALERT_TIMES = ("first_seen", "last_seen")
@@ -63,69 +56,108 @@ def alert_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-_CLAIM_COLUMNS = (
-    ("customer_id", "text"), ("claim_id", "text"), ("payer_id", "text"), ("payer_name", "text"),
-    ("cpt_code", "text"), ("cpt_group", "text"), ("submitted_date", "date"),
-    ("decided_date", "date"), ("decided_at", "timestamptz"), ("outcome", "text"),
-    ("billed_amount", "numeric"), ("allowed_amount", "numeric"), ("paid_amount", "numeric"),
-    ("denial_reason_codes", "text"), ("place_of_service", "text"),
-    ("source_partition", "int"), ("source_offset", "bigint"),
+CLAIM_COLUMNS = (
+    "customer_id", "claim_id", "payer_id", "payer_name", "cpt_code", "cpt_group",
+    "submitted_date", "decided_date", "decided_at", "outcome", "billed_amount", "allowed_amount",
+    "paid_amount", "denial_reason_codes", "place_of_service", "source_partition", "source_offset",
 )  # fmt: skip
-_CLAIM_NAMES = [name for name, _ in _CLAIM_COLUMNS]
-_CLAIMS_UPSERT = (
-    f"INSERT INTO claim_records ({', '.join(_CLAIM_NAMES)}) "  # noqa: S608 - fixed text
-    "SELECT " + ", ".join(
-        "coalesce(string_to_array(denial_reason_codes, ','), '{}')"
-        if name == "denial_reason_codes" else name
-        for name in _CLAIM_NAMES
-    )
-    + " FROM unnest(" + ", ".join(f"%s::{kind}[]" for _, kind in _CLAIM_COLUMNS) + ") AS t("
-    + ", ".join(_CLAIM_NAMES) + ") "
+# The statements below are built once from fixed column names; no value is interpolated.
+_STAGE_CLAIMS = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_claims ("
+    + ", ".join(f"{c} text" for c in CLAIM_COLUMNS[:-2])
+    + ", source_partition int, source_offset bigint) ON COMMIT DELETE ROWS"
+)
+_MOVE_CLAIMS = (
+    f"INSERT INTO claim_records ({', '.join(CLAIM_COLUMNS)}) "
+    "SELECT DISTINCT ON (customer_id, claim_id) customer_id, claim_id, payer_id, payer_name, "
+    "cpt_code, cpt_group, submitted_date::date, decided_date::date, "
+    "coalesce(decided_at::timestamptz, decided_date::date::timestamp AT TIME ZONE 'UTC'), "
+    "upper(outcome), billed_amount::numeric(14, 2), allowed_amount::numeric(14, 2), "
+    "paid_amount::numeric(14, 2), coalesce(denial_reason_codes::text[], '{}'), "
+    "place_of_service, source_partition, source_offset FROM stage_claims "
+    "ORDER BY customer_id, claim_id, source_partition DESC, source_offset DESC "
     "ON CONFLICT (customer_id, claim_id) DO UPDATE SET "
-    + ", ".join(f"{n} = excluded.{n}" for n in _CLAIM_NAMES[2:])
+    + ", ".join(f"{n} = excluded.{n}" for n in CLAIM_COLUMNS[2:])
     + ", stored_at = now() WHERE (claim_records.source_partition, claim_records.source_offset)"
     " < (excluded.source_partition, excluded.source_offset)"
-)  # fmt: skip
+)
+DRIFT_COLUMNS = tuple(c.name for c in drift_events.columns)
+_STAGE_DRIFT = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_drift (LIKE drift_events) ON COMMIT DELETE ROWS"
+)
+_MOVE_DRIFT = "INSERT INTO drift_events SELECT * FROM stage_drift ON CONFLICT (event_id) DO NOTHING"
+_STAGE_ALERTS = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_alerts (LIKE alert_events, ord int) "
+    "ON COMMIT DELETE ROWS"
+)
+_ALERT_LIST = ", ".join(ALERT_FIELDS)
+_MOVE_TRANSITIONS = (
+    f"INSERT INTO alert_transitions ({_ALERT_LIST}) SELECT {_ALERT_LIST} FROM stage_alerts "
+    "ORDER BY ord ON CONFLICT (alert_id, version) DO NOTHING"
+)
+_MOVE_ALERTS = (
+    f"INSERT INTO alert_events ({_ALERT_LIST}) SELECT DISTINCT ON (alert_id) {_ALERT_LIST} "
+    "FROM stage_alerts ORDER BY alert_id, version DESC ON CONFLICT (alert_id) DO UPDATE SET "
+    + ", ".join(f"{n} = excluded.{n}" for n in ALERT_FIELDS[1:])
+    + " WHERE alert_events.version < excluded.version"
+)
+_MOVE_JUDGMENTS = (
+    "INSERT INTO operator_judgments (alert_id, version, customer_id, verdict, judged_at) "
+    "SELECT DISTINCT ON (alert_id) alert_id, version, customer_id, verdict, last_seen "
+    "FROM stage_alerts WHERE transition = 'judged' AND verdict IS NOT NULL "
+    "ORDER BY alert_id, version DESC ON CONFLICT (alert_id) DO UPDATE SET "
+    "version = excluded.version, verdict = excluded.verdict, judged_at = excluded.judged_at "
+    "WHERE operator_judgments.version < excluded.version"
+)
 
 
-def claim_row(record: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
-    """A ``claim_records`` row from a validated ClaimDecided record and its Kafka position."""
+def _pg_array(values: Sequence[Any]) -> str | None:
+    """A Postgres text-array literal, or None for no values."""
+    if not values:
+        return None
+    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
+def claim_row_fast(record: dict[str, Any], partition: int, offset: int) -> tuple[Any, ...]:
+    """A staging row from a ClaimDecided record, with as little Python as possible.
+
+    Postgres parses dates, times and amounts during COPY and the migration's CHECKs reject what
+    :func:`streams.domain.claims.parse_claim` would; a batch that fails is retried row by row
+    through :func:`claim_row`, which names the reason.
+    """
+    from streams.domain.cpt import cpt_group_for
+
+    cpt_code = str(record["cpt_code"])
+    paid = record.get("paid_amount")
+    return (
+        str(record["customer_id"]), str(record["claim_id"]), str(record["payer_id"]),
+        record.get("payer_name"), cpt_code, record.get("cpt_group") or cpt_group_for(cpt_code),
+        str(record["submitted_date"]), str(record["decided_date"]), record.get("decided_at"),
+        str(record["outcome"]), str(record["billed_amount"]), str(record["allowed_amount"]),
+        None if paid in (None, "") else str(paid),
+        _pg_array(record.get("denial_reason_codes") or ()), record.get("place_of_service"),
+        partition, offset,
+    )  # fmt: skip
+
+
+def claim_row(record: dict[str, Any], partition: int, offset: int) -> tuple[Any, ...]:
+    """A staging row from a ClaimDecided record, validated first (raises InvalidClaim)."""
     from streams.domain.claims import parse_claim
 
     claim = parse_claim(record)
-    codes = record.get("denial_reason_codes") or []
-    paid = record.get("paid_amount")
-    return {
-        "customer_id": claim.customer_id,
-        "claim_id": claim.claim_id,
-        "payer_id": claim.payer_id,
-        "payer_name": claim.payer_name,
-        "cpt_code": claim.cpt_code,
-        "cpt_group": claim.cpt_group,
-        "submitted_date": claim.submitted_date,
-        "decided_date": claim.decided_date,
-        "decided_at": datetime.fromtimestamp(claim.event_ms / 1000, tz=UTC),
-        "outcome": claim.outcome,
-        "billed_amount": Decimal(claim.billed_cents) / 100,
-        "allowed_amount": Decimal(claim.allowed_cents) / 100,
-        "paid_amount": None if paid in (None, "") else Decimal(str(paid)),
-        "denial_reason_codes": ",".join(str(c) for c in codes) or None,
-        "place_of_service": record.get("place_of_service"),
-        "source_partition": partition,
-        "source_offset": offset,
-    }
-
-
-def latest_claims(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per claim: the latest Kafka position wins (one upsert cannot touch a row twice)."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["customer_id"], row["claim_id"])
-        seen = latest.get(key)
-        position = (row["source_partition"], row["source_offset"])
-        if seen is None or position > (seen["source_partition"], seen["source_offset"]):
-            latest[key] = row
-    return [latest[k] for k in sorted(latest)]
+    return claim_row_fast(
+        {
+            **record,
+            "cpt_group": claim.cpt_group,
+            "decided_at": datetime.fromtimestamp(claim.event_ms / 1000, tz=UTC).isoformat(),
+            "outcome": claim.outcome,
+            "billed_amount": str(Decimal(claim.billed_cents) / 100),
+            "allowed_amount": str(Decimal(claim.allowed_cents) / 100),
+        },
+        partition,
+        offset,
+    )
 
 
 class PostgresWriter:
@@ -138,60 +170,33 @@ class PostgresWriter:
         self,
         drift_rows: Sequence[dict[str, Any]],
         alert_rows: Sequence[dict[str, Any]],
-        claim_rows: Sequence[dict[str, Any]] = (),
+        claim_rows: Sequence[tuple[Any, ...]] = (),
     ) -> None:
         """Write one batch in one transaction; idempotent."""
         async with self.engine.begin() as conn:
-            if claim_rows:
-                rows = latest_claims(claim_rows)
-                columns = tuple([row[name] for row in rows] for name in _CLAIM_NAMES)
-                await conn.exec_driver_sql(_CLAIMS_UPSERT, columns)
-            if drift_rows:
-                await conn.execute(
-                    insert(drift_events).on_conflict_do_nothing(index_elements=["event_id"]),
-                    list(drift_rows),
-                )
-            if alert_rows:
-                await conn.execute(
-                    insert(alert_transitions).on_conflict_do_nothing(
-                        index_elements=["alert_id", "version"]
-                    ),
-                    list(alert_rows),
-                )
-                latest: dict[str, dict[str, Any]] = {}
-                for row in alert_rows:
-                    current = latest.get(row["alert_id"])
-                    if current is None or row["version"] > current["version"]:
-                        latest[row["alert_id"]] = row
-                stmt = insert(alert_events)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["alert_id"],
-                    set_={name: stmt.excluded[name] for name in ALERT_FIELDS if name != "alert_id"},
-                    where=alert_events.c.version < stmt.excluded.version,
-                )
-                await conn.execute(stmt, sorted(latest.values(), key=lambda r: r["alert_id"]))
-                await self._judgments(conn, alert_rows)
-                await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            raw = await conn.get_raw_connection()
+            pg: Any = raw.driver_connection
+            async with pg.cursor() as cur:
+                if claim_rows:
+                    await self._stage(cur, _STAGE_CLAIMS, "stage_claims", CLAIM_COLUMNS, claim_rows)
+                    await cur.execute(_MOVE_CLAIMS)
+                if drift_rows:
+                    rows = [tuple(r[c] for c in DRIFT_COLUMNS) for r in drift_rows]
+                    await self._stage(cur, _STAGE_DRIFT, "stage_drift", DRIFT_COLUMNS, rows)
+                    await cur.execute(_MOVE_DRIFT)
+                if alert_rows:
+                    rows = [(*(r[c] for c in ALERT_FIELDS), i) for i, r in enumerate(alert_rows)]
+                    columns = (*ALERT_FIELDS, "ord")
+                    await self._stage(cur, _STAGE_ALERTS, "stage_alerts", columns, rows)
+                    for move in (_MOVE_TRANSITIONS, _MOVE_ALERTS, _MOVE_JUDGMENTS):
+                        await cur.execute(move)
+                    await cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
     @staticmethod
-    async def _judgments(conn: Any, alert_rows: Sequence[dict[str, Any]]) -> None:
-        judged: dict[str, dict[str, Any]] = {}
-        for row in alert_rows:
-            if row["transition"] == "judged" and row["verdict"]:
-                seen = judged.get(row["alert_id"])
-                if seen is None or row["version"] > seen["version"]:
-                    judged[row["alert_id"]] = row
-        if not judged:
-            return
-        stmt = insert(operator_judgments)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["alert_id"],
-            set_={n: stmt.excluded[n] for n in ("version", "verdict", "judged_at")},
-            where=operator_judgments.c.version < stmt.excluded.version,
-        )
-        values = [
-            {"alert_id": r["alert_id"], "version": r["version"], "customer_id": r["customer_id"],
-             "verdict": r["verdict"], "judged_at": r["last_seen"]}
-            for r in sorted(judged.values(), key=lambda r: r["alert_id"])
-        ]  # fmt: skip
-        await conn.execute(stmt, values)
+    async def _stage(
+        cur: Any, create: str, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        await cur.execute(create)
+        async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                await copy.write_row(row)

@@ -96,7 +96,8 @@ def run_sink(settings: Settings) -> None:
     migrate_database(database_url)
 
     async def main(stop: asyncio.Event) -> None:
-        engine = create_async_engine(database_url, pool_size=4)
+        # pre_ping: after a Postgres restart, pooled connections are checked before use.
+        engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
         service = SinkService(
             settings, bootstrap, PostgresWriter(engine), ValueCodec(settings.schema_registry_url)
         )

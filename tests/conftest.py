@@ -56,11 +56,16 @@ def no_leftover_processes() -> Iterator[None]:
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     yield
-    leftover = [
-        p
-        for p in me.children(recursive=True)
-        if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    ]
+    leftover = []
+    for proc in me.children(recursive=True):
+        try:
+            # Children of a session server (Postgres' connection backends…) belong to it.
+            if proc.pid in before or any(parent.pid in before for parent in proc.parents()):
+                continue
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                leftover.append(proc)
+        except psutil.NoSuchProcess:
+            continue
     for proc in leftover:
         proc.kill()
-    assert not leftover, f"test left processes behind: {[p.cmdline() for p in leftover]}"
+    assert not leftover, f"test left processes behind: {[p.pid for p in leftover]}"
