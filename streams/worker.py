@@ -89,6 +89,253 @@ def _take_events(stream: Any, settings: Settings) -> AsyncIterator[list[Any]]:
     return batches
 
 
+class WorkerAgents:
+    """The worker's topics, tables and agents: one method per agent (see :func:`build_worker`)."""
+
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, codec: ValueCodec):
+        self.app, self.settings, self.codec = app, settings, codec
+        raw: dict[str, Any] = {
+            "key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+            "value_serializer": "raw",
+        }  # fmt: skip
+        self.claims_topic = app.topic(settings.topic_claims, **raw)
+        self.commands_topic = app.topic(settings.topic_commands, **raw)
+        self.dlq_topic = app.topic(settings.topic_claims_dlq, **raw)
+        self.commands_dlq_topic = app.topic(settings.topic_commands_dlq, **raw)
+        self.drift_topic = app.topic(settings.topic_drift, **raw)
+        self.alerts_topic = app.topic(settings.topic_alerts, **raw)
+        internal: dict[str, Any] = {"internal": True, "partitions": settings.partitions, **raw}
+        self.by_key_topic = app.topic(f"{settings.app_id}-claims-by-key", **internal)
+        self.alert_input_topic = app.topic(f"{settings.app_id}-alert-input", **internal)
+        # key_type=str with no value_type: Faust serializes both as JSON.
+        table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": str}
+        self.tables = [
+            app.Table(name, default=None, **table_opts) for name in ("windows", "route", "alerts")
+        ]
+        windows_table, route_table, self.alerts_table = (ChangelogTable(t) for t in self.tables)
+        cfg = drift_config(settings)
+        grace_ms = int(settings.grace_days * 86_400_000)
+        self.state = WindowsState(windows_table, cfg, grace_ms)
+        self.clocks = SourceClocks(route_table, grace_ms, cfg.bucket_ms)
+        self.windows_lock = asyncio.Lock()  # the idle timer and the windows agent share state
+        self.rules = RuleBook()
+        self.rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, self.rules)
+        self._metadata_lock = asyncio.Lock()
+        self._metadata_ready = False
+
+    def register(self) -> None:
+        """Attach the agents, the rules task, the idle timer and the revoke hook to the app."""
+        app = self.app
+        app.agent(self.claims_topic, name="route")(self.route)
+        app.agent(self.by_key_topic, name="windows")(self.windows)
+        app.agent(self.commands_topic, name="commands")(self.commands)
+        app.agent(self.alert_input_topic, name="alerts")(self.alerts)
+        app.task(self.follow_rules)
+        app.timer(self.settings.idle_check_interval_s)(self.advance_idle_partitions)
+        app.on_partitions_revoked.connect(self.on_revoked)
+
+    async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Forget in-memory windows; the new owner rebuilds them from the changelog."""
+        self.state.forget()
+
+    async def follow_rules(self) -> None:
+        """Keep the rule book in step with the rules topic."""
+        await self.rules_feed.run()
+
+    async def ensure_partition_metadata(self) -> None:
+        """Wait until the producer knows every partition we address explicitly.
+
+        Faust creates internal and changelog topics at start; a broker may report them with
+        fewer partitions for a moment, and aiokafka asserts on an explicit partition it has not
+        seen yet, which would crash the producer.
+        """
+        async with self._metadata_lock:
+            if self._metadata_ready:
+                return
+            faust_producer: Any = self.app.producer  # the aiokafka producer has no public handle
+            producer = faust_producer._ensure_producer()
+            names = [self.by_key_topic.get_topic_name(), self.alert_input_topic.get_topic_name()]
+            names += [t.changelog_topic.get_topic_name() for t in self.tables]
+            for name in names:
+                for _ in range(300):
+                    if len(await producer.partitions_for(name) or ()) >= self.settings.partitions:
+                        break
+                    await producer.client.force_metadata_update()
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError(f"topic {name} never showed all its partitions")
+            self._metadata_ready = True
+
+    def source_count(self) -> int:
+        """Partitions of the claims topic (the sources of every windows partition)."""
+        counted = self.app.consumer.topic_partitions(self.settings.topic_claims)
+        return counted or self.settings.partitions
+
+    async def send_dlq(self, event: Any, stage: str, reason: str, detail: str) -> None:
+        """Dead-letter a claim with the DESIGN.md headers."""
+        CLAIMS_DLQ.labels(reason=reason).inc()
+        headers = envelopes.dlq_headers(event.message, stage, reason, detail)
+        await self.dlq_topic.send(key=event.key, value=event.value, headers=headers)
+
+    async def route(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Validate claims, judge lateness per source partition, repartition by window key."""
+        await self.ensure_partition_metadata()
+        async for events in _take_events(stream, self.settings):
+            source_clocks: dict[int, SourceClock] = {}
+            sources = self.source_count()
+            for event in events:
+                await self._route_one(event, source_clocks, sources)
+            await self._broadcast_progress(source_clocks, sources)
+            yield None
+
+    async def _route_one(
+        self, event: Any, source_clocks: dict[int, SourceClock], sources: int
+    ) -> None:
+        try:
+            raw_claim = self.codec.decode(event.value, "ClaimDecided", self.settings.topic_claims)
+            claim = parse_claim(raw_claim)
+        except DecodeError as exc:
+            await self.send_dlq(event, "decode", exc.reason, exc.message)
+            return
+        except InvalidClaim as exc:
+            await self.send_dlq(event, "validate", exc.reason, exc.message)
+            return
+        source = event.message.partition
+        clock = source_clocks.get(source)
+        if clock is None:
+            clock = source_clocks[source] = self.clocks.get(source)
+        if clock.is_late(claim.event_ms):
+            await self.send_dlq(event, "route", "late", "later than the grace in its partition")
+            return
+        clock.observe(claim.event_ms)
+        envelope = {"source": source, "sources": sources, "claim": raw_claim}
+        await self.by_key_topic.send(key=claim.window_key.encode(), value=envelopes.dumps(envelope))
+
+    async def _broadcast_progress(
+        self, source_clocks: dict[int, SourceClock], sources: int
+    ) -> None:
+        # Every windows partition needs every source's progress, even with no claim from it,
+        # to move its watermark (the minimum over sources).
+        for source, clock in sorted(source_clocks.items()):
+            self.clocks.save(source, clock)
+            if clock.max_event_ms is None:
+                continue
+            value = envelopes.dumps(
+                {"source": source, "sources": sources, "max_event_ms": clock.max_event_ms}
+            )
+            for partition in range(self.settings.partitions):
+                await self.by_key_topic.send(key=b"", value=value, partition=partition)
+
+    async def windows(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Apply claims and progress to the partitions' windows; emit what the closes find."""
+        await self.ensure_partition_metadata()
+        async for events in _take_events(stream, self.settings):
+            by_partition: dict[int, list[tuple[Any, Arrival]]] = defaultdict(list)
+            for event in events:
+                try:
+                    arrival = envelopes.arrival(json.loads(event.value))
+                except (InvalidClaim, ValueError, KeyError, TypeError) as exc:
+                    await self.send_dlq(event, "window", "invalid", str(exc))
+                    continue
+                by_partition[event.message.partition].append((event, arrival))
+            now_ms = int(time.time() * 1000)
+            async with self.windows_lock:
+                for partition, items in by_partition.items():
+                    pw = self.state.get(partition, self.source_count())
+                    result = pw.apply([a for _, a in items], now_ms=now_ms)
+                    await self._dead_letter_late(items, result)
+                    await self._emit(pw, result)
+            yield None
+
+    async def _dead_letter_late(self, items: list[tuple[Any, Arrival]], result: StepResult) -> None:
+        late_ids = {id(c) for c in result.late}
+        for event, arrival in items:
+            if isinstance(arrival, ClaimFromSource) and id(arrival.claim) in late_ids:
+                await self.send_dlq(event, "window", "late", "event time is behind the watermark")
+        claims = sum(isinstance(a, ClaimFromSource) for _, a in items)
+        CLAIMS_PROCESSED.inc(claims - len(result.late) - result.duplicates)
+        CLAIMS_DUPLICATE.inc(result.duplicates)
+
+    async def _emit(self, pw: PartitionWindows, result: StepResult) -> None:
+        """Deliver outputs, then persist the state that produced them."""
+        pending: list[Awaitable[Any]] = []
+        for drift in result.drifts:
+            DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
+            value = self.codec.encode("DriftEvent", self.settings.topic_drift, drift_record(drift))
+            pending.append(await self.drift_topic.send(key=drift.kafka_key.encode(), value=value))
+        for evaluation in result.evaluations:
+            message = envelopes.evaluation_message(evaluation)
+            key = evaluation.customer_id.encode()
+            pending.append(await self.alert_input_topic.send(key=key, value=message))
+        await asyncio.gather(*pending)
+        self.state.save(pw, result.changed.values())
+
+    async def advance_idle_partitions(self) -> None:
+        """Timer: advance quiet sources and partitions by the wall clock (idle_close_after_s)."""
+        now_ms = int(time.time() * 1000)
+        idle_ms = int(self.settings.idle_close_after_s * 1000)
+        topic = self.by_key_topic.get_topic_name()
+        assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
+                          if tp.topic == topic)  # fmt: skip
+        await self.ensure_partition_metadata()
+        async with self.windows_lock:
+            for partition in assigned:
+                pw = self.state.get(partition, self.source_count())
+                closed_before = pw.watermark.closed_through
+                result = pw.idle_tick(now_ms, idle_ms)
+                if pw.watermark.closed_through != closed_before:
+                    await self._emit(pw, result)
+
+    async def commands(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Validate operator commands and forward them next to the customer's evaluations."""
+        await self.ensure_partition_metadata()
+        async for events in _take_events(stream, self.settings):
+            for event in events:
+                try:
+                    record = self.codec.decode(
+                        event.value, "AlertCommand", self.settings.topic_commands
+                    )
+                    command = envelopes.command_from_record(record)
+                except (DecodeError, KeyError, ValueError, TypeError) as exc:
+                    await self._reject(event, "invalid_command", str(exc))
+                    continue
+                await self.alert_input_topic.send(
+                    key=command.customer_id.encode(), value=envelopes.command_message(record)
+                )
+            yield None
+
+    async def _reject(self, event: Any, reason: str, detail: str) -> None:
+        COMMANDS.labels(outcome=reason).inc()
+        headers = envelopes.dlq_headers(event.message, "alerts", reason, detail)
+        await self.commands_dlq_topic.send(key=event.key, value=event.value, headers=headers)
+
+    async def alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Apply evaluations (with the customer's rules) and commands; emit every transition."""
+        await self.ensure_partition_metadata()
+        await self.rules_feed.ready.wait()
+        async for events in _take_events(stream, self.settings):
+            for event in events:
+                item = envelopes.alert_input(json.loads(event.value))
+                store = TableAlertStore(self.alerts_table, event.message.partition)
+                lifecycle = AlertLifecycle(store)
+                if isinstance(item, AlertCommand):
+                    outcome = lifecycle.apply_command(item)
+                    if outcome.rejected:
+                        await self._reject(event, outcome.rejected, outcome.detail)
+                        continue
+                    COMMANDS.labels(outcome="duplicate" if outcome.duplicate else "applied").inc()
+                    transitions = outcome.transitions
+                else:
+                    rules = self.rules.for_customer(item.customer_id)
+                    transitions = lifecycle.apply_evaluation(item, rules)
+                for transition in transitions:
+                    ALERT_TRANSITIONS.labels(transition=transition.transition).inc()
+                    record = alert_record(transition)
+                    value = self.codec.encode("AlertEvent", self.settings.topic_alerts, record)
+                    await self.alerts_topic.send(key=transition.customer_id.encode(), value=value)
+            yield None
+
+
 def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worker:
     """Build the Faust app, its topics, tables and agents. Connects to nothing yet."""
     app = faust.App(
@@ -105,237 +352,5 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
         key_serializer="raw",
         value_serializer="raw",
     )
-    raw: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    claims_topic = app.topic(settings.topic_claims, **raw)
-    commands_topic = app.topic(settings.topic_commands, **raw)
-    dlq_topic = app.topic(settings.topic_claims_dlq, **raw)
-    commands_dlq_topic = app.topic(settings.topic_commands_dlq, **raw)
-    drift_topic = app.topic(settings.topic_drift, **raw)
-    alerts_topic = app.topic(settings.topic_alerts, **raw)
-    internal: dict[str, Any] = {"internal": True, "partitions": settings.partitions, **raw}
-    by_key_topic = app.topic(f"{settings.app_id}-claims-by-key", **internal)
-    alert_input_topic = app.topic(f"{settings.app_id}-alert-input", **internal)
-    # key_type=str with no value_type: Faust serializes both as JSON.
-    table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": str}
-    tables = [
-        app.Table(name, default=None, **table_opts) for name in ("windows", "route", "alerts")
-    ]
-    windows_table, route_table, alerts_table = (ChangelogTable(t) for t in tables)
-
-    cfg = drift_config(settings)
-    grace_ms = int(settings.grace_days * 86_400_000)
-    state = WindowsState(windows_table, cfg, grace_ms)
-    clocks = SourceClocks(route_table, grace_ms, cfg.bucket_ms)
-    windows_lock = asyncio.Lock()  # the idle timer and the windows agent share the state
-    rules = RuleBook()
-    rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, rules)
-
-    metadata_ready = asyncio.Lock()
-    metadata_checked: list[bool] = []
-
-    async def ensure_partition_metadata() -> None:
-        """Wait until the producer knows every partition we address explicitly.
-
-        Faust creates internal and changelog topics at start; a broker may report them with
-        fewer partitions for a moment, and aiokafka asserts on an explicit partition it has not
-        seen yet, which would crash the producer.
-        """
-        async with metadata_ready:
-            if metadata_checked:
-                return
-            faust_producer: Any = app.producer  # the aiokafka producer has no public handle
-            producer = faust_producer._ensure_producer()
-            names = [by_key_topic.get_topic_name(), alert_input_topic.get_topic_name()]
-            names += [t.changelog_topic.get_topic_name() for t in tables]
-            for name in names:
-                for _ in range(300):
-                    if len(await producer.partitions_for(name) or ()) >= settings.partitions:
-                        break
-                    await producer.client.force_metadata_update()
-                    await asyncio.sleep(0.1)
-                else:
-                    raise RuntimeError(
-                        f"topic {name} never showed {settings.partitions} partitions"
-                    )
-            metadata_checked.append(True)
-
-    def source_count() -> int:
-        return app.consumer.topic_partitions(settings.topic_claims) or settings.partitions
-
-    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        state.forget()
-
-    app.on_partitions_revoked.connect(on_revoked)
-
-    @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
-    async def follow_rules() -> None:
-        await rules_feed.run()
-
-    async def send_dlq(event: Any, stage: str, reason: str, detail: str) -> None:
-        CLAIMS_DLQ.labels(reason=reason).inc()
-        headers = envelopes.dlq_headers(event.message, stage, reason, detail)
-        await dlq_topic.send(key=event.key, value=event.value, headers=headers)
-
-    @app.agent(claims_topic)
-    async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        await ensure_partition_metadata()
-        async for events in _take_events(stream, settings):
-            source_clocks: dict[int, SourceClock] = {}
-            sources = source_count()
-            for event in events:
-                try:
-                    raw_claim = codec.decode(event.value, "ClaimDecided", settings.topic_claims)
-                    claim = parse_claim(raw_claim)
-                except DecodeError as exc:
-                    await send_dlq(event, "decode", exc.reason, exc.message)
-                    continue
-                except InvalidClaim as exc:
-                    await send_dlq(event, "validate", exc.reason, exc.message)
-                    continue
-                source = event.message.partition
-                clock = source_clocks.get(source)
-                if clock is None:
-                    clock = source_clocks[source] = clocks.get(source)
-                if clock.is_late(claim.event_ms):
-                    await send_dlq(event, "route", "late", "later than the grace in its partition")
-                    continue
-                clock.observe(claim.event_ms)
-                await by_key_topic.send(
-                    key=claim.window_key.encode(),
-                    value=envelopes.dumps(
-                        {"source": source, "sources": sources, "claim": raw_claim}
-                    ),
-                )
-            # Every windows partition needs every source's progress, even with no claim from
-            # it, to move its watermark (the minimum over sources).
-            for source, clock in sorted(source_clocks.items()):
-                clocks.save(source, clock)
-                if clock.max_event_ms is None:
-                    continue
-                value = envelopes.dumps(
-                    {"source": source, "sources": sources, "max_event_ms": clock.max_event_ms}
-                )
-                for partition in range(settings.partitions):
-                    await by_key_topic.send(key=b"", value=value, partition=partition)
-            yield None
-
-    @app.agent(by_key_topic)
-    async def windows(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        await ensure_partition_metadata()
-        async for events in _take_events(stream, settings):
-            by_partition: dict[int, list[tuple[Any, Arrival]]] = defaultdict(list)
-            for event in events:
-                try:
-                    arrival = envelopes.arrival(json.loads(event.value))
-                except (InvalidClaim, ValueError, KeyError, TypeError) as exc:
-                    await send_dlq(event, "window", "invalid", str(exc))
-                    continue
-                by_partition[event.message.partition].append((event, arrival))
-            now_ms = int(time.time() * 1000)
-            async with windows_lock:
-                for partition, items in by_partition.items():
-                    pw = state.get(partition, source_count())
-                    result = pw.apply([a for _, a in items], now_ms=now_ms)
-                    await _dead_letter_late(items, result)
-                    await _emit(pw, result)
-            yield None
-
-    async def _dead_letter_late(items: list[tuple[Any, Arrival]], result: StepResult) -> None:
-        late_ids = {id(c) for c in result.late}
-        for event, arrival in items:
-            if isinstance(arrival, ClaimFromSource) and id(arrival.claim) in late_ids:
-                await send_dlq(event, "window", "late", "event time is behind the watermark")
-        claims = sum(isinstance(a, ClaimFromSource) for _, a in items)
-        CLAIMS_PROCESSED.inc(claims - len(result.late) - result.duplicates)
-        CLAIMS_DUPLICATE.inc(result.duplicates)
-
-    async def _emit(pw: PartitionWindows, result: StepResult) -> None:
-        """Deliver outputs, then persist the state that produced them."""
-        pending: list[Awaitable[Any]] = []
-        for drift in result.drifts:
-            DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
-            value = codec.encode("DriftEvent", settings.topic_drift, drift_record(drift))
-            pending.append(await drift_topic.send(key=drift.kafka_key.encode(), value=value))
-        for evaluation in result.evaluations:
-            pending.append(
-                await alert_input_topic.send(
-                    key=evaluation.customer_id.encode(),
-                    value=envelopes.evaluation_message(evaluation),
-                )
-            )
-        await asyncio.gather(*pending)
-        state.save(pw, result.changed.values())
-
-    @app.timer(settings.idle_check_interval_s)  # type: ignore[untyped-decorator]
-    async def advance_idle_partitions() -> None:
-        now_ms = int(time.time() * 1000)
-        idle_ms = int(settings.idle_close_after_s * 1000)
-        assigned = sorted(
-            tp.partition
-            for tp in app.assignor.assigned_actives()
-            if tp.topic == by_key_topic.get_topic_name()
-        )
-        await ensure_partition_metadata()
-        async with windows_lock:
-            for partition in assigned:
-                pw = state.get(partition, source_count())
-                closed_before = pw.watermark.closed_through
-                result = pw.idle_tick(now_ms, idle_ms)
-                if pw.watermark.closed_through != closed_before:
-                    await _emit(pw, result)
-
-    @app.agent(commands_topic)
-    async def commands(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        await ensure_partition_metadata()
-        async for events in _take_events(stream, settings):
-            for event in events:
-                try:
-                    record = codec.decode(event.value, "AlertCommand", settings.topic_commands)
-                    command = envelopes.command_from_record(record)
-                except (DecodeError, KeyError, ValueError, TypeError) as exc:
-                    await _reject(event, "invalid_command", str(exc))
-                    continue
-                await alert_input_topic.send(
-                    key=command.customer_id.encode(),
-                    value=envelopes.command_message(record),
-                )
-            yield None
-
-    async def _reject(event: Any, reason: str, detail: str) -> None:
-        COMMANDS.labels(outcome=reason).inc()
-        headers = envelopes.dlq_headers(event.message, "alerts", reason, detail)
-        await commands_dlq_topic.send(key=event.key, value=event.value, headers=headers)
-
-    @app.agent(alert_input_topic)
-    async def alerts(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        await ensure_partition_metadata()
-        await rules_feed.ready.wait()
-        async for events in _take_events(stream, settings):
-            for event in events:
-                item = envelopes.alert_input(json.loads(event.value))
-                lifecycle = AlertLifecycle(TableAlertStore(alerts_table, event.message.partition))
-                if isinstance(item, AlertCommand):
-                    outcome = lifecycle.apply_command(item)
-                    if outcome.rejected:
-                        await _reject(event, outcome.rejected, outcome.detail)
-                        continue
-                    COMMANDS.labels(outcome="duplicate" if outcome.duplicate else "applied").inc()
-                    transitions = outcome.transitions
-                else:
-                    transitions = lifecycle.apply_evaluation(
-                        item, rules.for_customer(item.customer_id)
-                    )
-                for transition in transitions:
-                    ALERT_TRANSITIONS.labels(transition=transition.transition).inc()
-                    value = codec.encode(
-                        "AlertEvent", settings.topic_alerts, alert_record(transition)
-                    )
-                    await alerts_topic.send(key=transition.customer_id.encode(), value=value)
-            yield None
-
+    WorkerAgents(app, settings, bootstrap, codec).register()
     return Worker(app=app, settings=settings)
