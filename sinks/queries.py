@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sinks.tables import alert_events, drift_events
@@ -92,12 +92,3 @@ async def monthly_denial_trend(
     """Decided and denied claims and the denial rate per month and payer (the roadmap's QW-1)."""
     params = {"customer_id": customer_id, "since": since, "until": until}
     return [dict(row) for row in (await conn.execute(_MONTHLY_DENIALS, params)).mappings()]
-
-
-async def count_rows(conn: AsyncConnection, table: str) -> int:
-    """Rows in one of the sink's tables (for health checks and benchmarks)."""
-    allowed = {"claim_records", "drift_events", "alert_events", "alert_transitions"}
-    if table not in allowed:
-        raise ValueError(f"unknown table {table!r}")
-    result = await conn.execute(select(func.count()).select_from(text(table)))
-    return int(result.scalar_one())

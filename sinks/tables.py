@@ -12,7 +12,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
-    Identity,
     MetaData,
     String,
     Table,
@@ -83,24 +82,5 @@ alert_events = Table(
     *_alert_columns(),
 )
 
-alert_transitions = Table(
-    "alert_transitions",
-    metadata,
-    Column("seq", BigInteger, Identity(always=True), primary_key=True),
-    Column("alert_id", String(64), nullable=False),
-    Column("version", BigInteger, nullable=False),
-    *_alert_columns(),
-)
-
 ALERT_FIELDS = ("alert_id", "version", *(name for name, _, _ in _ALERT_COLUMNS))
 NOTIFY_CHANNEL = "upstream_alert_transitions"
-
-operator_judgments = Table(
-    "operator_judgments",
-    metadata,
-    Column("alert_id", String(64), primary_key=True),
-    Column("version", BigInteger, nullable=False),
-    Column("customer_id", String(128), nullable=False),
-    Column("verdict", String(32), nullable=False),
-    Column("judged_at", DateTime(timezone=True), nullable=False),
-)

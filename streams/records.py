@@ -39,8 +39,3 @@ def to_epoch_ms(value: Any) -> int:
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return int(moment.timestamp() * 1000)
     return int(value)
-
-
-def iso_ms(epoch_ms: int) -> str:
-    """RFC 3339 UTC text of an epoch-milliseconds time."""
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")

@@ -72,7 +72,6 @@ class PartitionWindows:
                 )
             else:
                 claim = arrival.claim
-                self.watermark.note_claim(claim.event_ms)
                 bucket = bucket_of(claim.event_ms, self.cfg.bucket_ms)
                 key = self.keys.get(claim.window_key)
                 if key is None:

@@ -9,10 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
 
 from streams.devstack import free_port, spawn_service, stop_process
 from streams.settings import Settings
@@ -107,25 +106,3 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(interval_s)
-
-
-async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[Any]:
-    """Every message currently in ``topic`` (reads from the start until idle)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    messages: list[Any] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            if not batch:
-                return messages
-            for records in batch.values():
-                messages.extend(records)
-    finally:
-        await consumer.stop()

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import wait_processed
+from bench.harness import read_all, wait_processed
 from schemas.registry import ValueCodec
 from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
 from streams.topics import create_topics
-from tests.integration.stack import ServiceStack, read_topic, wait_until
+from tests.integration.stack import ServiceStack, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +44,17 @@ async def _wait_consumed(stack: ServiceStack, produced: int) -> None:
 async def _outputs(stack: ServiceStack) -> dict[str, Any]:
     s, codec = stack.settings(), ValueCodec()
     drifts = {}
-    for m in await read_topic(stack.bootstrap, s.topic_drift):
+    for m in await read_all(stack.bootstrap, s.topic_drift):
         record = codec.decode(m.value, "DriftEvent", s.topic_drift)
         drifts[record["event_id"]] = record
     alerts = {}
-    for m in await read_topic(stack.bootstrap, s.topic_alerts):
+    for m in await read_all(stack.bootstrap, s.topic_alerts):
         record = codec.decode(m.value, "AlertEvent", s.topic_alerts)
         alerts[(record["alert_id"], record["version"])] = record
     # A set: a restart may dead-letter a redelivered late claim twice (at-least-once).
     dlq = {
         (m.key, dict(m.headers)["error.reason"])
-        for m in await read_topic(stack.bootstrap, s.topic_claims_dlq)
+        for m in await read_all(stack.bootstrap, s.topic_claims_dlq)
     }
     return {"drifts": drifts, "alerts": alerts, "dlq": dlq}
 
@@ -142,7 +142,7 @@ async def test_rules_and_operator_commands(
         codec = ValueCodec()
         alerts = [
             codec.decode(m.value, "AlertEvent", s.topic_alerts)
-            for m in await read_topic(kafka_bootstrap, s.topic_alerts)
+            for m in await read_all(kafka_bootstrap, s.topic_alerts)
         ]
         assert alerts and {a["rule_id"] for a in alerts} == {"radiology-only"}
         alert_id = alerts[-1]["alert_id"]
@@ -178,7 +178,7 @@ async def test_rules_and_operator_commands(
         async def transitions() -> list[str] | None:
             records = [
                 codec.decode(m.value, "AlertEvent", s.topic_alerts)
-                for m in await read_topic(kafka_bootstrap, s.topic_alerts, idle_s=0.5)
+                for m in await read_all(kafka_bootstrap, s.topic_alerts, idle_s=0.5)
             ]
             mine = [r["transition"] for r in records if r["alert_id"] == alert_id]
             return mine if "judged" in mine else None
@@ -194,7 +194,7 @@ async def test_rules_and_operator_commands(
 
 
 async def _dlq_reasons(bootstrap: str, topic: str) -> list[str] | None:
-    messages = await read_topic(bootstrap, topic, idle_s=0.5)
+    messages = await read_all(bootstrap, topic, idle_s=0.5)
     reasons = [dict(m.headers)["error.reason"].decode() for m in messages]
     return reasons if len(reasons) >= 3 else None
 
@@ -217,7 +217,7 @@ async def test_quiet_source_partition_is_advanced_past_by_the_idle_timer(
         codec = ValueCodec()
 
         async def drifts() -> list[dict[str, Any]] | None:
-            messages = await read_topic(kafka_bootstrap, s.topic_drift, idle_s=0.5)
+            messages = await read_all(kafka_bootstrap, s.topic_drift, idle_s=0.5)
             return [codec.decode(m.value, "DriftEvent", s.topic_drift) for m in messages] or None
 
         found = await wait_until(drifts, 120, "drift events once partition 1 counts as idle")

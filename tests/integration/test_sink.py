@@ -14,11 +14,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bench.harness import read_all
 from schemas.codec import encode_single_object
 from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from streams.services import migrate_database
 from streams.topics import create_topics
-from tests.integration.stack import ServiceStack, create_database, read_topic, wait_until
+from tests.integration.stack import ServiceStack, create_database, wait_until
 from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
@@ -184,7 +185,7 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
         await wait_until(stored, 60, "the good rows in Postgres")
 
         async def dead() -> dict[bytes, bytes] | None:
-            messages = await read_topic(kafka_bootstrap, s.topic_sink_dlq, idle_s=0.5)
+            messages = await read_all(kafka_bootstrap, s.topic_sink_dlq, idle_s=0.5)
             found = {m.key: dict(m.headers)["error.reason"] for m in messages}
             return found if len(found) >= 2 else None
 
@@ -302,7 +303,7 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
             "every claim stored once after the outage",
         )
         await producer.stop()
-        assert await read_topic(kafka_bootstrap, s.topic_sink_dlq, idle_s=0.5) == []
+        assert await read_all(kafka_bootstrap, s.topic_sink_dlq, idle_s=0.5) == []
         assert "retrying" in stack.log("sink")
     finally:
         assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]

@@ -14,11 +14,12 @@ import websockets
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.harness import read_all
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
 from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
 from streams.topics import create_topics
-from tests.integration.stack import SECRET, ServiceStack, create_database, read_topic, wait_until
+from tests.integration.stack import SECRET, ServiceStack, create_database, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +144,7 @@ async def test_denial_spike_becomes_drift_alert_rows_and_live_message(stack: Ser
     codec = ValueCodec()
     drift_records = [
         codec.decode(m.value, "DriftEvent", settings.topic_drift)
-        for m in await read_topic(stack.bootstrap, settings.topic_drift)
+        for m in await read_all(stack.bootstrap, settings.topic_drift)
     ]
     assert drift_records, "no drift event on the drift topic"
     assert {(r["customer_id"], r["payer_id"], r["cpt_group"]) for r in drift_records} == {
@@ -154,13 +155,13 @@ async def test_denial_spike_becomes_drift_alert_rows_and_live_message(stack: Ser
 
     alert_records = [
         codec.decode(m.value, "AlertEvent", settings.topic_alerts)
-        for m in await read_topic(stack.bootstrap, settings.topic_alerts)
+        for m in await read_all(stack.bootstrap, settings.topic_alerts)
     ]
     assert alert_records[0]["transition"] == "triggered"
     assert {r["payer_id"] for r in alert_records} == {SPIKE_PAYER}
 
     # Dead letters: each malformed claim with its reason, and nothing else.
-    dlq = await read_topic(stack.bootstrap, settings.topic_claims_dlq)
+    dlq = await read_all(stack.bootstrap, settings.topic_claims_dlq)
     reasons = {m.key: dict(m.headers) for m in dlq}
     assert set(reasons) == {key for key, _ in MALFORMED}
     assert reasons[b"bad-1"]["error.reason"] == b"json"
