@@ -23,6 +23,7 @@ from sinks.tables import NOTIFY_CHANNEL
 log = logging.getLogger("upstream.notifier")
 LEVELS = ("info", "warning", "critical")
 SEND_QUEUE_MAX = 1000
+CONNECT_WAIT_S = 10.0
 _COLUMNS = (
     "seq, alert_id, version, dedup_key, customer_id, rule_id, drift_event_id, payer_id, "
     "cpt_group, drift_type, status, transition, severity, severity_level, occurrence_count, "
@@ -96,6 +97,7 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self.last_seq = 0
         self.ready = False
+        self._connected = asyncio.Event()  # set while the hub follows Postgres
         self._lock = asyncio.Lock()
         self._query: psycopg.AsyncConnection[dict[str, Any]] | None = None
 
@@ -106,6 +108,7 @@ class Hub:
                 await self._follow()
             except (psycopg.OperationalError, OSError) as exc:
                 self.ready = False
+                self._connected.clear()
                 log.warning("postgres connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(1.0)
 
@@ -126,6 +129,7 @@ class Hub:
                     ).fetchone()
                     self.last_seq = int(row["seq"]) if row else 0
             self.ready = True
+            self._connected.set()
             while True:
                 async for _ in listen.notifies(timeout=self.poll_interval_s, stop_after=1):
                     pass
@@ -173,6 +177,11 @@ class Hub:
         Without ``since``: the active alerts as of a cursor, then everything after it. With
         ``since``: every transition after ``since``, in order, then live ones.
         """
+        # A client may subscribe while the hub is still connecting: wait a little, not fail.
+        try:
+            await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_S)
+        except TimeoutError:
+            raise ConnectionError("the notifier is not connected to Postgres yet") from None
         async with self._lock:
             if self._query is None:
                 raise ConnectionError("the notifier is not connected to Postgres yet")

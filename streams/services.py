@@ -73,6 +73,7 @@ async def _until_signalled(start: Callable[[asyncio.Event], Awaitable[None]]) ->
 
 def run_worker(settings: Settings) -> None:
     """Run the Faust worker in this process until SIGINT/SIGTERM."""
+    _exit_cleanly_on_sigterm()  # until Faust installs its own handlers
     import faust
 
     from streams.worker import build_worker
