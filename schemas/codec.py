@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import fastavro
+import orjson
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
@@ -111,8 +112,8 @@ def decode_single_object(value: bytes, expected: str) -> dict[str, Any]:
 def decode_json(value: bytes) -> dict[str, Any]:
     """Read a JSON object."""
     try:
-        record = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8, NaN, integers beyond 64 bits
         raise DecodeError("json", f"invalid JSON: {exc}"[:300]) from None
     if not isinstance(record, dict):
         raise DecodeError("json", "JSON value is not an object")

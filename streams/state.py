@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
+
+import faust
+from faust.serializers import codecs
 
 from streams.domain.alerts import AlertState
 from streams.domain.drift import DriftConfig
@@ -16,6 +20,31 @@ log = logging.getLogger("upstream.worker")
 WATERMARK = "w|"  # w|<partition> → watermark dict
 BUCKET = "b|"  # b|<bucket>|<window key> → [partition, *sums]
 CLAIM = "c|"  # c|<claim hash>|<window key> → [partition, packed contribution]
+
+
+class _StandardJson(codecs.Codec):
+    """JSON through the standard library, whatever else is installed.
+
+    Faust's own ``json`` codec switches to orjson when it is importable, and orjson refuses
+    integers wider than 64 bits; packed window contributions are wider.
+    """
+
+    def _dumps(self, obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def _loads(self, s: bytes) -> Any:
+        return json.loads(s)
+
+
+TABLE_SERIALIZER = "upstream-json"
+codecs.register(TABLE_SERIALIZER, _StandardJson())
+
+
+class StandardJsonTable(faust.Table):  # type: ignore[type-arg]
+    """A Faust table whose keys and values are JSON through :class:`_StandardJson`."""
+
+    def _serializer_from_type(self, typ: Any) -> str:
+        return TABLE_SERIALIZER
 
 
 class ChangelogTable:

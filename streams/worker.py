@@ -51,7 +51,13 @@ from streams.metrics import (
 from streams.records import alert_record, drift_record
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
-from streams.state import ChangelogTable, SourceClocks, TableAlertStore, WindowsState
+from streams.state import (
+    ChangelogTable,
+    SourceClocks,
+    StandardJsonTable,
+    TableAlertStore,
+    WindowsState,
+)
 
 log = logging.getLogger("upstream.worker")
 
@@ -107,11 +113,13 @@ class WorkerAgents:
         internal: dict[str, Any] = {"internal": True, "partitions": settings.partitions, **raw}
         self.by_key_topic = app.topic(f"{settings.app_id}-claims-by-key", **internal)
         self.alert_input_topic = app.topic(f"{settings.app_id}-alert-input", **internal)
-        # key_type=str with no value_type: Faust serializes both as JSON.
-        table_opts: dict[str, Any] = {"partitions": settings.partitions, "key_type": str}
         self.tables = [
-            app.Table(name, default=None, **table_opts) for name in ("windows", "route", "alerts")
-        ]
+            app.tables.add(
+                StandardJsonTable(app, name=name, default=None, beacon=app.tables.beacon,
+                                  partitions=settings.partitions, key_type=str)
+            )  # what app.Table does, with the table class that keeps wide integers
+            for name in ("windows", "route", "alerts")
+        ]  # fmt: skip
         windows_table, route_table, self.alerts_table = (ChangelogTable(t) for t in self.tables)
         cfg = drift_config(settings)
         grace_ms = int(settings.grace_days * 86_400_000)
