@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit test-integration lint fmt bench clean
+.PHONY: help install run test test-unit test-integration lint fmt bench bench-sink clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test-integration: install ## integration tests only (real broker and Postgres)
 
 bench: install ## detection quality through the real worker (JSON on stdout, table on stderr)
 	$(PY) -m bench.detection --engine worker
+
+bench-sink: install ## sink rows/s vs raw COPY (JSON on stdout, progress and table on stderr)
+	$(PY) -m bench.sink
 
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

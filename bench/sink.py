@@ -1,9 +1,13 @@
 """Sink throughput: rows/s through the sink's write path vs a raw COPY of the same rows.
 
-Starts an embedded PostgreSQL, then for N claim rows and N drift + alert rows measures
-(a) decode + row building + PostgresWriter in batches of 5,000, as the sink does (its bulk
-path: COPY into a staging table, then one INSERT … SELECT … ON CONFLICT), and (b) psycopg
-``COPY … FROM STDIN`` of the same rows into an empty copy of the table. Prints JSON and a table.
+Starts an embedded PostgreSQL; then, in each of ``--runs`` runs (medians reported), for N
+claim rows and N drift + alert rows it measures (a) the sink service's own loop
+(:meth:`SinkService.consume`: decode, row building, the writer's bulk path, one batch in
+flight while the next is decoded, offsets committed) fed by an in-memory consumer in batches
+of 5,000, so Kafka's share is left out, and (b) psycopg ``COPY … FROM STDIN`` of the same rows,
+in the sink's wire format (text for claims, binary for drift and alert rows), into an empty,
+logged clone of each table with its indexes. The sink's tables start each run empty. Prints
+JSON on stdout, progress and a table on stderr.
 
     python -m bench.sink --rows 200000
 """
@@ -13,10 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -24,19 +29,22 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.detection import _machine
 from schemas.codec import encode_single_object
 from schemas.registry import ValueCodec
+from sinks.service import SinkService
 from sinks.tables import ALERT_FIELDS
 from sinks.writer import (
+    ALERT_TYPES,
     CLAIM_COLUMNS,
     DRIFT_COLUMNS,
+    DRIFT_TYPES,
     PostgresWriter,
     alert_row,
     claim_row,
-    claim_row_fast,
     drift_row,
 )
 from streams.devstack import EmbeddedPostgres
 from streams.generator import Scenario, generate
 from streams.services import migrate_database
+from streams.settings import Settings
 
 BATCH = 5000
 
@@ -68,93 +76,143 @@ def _alert_record(i: int) -> dict[str, Any]:
             "verdict": None, "message": "m", "notify": True}  # fmt: skip
 
 
-async def _through_sink(
-    url: str, claims: list[_Message], events: list[tuple[str, _Message]]
-) -> tuple[float, float]:
-    codec = ValueCodec()
+class _Partition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class _Feed:
+    """An in-memory stand-in for the consumer and the producer: batches, then stop."""
+
+    def __init__(self, topics: dict[str, list[_Message]], service: SinkService) -> None:
+        self.topics = {_Partition(topic, 0): messages for topic, messages in topics.items()}
+        self.read = 0
+        self.service = service
+        self.committed: dict[Any, int] = {}
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[_Message]]:
+        share = max_records // len(self.topics)
+        polled = {tp: ms[self.read : self.read + share] for tp, ms in self.topics.items()}
+        self.read += share
+        polled = {tp: ms for tp, ms in polled.items() if ms}
+        if not polled:
+            self.service.stop()
+        return polled
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.committed.update(offsets)
+
+    async def send_and_wait(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the bench's rows are all valid; nothing may be dead-lettered")
+
+
+async def _through_sink(url: str, topics: dict[str, list[_Message]]) -> float:
+    """Seconds the sink service takes to store the messages of ``topics``."""
+    settings = Settings(sink_batch_max=BATCH)
     engine = create_async_engine(url, pool_size=2)
-    writer = PostgresWriter(engine)
+    service = SinkService(settings, "unused:9092", PostgresWriter(engine), ValueCodec())
+    feed = _Feed(topics, service)
     started = time.perf_counter()
-    for i in range(0, len(claims), BATCH):
-        rows = [
-            claim_row_fast(codec.decode(m.value, "ClaimDecided", "t"), m.partition, m.offset)
-            for m in claims[i : i + BATCH]
-        ]
-        await writer.write([], [], rows)
-    claims_s = time.perf_counter() - started
-    started = time.perf_counter()
-    for i in range(0, len(events), BATCH):
-        drifts, alerts = [], []
-        for kind, m in events[i : i + BATCH]:
-            if kind == "drift":
-                drifts.append(drift_row(codec.decode(m.value, "DriftEvent", "t")))
-            else:
-                alerts.append(alert_row(codec.decode(m.value, "AlertEvent", "t")))
-        await writer.write(drifts, alerts)
-    events_s = time.perf_counter() - started
+    await service.consume(feed, feed)
+    took = time.perf_counter() - started
     await engine.dispose()
-    return claims_s, events_s
+    if feed.committed != {tp: ms[-1].offset + 1 for tp, ms in feed.topics.items()} or (
+        service.dead_lettered
+    ):
+        raise RuntimeError(f"the sink did not store every message: {feed.committed}")
+    return took
 
 
-def _copy(url: str, table: str, columns: Sequence[str], rows: list[Sequence[Any]]) -> float:
-    """COPY ``rows`` into an empty clone of ``table`` (indexes and all); seconds taken."""
+def _copy(
+    url: str,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    types: Sequence[str] | None = None,
+) -> float:
+    """COPY ``rows`` into an empty, logged clone of ``table`` (indexes and all); seconds taken.
+
+    In the sink's own wire format: binary with ``types``, text without.
+    """
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
-        conn.execute(f"CREATE TEMP TABLE bench_copy (LIKE {table} INCLUDING ALL)")
+        conn.execute(f"CREATE TABLE bench_copy (LIKE {table} INCLUDING ALL)")
+        conn.commit()
         started = time.perf_counter()
-        with conn.cursor().copy(f"COPY bench_copy ({', '.join(columns)}) FROM STDIN") as copy:
+        binary = " (FORMAT BINARY)" if types else ""
+        statement = f"COPY bench_copy ({', '.join(columns)}) FROM STDIN{binary}"
+        with conn.cursor().copy(statement) as copy:
+            if types:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
         conn.commit()
-        return time.perf_counter() - started
+        took = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_copy")
+        conn.commit()
+        return took
+
+
+def _empty_tables(url: str) -> None:
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        conn.execute("TRUNCATE claim_records, drift_events, alert_transitions, alert_events")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="claim rows and event rows")
+    parser.add_argument("--runs", type=int, default=3, help="runs; the medians are reported")
     args = parser.parse_args(argv)
     n = args.rows
     records = generate(Scenario(name="steady", days=max(1, n // 120 + 1)))[:n]
     claims = [_Message(json.dumps(r).encode(), 0, i) for i, r in enumerate(records)]
-    events = [
-        ("drift", _Message(encode_single_object("DriftEvent", _drift_record(i)), 0, i))
-        if i % 2 == 0
-        else ("alert", _Message(encode_single_object("AlertEvent", _alert_record(i)), 0, i))
-        for i in range(n)
+    drift = [
+        _Message(encode_single_object("DriftEvent", _drift_record(i)), 0, i) for i in range(0, n, 2)
     ]
+    alerts = [
+        _Message(encode_single_object("AlertEvent", _alert_record(i)), 0, i) for i in range(1, n, 2)
+    ]
+    claim_rows = [claim_row(json.loads(m.value), 0, m.offset) for m in claims]
+    drift_rows = [drift_row(_drift_record(i)) for i in range(0, n, 2)]
+    alert_rows = [alert_row(_alert_record(i)) for i in range(1, n, 2)]
+    s = Settings()
+    times: dict[str, list[float]] = {"claims": [], "copy_claims": [], "events": [],
+                                     "copy_events": []}  # fmt: skip
     server = EmbeddedPostgres().start()
     try:
         migrate_database(server.url)
-        claims_s, events_s = asyncio.run(_through_sink(server.url, claims, events))
-        codes = CLAIM_COLUMNS.index("denial_reason_codes")
-        claim_rows: list[Sequence[Any]] = []
-        for m in claims:  # typed by the validating builder; COPY does no coalescing
-            row = list(claim_row(json.loads(m.value), 0, m.offset))
-            row[codes] = row[codes] or "{}"
-            claim_rows.append(row)
-        copy_claims_s = _copy(server.url, "claim_records", CLAIM_COLUMNS, claim_rows)
-        drift_rows = [drift_row(_drift_record(i)) for i in range(0, n, 2)]
-        alert_rows = [alert_row(_alert_record(i)) for i in range(1, n, 2)]
-        copy_events_s = _copy(
-            server.url, "drift_events", DRIFT_COLUMNS,
-            [[r[c] for c in DRIFT_COLUMNS] for r in drift_rows],
-        )  # fmt: skip
-        copy_events_s += _copy(
-            server.url, "alert_transitions", ALERT_FIELDS,
-            [[r[c] for c in ALERT_FIELDS] for r in alert_rows],
-        )  # fmt: skip
+        for run in range(1, args.runs + 1):
+            _empty_tables(server.url)
+            times["claims"].append(asyncio.run(_through_sink(server.url, {s.topic_claims: claims})))
+            times["events"].append(
+                asyncio.run(
+                    _through_sink(server.url, {s.topic_drift: drift, s.topic_alerts: alerts})
+                )
+            )
+            times["copy_claims"].append(
+                _copy(server.url, "claim_records", CLAIM_COLUMNS, claim_rows)
+            )
+            times["copy_events"].append(
+                _copy(server.url, "drift_events", DRIFT_COLUMNS, drift_rows, DRIFT_TYPES)
+                + _copy(server.url, "alert_transitions", ALERT_FIELDS, alert_rows, ALERT_TYPES)
+            )
+            claims_rate, events_rate = n / times["claims"][-1], n / times["events"][-1]
+            print(f"run {run}/{args.runs}: claims {claims_rate:,.0f} rows/s, "
+                  f"drift+alerts {events_rate:,.0f} rows/s", file=sys.stderr)  # fmt: skip
     finally:
         server.stop()
+    median = {name: statistics.median(values) for name, values in times.items()}
     report = {
         "benchmark": "sink",
         "rows": n,
         "batch": BATCH,
-        "claims": {"sink_rows_per_s": round(n / claims_s),
-                   "copy_rows_per_s": round(n / copy_claims_s),
-                   "ratio_to_copy": round(copy_claims_s / claims_s, 3)},
-        "drift_and_alerts": {"sink_rows_per_s": round(n / events_s),
-                             "copy_rows_per_s": round(n / copy_events_s),
-                             "ratio_to_copy": round(copy_events_s / events_s, 3)},
+        "runs": args.runs,
+        "claims": {"sink_rows_per_s": round(n / median["claims"]),
+                   "copy_rows_per_s": round(n / median["copy_claims"]),
+                   "ratio_to_copy": round(median["copy_claims"] / median["claims"], 3)},
+        "drift_and_alerts": {"sink_rows_per_s": round(n / median["events"]),
+                             "copy_rows_per_s": round(n / median["copy_events"]),
+                             "ratio_to_copy": round(median["copy_events"] / median["events"], 3)},
         "machine": _machine(),
     }  # fmt: skip
     print(json.dumps(report, indent=2))

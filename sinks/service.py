@@ -1,6 +1,8 @@
 """The sink service: claims, drift events and alert transitions from Kafka into Postgres.
 
-Reads a batch, writes it in one transaction, and only then commits the offsets. If Postgres is
+Reads a batch, writes it in one transaction, and only then commits its offsets; while one batch
+is being written the next is polled and decoded, so Python and Postgres work at the same time
+(one batch in flight at most). If Postgres is
 unreachable the batch is retried with backoff and no offset is committed, so nothing is lost;
 the writes are idempotent (keys and versions), so nothing is doubled when a batch is
 redelivered. A message that cannot be decoded, or a row Postgres rejects (a constraint, an
@@ -17,17 +19,19 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
-from sinks.writer import PostgresWriter, alert_row, claim_row, claim_row_fast, drift_row
+from sinks.writer import PostgresWriter, Row, alert_row, claim_row, claim_row_fast, drift_row
 from streams.domain.claims import InvalidClaim
 from streams.envelopes import dlq_headers
 from streams.settings import Settings
 
 log = logging.getLogger("upstream.sink")
 MAX_BACKOFF_S = 10.0
+DECODE_SLICE = 250  # messages decoded between two turns of the batch being written
 # The bulk path talks to psycopg directly, so errors come from either layer.
 UNAVAILABLE = (OperationalError, psycopg.OperationalError)
 REJECTED = (DBAPIError, psycopg.DataError, psycopg.IntegrityError)
@@ -37,14 +41,13 @@ REJECTED = (DBAPIError, psycopg.DataError, psycopg.IntegrityError)
 class Batch:
     """Rows decoded from one poll, each with the message it came from."""
 
-    drift: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
-    alerts: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
-    claims: list[tuple[Any, tuple[Any, ...]]] = field(default_factory=list)
+    drift: list[tuple[Any, Row]] = field(default_factory=list)
+    alerts: list[tuple[Any, Row]] = field(default_factory=list)
+    claims: list[tuple[Any, Row]] = field(default_factory=list)
     rejected: list[tuple[Any, str, str]] = field(default_factory=list)  # message, reason, detail
+    offsets: dict[Any, int] = field(default_factory=dict)  # partition -> next offset to commit
 
-    def rows(
-        self,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[Any, ...]]]:
+    def rows(self) -> tuple[list[Row], list[Row], list[Row]]:
         """The rows by table: drift, alerts, claims."""
         return (
             [r for _, r in self.drift],
@@ -97,32 +100,62 @@ class SinkService:
         await producer.start()
         await consumer.start()
         try:
+            await self.consume(consumer, producer)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def consume(self, consumer: Any, producer: Any) -> None:
+        """Poll, decode and store batches until :meth:`stop`; one batch is written at a time."""
+        in_flight: asyncio.Task[None] | None = None
+        try:
             while not self._stopping.is_set():
                 polled = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.sink_batch_max
                 )
                 if not polled:
+                    if in_flight is not None:
+                        await in_flight
+                        in_flight = None
                     continue
-                batch = self._decode(polled)
-                await self._write(batch)
-                for message, reason, detail in batch.rejected:
-                    await self._dead_letter(producer, message, reason, detail)
-                await consumer.commit()
+                batch = await self._decode(polled)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(self._store(consumer, producer, batch))
         finally:
-            await consumer.stop()
-            await producer.stop()
+            if in_flight is not None:
+                await in_flight
 
-    def _decode(self, polled: dict[Any, list[Any]]) -> Batch:
+    async def _store(self, consumer: Any, producer: Any, batch: Batch) -> None:
+        """Write, dead-letter the rejects, then commit the batch's offsets."""
+        await self._write(batch)
+        for message, reason, detail in batch.rejected:
+            await self._dead_letter(producer, message, reason, detail)
+        try:
+            await consumer.commit(batch.offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Rebalanced away: the new owner redelivers, and the writes are idempotent.
+            log.warning("offsets not committed (%s); the batch will be redelivered", exc)
+
+    async def _decode(self, polled: dict[Any, list[Any]]) -> Batch:
+        """Decode a poll into rows, handing the loop to the batch in flight now and then.
+
+        Without the yields the batch in flight would wait for the whole decode before sending
+        more rows, and Python and Postgres would take turns instead of working together.
+        """
         batch = Batch()
         for tp, messages in polled.items():
             decode = self._decoders[tp.topic]
-            for message in messages:
+            batch.offsets[tp] = messages[-1].offset + 1
+            for i, message in enumerate(messages, 1):
                 try:
                     decode(batch, message)
                 except (DecodeError, InvalidClaim) as exc:
                     batch.rejected.append((message, exc.reason, exc.message))
                 except (KeyError, ValueError, TypeError) as exc:
                     batch.rejected.append((message, "bad_record", str(exc)))
+                if i % DECODE_SLICE == 0:
+                    await asyncio.sleep(0)
         return batch
 
     def _drift(self, batch: Batch, message: Any) -> None:
@@ -163,9 +196,9 @@ class SinkService:
         self,
         batch: Batch,
         message: Any,
-        drift: list[dict[str, Any]],
-        alerts: list[dict[str, Any]],
-        claims: list[tuple[Any, ...]],
+        drift: list[Row],
+        alerts: list[Row],
+        claims: list[Row],
     ) -> None:
         try:
             await self._with_retry(lambda: self.writer.write(drift, alerts, claims))
@@ -184,9 +217,7 @@ class SinkService:
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
 
-    async def _dead_letter(
-        self, producer: AIOKafkaProducer, message: Any, reason: str, detail: str
-    ) -> None:
+    async def _dead_letter(self, producer: Any, message: Any, reason: str, detail: str) -> None:
         self.dead_lettered += 1
         log.error("dead-lettering %s@%s:%s: %s", message.topic, message.partition,
                   message.offset, detail)  # fmt: skip

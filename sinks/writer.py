@@ -1,59 +1,114 @@
-"""Batched, idempotent writes of drift events and alert transitions.
+"""Batched, idempotent writes of claims, drift events and alert transitions.
 
 Effectively-once by keys and versions, so a redelivered or replayed message changes nothing:
 
+- ``claim_records``: upserted, and updated only by a later Kafka position of the claim, so a
+  redelivered older version never overwrites a correction.
 - ``drift_events``: insert, ``ON CONFLICT (event_id) DO NOTHING`` (ids are deterministic).
 - ``alert_transitions``: insert, ``ON CONFLICT (alert_id, version) DO NOTHING``; ``seq`` is the
   notifier's replay cursor.
 - ``alert_events``: upsert of the latest state, only when the incoming version is newer, so a
   stale transition never overwrites a newer one.
-
-- ``claim_records``: upserted, and updated only by a later Kafka position of the claim, so a
-  redelivered older version never overwrites a correction.
-
-The bulk path: each batch is ``COPY``-ed into temporary staging tables (Postgres parses and
-checks the values in C), then moved with one ``INSERT … SELECT … ON CONFLICT`` per table.
 - ``operator_judgments``: the latest verdict per alert, by version.
 
-Each batch is one transaction that also sends ``NOTIFY`` so notifiers wake up at once.
+The bulk path is ``COPY`` (Postgres parses and checks the values in C); see
+:class:`PostgresWriter`. Each batch is one transaction that also sends ``NOTIFY`` so notifiers
+wake up at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
+import psycopg
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sinks.tables import ALERT_FIELDS, NOTIFY_CHANNEL, drift_events
+from sinks.tables import ALERT_FIELDS, NOTIFY_CHANNEL, alert_events, drift_events
+from streams.domain.claims import parse_claim
+from streams.domain.cpt import cpt_group_for
 
-_DRIFT_TIMES = ("baseline_start", "baseline_end", "current_start", "current_end", "detected_at")
-_ALERT_TIMES = ("first_seen", "last_seen")
+Row = tuple[Any, ...]
 
-
-def _as_datetime(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-
-
-def drift_row(record: dict[str, Any]) -> dict[str, Any]:
-    """A ``drift_events`` row from a DriftEvent record."""
-    row = {c.name: record[c.name] for c in drift_events.columns}
-    for name in _DRIFT_TIMES:
-        row[name] = _as_datetime(row[name])
-    return row
+# Drift and alert rows are typed in Python and sent with binary COPY, which is ~10x cheaper to
+# format than text for timestamps; a value of the wrong type is refused while building the row,
+# before Postgres sees it.
+_PG_TYPES = {str: "text", float: "float8", int: "int8", datetime: "timestamptz", bool: "bool"}
+_INT64 = range(-(2**63), 2**63)
+_ALWAYS_CHECKED = (int, datetime)  # a range to check; a naive datetime to make UTC
 
 
-def alert_row(record: dict[str, Any]) -> dict[str, Any]:
-    """An ``alert_events`` / ``alert_transitions`` row from an AlertEvent record."""
-    row = {name: record.get(name) for name in ALERT_FIELDS}
-    row["notify"] = bool(record.get("notify", True))
-    for name in _ALERT_TIMES:
-        row[name] = _as_datetime(row[name])
-    return row
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    kind: type
+    nullable: bool
+
+
+def _columns(table: Table) -> tuple[_Column, ...]:
+    kinds = {String: str, Text: str, Float: float, BigInteger: int, DateTime: datetime,
+             Boolean: bool}  # fmt: skip
+    return tuple(
+        _Column(
+            c.name, next(k for t, k in kinds.items() if isinstance(c.type, t)), bool(c.nullable)
+        )
+        for c in table.columns
+    )
+
+
+def _coerce(column: _Column, value: Any) -> Any:
+    """``value`` as ``column.kind``, or ValueError / TypeError naming the field."""
+    kind = column.kind
+    if value is None:
+        if column.nullable:
+            return None
+        raise ValueError(f"{column.name} is required")
+    if isinstance(value, bool) and kind is not bool:
+        raise TypeError(f"{column.name} must be {kind.__name__}, not a boolean")
+    if kind is int and isinstance(value, int) and value in _INT64:
+        return value
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    if kind is datetime:
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, int):  # epoch milliseconds, as Avro's timestamp-millis
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+    raise TypeError(f"{column.name} must be {kind.__name__}, not {type(value).__name__}")
+
+
+def _typed_row(record: dict[str, Any], columns: tuple[_Column, ...]) -> Row:
+    row = []
+    for column in columns:
+        value = record.get(column.name)
+        if type(value) is not column.kind or column.kind in _ALWAYS_CHECKED:
+            value = _coerce(column, value)
+        row.append(value)
+    return tuple(row)
+
+
+_DRIFT = _columns(drift_events)
+_ALERT = _columns(alert_events)
+DRIFT_COLUMNS = tuple(c.name for c in _DRIFT)
+DRIFT_TYPES = tuple(_PG_TYPES[c.kind] for c in _DRIFT)
+ALERT_TYPES = tuple(_PG_TYPES[c.kind] for c in _ALERT)
+
+
+def drift_row(record: dict[str, Any]) -> Row:
+    """A ``drift_events`` row (:data:`DRIFT_COLUMNS`) from a DriftEvent record."""
+    return _typed_row(record, _DRIFT)
+
+
+def alert_row(record: dict[str, Any]) -> Row:
+    """An ``alert_events`` / ``alert_transitions`` row (:data:`ALERT_FIELDS`) of an AlertEvent."""
+    if record.get("notify") is None:  # written before the field existed
+        record = {**record, "notify": True}
+    return _typed_row(record, _ALERT)
 
 
 CLAIM_COLUMNS = (
@@ -61,90 +116,99 @@ CLAIM_COLUMNS = (
     "submitted_date", "decided_date", "decided_at", "outcome", "billed_amount", "allowed_amount",
     "paid_amount", "denial_reason_codes", "place_of_service", "source_partition", "source_offset",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Bulk:
+    """How rows reach one table: COPY straight in, or COPY into ``stage`` and ``merge``."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...] | None  # binary COPY with these Postgres types; text when None
+    stage: str
+    merge: str  # INSERT … SELECT … FROM stage ON CONFLICT …
+    ordinal: bool = False  # the stage has an ``ord`` column that keeps the batch's order
+    like: str = ""  # the table the stage copies its columns from, when not ``table``
+
+    @property
+    def create_stage(self) -> str:
+        extra = ", ord bigint" if self.ordinal else ""
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
+            f"(LIKE {self.like or self.table} INCLUDING DEFAULTS{extra}) ON COMMIT DELETE ROWS"
+        )
+
+
 # The statements below are built once from fixed column names; no value is interpolated.
-_STAGE_CLAIMS = (
-    "CREATE TEMP TABLE IF NOT EXISTS stage_claims ("
-    + ", ".join(f"{c} text" for c in CLAIM_COLUMNS[:-2])
-    + ", source_partition int, source_offset bigint) ON COMMIT DELETE ROWS"
-)
-_MOVE_CLAIMS = (
-    f"INSERT INTO claim_records ({', '.join(CLAIM_COLUMNS)}) "
-    "SELECT DISTINCT ON (customer_id, claim_id) customer_id, claim_id, payer_id, payer_name, "
-    "cpt_code, cpt_group, submitted_date::date, decided_date::date, "
-    "coalesce(decided_at::timestamptz, decided_date::date::timestamp AT TIME ZONE 'UTC'), "
-    "upper(outcome), billed_amount::numeric(14, 2), allowed_amount::numeric(14, 2), "
-    "paid_amount::numeric(14, 2), coalesce(denial_reason_codes::text[], '{}'), "
-    "place_of_service, source_partition, source_offset FROM stage_claims "
-    "ORDER BY customer_id, claim_id, source_partition DESC, source_offset DESC "
+_CLAIM_LIST = ", ".join(CLAIM_COLUMNS)
+_ALERT_LIST = ", ".join(ALERT_FIELDS)
+_CLAIMS = _Bulk(
+    "claim_records", CLAIM_COLUMNS, None, "stage_claims",
+    f"INSERT INTO claim_records ({_CLAIM_LIST}) SELECT {_CLAIM_LIST} FROM stage_claims "
     "ON CONFLICT (customer_id, claim_id) DO UPDATE SET "
     + ", ".join(f"{n} = excluded.{n}" for n in CLAIM_COLUMNS[2:])
     + ", stored_at = now() WHERE (claim_records.source_partition, claim_records.source_offset)"
-    " < (excluded.source_partition, excluded.source_offset)"
-)
-DRIFT_COLUMNS = tuple(c.name for c in drift_events.columns)
-_STAGE_DRIFT = (
-    "CREATE TEMP TABLE IF NOT EXISTS stage_drift (LIKE drift_events) ON COMMIT DELETE ROWS"
-)
-_MOVE_DRIFT = "INSERT INTO drift_events SELECT * FROM stage_drift ON CONFLICT (event_id) DO NOTHING"
-_STAGE_ALERTS = (
-    "CREATE TEMP TABLE IF NOT EXISTS stage_alerts (LIKE alert_events, ord int) "
-    "ON COMMIT DELETE ROWS"
-)
-_ALERT_LIST = ", ".join(ALERT_FIELDS)
-_MOVE_TRANSITIONS = (
-    f"INSERT INTO alert_transitions ({_ALERT_LIST}) SELECT {_ALERT_LIST} FROM stage_alerts "
-    "ORDER BY ord ON CONFLICT (alert_id, version) DO NOTHING"
-)
-_MOVE_ALERTS = (
-    f"INSERT INTO alert_events ({_ALERT_LIST}) SELECT DISTINCT ON (alert_id) {_ALERT_LIST} "
-    "FROM stage_alerts ORDER BY alert_id, version DESC ON CONFLICT (alert_id) DO UPDATE SET "
+    " < (excluded.source_partition, excluded.source_offset)",
+)  # fmt: skip
+_DRIFT_EVENTS = _Bulk(
+    "drift_events", DRIFT_COLUMNS, DRIFT_TYPES, "stage_drift",
+    "INSERT INTO drift_events SELECT * FROM stage_drift ON CONFLICT (event_id) DO NOTHING",
+)  # fmt: skip
+_TRANSITIONS = _Bulk(
+    "alert_transitions", ALERT_FIELDS, ALERT_TYPES, "stage_transitions",
+    f"INSERT INTO alert_transitions ({_ALERT_LIST}) SELECT {_ALERT_LIST} "
+    "FROM stage_transitions ORDER BY ord ON CONFLICT (alert_id, version) DO NOTHING",
+    ordinal=True, like="alert_events",  # without seq, which the insert assigns
+)  # fmt: skip
+_LATEST = _Bulk(
+    "alert_events", ALERT_FIELDS, ALERT_TYPES, "stage_latest",
+    f"INSERT INTO alert_events ({_ALERT_LIST}) SELECT {_ALERT_LIST} FROM stage_latest "
+    "ON CONFLICT (alert_id) DO UPDATE SET "
     + ", ".join(f"{n} = excluded.{n}" for n in ALERT_FIELDS[1:])
-    + " WHERE alert_events.version < excluded.version"
-)
-_MOVE_JUDGMENTS = (
+    + " WHERE alert_events.version < excluded.version",
+)  # fmt: skip
+_UPSERT_JUDGMENT = (
     "INSERT INTO operator_judgments (alert_id, version, customer_id, verdict, judged_at) "
-    "SELECT DISTINCT ON (alert_id) alert_id, version, customer_id, verdict, last_seen "
-    "FROM stage_alerts WHERE transition = 'judged' AND verdict IS NOT NULL "
-    "ORDER BY alert_id, version DESC ON CONFLICT (alert_id) DO UPDATE SET "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (alert_id) DO UPDATE SET "
     "version = excluded.version, verdict = excluded.verdict, judged_at = excluded.judged_at "
     "WHERE operator_judgments.version < excluded.version"
 )
+_A_ID, _A_VERSION = ALERT_FIELDS.index("alert_id"), ALERT_FIELDS.index("version")
+_A_TRANSITION, _A_VERDICT = ALERT_FIELDS.index("transition"), ALERT_FIELDS.index("verdict")
+_JUDGMENT = itemgetter(_A_ID, _A_VERSION, ALERT_FIELDS.index("customer_id"), _A_VERDICT,
+                       ALERT_FIELDS.index("last_seen"))  # fmt: skip
 
 
-def _pg_array(values: Sequence[Any]) -> str | None:
-    """A Postgres text-array literal, or None for no values."""
-    if not values:
-        return None
+def _pg_array(values: Sequence[Any]) -> str:
+    """A Postgres text-array literal."""
     quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
     return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
 def claim_row_fast(record: dict[str, Any], partition: int, offset: int) -> tuple[Any, ...]:
-    """A staging row from a ClaimDecided record, with as little Python as possible.
+    """A ``claim_records`` row (:data:`CLAIM_COLUMNS`) with as little Python as possible.
 
     Postgres parses dates, times and amounts during COPY and the migration's CHECKs reject what
     :func:`streams.domain.claims.parse_claim` would; a batch that fails is retried row by row
     through :func:`claim_row`, which names the reason.
     """
-    from streams.domain.cpt import cpt_group_for
-
     cpt_code = str(record["cpt_code"])
+    decided_date = str(record["decided_date"])
     paid = record.get("paid_amount")
+    codes = record.get("denial_reason_codes")
     return (
         str(record["customer_id"]), str(record["claim_id"]), str(record["payer_id"]),
         record.get("payer_name"), cpt_code, record.get("cpt_group") or cpt_group_for(cpt_code),
-        str(record["submitted_date"]), str(record["decided_date"]), record.get("decided_at"),
-        str(record["outcome"]), str(record["billed_amount"]), str(record["allowed_amount"]),
-        None if paid in (None, "") else str(paid),
-        _pg_array(record.get("denial_reason_codes") or ()), record.get("place_of_service"),
-        partition, offset,
+        str(record["submitted_date"]), decided_date,
+        record.get("decided_at") or f"{decided_date}T00:00:00+00:00",
+        str(record["outcome"]).upper(), str(record["billed_amount"]),
+        str(record["allowed_amount"]), None if paid in (None, "") else str(paid),
+        _pg_array(codes) if codes else "{}", record.get("place_of_service"), partition, offset,
     )  # fmt: skip
 
 
 def claim_row(record: dict[str, Any], partition: int, offset: int) -> tuple[Any, ...]:
-    """A staging row from a ClaimDecided record, validated first (raises InvalidClaim)."""
-    from streams.domain.claims import parse_claim
-
+    """A ``claim_records`` row from a ClaimDecided record, validated first (raises InvalidClaim)."""
     claim = parse_claim(record)
     return claim_row_fast(
         {
@@ -160,43 +224,112 @@ def claim_row(record: dict[str, Any], partition: int, offset: int) -> tuple[Any,
     )
 
 
+def _latest(
+    rows: Iterable[Row], key: Callable[[Row], Any], order: Callable[[Row], Any]
+) -> list[Row]:
+    """One row per key: the one with the greatest ``order`` (the first of equals)."""
+    latest: dict[Any, Row] = {}
+    for row in rows:
+        k = key(row)
+        held = latest.get(k)
+        if held is None or order(held) < order(row):
+            latest[k] = row
+    return list(latest.values())
+
+
+def _first_by(rows: Sequence[Row], key: Callable[[Row], Any]) -> list[Row]:
+    """The first row of each key, in batch order (the rest are redeliveries)."""
+    first: dict[Any, Row] = {}
+    for row in rows:
+        first.setdefault(key(row), row)
+    return list(first.values())
+
+
 class PostgresWriter:
-    """Writes batches to Postgres through an async SQLAlchemy engine (psycopg 3)."""
+    """Writes batches to Postgres through an async SQLAlchemy engine (psycopg 3).
+
+    Rows are deduplicated by key within the batch and then ``COPY``-ed straight into their
+    table, inside a savepoint: when nothing in the batch is stored yet (the common case) that
+    is all the work there is. A key already stored raises a unique violation; the writer rolls
+    back to the savepoint and takes the merge path (COPY into a staging table, one
+    ``INSERT … SELECT … ON CONFLICT``), and keeps to the merge path for the next
+    :attr:`MERGE_AFTER_CONFLICT` batches of that table, as redeliveries come in runs.
+    """
+
+    MERGE_AFTER_CONFLICT = 20
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._merge_for: dict[str, int] = {}  # table -> batches left on the merge path
 
     async def write(
         self,
-        drift_rows: Sequence[dict[str, Any]],
-        alert_rows: Sequence[dict[str, Any]],
-        claim_rows: Sequence[tuple[Any, ...]] = (),
+        drift_rows: Sequence[Row],
+        alert_rows: Sequence[Row],
+        claim_rows: Sequence[Row] = (),
     ) -> None:
-        """Write one batch in one transaction; idempotent."""
+        """Write one batch (rows as built by the ``*_row`` functions) in one transaction."""
         async with self.engine.begin() as conn:
             raw = await conn.get_raw_connection()
             pg: Any = raw.driver_connection
             async with pg.cursor() as cur:
                 if claim_rows:
-                    await self._stage(cur, _STAGE_CLAIMS, "stage_claims", CLAIM_COLUMNS, claim_rows)
-                    await cur.execute(_MOVE_CLAIMS)
+                    rows = _latest(claim_rows, itemgetter(0, 1), itemgetter(15, 16))
+                    await self._insert(cur, _CLAIMS, rows)
                 if drift_rows:
-                    rows = [tuple(r[c] for c in DRIFT_COLUMNS) for r in drift_rows]
-                    await self._stage(cur, _STAGE_DRIFT, "stage_drift", DRIFT_COLUMNS, rows)
-                    await cur.execute(_MOVE_DRIFT)
+                    await self._insert(cur, _DRIFT_EVENTS, _first_by(drift_rows, itemgetter(0)))
                 if alert_rows:
-                    rows = [(*(r[c] for c in ALERT_FIELDS), i) for i, r in enumerate(alert_rows)]
-                    columns = (*ALERT_FIELDS, "ord")
-                    await self._stage(cur, _STAGE_ALERTS, "stage_alerts", columns, rows)
-                    for move in (_MOVE_TRANSITIONS, _MOVE_ALERTS, _MOVE_JUDGMENTS):
-                        await cur.execute(move)
+                    await self._alerts(cur, alert_rows)
                     await cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
+    async def _alerts(self, cur: Any, rows: Sequence[Row]) -> None:
+        await self._insert(cur, _TRANSITIONS, _first_by(rows, itemgetter(_A_ID, _A_VERSION)))
+        latest = _latest(rows, itemgetter(_A_ID), itemgetter(_A_VERSION))
+        await self._merge(cur, _LATEST, latest)
+        judged = [r for r in rows if r[_A_TRANSITION] == "judged" and r[_A_VERDICT] is not None]
+        if judged:  # rare: one statement per alert judged
+            judged = _latest(judged, itemgetter(_A_ID), itemgetter(_A_VERSION))
+            await cur.executemany(_UPSERT_JUDGMENT, [_JUDGMENT(r) for r in judged])
+
+    async def _insert(self, cur: Any, bulk: _Bulk, rows: Sequence[Row]) -> None:
+        """COPY straight into the table; on a key already stored, merge instead."""
+        left = self._merge_for.get(bulk.table, 0)
+        if left:
+            self._merge_for[bulk.table] = left - 1
+            await self._merge(cur, bulk, rows)
+            return
+        await cur.execute("SAVEPOINT bulk")
+        try:
+            await _copy(cur, bulk.table, bulk.columns, bulk.types, rows)
+        except psycopg.errors.UniqueViolation:
+            await cur.execute("ROLLBACK TO SAVEPOINT bulk")
+            self._merge_for[bulk.table] = self.MERGE_AFTER_CONFLICT
+            await self._merge(cur, bulk, rows)
+        else:
+            await cur.execute("RELEASE SAVEPOINT bulk")
+
     @staticmethod
-    async def _stage(
-        cur: Any, create: str, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        await cur.execute(create)
-        async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                await copy.write_row(row)
+    async def _merge(cur: Any, bulk: _Bulk, rows: Sequence[Row]) -> None:
+        await cur.execute(bulk.create_stage)
+        columns, types = bulk.columns, bulk.types
+        if bulk.ordinal:
+            rows = [(*r, i) for i, r in enumerate(rows)]
+            columns = (*columns, "ord")
+            types = types and (*types, "int8")
+        await _copy(cur, bulk.stage, columns, types, rows)
+        await cur.execute(bulk.merge)
+
+
+async def _copy(
+    cur: Any,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str] | None,
+    rows: Iterable[Row],
+) -> None:
+    binary = " (FORMAT BINARY)" if types else ""
+    async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{binary}") as copy:
+        if types:
+            copy.set_types(types)
+        for row in rows:
+            await copy.write_row(row)

@@ -119,10 +119,18 @@ def _claims() -> list[dict[str, Any]]:
     return rows
 
 
-async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(database) -> None:
-    """Deliver everything twice, shuffled: the tables equal one delivery in order."""
+@pytest.mark.parametrize("merge_after_conflict", [0, 20])
+async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
+    database, merge_after_conflict: int
+) -> None:
+    """Deliver everything twice, shuffled: the tables equal one delivery in order.
+
+    With ``merge_after_conflict`` 0 every redelivered batch first tries the straight COPY and
+    falls back to the merge; with 20 the writer stays on the merge path after the first one.
+    """
     url, engine = database
     writer = PostgresWriter(engine)
+    writer.MERGE_AFTER_CONFLICT = merge_after_conflict
     drifts = [drift_row(_drift(i)) for i in range(20)]
     alerts = [
         alert_row(_alert("a1", v, t))

@@ -1,0 +1,81 @@
+"""Rows the sink builds: typed for binary COPY, wrong types refused before Postgres sees them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sinks.tables import ALERT_FIELDS
+from sinks.writer import DRIFT_COLUMNS, alert_row, claim_row_fast, drift_row
+
+
+def _drift(**changes: Any) -> dict[str, Any]:
+    record = {
+        "event_id": "e1", "customer_id": "acme", "payer_id": "p1", "cpt_group": "radiology",
+        "drift_type": "denial_rate", "window_days": 7, "baseline_start": 0,
+        "baseline_end": 86_400_000, "current_start": datetime(2026, 1, 2),
+        "current_end": datetime(2026, 1, 3, tzinfo=UTC), "baseline_value": 0.1,
+        "current_value": 0.3, "delta_value": 0.2, "baseline_n": 100, "current_n": 40,
+        "p_value": 1e-6, "q_value": 1e-5, "severity": 1, "severity_level": "critical",
+        "confidence": 0.99, "detected_at": 1_767_312_000_000,
+    }  # fmt: skip
+    return {**record, **changes}
+
+
+def test_drift_row_is_typed_in_column_order() -> None:
+    row = dict(zip(DRIFT_COLUMNS, drift_row(_drift()), strict=True))
+    assert row["window_days"] == 7.0 and isinstance(row["window_days"], float)
+    assert row["severity"] == 1.0 and isinstance(row["severity"], float)
+    assert row["baseline_end"] == datetime(1970, 1, 2, tzinfo=UTC)  # epoch milliseconds
+    assert row["current_start"] == datetime(2026, 1, 2, tzinfo=UTC)  # naive taken as UTC
+    assert row["detected_at"] == datetime(2026, 1, 2, tzinfo=UTC)
+    assert row["baseline_n"] == 100
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("severity", "high", "severity must be float, not str"),
+        ("baseline_n", 2**64, "baseline_n must be int, not int"),
+        ("baseline_n", 1.5, "baseline_n must be int, not float"),
+        ("current_n", True, "current_n must be int, not a boolean"),
+        ("detected_at", "2026-01-01", "detected_at must be datetime, not str"),
+        ("customer_id", 7, "customer_id must be str, not int"),
+        ("customer_id", None, "customer_id is required"),
+    ],
+)
+def test_drift_row_refuses_a_wrong_type_naming_the_field(
+    field: str, value: Any, message: str
+) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        drift_row(_drift(**{field: value}))
+
+
+def test_alert_row_defaults_notify_and_keeps_nullable_fields() -> None:
+    record = {name: None for name in ALERT_FIELDS} | {
+        "alert_id": "a1", "version": 2, "dedup_key": "k", "customer_id": "acme",
+        "rule_id": "default", "drift_event_id": "e1", "payer_id": "p1",
+        "cpt_group": "radiology", "drift_type": "denial_rate", "status": "active",
+        "transition": "updated", "severity": 0.5, "severity_level": "warning",
+        "occurrence_count": 2, "first_seen": 0, "last_seen": 1000, "message": "m",
+    }  # fmt: skip
+    row = dict(zip(ALERT_FIELDS, alert_row(record), strict=True))
+    assert row["notify"] is True
+    assert row["verdict"] is None and row["acknowledged_by"] is None
+    assert row["last_seen"] == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+
+
+def test_claim_row_fills_what_postgres_would_otherwise_coalesce() -> None:
+    row = claim_row_fast(
+        {"customer_id": "acme", "claim_id": "c1", "payer_id": "p1", "cpt_code": "99213",
+         "submitted_date": "2026-01-01", "decided_date": "2026-01-05", "outcome": "denied",
+         "billed_amount": "100.00", "allowed_amount": "0", "denial_reason_codes": ['CO "97"']},
+        3, 42,
+    )  # fmt: skip
+    assert row[5] == "evaluation_management"  # the CPT group from the mapping
+    assert row[8] == "2026-01-05T00:00:00+00:00"  # decided_at: midnight UTC of decided_date
+    assert row[9] == "DENIED"
+    assert row[13] == '{"CO \\"97\\""}'  # a Postgres array literal, quotes escaped
+    assert row[-2:] == (3, 42)
