@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit test-integration lint fmt bench bench-sink clean
+.PHONY: help install run test test-unit test-integration lint fmt bench bench-sink hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench: install ## detection quality through the real worker (JSON on stdout, tab
 
 bench-sink: install ## sink rows/s vs raw COPY (JSON on stdout, progress and table on stderr)
 	$(PY) -m bench.sink
+
+hooks: install ## install the pre-commit hooks (ruff, ruff-format, mypy, hygiene) into .git
+	$(VENV)/bin/pre-commit install
 
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

@@ -7,9 +7,10 @@ import asyncio
 import logging
 import sys
 from datetime import date
+from pathlib import Path
 
 from streams.generator import SCENARIOS
-from streams.settings import SettingsError, load_settings
+from streams.settings import Settings, SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +65,64 @@ def _parser() -> argparse.ArgumentParser:
         help="spread the days over this many seconds (default 0: as fast as possible)",
     )
 
+    gen.add_argument(
+        "--to-csv",
+        metavar="FILE",
+        help="write the claims to FILE (.csv or .csv.gz; - for stdout) instead of Kafka",
+    )
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="publish a CSV claim export (.csv, .csv.gz, - for stdin) to claims.decided",
+        description="Validate every row of a claim export and publish the valid ones to "
+        "claims.decided keyed by claim_id. Accepts the DESIGN.md columns and the legacy "
+        "payer,cpt,submitted_date,decided_date,outcome,allowed_amount export. Rejected rows "
+        "are not published; they go to a report file with line number and reason. Exit code "
+        "1 when rows were rejected (unless --allow-rejects), 2 when the file cannot be read.",
+    )
+    ingest.add_argument("file", help="CSV file, .csv.gz, or - for standard input")
+    ingest.add_argument(
+        "--customer",
+        help="customer_id of every row (required for legacy exports; checked against the "
+        "customer_id column otherwise)",
+    )
+    ingest.add_argument(
+        "--report",
+        type=Path,
+        help="where rejected rows go (default: <file>.rejects.csv next to the file)",
+    )
+    ingest.add_argument(
+        "--allow-rejects", action="store_true", help="exit 0 even when rows were rejected"
+    )
+    ingest.add_argument(
+        "--dry-run", action="store_true", help="validate and write the report; publish nothing"
+    )
+    ingest.add_argument("--format", choices=["json", "avro"], default="json", help="value format")
+    ingest.add_argument("--quiet", action="store_true", help="no progress line")
+
+    export = sub.add_parser(
+        "export",
+        help="write a customer's drift events, alerts or claims as CSV, JSON lines or XLSX",
+        description="Stream one customer's rows from Postgres (UPSTREAM_DATABASE_URL) in a "
+        "time range. XLSX has a Summary sheet with a chart and a Details sheet.",
+    )
+    export.add_argument("kind", choices=["drift-events", "alerts", "claims"], help="what")
+    export.add_argument("--customer", required=True, help="customer_id")
+    export.add_argument(
+        "--since", type=date.fromisoformat, default=date(1970, 1, 1), help="first day, ISO date"
+    )
+    export.add_argument(
+        "--until",
+        type=date.fromisoformat,
+        default=date(9999, 12, 31),
+        help="day after the last, ISO date (default: no end)",
+    )
+    export.add_argument("--format", choices=["csv", "jsonl", "xlsx"], default="csv")
+    export.add_argument(
+        "--output", "-o", default="-", help="file to write (default stdout; XLSX needs a file)"
+    )
+    export.add_argument("--quiet", action="store_true", help="no progress line")
+
     token = sub.add_parser("token", help="mint an operator token (printed alone on the last line)")
     token.add_argument("--customer", required=True, help="customer_id the token is for")
     token.add_argument("--operator", required=True, help="operator name (the token's sub)")
@@ -90,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
     try:
         return _dispatch(args)
     except SettingsError as exc:
@@ -115,6 +175,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         services.run_notifier(settings)
     elif command == "generate":
         return _generate(args, settings)
+    elif command == "ingest":
+        return _ingest(args, settings)
+    elif command == "export":
+        from sinks import export
+
+        try:
+            count = export.run(
+                services.require_database(settings), args.kind, args.customer, args.since,
+                args.until, args.format, args.output, args.quiet,
+            )  # fmt: skip
+        except ValueError as exc:
+            print(f"upstream export: {exc}", file=sys.stderr)
+            return 2
+        where = "" if args.output == "-" else f" to {args.output}"
+        print(f"exported {count} {args.kind} row(s){where}", file=sys.stderr)
     elif command == "token":
         from notifier.tokens import mint_token
 
@@ -147,6 +222,46 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.registry import ValueCodec
+    from streams import ingest, services
+    from streams.generator import encode_claim
+    from streams.reference import load_reference
+
+    codec = ValueCodec(settings.schema_registry_url)
+    topic = settings.topic_claims
+    report = args.report or ingest.default_report_path(args.file)
+    try:
+        reference = load_reference(args.customer, settings.reference_dir)
+        bootstrap = None if args.dry_run else services.require_bootstrap(settings)
+        summary = asyncio.run(
+            ingest.run(
+                args.file,
+                bootstrap=bootstrap,
+                topic=topic,
+                customer=args.customer,
+                reference=reference,
+                report_path=report,
+                encode=lambda record: encode_claim(record, args.format, codec, topic),
+                quiet=args.quiet,
+            )
+        )
+    except (ingest.IngestError, ValueError) as exc:
+        print(f"upstream ingest: {exc}", file=sys.stderr)
+        return 2
+    verb = "would publish" if args.dry_run else f"published to {topic}"
+    print(f"{summary.layout} layout, mappings {reference.version}", file=sys.stderr)
+    if summary.ignored_columns:
+        print(f"ignored column(s): {', '.join(summary.ignored_columns)}", file=sys.stderr)
+    print(f"{summary.rows} rows: {summary.published} {verb}, {summary.rejected} rejected",
+          file=sys.stderr)  # fmt: skip
+    if summary.rejected:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(summary.reasons.items()))
+        print(f"rejected rows ({reasons}) are in {report}", file=sys.stderr)
+        return 0 if args.allow_rejects else 1
+    return 0
+
+
 def _generate(args: argparse.Namespace, settings: object) -> int:
     from schemas.registry import ValueCodec
     from streams import services
@@ -167,6 +282,14 @@ def _generate(args: argparse.Namespace, settings: object) -> int:
     except ValueError as exc:
         print(f"upstream generate: {exc}", file=sys.stderr)
         return 2
+
+    if args.to_csv:
+        from streams.generator import generate
+        from streams.ingest import write_csv
+
+        count = write_csv(args.to_csv, generate(scenario))
+        print(f"wrote {count} claims to {args.to_csv}", file=sys.stderr)
+        return 0
 
     def progress(sent: int, of: int) -> None:
         print(f"\rsent {sent}/{of} claims", end="", file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ composition root, and passed down; nothing else reads ``os.environ``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
 
     # Sink.
     sink_group: str = "upstream-sink"
+    reference_dir: Path | None = None  # <dir>/<customer_id>/payers.csv, cpt_groups.csv
     sink_claims: bool = True  # also store every claim in claim_records
     sink_batch_max: int = Field(default=5000, ge=1)
 

@@ -9,10 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
+from bench.harness import read_all, wait_processed
+from schemas.registry import ValueCodec
 from streams.devstack import free_port, spawn_service, stop_process
 from streams.settings import Settings
 
@@ -106,3 +108,32 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+def worker_stack(kafka_bootstrap: str, unique: str, tmp_path: Path, suffix: str) -> ServiceStack:
+    """A stack without a database (for the worker alone), logging under ``tmp_path/suffix``."""
+    return ServiceStack(kafka_bootstrap, "", f"{unique}{suffix}", tmp_path / suffix)
+
+
+async def wait_consumed(stack: ServiceStack, produced: int) -> None:
+    """Wait until the stack's worker has processed ``produced`` claims."""
+    await wait_processed(stack.bootstrap, stack.settings(), produced, 240)
+
+
+async def outputs(stack: ServiceStack) -> dict[str, Any]:
+    """The stack's drift events by id, alert events by (id, version), and DLQ (key, reason)s."""
+    s, codec = stack.settings(), ValueCodec()
+    drifts = {}
+    for m in await read_all(stack.bootstrap, s.topic_drift):
+        record = codec.decode(m.value, "DriftEvent", s.topic_drift)
+        drifts[record["event_id"]] = record
+    alerts = {}
+    for m in await read_all(stack.bootstrap, s.topic_alerts):
+        record = codec.decode(m.value, "AlertEvent", s.topic_alerts)
+        alerts[(record["alert_id"], record["version"])] = record
+    # A set: a restart may dead-letter a redelivered late claim twice (at-least-once).
+    dlq = {
+        (m.key, dict(m.headers)["error.reason"])
+        for m in await read_all(stack.bootstrap, s.topic_claims_dlq)
+    }
+    return {"drifts": drifts, "alerts": alerts, "dlq": dlq}

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import read_all, wait_processed
+from bench.harness import read_all
 from schemas.registry import ValueCodec
 from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
 from streams.topics import create_topics
-from tests.integration.stack import ServiceStack, wait_until
+from tests.integration.stack import ServiceStack, outputs, wait_consumed, wait_until, worker_stack
 
 pytestmark = pytest.mark.integration
 
@@ -33,32 +33,6 @@ MIXED = Scenario(
 )
 
 
-def _stack(kafka_bootstrap: str, unique: str, tmp_path: Path, suffix: str) -> ServiceStack:
-    return ServiceStack(kafka_bootstrap, "", f"{unique}{suffix}", tmp_path / suffix)
-
-
-async def _wait_consumed(stack: ServiceStack, produced: int) -> None:
-    await wait_processed(stack.bootstrap, stack.settings(), produced, 240)
-
-
-async def _outputs(stack: ServiceStack) -> dict[str, Any]:
-    s, codec = stack.settings(), ValueCodec()
-    drifts = {}
-    for m in await read_all(stack.bootstrap, s.topic_drift):
-        record = codec.decode(m.value, "DriftEvent", s.topic_drift)
-        drifts[record["event_id"]] = record
-    alerts = {}
-    for m in await read_all(stack.bootstrap, s.topic_alerts):
-        record = codec.decode(m.value, "AlertEvent", s.topic_alerts)
-        alerts[(record["alert_id"], record["version"])] = record
-    # A set: a restart may dead-letter a redelivered late claim twice (at-least-once).
-    dlq = {
-        (m.key, dict(m.headers)["error.reason"])
-        for m in await read_all(stack.bootstrap, s.topic_claims_dlq)
-    }
-    return {"drifts": drifts, "alerts": alerts, "dlq": dlq}
-
-
 async def test_replay_with_a_restart_gives_the_same_outputs(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
@@ -67,7 +41,7 @@ async def test_replay_with_a_restart_gives_the_same_outputs(
     runs = []
     for suffix, restart in (("a", False), ("b", True)):
         (tmp_path / suffix).mkdir()
-        stack = _stack(kafka_bootstrap, unique, tmp_path, suffix)
+        stack = worker_stack(kafka_bootstrap, unique, tmp_path, suffix)
         await create_topics(stack.settings(), kafka_bootstrap)
         stack.start("worker")
         try:
@@ -82,8 +56,8 @@ async def test_replay_with_a_restart_gives_the_same_outputs(
             await produce(
                 MIXED, kafka_bootstrap, stack.settings().topic_claims, claims=claims[half:]
             )
-            await _wait_consumed(stack, len(claims))
-            runs.append(await _outputs(stack))
+            await wait_consumed(stack, len(claims))
+            runs.append(await outputs(stack))
         finally:
             assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
     first, second = runs
@@ -138,7 +112,7 @@ async def test_rules_and_operator_commands(
     stack.start("worker")
     try:
         sent = await produce(Scenario(days=70, spike_day=50), kafka_bootstrap, s.topic_claims)
-        await _wait_consumed(stack, sent)
+        await wait_consumed(stack, sent)
         codec = ValueCodec()
         alerts = [
             codec.decode(m.value, "AlertEvent", s.topic_alerts)

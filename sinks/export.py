@@ -1,0 +1,225 @@
+"""``upstream export``: drift events, alerts or claims of one customer as CSV, JSON lines or XLSX.
+
+Rows stream from a server-side cursor, so a large export holds one batch in memory. The XLSX
+workbook (roadmap F-2) has a Summary sheet (one statement's aggregate), a bar chart of it, and
+a Details sheet with every row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from psycopg import sql
+
+from sinks.tables import ALERT_FIELDS
+from sinks.writer import CLAIM_COLUMNS, DRIFT_COLUMNS
+
+FORMATS = ("csv", "jsonl", "xlsx")
+
+
+@dataclass(frozen=True)
+class Export:
+    """One kind of export: its columns, its rows' query and its summary's."""
+
+    table: str
+    columns: tuple[str, ...]
+    time_column: str  # what --since / --until filter on
+    order: tuple[str, ...]
+    summary_title: str
+    summary_columns: tuple[str, ...]
+    summary_sql: sql.Composed  # parameters: customer, since, until; first column: category
+
+    def rows_sql(self) -> sql.Composed:
+        """Every row in the time range, in a stable order."""
+        return sql.SQL("SELECT {cols} FROM {t} {where} ORDER BY {order}").format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, self.columns)),
+            t=sql.Identifier(self.table),
+            where=_where(self.time_column),
+            order=sql.SQL(", ").join(map(sql.Identifier, self.order)),
+        )
+
+
+def _where(time_column: str) -> sql.Composed:
+    return sql.SQL(
+        "WHERE customer_id = %(customer)s AND {t} >= %(since)s AND {t} < %(until)s"
+    ).format(t=sql.Identifier(time_column))
+
+
+def _counts(
+    category: str, table: str, time_column: str, column: str, values: Sequence[str]
+) -> sql.Composed:
+    """Rows per ``category`` and value of ``column``: one statement, values bound."""
+    counts = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {c} = {v})").format(
+            c=sql.Identifier(column), v=sql.Literal(v)
+        )
+        for v in values
+    )
+    return sql.SQL("SELECT {cat}, {counts} FROM {t} {where} GROUP BY 1 ORDER BY 1").format(
+        cat=sql.Identifier(category), counts=counts, t=sql.Identifier(table),
+        where=_where(time_column),
+    )  # fmt: skip
+
+
+_LEVELS = ("info", "warning", "critical")
+_STATUSES = ("active", "acknowledged", "resolved")
+EXPORTS = {
+    "drift-events": Export(
+        "drift_events", DRIFT_COLUMNS, "detected_at", ("detected_at", "event_id"),
+        "Drift events by payer and severity", ("payer_id", *_LEVELS),
+        _counts("payer_id", "drift_events", "detected_at", "severity_level", _LEVELS),
+    ),
+    "alerts": Export(
+        "alert_events", ALERT_FIELDS, "last_seen", ("last_seen", "alert_id"),
+        "Alerts by payer and status", ("payer_id", *_STATUSES),
+        _counts("payer_id", "alert_events", "last_seen", "status", _STATUSES),
+    ),
+    "claims": Export(
+        "claim_records", CLAIM_COLUMNS, "decided_date", ("decided_date", "claim_id"),
+        "Claims by month", ("month", "claims", "denied", "denial_rate"),
+        sql.SQL(
+            "SELECT to_char(date_trunc('month', decided_date), 'YYYY-MM'), count(*), "
+            "count(*) FILTER (WHERE outcome = 'DENIED'), "
+            "round(count(*) FILTER (WHERE outcome = 'DENIED')::numeric / count(*), 4) "
+            "FROM claim_records {where} GROUP BY 1 ORDER BY 1"
+        ).format(where=_where("decided_date")),
+    ),
+}  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """A value as CSV / JSON / Excel take it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date | Decimal):
+        return str(value)
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return value
+
+
+def _excel(value: Any) -> Any:
+    """Excel has no time zones: timestamps in UTC without one; amounts as numbers."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return value
+
+
+class Source:
+    """The rows and summary of one export, read from Postgres."""
+
+    def __init__(self, url: str, export: Export, customer: str, since: Any, until: Any) -> None:
+        self.url = url.replace("postgresql+psycopg://", "postgresql://")
+        self.export = export
+        self.params = {"customer": customer, "since": since, "until": until}
+
+    def summary(self) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url) as conn:
+            return list(conn.execute(self.export.summary_sql, self.params).fetchall())
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        with psycopg.connect(self.url) as conn, conn.cursor(name="upstream_export") as cur:
+            cur.itersize = 5000
+            cur.execute(self.export.rows_sql(), self.params)
+            yield from cur
+
+
+def write_csv(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, ...]],
+              tick: Callable[[], None]) -> None:  # fmt: skip
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_plain(v) for v in row])
+        tick()
+
+
+def write_jsonl(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, ...]],
+                tick: Callable[[], None]) -> None:  # fmt: skip
+    for row in rows:
+        out.write(json.dumps(dict(zip(columns, map(_plain, row), strict=True))) + "\n")
+        tick()
+
+
+def write_xlsx(path: Path, source: Source, title: str, tick: Callable[[], None]) -> None:
+    from openpyxl import Workbook
+    from openpyxl.chart import BarChart
+    from openpyxl.chart import Reference as Cells
+
+    export = source.export
+    summary = source.summary()
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Summary")
+    sheet.append([title])
+    sheet.append([export.summary_title])
+    sheet.append(list(export.summary_columns))
+    for row in summary:
+        sheet.append([_excel(v) for v in row])
+    if summary:
+        chart = BarChart()
+        chart.title = export.summary_title
+        last_series = 2 if export.table == "claim_records" else len(export.summary_columns)
+        chart.add_data(
+            Cells(sheet, min_col=2, max_col=last_series, min_row=3, max_row=3 + len(summary)),
+            titles_from_data=True,
+        )
+        chart.set_categories(Cells(sheet, min_col=1, min_row=4, max_row=3 + len(summary)))
+        chart.width, chart.height = 24, 12
+        sheet.add_chart(chart, "G3")
+    details = book.create_sheet("Details")
+    details.append(list(export.columns))
+    for row in source.rows():
+        details.append([_excel(v) for v in row])
+        tick()
+    book.save(path)
+
+
+def run(url: str, kind: str, customer: str, since: Any, until: Any, fmt: str, output: str,
+        quiet: bool = False) -> int:  # fmt: skip
+    """Write the export; returns the number of detail rows."""
+    export = EXPORTS[kind]
+    source = Source(url, export, customer, since, until)
+    count = 0
+    started = last = time.monotonic()
+
+    def tick() -> None:
+        nonlocal count, last
+        count += 1
+        now = time.monotonic()
+        if not quiet and now - last >= 0.5:
+            last = now
+            rate = count / (now - started)
+            print(f"\r{count:,} rows, {rate:,.0f} rows/s", end="", file=sys.stderr, flush=True)
+
+    if fmt == "xlsx":
+        if output == "-":
+            raise ValueError("an XLSX workbook needs --output FILE")
+        title = f"{kind} of {customer}, {since} to {until}"
+        write_xlsx(Path(output), source, title, tick)
+    else:
+        write = write_csv if fmt == "csv" else write_jsonl
+        if output == "-":
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+            write(out, export.columns, source.rows(), tick)
+            out.flush()
+            out.detach()
+        else:
+            with Path(output).open("w", encoding="utf-8", newline="") as out_file:
+                write(out_file, export.columns, source.rows(), tick)
+    if not quiet and count:
+        print(file=sys.stderr)
+    return count

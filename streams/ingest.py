@@ -1,0 +1,343 @@
+"""``upstream ingest``: claim exports in CSV (plain, gzip, or stdin) → ``claims.decided``.
+
+Streams the file: one row at a time is read, validated with the worker's own rules
+(:func:`streams.domain.claims.parse_claim`) and published keyed by ``claim_id``, so memory
+stays flat for any file size. Rejected rows are never published; each goes to the report file
+with its line number, reason and the row as read.
+
+Two layouts are accepted, told apart by the header:
+
+- the DESIGN.md columns (``claim_id``, ``customer_id``, ``payer_id``, ``cpt_code``, …);
+  ``denial_reason_codes`` as ``CO-97;CO-16`` or a JSON array;
+- the legacy export ``payer,cpt,submitted_date,decided_date,outcome,allowed_amount``: payer
+  names are normalised through the payer mapping, ``billed_amount`` is taken to be the allowed
+  amount, and ``claim_id`` is derived from the customer, the line number and the row's content,
+  so ingesting the same file again is a no-op downstream.
+
+CPT groups come from the customer's mapping (:mod:`streams.reference`) unless a row has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import gzip
+import hashlib
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+from streams.domain.claims import REQUIRED, InvalidClaim, parse_claim
+from streams.reference import Reference
+
+OPTIONAL = ("payer_name", "cpt_group", "decided_at", "paid_amount", "denial_reason_codes",
+            "place_of_service")  # fmt: skip
+COLUMNS = (*REQUIRED, *OPTIONAL)
+LEGACY = ("payer", "cpt", "submitted_date", "decided_date", "outcome", "allowed_amount")
+IN_FLIGHT = 2000  # sends awaited together; bounds memory and delivery-error latency
+
+
+class IngestError(Exception):
+    """The file cannot be ingested at all (missing, unreadable, unknown header)."""
+
+
+@dataclass
+class Summary:
+    """What one ingest did."""
+
+    layout: str = ""
+    rows: int = 0
+    published: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    ignored_columns: tuple[str, ...] = ()
+
+
+def open_text(
+    path: str, stack: contextlib.ExitStack
+) -> tuple[IO[str], Callable[[], tuple[int, int]]]:
+    """``path`` (``-`` for stdin, ``.gz`` decompressed) as text, and a (bytes read, size) probe.
+
+    Everything opened is closed by ``stack``.
+    """
+    if path == "-":
+        text = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        stack.callback(text.detach)  # stdin stays open
+        return text, lambda: (0, 0)
+    file = Path(path)
+    if not file.is_file():
+        raise IngestError(f"{path}: no such file")
+    raw = stack.enter_context(file.open("rb"))
+    size = file.stat().st_size
+    binary: IO[bytes] = raw
+    if path.endswith(".gz"):
+        binary = cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw)))
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    stack.callback(text.detach)  # the binary streams are closed by their own entries
+    return text, lambda: (raw.tell(), size)
+
+
+class RowReader:
+    """Turns CSV rows into ClaimDecided records for one header layout."""
+
+    def __init__(self, header: list[str], customer: str | None, reference: Reference) -> None:
+        names = [h.strip().lower() for h in header]
+        self.names = names
+        if "claim_id" in names:
+            self.layout = "full"
+            needed = [c for c in REQUIRED if not (c == "customer_id" and customer)]
+            expected = set(COLUMNS)
+        elif set(LEGACY) <= set(names):
+            self.layout = "legacy"
+            if not customer:
+                raise IngestError("a legacy export has no customer_id column: pass --customer")
+            needed, expected = list(LEGACY), set(LEGACY)
+        else:
+            raise IngestError(
+                "unknown header: expected the DESIGN.md columns (claim_id, customer_id, "
+                "payer_id, cpt_code, …) or the legacy ones ("
+                + ",".join(LEGACY)
+                + "), got "
+                + ",".join(names)[:300]
+            )
+        missing = [c for c in needed if c not in names]
+        if missing:
+            raise IngestError(f"missing column(s): {', '.join(missing)}")
+        self.ignored = tuple(n for n in names if n not in expected)
+        self.customer = customer
+        self.reference = reference
+
+    def record(self, line: int, values: list[str]) -> dict[str, Any]:
+        """The record of one row; :class:`InvalidClaim` when it is not a valid claim."""
+        if len(values) != len(self.names):
+            raise InvalidClaim(
+                "bad_row", f"{len(values)} fields where the header has {len(self.names)}"
+            )
+        row = {n: v.strip() for n, v in zip(self.names, values, strict=True)}
+        record = self._legacy(line, row) if self.layout == "legacy" else self._full(row)
+        if not record.get("cpt_group"):
+            record["cpt_group"] = self.reference.cpt.group_for(str(record.get("cpt_code") or ""))
+        parse_claim(record)  # the worker's rules: a row it would dead-letter is not published
+        return {k: v for k, v in record.items() if v is not None}
+
+    def _full(self, row: dict[str, str]) -> dict[str, Any]:
+        record: dict[str, Any] = {c: row.get(c) or None for c in COLUMNS}
+        if self.customer:
+            if record["customer_id"] and record["customer_id"] != self.customer:
+                raise InvalidClaim(
+                    "wrong_customer",
+                    f"customer_id {record['customer_id'][:40]!r} is not --customer "
+                    f"{self.customer!r}",
+                )
+            record["customer_id"] = self.customer
+        record["denial_reason_codes"] = _codes(row.get("denial_reason_codes") or "")
+        return record
+
+    def _legacy(self, line: int, row: dict[str, str]) -> dict[str, Any]:
+        assert self.customer is not None
+        payer = self.reference.payers.resolve(row["payer"]) if row["payer"] else None
+        content = "\x1f".join(row[c] for c in LEGACY)
+        digest = hashlib.sha256(f"{self.customer}\x1e{line}\x1e{content}".encode()).hexdigest()
+        return {
+            "claim_id": f"legacy-{digest[:32]}",
+            "customer_id": self.customer,
+            "payer_id": payer.payer_id if payer else None,
+            "payer_name": payer.payer_name if payer else None,
+            "cpt_code": row["cpt"] or None,
+            "submitted_date": row["submitted_date"] or None,
+            "decided_date": row["decided_date"] or None,
+            "outcome": row["outcome"].upper() or None,
+            "billed_amount": row["allowed_amount"] or None,
+            "allowed_amount": row["allowed_amount"] or None,
+            "denial_reason_codes": [],
+        }
+
+
+def _codes(text: str) -> list[str]:
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            codes = json.loads(text)
+        except json.JSONDecodeError:
+            raise InvalidClaim("bad_value", "denial_reason_codes is not a JSON array") from None
+        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+            raise InvalidClaim("bad_value", "denial_reason_codes must be an array of strings")
+        return codes
+    return [c.strip() for c in text.split(";") if c.strip()]
+
+
+class RejectReport:
+    """The rejected rows as CSV (line, reason, message, row), created on the first one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+        self._writer: Any = None
+
+    def add(self, line: int, reason: str, message: str, values: list[str]) -> None:
+        if self._writer is None:
+            self._file = self.path.open("w", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["line", "reason", "message", "row"])
+        raw = io.StringIO()
+        csv.writer(raw).writerow(values)
+        self._writer.writerow([line, reason, message, raw.getvalue().rstrip("\r\n")])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def rows(text: IO[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-empty row; the header is the first row."""
+    reader = csv.reader(text)
+    for values in reader:
+        if values and any(v.strip() for v in values):
+            yield reader.line_num, values
+
+
+class Progress:
+    """A line on stderr at most twice a second, and a last one at the end."""
+
+    def __init__(self, probe: Callable[[], tuple[int, int]], quiet: bool) -> None:
+        self.probe, self.quiet = probe, quiet
+        self.started = self._last = time.monotonic()
+
+    def tick(self, summary: Summary, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet or (not final and now - self._last < 0.5):
+            return
+        self._last = now
+        done, size = self.probe()
+        share = f" ({done / size:.0%} of {size / 1e6:,.1f} MB)" if size else ""
+        rate = summary.rows / max(now - self.started, 1e-9)
+        end = "\n" if final else ""
+        print(f"\r{summary.rows:,} rows{share}, {summary.published:,} published, "
+              f"{summary.rejected:,} rejected, {rate:,.0f} rows/s", end=end, file=sys.stderr,
+              flush=True)  # fmt: skip
+
+
+async def ingest(
+    text: IO[str],
+    reader_for: Callable[[list[str]], RowReader],
+    send: Callable[[dict[str, Any]], Any] | None,
+    report: RejectReport,
+    progress: Progress,
+) -> Summary:
+    """Read every row; publish each valid one through ``send`` (None: validate only)."""
+    summary = Summary()
+    it = rows(text)
+    first = next(it, None)
+    if first is None:
+        raise IngestError("the file is empty (no header row)")
+    reader = reader_for(first[1])
+    summary.layout, summary.ignored_columns = reader.layout, reader.ignored
+    pending: list[Any] = []
+    for line, values in it:
+        summary.rows += 1
+        try:
+            record = reader.record(line, values)
+        except InvalidClaim as exc:
+            summary.rejected += 1
+            summary.reasons[exc.reason] = summary.reasons.get(exc.reason, 0) + 1
+            report.add(line, exc.reason, exc.message, values)
+            continue
+        if send is not None:
+            pending.append(await send(record))
+            if len(pending) >= IN_FLIGHT:
+                await asyncio.gather(*pending)
+                pending.clear()
+        summary.published += 1
+        if summary.rows % 1000 == 0:
+            progress.tick(summary)
+    await asyncio.gather(*pending)
+    progress.tick(summary, final=True)
+    return summary
+
+
+def default_report_path(path: str) -> Path:
+    """``claims.csv.gz`` → ``claims.rejects.csv`` next to it; stdin → ``./ingest.rejects.csv``."""
+    if path == "-":
+        return Path("ingest.rejects.csv")
+    name = Path(path).name
+    for suffix in (".gz", ".csv"):
+        name = name.removesuffix(suffix)
+    return Path(path).with_name(f"{name}.rejects.csv")
+
+
+async def run(
+    path: str,
+    *,
+    bootstrap: str | None,
+    topic: str,
+    customer: str | None,
+    reference: Reference,
+    report_path: Path,
+    encode: Callable[[dict[str, Any]], bytes],
+    quiet: bool = False,
+) -> Summary:
+    """Ingest ``path`` into ``topic`` (``bootstrap`` None: validate only, publish nothing)."""
+    from aiokafka import AIOKafkaProducer
+
+    stack = contextlib.ExitStack()
+    text, probe = open_text(path, stack)
+    report = RejectReport(report_path)
+    producer = None
+    try:
+        send = None
+        if bootstrap is not None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
+            )
+            await producer.start()
+            kafka = producer
+
+            async def send(record: dict[str, Any]) -> Any:
+                key = str(record["claim_id"]).encode()
+                return await kafka.send(topic, value=encode(record), key=key)
+
+        try:
+            return await ingest(
+                text,
+                lambda header: RowReader(header, customer, reference),
+                send,
+                report,
+                Progress(probe, quiet),
+            )
+        except (UnicodeDecodeError, csv.Error, EOFError, OSError) as exc:
+            raise IngestError(f"{path}: unreadable: {exc}") from None
+    finally:
+        report.close()
+        stack.close()
+        if producer is not None:
+            await producer.stop()
+
+
+def write_csv(path: str, records: Iterable[dict[str, Any]]) -> int:
+    """Write ClaimDecided records as an ingestible CSV (``.gz`` compressed, ``-`` stdout)."""
+    with contextlib.ExitStack() as stack:
+        if path == "-":
+            binary: IO[bytes] = sys.stdout.buffer
+        elif path.endswith(".gz"):
+            binary = cast(IO[bytes], stack.enter_context(gzip.open(path, "wb")))
+        else:
+            binary = stack.enter_context(Path(path).open("wb"))
+        out = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        writer = csv.writer(out)
+        writer.writerow(COLUMNS)
+        count = 0
+        for record in records:
+            codes = ";".join(record.get("denial_reason_codes") or ())
+            row = {**record, "denial_reason_codes": codes}
+            writer.writerow(["" if row.get(c) is None else row[c] for c in COLUMNS])
+            count += 1
+        out.flush()
+        out.detach()  # leave the binary stream to its owner
+    return count

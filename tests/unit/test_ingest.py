@@ -1,0 +1,182 @@
+"""CSV ingest: layouts, validation, reports, reference data; no broker (a fake ``send``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import gzip
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.domain.cpt import CptGroups
+from streams.generator import Scenario, generate
+from streams.ingest import (
+    IngestError,
+    Progress,
+    RejectReport,
+    RowReader,
+    default_report_path,
+    ingest,
+    open_text,
+    write_csv,
+)
+from streams.reference import Payers, load_reference
+
+FULL = ("claim_id,customer_id,payer_id,cpt_code,submitted_date,decided_date,outcome,"
+        "billed_amount,allowed_amount,denial_reason_codes")  # fmt: skip
+LEGACY = "payer,cpt,submitted_date,decided_date,outcome,allowed_amount"
+
+
+def _run(
+    text: str, tmp_path: Path, customer: str | None = None
+) -> tuple[Any, list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(record: dict[str, Any]) -> Any:
+        sent.append(record)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    report = RejectReport(tmp_path / "rejects.csv")
+    reference = load_reference()
+    summary = asyncio.run(
+        ingest(
+            io.StringIO(text),
+            lambda header: RowReader(header, customer, reference),
+            send,
+            report,
+            Progress(lambda: (0, 0), quiet=True),
+        )
+    )
+    report.close()
+    return summary, sent
+
+
+def _report(tmp_path: Path) -> list[dict[str, str]]:
+    with (tmp_path / "rejects.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_good_bad_and_duplicate_rows_are_counted_and_reported_by_line(tmp_path: Path) -> None:
+    text = "\n".join([
+        FULL,
+        "c1,acme,p1,71046,2026-01-01,2026-01-05,PAID,100.00,80.00,",
+        "c2,acme,p1,99213,2026-01-01,2026-01-05,denied,100,0,CO-97;CO-16",
+        "c2,acme,p1,99213,2026-01-01,2026-01-05,denied,100,0,CO-97;CO-16",  # a resend
+        "c3,acme,p1,71046,2026-01-09,2026-01-05,PAID,100,80,",  # decided before submitted
+        "c4,acme,p1,71046,2026-01-01,2026-01-05,LOST,100,80,",
+        "",
+        "c5,acme,p1,71046,2026-01-01,2026-01-05,PAID,-1,80,",
+        "c6,acme,p1,71046,2026-01-01",
+    ])  # fmt: skip
+    summary, sent = _run(text, tmp_path)
+    assert (summary.rows, summary.published, summary.rejected) == (7, 3, 4)
+    assert [r["claim_id"] for r in sent] == ["c1", "c2", "c2"]
+    assert sent[1]["outcome"] == "denied" and sent[1]["denial_reason_codes"] == ["CO-97", "CO-16"]
+    assert sent[0]["cpt_group"] == "radiology" and "denial_reason_codes" in sent[0]
+    report = _report(tmp_path)
+    assert [(r["line"], r["reason"]) for r in report] == [
+        ("5", "bad_value"), ("6", "bad_value"), ("8", "bad_value"), ("9", "bad_row"),
+    ]  # fmt: skip
+    assert report[0]["message"] == "decided_date is before submitted_date"
+    assert report[1]["row"].startswith("c4,acme,p1,71046")
+
+
+def test_legacy_rows_get_normalised_payers_and_deterministic_ids(tmp_path: Path) -> None:
+    rows = [LEGACY, "Blue Cross,71046,2026-01-01,2026-01-05,denied,0",
+            "AETNA, INC.,99213,2026-01-01,2026-01-03,PAID,80.5",
+            "Acme Health Plan,99213,2026-01-01,2026-01-03,PAID,80.5"]  # fmt: skip
+    rows[2] = '"AETNA, INC.",99213,2026-01-01,2026-01-03,PAID,80.5'
+    _, first = _run("\n".join(rows), tmp_path, customer="acme")
+    _, again = _run("\n".join(rows), tmp_path, customer="acme")
+    assert [r["claim_id"] for r in first] == [r["claim_id"] for r in again]  # re-ingest: no-op
+    assert len({r["claim_id"] for r in first}) == 3
+    assert [(r["payer_id"], r["payer_name"]) for r in first] == [
+        ("bcbs", "Blue Cross Blue Shield"), ("aetna", "Aetna"),
+        ("acme-health-plan", "Acme Health Plan"),
+    ]  # fmt: skip
+    assert first[0]["billed_amount"] == first[0]["allowed_amount"] == "0"
+    assert all(r["customer_id"] == "acme" for r in first)
+    # The same row on another line is another claim: legacy exports carry no id.
+    _, moved = _run("\n".join([rows[0], rows[3], rows[1]]), tmp_path, customer="acme")
+    assert moved[1]["claim_id"] != first[0]["claim_id"]
+
+
+@pytest.mark.parametrize(
+    ("header", "customer", "message"),
+    [
+        (LEGACY, None, "pass --customer"),
+        ("payer_id,cpt_code", None, "unknown header"),
+        ("claim_id,customer_id,payer_id", None, "missing column(s): cpt_code"),
+    ],
+)
+def test_a_header_that_cannot_be_read_fails_before_any_row(
+    header: str, customer: str | None, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(IngestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _run(header + "\nx,y,z\n", tmp_path, customer)
+
+
+def test_customer_flag_fills_and_guards_the_customer_column(tmp_path: Path) -> None:
+    header = FULL.replace("customer_id,", "")
+    summary, sent = _run(
+        header + "\nc1,p1,71046,2026-01-01,2026-01-05,PAID,1,1,\n", tmp_path, customer="acme"
+    )
+    assert sent[0]["customer_id"] == "acme" and summary.rejected == 0
+    summary, sent = _run(
+        FULL + "\nc1,other,p1,71046,2026-01-01,2026-01-05,PAID,1,1,\n", tmp_path, customer="acme"
+    )
+    assert not sent and _report(tmp_path)[0]["reason"] == "wrong_customer"
+
+
+def test_customer_reference_files_win_over_the_defaults(tmp_path: Path) -> None:
+    own = tmp_path / "acme"
+    own.mkdir()
+    (own / "payers.csv").write_text(
+        "# version: acme-3\nalias,payer_id,payer_name\nBCBS TX,bcbs-tx,BCBS Texas\n"
+    )
+    (own / "cpt_groups.csv").write_text(
+        "first,last,group\n71000,71999,chest_imaging\nJ9000,J9999,oncology_drugs\n"
+    )
+    reference = load_reference("acme", tmp_path)
+    assert reference.payers.resolve("bcbs  tx").payer_id == "bcbs-tx"
+    assert reference.payers.resolve("Blue Cross").payer_id == "bcbs"  # defaults still there
+    assert reference.cpt.group_for("71046") == "chest_imaging"
+    assert reference.cpt.group_for("72100") == "radiology"
+    assert reference.cpt.group_for("J9035") == "oncology_drugs"
+    assert reference.cpt.group_for("A0425") == "hcpcs_a"
+    assert "acme-3" in reference.version
+    assert load_reference("other", tmp_path).cpt.group_for("71046") == "radiology"
+
+
+def test_reference_files_with_a_bad_row_name_it() -> None:
+    with pytest.raises(ValueError, match=r"cpt\.csv: data row 1"):
+        CptGroups.parse("first,last,group\n123,71999,x\n", "cpt.csv")
+    with pytest.raises(ValueError, match=r"p\.csv: data row 1"):
+        Payers.parse("alias,payer_id\nfoo,\n", "p.csv")
+
+
+def test_generated_claims_survive_csv_gzip_and_ingest_unchanged(tmp_path: Path) -> None:
+    records = generate(Scenario(days=5))
+    path = tmp_path / "claims.csv.gz"
+    assert write_csv(str(path), records) == len(records)
+    with gzip.open(path, "rt") as f:
+        assert f.readline().startswith("claim_id,customer_id,")
+    with contextlib.ExitStack() as stack:
+        text, probe = open_text(str(path), stack)
+        summary, sent = _run(text.read(), tmp_path)
+        assert probe()[1] == path.stat().st_size
+    assert summary.rejected == 0
+    expected = [{**r, "denial_reason_codes": r.get("denial_reason_codes", [])} for r in records]
+    assert sent == expected
+
+
+def test_report_path_sits_next_to_the_file() -> None:
+    assert default_report_path("/d/claims.csv.gz") == Path("/d/claims.rejects.csv")
+    assert default_report_path("x.csv") == Path("x.rejects.csv")
+    assert default_report_path("-") == Path("ingest.rejects.csv")
