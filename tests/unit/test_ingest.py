@@ -180,3 +180,32 @@ def test_report_path_sits_next_to_the_file() -> None:
     assert default_report_path("/d/claims.csv.gz") == Path("/d/claims.rejects.csv")
     assert default_report_path("x.csv") == Path("x.rejects.csv")
     assert default_report_path("-") == Path("ingest.rejects.csv")
+
+
+def test_memory_stays_flat_as_the_file_grows(tmp_path: Path) -> None:
+    """Rows stream through: the peak for 30,000 rows is about that for 3,000."""
+    import tracemalloc
+
+    def peak(n: int) -> int:
+        path = tmp_path / f"{n}.csv"
+        with path.open("w") as f:
+            f.write(FULL + "\n")
+            for i in range(n):
+                f.write(f"c{i},acme,p{i % 7},71046,2026-01-01,2026-01-05,PAID,100,80,CO-97\n")
+        tracemalloc.start()
+        try:
+            with contextlib.ExitStack() as stack:
+                text, _ = open_text(str(path), stack)
+                report = RejectReport(tmp_path / "r.csv")
+                reference = load_reference()
+                summary = asyncio.run(
+                    ingest(text, lambda h: RowReader(h, None, reference), None, report,
+                           Progress(lambda: (0, 0), quiet=True))
+                )  # fmt: skip
+                assert summary.published == n
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(3_000), peak(30_000)
+    assert large < small * 1.5 + 256 * 1024, (small, large)
