@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit test-integration lint fmt bench bench-sink hooks clean
+.PHONY: help install run test test-kafka test-unit test-integration lint fmt bench bench-sink hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,7 +22,12 @@ run: install ## the whole stack on embedded Kafka + Postgres, with the denial-sp
 
 test: install ## unit, integration and end-to-end tests on real Kafka, Postgres and Chromium
 	bash scripts/ensure-chromium
+	bash scripts/ensure-compose
 	$(PY) -m pytest
+
+test-kafka: install ## the integration and e2e suites again, on Apache Kafka 4 (KRaft, jars via mvn)
+	bash scripts/ensure-chromium
+	UPSTREAM_TEST_BROKER=kafka $(PY) -m pytest tests/integration tests/e2e
 
 test-unit: install ## the fast, pure tests only
 	$(PY) -m pytest tests/unit

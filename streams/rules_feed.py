@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
@@ -38,7 +39,7 @@ class RulesFeed:
         )  # fmt: skip
         await consumer.start()
         try:
-            partitions = await self._partitions(consumer)
+            partitions = await self._partitions()
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
@@ -62,12 +63,23 @@ class RulesFeed:
                 return False
         return True
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        for _ in range(50):
-            if self.topic in await consumer.topics():  # refreshes the metadata
-                found = consumer.partitions_for_topic(self.topic) or set()
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await asyncio.sleep(0.2)
+    async def _partitions(self) -> list[TopicPartition]:
+        """The rules topic's partitions, from a metadata request for that topic.
+
+        A group-less consumer's own metadata only covers what it subscribes to (Apache Kafka
+        answers for the topics asked about), so the partitions are asked for explicitly.
+        """
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            for _ in range(50):
+                for topic in await admin.describe_topics([self.topic]):
+                    if topic["error_code"] == 0 and topic["partitions"]:
+                        found = sorted(p["partition"] for p in topic["partitions"])
+                        return [TopicPartition(self.topic, p) for p in found]
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
         raise RuntimeError(
             f"rules topic {self.topic!r} does not exist: run `upstream topics create`"
         )

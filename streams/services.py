@@ -78,10 +78,20 @@ def run_worker(settings: Settings) -> None:
 
     from streams.worker import build_worker
 
+    _serve_metrics(settings)
     worker = build_worker(
         settings, require_bootstrap(settings), ValueCodec(settings.schema_registry_url)
     )
     faust.Worker(worker.app, loglevel="INFO").execute_from_commandline()
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Prometheus ``/metrics`` on ``UPSTREAM_METRICS_PORT`` when it is set."""
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -95,6 +105,7 @@ def run_sink(settings: Settings) -> None:
     database_url = require_database(settings)
     bootstrap = require_bootstrap(settings)
     migrate_database(database_url)
+    _serve_metrics(settings)
 
     async def main(stop: asyncio.Event) -> None:
         # pre_ping: after a Postgres restart, pooled connections are checked before use.

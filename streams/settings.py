@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     sink_batch_max: int = Field(default=5000, ge=1)
 
     # Notifier.
+    # Worker and sink serve Prometheus /metrics here when set (the notifier on its own port).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     notifier_host: str = "127.0.0.1"
     notifier_port: int = Field(default=8765, ge=0, le=65535)
     notifier_secret: SecretStr = SecretStr("")

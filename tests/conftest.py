@@ -1,7 +1,9 @@
 """Session fixtures: the real embedded broker and Postgres, or external ones from the env.
 
-``UPSTREAM_KAFKA_BOOTSTRAP`` / ``UPSTREAM_DATABASE_URL`` switch to external servers. Every
-test gets its own topics, consumer groups and database, so tests never see each other's data.
+The broker: ``UPSTREAM_TEST_BROKER=kafka`` (``make test-kafka``) starts Apache Kafka (KRaft,
+fetched with mvn) instead of the embedded Tansu. ``UPSTREAM_KAFKA_BOOTSTRAP`` /
+``UPSTREAM_DATABASE_URL`` switch to external servers. Every test gets its own topics,
+consumer groups and database, so tests never see each other's data.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from streams.apache_kafka import ApacheKafka
 from streams.devstack import EmbeddedKafka, EmbeddedPostgres
+
+BROKER = os.environ.get("UPSTREAM_TEST_BROKER", "tansu")
+if BROKER not in ("tansu", "kafka"):
+    raise pytest.UsageError(f"UPSTREAM_TEST_BROKER must be tansu or kafka, not {BROKER!r}")
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +30,19 @@ def kafka_bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    broker = EmbeddedKafka().start()
+    broker = ApacheKafka().start() if BROKER == "kafka" else EmbeddedKafka().start()
     try:
         yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def apache_kafka() -> Iterator[ApacheKafka]:
+    """An Apache Kafka broker of this module's own, for tests that restart it."""
+    broker = ApacheKafka().start()
+    try:
+        yield broker
     finally:
         broker.stop()
 

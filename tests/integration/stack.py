@@ -68,10 +68,17 @@ class ServiceStack:
             os.environ.clear()
             os.environ.update(saved)
 
-    def start(self, service: str) -> subprocess.Popen[bytes]:
-        """Start ``upstream <service>`` as a child process."""
-        proc = spawn_service(service, {**os.environ, **self.env}, self.log_dir / f"{service}.log")
-        self.procs[service] = proc
+    def start(self, service: str, name: str = "") -> subprocess.Popen[bytes]:
+        """Start ``upstream <service>`` as a child process called ``name`` (default: service).
+
+        A second worker gets a data directory of its own.
+        """
+        name = name or service
+        env = {**os.environ, **self.env}
+        if name != service:
+            env["UPSTREAM_WORKER_DATA_DIR"] = str(self.log_dir / name)
+        proc = spawn_service(service, env, self.log_dir / f"{name}.log")
+        self.procs[name] = proc
         return proc
 
     def stop_all(self) -> dict[str, int]:
@@ -81,6 +88,12 @@ class ServiceStack:
             stop_process(proc, timeout_s=20)
             codes[name] = proc.returncode
         return codes
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service (no shutdown at all) and forget it."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait(timeout=10)
 
     def log(self, service: str) -> str:
         """The service's log so far."""
