@@ -78,7 +78,10 @@ def _coerce(column: _Column, value: Any) -> Any:
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)
         if isinstance(value, int):  # epoch milliseconds, as Avro's timestamp-millis
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
+            try:
+                return datetime.fromtimestamp(value / 1000, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                raise ValueError(f"{column.name} is out of range: {value}") from None
     raise TypeError(f"{column.name} must be {kind.__name__}, not {type(value).__name__}")
 
 
@@ -172,6 +175,10 @@ _UPSERT_JUDGMENT = (
     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (alert_id) DO UPDATE SET "
     "version = excluded.version, verdict = excluded.verdict, judged_at = excluded.judged_at "
     "WHERE operator_judgments.version < excluded.version"
+)
+_CLAIM_KEY = itemgetter(CLAIM_COLUMNS.index("customer_id"), CLAIM_COLUMNS.index("claim_id"))
+_CLAIM_POSITION = itemgetter(
+    CLAIM_COLUMNS.index("source_partition"), CLAIM_COLUMNS.index("source_offset")
 )
 _A_ID, _A_VERSION = ALERT_FIELDS.index("alert_id"), ALERT_FIELDS.index("version")
 _A_TRANSITION, _A_VERDICT = ALERT_FIELDS.index("transition"), ALERT_FIELDS.index("verdict")
@@ -274,7 +281,7 @@ class PostgresWriter:
             pg: Any = raw.driver_connection
             async with pg.cursor() as cur:
                 if claim_rows:
-                    rows = _latest(claim_rows, itemgetter(0, 1), itemgetter(15, 16))
+                    rows = _latest(claim_rows, _CLAIM_KEY, _CLAIM_POSITION)
                     await self._insert(cur, _CLAIMS, rows)
                 if drift_rows:
                     await self._insert(cur, _DRIFT_EVENTS, _first_by(drift_rows, itemgetter(0)))

@@ -88,6 +88,7 @@ def fetch() -> Path:
 
 
 def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 (may start with "-")."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
@@ -167,7 +168,7 @@ class ApacheKafka:
         config = self._configure()
         if not (self.data_dir / "data" / "meta.properties").exists():
             formatted = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
                            "-c", str(config)),
                 capture_output=True, text=True, timeout=120, check=False,
             )  # fmt: skip

@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         "claims.decided keyed by claim_id. Accepts the DESIGN.md columns and the legacy "
         "payer,cpt,submitted_date,decided_date,outcome,allowed_amount export. Rejected rows "
         "are not published; they go to a report file with line number and reason. Exit code "
-        "1 when rows were rejected (unless --allow-rejects), 2 when the file cannot be read.",
+        "1 when rows were rejected (unless --allow-rejects), 2 when the file cannot be read, "
+        "3 when publishing failed.",
     )
     ingest.add_argument("file", help="CSV file, .csv.gz, or - for standard input")
     ingest.add_argument(
@@ -89,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--report",
         type=Path,
-        help="where rejected rows go (default: <file>.rejects.csv next to the file)",
+        help="where rejected rows go, replaced on each run (default: <file>.rejects.csv next "
+        "to the file)",
     )
     ingest.add_argument(
         "--allow-rejects", action="store_true", help="exit 0 even when rows were rejected"
@@ -223,6 +225,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
     from schemas.registry import ValueCodec
     from streams import ingest, services
     from streams.generator import encode_claim
@@ -249,6 +253,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     except (ingest.IngestError, ValueError) as exc:
         print(f"upstream ingest: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:
+        print(f"upstream ingest: publishing to {topic} failed: {exc!r}", file=sys.stderr)
+        return 3
     verb = "would publish" if args.dry_run else f"published to {topic}"
     print(f"{summary.layout} layout, mappings {reference.version}", file=sys.stderr)
     if summary.ignored_columns:

@@ -174,10 +174,15 @@ def _codes(text: str) -> list[str]:
 
 
 class RejectReport:
-    """The rejected rows as CSV (line, reason, message, row), created on the first one."""
+    """The rejected rows as CSV (line, reason, message, row), created on the first one.
+
+    An earlier run's report at the same path is removed, so the file exists exactly when this
+    run rejected rows.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.unlink(missing_ok=True)  # a report left by an earlier run would mislead
         self._file: IO[str] | None = None
         self._writer: Any = None
 

@@ -209,3 +209,10 @@ def test_memory_stays_flat_as_the_file_grows(tmp_path: Path) -> None:
 
     small, large = peak(3_000), peak(30_000)
     assert large < small * 1.5 + 256 * 1024, (small, large)
+
+
+def test_a_clean_run_leaves_no_report_behind(tmp_path: Path) -> None:
+    (tmp_path / "rejects.csv").write_text("line,reason\n9,stale\n")
+    summary, _ = _run(FULL + "\nc1,acme,p1,71046,2026-01-01,2026-01-05,PAID,1,1,\n", tmp_path)
+    assert summary.rejected == 0
+    assert not (tmp_path / "rejects.csv").exists()

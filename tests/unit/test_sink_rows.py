@@ -42,6 +42,7 @@ def test_drift_row_is_typed_in_column_order() -> None:
         ("baseline_n", 1.5, "baseline_n must be int, not float"),
         ("current_n", True, "current_n must be int, not a boolean"),
         ("detected_at", "2026-01-01", "detected_at must be datetime, not str"),
+        ("detected_at", 10**20, "detected_at is out of range"),
         ("customer_id", 7, "customer_id must be str, not int"),
         ("customer_id", None, "customer_id is required"),
     ],
