@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,12 @@ async def test_broker_restart_mid_stream_loses_nothing(
     assert result["dlq"] == reference["dlq"]
 
 
-@pytest.mark.skip(
-    reason="fails today, kept to reproduce: after worker-2 is SIGKILLed, worker-1 rebalances "
-    "(generation 3), routes every claim, then stops committing its internal topics and goes "
-    "silent; on another run the drift events differed (2 of 18). Issues 6 and 8 stay open."
+@pytest.mark.skipif(
+    "RUN_KILL" not in os.environ,
+    reason="fails about half the time, kept to reproduce (RUN_KILL=1): after worker-2 is "
+    "SIGKILLed, worker-1 takes every partition, routes every claim, then its agents wait for "
+    "events that never come and it stops committing; on another run the drift events differed "
+    "(the route clock's at-least-once gap). Issues 6 and 8 stay open.",
 )
 async def test_two_workers_one_killed_the_other_takes_over(
     apache_kafka: ApacheKafka, reference: dict[str, Any], unique: str, tmp_path: Path
@@ -136,6 +139,11 @@ async def test_two_workers_one_killed_the_other_takes_over(
     assert "generation 2" in log or "generation 3" in log, "worker-1 never rebalanced"
     by_key = await read_all(apache_kafka.bootstrap, f"{settings.app_id}-claims-by-key")
     routed = {json.loads(m.value)["claim"]["claim_id"] for m in by_key if b'"claim":' in m.value}
-    dead = {key.decode() for key, _ in result["dlq"]}
+    dead = set()
+    for m in await read_all(apache_kafka.bootstrap, settings.topic_claims_dlq):
+        try:  # the windows stage dead-letters the envelope, keyed by window key
+            dead.add(json.loads(m.value)["claim"]["claim_id"])
+        except (ValueError, KeyError, TypeError):  # the route stage, the claim as it came
+            dead.add(m.key.decode())
     assert routed | dead == {c["claim_id"] for c in CLAIMS}
     assert reference["dlq"] <= result["dlq"]
