@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import sys
 import time
@@ -139,6 +140,12 @@ class Source:
             yield from cur
 
 
+def _connected(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """``rows`` with its first row read already (so the query has run), same rows."""
+    first = next(rows, None)
+    return rows if first is None else itertools.chain([first], rows)
+
+
 def write_csv(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, ...]],
               tick: Callable[[], None]) -> None:  # fmt: skip
     writer = csv.writer(out)
@@ -212,14 +219,15 @@ def run(url: str, kind: str, customer: str, since: Any, until: Any, fmt: str, ou
         write_xlsx(Path(output), source, title, tick)
     else:
         write = write_csv if fmt == "csv" else write_jsonl
+        rows = _connected(source.rows())  # a database error before anything is written
         if output == "-":
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
-            write(out, export.columns, source.rows(), tick)
+            write(out, export.columns, rows, tick)
             out.flush()
             out.detach()
         else:
             with Path(output).open("w", encoding="utf-8", newline="") as out_file:
-                write(out_file, export.columns, source.rows(), tick)
+                write(out_file, export.columns, rows, tick)
     if not quiet and count:
         print(file=sys.stderr)
     return count

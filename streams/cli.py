@@ -180,6 +180,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif command == "ingest":
         return _ingest(args, settings)
     elif command == "export":
+        import psycopg
+
         from sinks import export
 
         try:
@@ -189,6 +191,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             )  # fmt: skip
         except ValueError as exc:
             print(f"upstream export: {exc}", file=sys.stderr)
+            return 2
+        except psycopg.Error as exc:
+            print(f"upstream export: database error: {exc}".rstrip(), file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"upstream export: cannot write {args.output}: {exc}", file=sys.stderr)
             return 2
         where = "" if args.output == "-" else f" to {args.output}"
         print(f"exported {count} {args.kind} row(s){where}", file=sys.stderr)

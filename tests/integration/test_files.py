@@ -171,6 +171,10 @@ async def test_export_writes_csv_jsonl_and_an_xlsx_workbook(
 
     refused = _cli(stack, "export", "alerts", "--customer", "acme", "--format", "xlsx")
     assert refused.returncode == 2 and "needs --output" in refused.stderr
+    nowhere = ServiceStack("unused:9092", "postgresql+psycopg://x@127.0.0.1:1/db", unique, tmp_path)
+    unreachable = _cli(nowhere, "export", "claims", "--customer", "acme")
+    assert unreachable.returncode == 2 and "database error" in unreachable.stderr
+    assert unreachable.stdout == ""  # not even a header before the query ran
 
 
 async def test_generate_to_csv_then_ingest_gives_the_same_drift_as_generating_to_kafka(
