@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,18 @@ class ServiceStack:
             stop_process(proc, timeout_s=20)
             codes[name] = proc.returncode
         return codes
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``upstream <args>`` with this stack's environment; never raises on exit code."""
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args],
+            env={**os.environ, **self.env},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     def kill(self, name: str) -> None:
         """SIGKILL a service (no shutdown at all) and forget it."""

@@ -6,9 +6,7 @@ import asyncio
 import csv
 import gzip
 import json
-import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,20 +34,6 @@ FULL = ("claim_id,customer_id,payer_id,cpt_code,submitted_date,decided_date,outc
         "billed_amount,allowed_amount,denial_reason_codes")  # fmt: skip
 
 
-def _cli(
-    stack: ServiceStack, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env={**os.environ, **stack.env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_ingest_publishes_exactly_the_valid_rows(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
@@ -69,7 +53,7 @@ async def test_ingest_publishes_exactly_the_valid_rows(
     with gzip.open(path, "wt", newline="") as f:
         f.write("\n".join(rows) + "\n")
 
-    result = _cli(stack, "ingest", str(path))
+    result = stack.cli("ingest", str(path))
     assert result.returncode == 1, result.stderr  # rows were rejected
     assert "255 rows: 251 published" in result.stderr and "4 rejected" in result.stderr
     with (tmp_path / "claims.rejects.csv").open(newline="") as f:
@@ -85,10 +69,10 @@ async def test_ingest_publishes_exactly_the_valid_rows(
     legacy = "payer,cpt,submitted_date,decided_date,outcome,allowed_amount\n" + "\n".join(
         f"Blue Cross,99213,2026-02-01,2026-02-0{d},PAID,{d}0.00" for d in range(1, 8)
     )
-    result = _cli(stack, "ingest", "-", "--customer", "acme", "--quiet", stdin=legacy)
+    result = stack.cli("ingest", "-", "--customer", "acme", "--quiet", stdin=legacy)
     assert result.returncode == 0, result.stderr
     assert "legacy layout" in result.stderr and "7 rows: 7 published" in result.stderr
-    again = _cli(stack, "ingest", "-", "--customer", "acme", "--quiet", stdin=legacy)
+    again = stack.cli("ingest", "-", "--customer", "acme", "--quiet", stdin=legacy)
     assert again.returncode == 0, again.stderr
     records = [json.loads(m.value) for m in await read_all(kafka_bootstrap, topic)]
     records = [r for r in records if r["claim_id"].startswith("legacy-")]
@@ -96,7 +80,7 @@ async def test_ingest_publishes_exactly_the_valid_rows(
     # Ingesting the same file twice sends the same claim ids: a no-op downstream.
     assert len({r["claim_id"] for r in records}) == 7
 
-    unknown = _cli(stack, "ingest", str(tmp_path / "missing.csv"))
+    unknown = stack.cli("ingest", str(tmp_path / "missing.csv"))
     assert unknown.returncode == 2 and "no such file" in unknown.stderr
 
 
@@ -134,7 +118,7 @@ async def test_export_writes_csv_jsonl_and_an_xlsx_workbook(
     stack = ServiceStack("unused:9092", database_url, unique, tmp_path)
 
     def export(*args: str) -> subprocess.CompletedProcess[str]:
-        result = _cli(stack, "export", *args, "--customer", "acme", "--quiet")
+        result = stack.cli("export", *args, "--customer", "acme", "--quiet")
         assert result.returncode == 0, result.stderr
         return result
 
@@ -169,10 +153,10 @@ async def test_export_writes_csv_jsonl_and_an_xlsx_workbook(
     assert summary == [["2026-01", 4, 2, 0.5], ["2026-02", 4, 0, 0]]
     book.close()
 
-    refused = _cli(stack, "export", "alerts", "--customer", "acme", "--format", "xlsx")
+    refused = stack.cli("export", "alerts", "--customer", "acme", "--format", "xlsx")
     assert refused.returncode == 2 and "needs --output" in refused.stderr
     nowhere = ServiceStack("unused:9092", "postgresql+psycopg://x@127.0.0.1:1/db", unique, tmp_path)
-    unreachable = _cli(nowhere, "export", "claims", "--customer", "acme")
+    unreachable = nowhere.cli("export", "claims", "--customer", "acme")
     assert unreachable.returncode == 2 and "database error" in unreachable.stderr
     assert unreachable.stdout == ""  # not even a header before the query ran
 
@@ -192,10 +176,10 @@ async def test_generate_to_csv_then_ingest_gives_the_same_drift_as_generating_to
             claims = generate(scenario)
             if via_csv:
                 path = tmp_path / "seed.csv.gz"
-                made = _cli(stack, "generate", "--days", "60", "--spike-day", "42",
+                made = stack.cli("generate", "--days", "60", "--spike-day", "42",
                             "--to-csv", str(path))  # fmt: skip
                 assert made.returncode == 0, made.stderr
-                ingested = _cli(stack, "ingest", str(path), "--quiet")
+                ingested = stack.cli("ingest", str(path), "--quiet")
                 assert ingested.returncode == 0, ingested.stderr
             else:
                 await produce(scenario, kafka_bootstrap, stack.settings().topic_claims)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +77,8 @@ async def test_replay_with_a_restart_gives_the_same_outputs(
 
 
 async def _cli(stack: ServiceStack, *args: str) -> str:
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "streams.cli", *args],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = await asyncio.to_thread(stack.cli, *args)
+    assert result.returncode == 0, result.stderr
     return result.stdout
 
 
