@@ -19,6 +19,8 @@ from typing import Any
 import fastavro
 import orjson
 
+from schemas.compiled import Reader, compile_reader
+
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
 SCHEMA_NAMES = ("ClaimDecided", "DriftEvent", "AlertEvent", "AlertCommand", "AlertRule")
@@ -69,6 +71,12 @@ def parsed_schema(name: str) -> Any:
 
 
 @cache
+def compiled_reader(name: str, *, as_tuple: bool = False) -> Reader | None:
+    """The compiled reader of the current schema ``name`` (``None``: use fastavro)."""
+    return compile_reader(load_schema_json(name), as_tuple=as_tuple)
+
+
+@cache
 def fingerprint(name: str) -> bytes:
     """8-byte little-endian CRC-64-AVRO fingerprint of the schema's canonical form."""
     canonical = fastavro.schema.to_parsing_canonical_form(parsed_schema(name))
@@ -98,15 +106,37 @@ def decode_single_object(value: bytes, expected: str) -> dict[str, Any]:
         raise DecodeError("unknown_schema", f"unknown schema fingerprint {value[2:10].hex()}")
     if writer != expected:
         raise DecodeError("wrong_schema", f"value is a {writer}, expected {expected}")
+    read = compiled_reader(writer)  # writer is expected: no schema resolution needed
     try:
-        record = fastavro.schemaless_reader(
-            io.BytesIO(value[10:]), parsed_schema(writer), parsed_schema(expected)
-        )
+        if read is not None:
+            record = read(value[10:])
+        else:
+            record = fastavro.schemaless_reader(io.BytesIO(value[10:]), parsed_schema(writer))
     except Exception as exc:  # fastavro raises many types on corrupt input
         raise DecodeError("avro", f"corrupt Avro body: {exc}"[:300]) from None
     if not isinstance(record, dict):
         raise DecodeError("avro", "Avro body is not a record")
     return record
+
+
+def decode_row(value: bytes, expected: str) -> tuple[Any, ...] | None:
+    """The fields of ``value``, in schema order, if it is single-object Avro written with the
+    current schema ``expected``; ``None`` for anything else (JSON, Confluent, another writer
+    schema: decode those with :class:`~schemas.registry.ValueCodec`).
+
+    The sink's fast path: no dict, no schema resolution. Raises :class:`DecodeError` when the
+    header is right but the body is corrupt.
+    """
+    if value[:2] != SINGLE_OBJECT_MAGIC or value[2:10] != fingerprint(expected):
+        return None
+    read = compiled_reader(expected, as_tuple=True)
+    if read is None:
+        return None
+    try:
+        row: tuple[Any, ...] = read(value[10:])
+    except (ValueError, IndexError, OverflowError, struct.error) as exc:
+        raise DecodeError("avro", f"corrupt Avro body: {exc}"[:300]) from None
+    return row
 
 
 def decode_json(value: bytes) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from schemas.codec import decode_row, decode_single_object, encode_single_object, load_schema_json
 from sinks.tables import ALERT_FIELDS
 from sinks.writer import DRIFT_COLUMNS, alert_row, claim_row_fast, drift_row
 
@@ -54,7 +56,7 @@ def test_drift_row_refuses_a_wrong_type_naming_the_field(
         drift_row(_drift(**{field: value}))
 
 
-def test_alert_row_defaults_notify_and_keeps_nullable_fields() -> None:
+def _alert(**changes: Any) -> dict[str, Any]:
     record = {name: None for name in ALERT_FIELDS} | {
         "alert_id": "a1", "version": 2, "dedup_key": "k", "customer_id": "acme",
         "rule_id": "default", "drift_event_id": "e1", "payer_id": "p1",
@@ -62,6 +64,11 @@ def test_alert_row_defaults_notify_and_keeps_nullable_fields() -> None:
         "transition": "updated", "severity": 0.5, "severity_level": "warning",
         "occurrence_count": 2, "first_seen": 0, "last_seen": 1000, "message": "m",
     }  # fmt: skip
+    return {**record, **changes}
+
+
+def test_alert_row_defaults_notify_and_keeps_nullable_fields() -> None:
+    record = _alert()
     row = dict(zip(ALERT_FIELDS, alert_row(record), strict=True))
     assert row["notify"] is True
     assert row["verdict"] is None and row["acknowledged_by"] is None
@@ -80,3 +87,18 @@ def test_claim_row_fills_what_postgres_would_otherwise_coalesce() -> None:
     assert row[9] == "DENIED"
     assert row[13] == '{"CO \\"97\\""}'  # a Postgres array literal, quotes escaped
     assert row[-2:] == (3, 42)
+
+
+@pytest.mark.parametrize(
+    ("schema", "columns", "row_of"),
+    [("DriftEvent", DRIFT_COLUMNS, drift_row), ("AlertEvent", ALERT_FIELDS, alert_row)],
+)
+def test_avro_fast_path_gives_the_typed_row(schema: str, columns: Any, row_of: Any) -> None:
+    """The sink's straight-to-row read of current-schema Avro equals decode + typing."""
+    assert tuple(f["name"] for f in load_schema_json(schema)["fields"]) == tuple(columns)
+    record = _drift() if schema == "DriftEvent" else _alert(notify=False, verdict="confirmed")
+    record = {**record, "current_start": 1_767_225_600_000}  # Avro writes epoch milliseconds
+    value = encode_single_object(schema, {k: v for k, v in record.items() if k in columns})
+    assert decode_row(value, schema) == row_of(decode_single_object(value, schema))
+    assert decode_row(value, "AlertEvent" if schema == "DriftEvent" else "DriftEvent") is None
+    assert decode_row(json.dumps({"a": 1}).encode(), schema) is None  # JSON: the slow path
