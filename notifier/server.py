@@ -1,16 +1,24 @@
 """WebSocket + HTTP server for operators (DESIGN.md "Notifier protocol").
 
 ``/ws``: authenticate (``?token=`` or a first ``{"type":"auth"}`` message), then ``subscribe``
-→ ``snapshot`` → live ``alert`` messages with cursors. HTTP on the same port: ``/`` console,
+→ ``snapshot`` → live ``alert`` messages with cursors, and commands (``acknowledge``,
+``resolve``, ``judge``; see :mod:`notifier.commands`). HTTP on the same port: ``/`` console,
 ``/healthz``, ``/readyz``, ``/metrics``.
+
+Limits, each refusal with its own close code or error: connections per address and per
+operator (close 4429), commands per second per connection (an ``ack`` with status ``refused``),
+message size (close 1009), a client that stops reading (close 4008).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import time
+from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -22,18 +30,33 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from notifier.commands import COMMANDS, CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import LEVELS, Filters, Hub, Subscriber
 from notifier.tokens import CLOSE_FORBIDDEN, Operator, TokenError, verify_token
 
 log = logging.getLogger("upstream.notifier")
 AUTH_TIMEOUT_S = 10.0
 CLOSE_SLOW_CLIENT = 4008
+CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
 
 WS_CLIENTS = Gauge("upstream_ws_clients", "Connected WebSocket clients")
 WS_MESSAGES = Counter("upstream_ws_messages_sent_total", "Messages sent to WebSocket clients")
 WS_SLOW = Counter("upstream_ws_slow_client_disconnects_total", "Clients dropped for not reading")
 WS_REFUSED = Counter("upstream_ws_auth_refusals_total", "Connections refused", ["code"])
+COMMAND_OUTCOMES = Counter(
+    "upstream_ws_commands_total", "Operator commands received, by outcome", ["command", "outcome"]
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-address and per-operator connections, and commands per second per connection."""
+
+    connections_per_address: int = 200
+    connections_per_operator: int = 20
+    commands_per_second: float = 5.0
+    command_burst: int = 20
 
 
 def _http(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -44,9 +67,19 @@ def _http(status: HTTPStatus, body: bytes, content_type: str) -> Response:
 class NotifierServer:
     """Serves operators from a :class:`Hub`."""
 
-    def __init__(self, hub: Hub, secret: str) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        secret: str,
+        commands: CommandPort | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.hub = hub
         self.secret = secret
+        self.commands = commands
+        self.limits = limits or Limits()
+        self._by_address: collections.Counter[str] = collections.Counter()
+        self._by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def start(self, host: str, port: int) -> Server:
         """Listen on ``host:port``; the caller closes the returned server."""
@@ -101,12 +134,37 @@ class NotifierServer:
             return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        operator = await self._authenticate(ws)
-        if operator is None:
-            return
+        address = str(ws.remote_address[0]) if ws.remote_address else "unknown"
+        self._by_address[address] += 1
+        try:
+            if self._by_address[address] > self.limits.connections_per_address:
+                await self._refuse(ws, CLOSE_TOO_MANY, "too many connections from this address")
+                return
+            operator = await self._authenticate(ws)
+            if operator is None:
+                return
+            who = (operator.customer_id, operator.operator)
+            self._by_operator[who] += 1
+            try:
+                if self._by_operator[who] > self.limits.connections_per_operator:
+                    await self._refuse(ws, CLOSE_TOO_MANY, "too many connections for this operator")
+                    return
+                await self._serve(ws, operator, address)
+            finally:
+                self._by_operator[who] -= 1
+        finally:
+            self._by_address[address] -= 1
+
+    @staticmethod
+    async def _refuse(ws: ServerConnection, code: int, reason: str) -> None:
+        WS_REFUSED.labels(code=str(code)).inc()
+        await ws.close(code, reason)
+
+    async def _serve(self, ws: ServerConnection, operator: Operator, address: str) -> None:
         WS_CLIENTS.inc()
         subscriber: Subscriber | None = None
         sender: asyncio.Task[None] | None = None
+        rate = RateLimit(self.limits.commands_per_second, self.limits.command_burst)
         try:
             async for raw in ws:
                 message = self._parse(raw)
@@ -120,6 +178,8 @@ class NotifierServer:
                         sender = asyncio.create_task(self._drain(ws, subscriber))
                 elif kind == "subscribe":
                     await self._send(ws, {"type": "error", "message": "already subscribed"})
+                elif kind in COMMANDS:
+                    await self._command(ws, operator, message, rate, address)
                 else:
                     await self._send(ws, {"type": "error", "message": f"unknown type {kind!r}"})
         except ConnectionClosed:
@@ -132,6 +192,37 @@ class NotifierServer:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+
+    async def _command(
+        self,
+        ws: ServerConnection,
+        operator: Operator,
+        message: dict[str, Any],
+        rate: RateLimit,
+        address: str,
+    ) -> None:
+        """Validate, audit and publish one command; answer with an ``ack``."""
+        kind = str(message.get("type"))
+        ack: dict[str, Any] = {"type": "ack", "command_id": message.get("command_id")}
+        try:
+            if not rate.allow():
+                raise CommandError("too many commands; slow down")
+            if self.commands is None:
+                raise CommandError("this notifier does not accept commands")
+            record = build_command(operator, message, int(time.time() * 1000))
+            ack["command_id"] = record["command_id"]
+            await self.commands.submit(record, address)
+        except CommandError as exc:
+            COMMAND_OUTCOMES.labels(command=kind, outcome="refused").inc()
+            await self._send(ws, {**ack, "status": "refused", "error": str(exc)})
+            return
+        except Exception as exc:  # Kafka or Postgres down: the client may retry, same command_id
+            log.warning("command %s not accepted: %s", ack["command_id"], exc)
+            COMMAND_OUTCOMES.labels(command=kind, outcome="failed").inc()
+            await self._send(ws, {**ack, "status": "failed", "error": "not accepted; retry"})
+            return
+        COMMAND_OUTCOMES.labels(command=kind, outcome="accepted").inc()
+        await self._send(ws, {**ack, "status": "accepted"})
 
     @staticmethod
     def _parse(raw: str | bytes) -> dict[str, Any] | None:

@@ -8,10 +8,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from notifier.hub import Hub
+from notifier.commands import KafkaCommands
+from notifier.hub import Hub, psycopg_conninfo
 from notifier.server import NotifierServer
 from schemas.registry import ValueCodec
 from sinks.migrate import migrate
@@ -127,13 +129,22 @@ def run_notifier(settings: Settings) -> None:
     """Run the WebSocket/HTTP notifier until SIGINT/SIGTERM."""
     _exit_cleanly_on_sigterm()
     database_url = require_database(settings)
+    bootstrap = require_bootstrap(settings)
     secret = require_secret(settings)
     migrate_database(database_url)
 
     async def main(stop: asyncio.Event) -> None:
         hub = Hub(database_url)
         hub_task = asyncio.create_task(hub.run())
-        server = await NotifierServer(hub, secret).start(
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        commands = KafkaCommands(
+            producer,
+            ValueCodec(settings.schema_registry_url),
+            settings.topic_commands,
+            psycopg_conninfo(database_url),
+        )
+        server = await NotifierServer(hub, secret, commands).start(
             settings.notifier_host, settings.notifier_port
         )
         for sock in server.sockets:
@@ -141,6 +152,8 @@ def run_notifier(settings: Settings) -> None:
         await stop.wait()
         server.close()
         await server.wait_closed()
+        await commands.close()
+        await producer.stop()
         hub_task.cancel()
         await asyncio.gather(hub_task, return_exceptions=True)
 

@@ -323,7 +323,11 @@ class WorkerAgents:
         await self.rules_feed.ready.wait()
         async for events in _take_events(stream, self.settings):
             for event in events:
-                item = envelopes.alert_input(json.loads(event.value))
+                try:
+                    item = envelopes.alert_input(json.loads(event.value))
+                except (KeyError, ValueError, TypeError) as exc:  # never crash the agent
+                    await self._reject(event, "invalid_alert_input", str(exc))
+                    continue
                 store = TableAlertStore(self.alerts_table, event.message.partition)
                 lifecycle = AlertLifecycle(store)
                 if isinstance(item, AlertCommand):

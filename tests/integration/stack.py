@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from websockets.asyncio.client import ClientConnection, connect
 
 from bench.harness import read_all, wait_processed
+from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
 from streams.devstack import free_port, spawn_service, stop_process
 from streams.settings import Settings
@@ -163,3 +166,35 @@ async def outputs(stack: ServiceStack) -> dict[str, Any]:
         for m in await read_all(stack.bootstrap, s.topic_claims_dlq)
     }
     return {"drifts": drifts, "alerts": alerts, "dlq": dlq}
+
+
+async def notifier_ready(stack: ServiceStack) -> ClientConnection:
+    """Poll until the notifier accepts a WebSocket; return that connection (operator alice)."""
+
+    async def probe() -> ClientConnection | None:
+        try:
+            return await connect(ws_url(stack, mint_token(SECRET, "demo", "alice")))
+        except OSError:
+            return None
+
+    return await wait_until(probe, 60, "the notifier to accept connections")
+
+
+def ws_url(stack: ServiceStack, token: str, **params: str) -> str:
+    """The notifier's WebSocket URL with ``token`` and extra query parameters."""
+    query = "&".join([f"token={token}", *(f"{k}={v}" for k, v in params.items())])
+    return f"ws://127.0.0.1:{stack.notifier_port}/ws?{query}"
+
+
+async def subscribe(ws: ClientConnection) -> dict[str, Any]:
+    """Subscribe without filters; return the snapshot."""
+    await ws.send(json.dumps({"type": "subscribe"}))
+    snapshot = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    assert snapshot["type"] == "snapshot"
+    return snapshot
+
+
+async def collect(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
+    """Append every message ``ws`` receives to ``into`` until it closes."""
+    async for raw in ws:
+        into.append(json.loads(raw))

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import websockets
 from aiokafka import AIOKafkaProducer
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from bench.harness import read_all
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
 from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
-from streams.topics import create_topics
-from tests.integration.stack import SECRET, ServiceStack, create_database, wait_until
+from tests.integration.stack import (
+    SECRET,
+    ServiceStack,
+    collect,
+    notifier_ready,
+    subscribe,
+    wait_until,
+    ws_url,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,80 +52,18 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture
-async def notifier_stack(
-    postgres_url: str, kafka_bootstrap: str, unique: str, tmp_path: Path
-) -> AsyncIterator[ServiceStack]:
-    """A database and a notifier process only."""
-    database_url = create_database(postgres_url, f"it_{unique}")
-    test_stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
-    test_stack.start("notifier")
-    try:
-        yield test_stack
-    finally:
-        assert test_stack.stop_all() == {"notifier": 0}, test_stack.log("notifier")[-3000:]
-
-
-@pytest.fixture
-async def stack(
-    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
-) -> AsyncIterator[ServiceStack]:
-    """Topics, database and the worker, sink and notifier processes of one test."""
-    database_url = create_database(postgres_url, f"it_{unique}")
-    test_stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
-    await create_topics(test_stack.settings(), kafka_bootstrap)
-    for service in ("worker", "sink", "notifier"):
-        test_stack.start(service)
-    try:
-        yield test_stack
-    finally:
-        codes = test_stack.stop_all()
-        assert codes == {"worker": 0, "sink": 0, "notifier": 0}, (
-            f"unclean exit {codes}\n{test_stack.log('worker')[-3000:]}"
-        )
-
-
-async def _notifier_ready(stack: ServiceStack) -> ClientConnection:
-    """Poll until the notifier accepts a WebSocket; return that connection (operator alice)."""
-
-    async def probe() -> ClientConnection | None:
-        try:
-            return await connect(_ws_url(stack, mint_token(SECRET, "demo", "alice")))
-        except OSError:
-            return None
-
-    return await wait_until(probe, 60, "the notifier to accept connections")
-
-
-def _ws_url(stack: ServiceStack, token: str, **params: str) -> str:
-    query = "&".join([f"token={token}", *(f"{k}={v}" for k, v in params.items())])
-    return f"ws://127.0.0.1:{stack.notifier_port}/ws?{query}"
-
-
-async def _subscribe(ws: ClientConnection) -> dict[str, Any]:
-    await ws.send(json.dumps({"type": "subscribe"}))
-    snapshot = json.loads(await asyncio.wait_for(ws.recv(), 30))
-    assert snapshot["type"] == "snapshot"
-    return snapshot
-
-
-async def _collect(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
-    async for raw in ws:
-        into.append(json.loads(raw))
-
-
 async def test_denial_spike_becomes_drift_alert_rows_and_live_message(stack: ServiceStack) -> None:
     """Only the spiked key drifts; its alert reaches Kafka, Postgres and the right operator."""
     settings = stack.settings()
-    demo = await _notifier_ready(stack)
-    other = await connect(_ws_url(stack, mint_token(SECRET, "other-customer", "bob")))
-    await _subscribe(demo)
-    await _subscribe(other)
+    demo = await notifier_ready(stack)
+    other = await connect(ws_url(stack, mint_token(SECRET, "other-customer", "bob")))
+    await subscribe(demo)
+    await subscribe(other)
     demo_msgs: list[dict[str, Any]] = []
     other_msgs: list[dict[str, Any]] = []
     readers = [
-        asyncio.create_task(_collect(demo, demo_msgs)),
-        asyncio.create_task(_collect(other, other_msgs)),
+        asyncio.create_task(collect(demo, demo_msgs)),
+        asyncio.create_task(collect(other, other_msgs)),
     ]
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
@@ -227,8 +170,8 @@ async def test_bad_tokens_are_closed_before_anything_is_sent(
     notifier_stack: ServiceStack, token: str, params: dict[str, str], code: int
 ) -> None:
     """Missing, forged, expired or foreign-tenant tokens: closed with 4401/4403, no message."""
-    await (await _notifier_ready(notifier_stack)).close()
-    async with connect(_ws_url(notifier_stack, token, **params)) as ws:
+    await (await notifier_ready(notifier_stack)).close()
+    async with connect(ws_url(notifier_stack, token, **params)) as ws:
         with pytest.raises(websockets.ConnectionClosed) as info:
             # Without a token in the URL the server expects an auth message first; this is not.
             await ws.send(json.dumps({"type": "subscribe"}))

@@ -1,0 +1,134 @@
+"""Operator commands over the WebSocket: validated, rate-limited, audited, sent to Kafka.
+
+A client sends ``{"type": "acknowledge" | "resolve" | "judge", "alert_id": …, "command_id"?,
+"verdict"? (judge), "note"?}``. The notifier checks the token's ``act`` scope and the fields,
+writes an ``audit_log`` row (who, what, when, from where), publishes an AlertCommand keyed by
+customer to ``alerts.commands`` and answers ``{"type": "ack", "command_id", "status":
+"accepted"}``. The worker applies the command exactly once (by ``command_id``, so a client may
+resend after a reconnect); the resulting transition reaches every operator of the customer as
+an ``alert`` message. A refusal is ``{"type": "ack", "status": "refused", "error": …}`` and
+nothing is published.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from notifier.tokens import Operator
+
+COMMANDS = ("acknowledge", "resolve", "judge")
+VERDICTS = ("true_positive", "false_positive", "needs_review")
+MAX_ID_CHARS = 64
+MAX_NOTE_CHARS = 2000
+
+
+class CommandError(ValueError):
+    """A command the notifier will not publish; the message goes back to the client."""
+
+
+def build_command(operator: Operator, message: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """The AlertCommand record for a client ``message``, or :class:`CommandError`."""
+    command = message.get("type")
+    if command not in COMMANDS:
+        raise CommandError(f"unknown command {command!r}; one of {list(COMMANDS)}")
+    if not operator.can("act"):
+        raise CommandError("this token has the read scope only; commands need act")
+    alert_id = message.get("alert_id")
+    if not isinstance(alert_id, str) or not 0 < len(alert_id) <= MAX_ID_CHARS:
+        raise CommandError(f"alert_id must be a string of 1 to {MAX_ID_CHARS} characters")
+    command_id = message.get("command_id") or str(uuid.uuid4())
+    if not isinstance(command_id, str) or len(command_id) > MAX_ID_CHARS:
+        raise CommandError(f"command_id must be a string of up to {MAX_ID_CHARS} characters")
+    verdict = message.get("verdict")
+    if command == "judge" and verdict not in VERDICTS:
+        raise CommandError(f"judge needs a verdict, one of {list(VERDICTS)}")
+    if command != "judge" and verdict is not None:
+        raise CommandError("only judge takes a verdict")
+    note = message.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
+        raise CommandError(f"note must be a string of up to {MAX_NOTE_CHARS} characters")
+    return {
+        "command_id": command_id,
+        "customer_id": operator.customer_id,
+        "alert_id": alert_id,
+        "command": command,
+        "operator": operator.operator,
+        "verdict": verdict,
+        "note": note,
+        "issued_at": now_ms,
+    }
+
+
+@dataclass
+class RateLimit:
+    """A token bucket: ``per_second`` on average, bursts of up to ``burst``."""
+
+    per_second: float
+    burst: int
+    _tokens: float = field(init=False)
+    _at: float = field(init=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self._tokens = float(self.burst)
+
+    def allow(self) -> bool:
+        """Take a token if there is one."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+class CommandPort(Protocol):
+    """Where accepted commands go: audited, then published."""
+
+    async def submit(self, record: dict[str, Any], origin: str) -> None:
+        """Record and publish ``record``; raise on failure (the client is told)."""
+
+
+class KafkaCommands:
+    """The notifier's :class:`CommandPort`: an ``audit_log`` row, then ``alerts.commands``."""
+
+    def __init__(self, producer: Any, codec: Any, topic: str, conninfo: str) -> None:
+        self.producer = producer
+        self.codec = codec
+        self.topic = topic
+        self.conninfo = conninfo
+        self._audit: psycopg.AsyncConnection[Any] | None = None
+
+    async def submit(self, record: dict[str, Any], origin: str) -> None:
+        """Audit first: a command that reached Kafka is always in the audit trail."""
+        await self._write_audit(record, origin)
+        value = self.codec.encode("AlertCommand", self.topic, record)
+        await self.producer.send_and_wait(
+            self.topic, key=record["customer_id"].encode(), value=value
+        )
+
+    async def _write_audit(self, record: dict[str, Any], origin: str) -> None:
+        if self._audit is None or self._audit.closed:
+            self._audit = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        detail = {k: record[k] for k in ("command_id", "verdict", "note") if record[k]}
+        try:
+            await self._audit.execute(
+                "INSERT INTO audit_log (customer_id, actor, action, subject, origin, detail) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (record["customer_id"], record["operator"], f"alert.{record['command']}",
+                 record["alert_id"], origin, json.dumps(detail)),
+            )  # fmt: skip
+        except psycopg.OperationalError:
+            await self._audit.close()  # reconnect on the next command
+            raise
+
+    async def close(self) -> None:
+        """Close the audit connection."""
+        if self._audit is not None:
+            await self._audit.close()
