@@ -24,11 +24,16 @@ log = logging.getLogger("upstream.notifier")
 LEVELS = ("info", "warning", "critical")
 SEND_QUEUE_MAX = 1000
 CONNECT_WAIT_S = 10.0
-_COLUMNS = (
-    "seq, alert_id, version, dedup_key, customer_id, rule_id, drift_event_id, payer_id, "
-    "cpt_group, drift_type, status, transition, severity, severity_level, occurrence_count, "
-    "first_seen, last_seen, acknowledged_by, resolved_by, resolution, verdict, message, notify"
-)
+_ALERT_COLUMNS = (
+    "alert_id", "version", "dedup_key", "customer_id", "rule_id", "drift_event_id", "payer_id",
+    "cpt_group", "drift_type", "status", "transition", "severity", "severity_level",
+    "occurrence_count", "first_seen", "last_seen", "acknowledged_by", "resolved_by", "resolution",
+    "verdict", "message", "notify",
+)  # fmt: skip
+# Each alert carries its drift event's baseline and current values, for "baseline → current".
+_DRIFT_VALUES = "d.baseline_value, d.current_value"
+_JOIN_DRIFT = "LEFT JOIN drift_events d ON d.event_id = a.drift_event_id"
+_COLUMNS = ", ".join(f"a.{c}" for c in _ALERT_COLUMNS) + ", " + _DRIFT_VALUES
 
 
 def psycopg_conninfo(database_url: str) -> str:
@@ -156,15 +161,18 @@ class Hub:
         self, after: int, customer_id: str | None, limit: int, upto: int | None = None
     ) -> list[dict[str, Any]]:
         assert self._query is not None
-        sql = f"SELECT {_COLUMNS} FROM alert_transitions WHERE seq > %s"  # noqa: S608 - fixed text
+        sql = (
+            f"SELECT a.seq, {_COLUMNS} FROM alert_transitions a {_JOIN_DRIFT} "  # noqa: S608 - fixed text
+            "WHERE a.seq > %s"
+        )
         params: list[Any] = [after]
         if customer_id is not None:
-            sql += " AND customer_id = %s"
+            sql += " AND a.customer_id = %s"
             params.append(customer_id)
         if upto is not None:
-            sql += " AND seq <= %s"
+            sql += " AND a.seq <= %s"
             params.append(upto)
-        sql += " ORDER BY seq LIMIT %s"
+        sql += " ORDER BY a.seq LIMIT %s"
         params.append(limit)
         cursor = await self._query.execute(sql, params)
         return await cursor.fetchall()
@@ -213,8 +221,9 @@ class Hub:
             cursor = int(row["seq"]) if row else 0
             rows = await (
                 await self._query.execute(
-                    f"SELECT {_COLUMNS.replace('seq, ', '0 AS seq, ', 1)} FROM alert_events "  # noqa: S608
-                    "WHERE customer_id = %s AND status <> 'resolved' ORDER BY last_seen DESC",
+                    f"SELECT 0 AS seq, {_COLUMNS} FROM alert_events a {_JOIN_DRIFT} "  # noqa: S608
+                    "WHERE a.customer_id = %s AND a.status <> 'resolved' "
+                    "ORDER BY a.last_seen DESC, a.alert_id",
                     [subscriber.customer_id],
                 )
             ).fetchall()

@@ -3,7 +3,8 @@
 ``/ws``: authenticate (``?token=`` or a first ``{"type":"auth"}`` message), then ``subscribe``
 → ``snapshot`` → live ``alert`` messages with cursors, and commands (``acknowledge``,
 ``resolve``, ``judge``; see :mod:`notifier.commands`). HTTP on the same port: ``/`` console,
-``/healthz``, ``/readyz``, ``/metrics``.
+``/healthz``, ``/readyz``, ``/metrics``, the JSON API ``/api/…`` (:mod:`notifier.api`) and its
+descriptions ``/openapi.json`` (HTTP) and ``/asyncapi.json`` (topics and WebSocket messages).
 
 Limits, each refusal with its own close code or error: connections per address and per
 operator (close 4429), commands per second per connection (an ``ack`` with status ``refused``),
@@ -26,10 +27,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from notifier.api import HttpApi, response
 from notifier.commands import COMMANDS, CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import LEVELS, Filters, Hub, Subscriber
 from notifier.tokens import CLOSE_FORBIDDEN, Operator, TokenError, verify_token
@@ -59,9 +60,11 @@ class Limits:
     command_burst: int = 20
 
 
-def _http(status: HTTPStatus, body: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
-    return Response(status.value, status.phrase, headers, body)
+STATIC = {  # path -> (file in notifier/static, content type)
+    "/": ("console.html", "text/html; charset=utf-8"),
+    "/openapi.json": ("openapi.json", "application/json"),
+    "/asyncapi.json": ("asyncapi.json", "application/json"),
+}
 
 
 class NotifierServer:
@@ -73,10 +76,12 @@ class NotifierServer:
         secret: str,
         commands: CommandPort | None = None,
         limits: Limits | None = None,
+        api: HttpApi | None = None,
     ) -> None:
         self.hub = hub
         self.secret = secret
         self.commands = commands
+        self.api = api
         self.limits = limits or Limits()
         self._by_address: collections.Counter[str] = collections.Counter()
         self._by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -93,23 +98,29 @@ class NotifierServer:
             ping_timeout=20,
         )
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path
         if path == "/ws":
             return None
-        if path == "/":
-            page = resources.files("notifier").joinpath("static/console.html").read_bytes()
-            return _http(HTTPStatus.OK, page, "text/html; charset=utf-8")
+        if self.api is not None and self.api.handles(path):
+            return await self.api.respond(request, path, url.query)
+        if path in STATIC:
+            name, content_type = STATIC[path]
+            page = resources.files("notifier").joinpath(f"static/{name}").read_bytes()
+            return response(HTTPStatus.OK, page, content_type)
         if path == "/healthz":
-            return _http(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
+            return response(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
         if path == "/readyz":
             ok = self.hub.ready
             body = json.dumps({"status": "ok" if ok else "unavailable", "postgres": ok}).encode()
             status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            return _http(status, body, "application/json")
+            return response(status, body, "application/json")
         if path == "/metrics":
-            return _http(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
-        return _http(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+            return response(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
+        return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
     async def _authenticate(self, ws: ServerConnection) -> Operator | None:
         assert ws.request is not None

@@ -18,11 +18,14 @@ LEVELS = ("info", "warning", "critical")
 
 
 async def active_alerts(conn: AsyncConnection, customer_id: str) -> list[dict[str, Any]]:
-    """The customer's open (active or acknowledged) alerts, most recently seen first."""
+    """The customer's open (active or acknowledged) alerts, most recently seen first, each with
+    its drift event's ``baseline_value`` and ``current_value`` (null if not stored)."""
+    a, d = alert_events.c, drift_events.c
     stmt = (
-        select(alert_events)
-        .where(alert_events.c.customer_id == customer_id, alert_events.c.status != "resolved")
-        .order_by(alert_events.c.last_seen.desc(), alert_events.c.alert_id)
+        select(alert_events, d.baseline_value, d.current_value)
+        .outerjoin(drift_events, d.event_id == a.drift_event_id)
+        .where(a.customer_id == customer_id, a.status != "resolved")
+        .order_by(a.last_seen.desc(), a.alert_id)
     )
     return [dict(row) for row in (await conn.execute(stmt)).mappings()]
 
@@ -92,3 +95,47 @@ async def monthly_denial_trend(
     """Decided and denied claims and the denial rate per month and payer (the roadmap's QW-1)."""
     params = {"customer_id": customer_id, "since": since, "until": until}
     return [dict(row) for row in (await conn.execute(_MONTHLY_DENIALS, params)).mappings()]
+
+
+async def alert_with_drift(
+    conn: AsyncConnection, customer_id: str, alert_id: str
+) -> dict[str, Any] | None:
+    """One alert of the customer with its drift event's values and windows (None if unknown)."""
+    a, d = alert_events.c, drift_events.c
+    stmt = (
+        select(
+            alert_events, d.baseline_value, d.current_value, d.window_days, d.baseline_start,
+            d.baseline_end, d.current_start, d.current_end,
+        )
+        .outerjoin(drift_events, d.event_id == a.drift_event_id)
+        .where(a.customer_id == customer_id, a.alert_id == alert_id)
+    )  # fmt: skip
+    row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else dict(row)
+
+
+_KEY_DAILY = text(
+    """
+    SELECT decided_date AS day,
+           count(*) AS decided,
+           count(*) FILTER (WHERE outcome = 'DENIED') AS denied,
+           avg(decided_date - submitted_date)::float8 AS lag_days,
+           exp(avg(ln(allowed_amount)) FILTER (WHERE allowed_amount > 0))::float8 AS allowed_geomean
+    FROM claim_records
+    WHERE customer_id = :customer_id AND payer_id = :payer_id AND cpt_group = :cpt_group
+      AND outcome <> 'PENDED' AND decided_date >= :since AND decided_date < :until
+    GROUP BY decided_date
+    ORDER BY decided_date
+    """
+)
+
+
+async def key_daily(
+    conn: AsyncConnection, customer_id: str, payer_id: str, cpt_group: str, since: date,
+    until: date,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Per decided day of one key: decided and denied claims, mean decision lag in days and
+    geometric-mean allowed amount: the daily values behind the worker's three drift types."""
+    params = {"customer_id": customer_id, "payer_id": payer_id, "cpt_group": cpt_group,
+              "since": since, "until": until}  # fmt: skip
+    return [dict(row) for row in (await conn.execute(_KEY_DAILY, params)).mappings()]

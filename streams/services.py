@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from notifier.api import HttpApi
 from notifier.commands import KafkaCommands
 from notifier.hub import Hub, psycopg_conninfo
 from notifier.server import NotifierServer
@@ -144,7 +145,9 @@ def run_notifier(settings: Settings) -> None:
             settings.topic_commands,
             psycopg_conninfo(database_url),
         )
-        server = await NotifierServer(hub, secret, commands).start(
+        engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
+        api = HttpApi(engine, secret, lambda: hub.last_seq)
+        server = await NotifierServer(hub, secret, commands, api=api).start(
             settings.notifier_host, settings.notifier_port
         )
         for sock in server.sockets:
@@ -154,6 +157,7 @@ def run_notifier(settings: Settings) -> None:
         await server.wait_closed()
         await commands.close()
         await producer.stop()
+        await engine.dispose()
         hub_task.cancel()
         await asyncio.gather(hub_task, return_exceptions=True)
 

@@ -21,20 +21,10 @@ from websockets.asyncio.client import connect
 
 from streams.devstack import free_port
 from streams.generator import SPIKE_GROUP, SPIKE_PAYER
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SECRET = "e2e-secret-that-is-at-least-32-bytes-long"
 
 

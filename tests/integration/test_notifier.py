@@ -1,4 +1,4 @@
-"""The notifier at depth: operator commands end to end, and its connection limits."""
+"""The notifier at depth: operator commands end to end, its limits, messages as documented."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from notifier.tokens import mint_token
 from streams.generator import Scenario, produce
+from tests.apidocs import check_ws_message
 from tests.integration.stack import (
     SECRET,
     ServiceStack,
@@ -61,7 +62,7 @@ async def test_commands_reach_every_operator_of_the_customer_and_the_audit_log(
     alice = await notifier_ready(stack)  # acts
     carol = await connect(ws_url(stack, mint_token(SECRET, "demo", "carol")))  # only watches
     viewer = await connect(ws_url(stack, mint_token(SECRET, "demo", "vic", scopes=("read",))))
-    await subscribe(carol)
+    snapshot = await subscribe(carol)
     seen: list[dict[str, Any]] = []
     reader = asyncio.create_task(collect(carol, seen))
     await produce(SCENARIO, stack.bootstrap, stack.settings().topic_claims)
@@ -119,6 +120,9 @@ async def test_commands_reach_every_operator_of_the_customer_and_the_audit_log(
     assert audit[2][4] == {"command_id": judged["command_id"], "verdict": "true_positive",
                            "note": "ok"}  # fmt: skip
     assert verdict == ("true_positive",)
+    # Every message the operators got is one asyncapi.json describes.
+    for message in [snapshot, *seen, refused, bad, ack, judged]:
+        check_ws_message(message)
     reader.cancel()
     for ws in (alice, carol, viewer):
         await ws.close()

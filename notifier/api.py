@@ -1,0 +1,313 @@
+"""The notifier's JSON API (``/api/…``), on the WebSocket port; described in ``openapi.json``.
+
+Same tokens as the WebSocket (``Authorization: Bearer …``); a token reads its own customer's
+data only. Responses are cached briefly per customer and query and dropped as soon as the hub
+sees a new alert transition (QW-4), gzip-compressed when the client accepts it (QW-3), and
+rate-limited per operator (QW-5, ``429`` with ``Retry-After``). Every error is
+``{"error": "…"}`` with its status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from notifier.commands import RateLimit
+from notifier.tokens import Operator, TokenError, verify_token
+from sinks.queries import (
+    LEVELS,
+    DriftFilter,
+    active_alerts,
+    alert_with_drift,
+    drift_events_page,
+    key_daily,
+    monthly_denial_trend,
+)
+
+log = logging.getLogger("upstream.notifier")
+CACHE_TTL_S = 2.0
+CACHE_MAX_ENTRIES = 1000
+GZIP_MIN_BYTES = 1024
+PAGE_MAX = 500
+SERIES_DAYS_MAX = 400
+
+
+def _denial_rate(day: dict[str, Any]) -> float | None:
+    return day["denied"] / day["decided"] if day["decided"] else None
+
+
+_DAILY_VALUE: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    # drift type -> its value on one day of sinks.queries.key_daily
+    "denial_rate": _denial_rate,
+    "decision_lag": lambda day: day["lag_days"],
+    "allowed_amount": lambda day: day["allowed_geomean"],
+}
+API_REQUESTS = Counter(
+    "upstream_api_requests_total",
+    "JSON API requests by endpoint and status",
+    ["endpoint", "status"],
+)
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": message}``."""
+
+    def __init__(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def response(
+    status: HTTPStatus, body: bytes, content_type: str, extra: dict[str, str] | None = None
+) -> Response:
+    """An HTTP response with Content-Type and Content-Length (and ``extra`` headers)."""
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    for name, value in (extra or {}).items():
+        headers[name] = value
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _datetime(query: dict[str, list[str]], name: str) -> datetime | None:
+    raw = _one(query, name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{name} must be an ISO 8601 date or time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _cursor(raw: str | None) -> tuple[datetime, str] | None:
+    """Decode a ``next_cursor``: base64 of ``<detected_at ISO>|<event_id>``."""
+    if raw is None:
+        return None
+    try:
+        moment, event_id = base64.urlsafe_b64decode(raw.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(moment), event_id
+    except (ValueError, binascii.Error):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "cursor is not one this API returned") from None
+
+
+def _next_cursor(row: dict[str, Any]) -> str:
+    raw = f"{row['detected_at'].isoformat()}|{row['event_id']}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+Handler = Callable[[Operator, dict[str, list[str]]], Awaitable[dict[str, Any]]]
+
+
+class HttpApi:
+    """Answers ``/api/*`` requests from Postgres, through a short cache."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        secret: str,
+        version: Callable[[], int],
+        requests_per_second: float = 20.0,
+        burst: int = 40,
+    ) -> None:
+        self.engine = engine
+        self.secret = secret
+        self.version = version  # the hub's last transition seq: a change drops the cache
+        self.requests_per_second = requests_per_second
+        self.burst = burst
+        self._limits: dict[tuple[str, str], RateLimit] = {}
+        self._cache: dict[tuple[str, str, str], tuple[float, int, bytes]] = {}
+        self._routes: dict[str, Handler] = {
+            "/api/alerts": self._alerts,
+            "/api/drift-events": self._drift_events,
+            "/api/trends/denials": self._denial_trend,
+            "/api/alert-series": self._alert_series,
+        }
+
+    def handles(self, path: str) -> bool:
+        """Whether ``path`` is an API path."""
+        return path.startswith("/api/")
+
+    async def respond(self, request: Request, path: str, raw_query: str) -> Response:
+        """The response to one API request (never raises)."""
+        endpoint = path if path in self._routes else "unknown"
+        try:
+            body = await self._answer(request, path, raw_query)
+            status = HTTPStatus.OK
+            headers = {"Cache-Control": f"private, max-age={int(CACHE_TTL_S)}"}
+        except ApiError as exc:
+            body = json.dumps({"error": str(exc)}).encode()
+            status, headers = exc.status, exc.headers
+        API_REQUESTS.labels(endpoint=endpoint, status=str(status.value)).inc()
+        accepts = request.headers.get("Accept-Encoding", "")
+        if len(body) >= GZIP_MIN_BYTES and "gzip" in accepts:
+            body = gzip.compress(body, compresslevel=5)
+            headers = {**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return response(status, body, "application/json", headers)
+
+    async def _answer(self, request: Request, path: str, raw_query: str) -> bytes:
+        handler = self._routes.get(path)
+        if handler is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"no such endpoint {path}; see /openapi.json")
+        operator = self._operator(request)
+        self._rate_limit(operator)
+        query = parse_qs(raw_query, keep_blank_values=True)
+        wanted = _one(query, "customer_id")
+        if wanted is not None and wanted != operator.customer_id:
+            raise ApiError(HTTPStatus.FORBIDDEN, "token is for another customer")
+        key = (operator.customer_id, path, "&".join(sorted(raw_query.split("&"))))
+        now, version = time.monotonic(), self.version()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now and cached[1] == version:
+            return cached[2]
+        try:
+            payload = await handler(operator, query)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            log.warning("API query failed: %s", exc)
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "database unavailable; retry") from None
+        body = json.dumps(payload, default=_json_default).encode()
+        if len(self._cache) >= CACHE_MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = (now + CACHE_TTL_S, version, body)
+        return body
+
+    def _operator(self, request: Request) -> Operator:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(
+                HTTPStatus.UNAUTHORIZED,
+                "send the operator token as 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            return verify_token(self.secret, token.strip())
+        except TokenError as exc:
+            status = HTTPStatus.FORBIDDEN if exc.close_code == 4403 else HTTPStatus.UNAUTHORIZED
+            raise ApiError(status, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+
+    def _rate_limit(self, operator: Operator) -> None:
+        who = (operator.customer_id, operator.operator)
+        limit = self._limits.get(who)
+        if limit is None:
+            limit = self._limits[who] = RateLimit(self.requests_per_second, self.burst)
+        if not limit.allow():
+            raise ApiError(
+                HTTPStatus.TOO_MANY_REQUESTS, "too many requests; slow down", {"Retry-After": "1"}
+            )
+
+    async def _alerts(self, operator: Operator, query: dict[str, list[str]]) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            alerts = await active_alerts(conn, operator.customer_id)
+        return {"customer_id": operator.customer_id, "alerts": alerts}
+
+    async def _drift_events(
+        self, operator: Operator, query: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        level = _one(query, "min_severity_level") or "info"
+        if level not in LEVELS:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"min_severity_level must be one of {LEVELS}")
+        try:
+            limit = int(_one(query, "limit") or 100)
+        except ValueError:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "limit must be an integer") from None
+        if not 1 <= limit <= PAGE_MAX:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"limit must be between 1 and {PAGE_MAX}")
+        filters = DriftFilter(
+            min_severity_level=level,
+            payer_id=_one(query, "payer_id"),
+            drift_type=_one(query, "drift_type"),
+            since=_datetime(query, "since"),
+            until=_datetime(query, "until"),
+        )
+        before = _cursor(_one(query, "cursor"))
+        async with self.engine.connect() as conn:
+            rows = await drift_events_page(conn, operator.customer_id, filters, limit + 1, before)
+        page, more = rows[:limit], len(rows) > limit
+        return {
+            "customer_id": operator.customer_id,
+            "drift_events": page,
+            "next_cursor": _next_cursor(page[-1]) if more else None,
+        }
+
+    async def _denial_trend(
+        self, operator: Operator, query: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        today = datetime.now(UTC).date()
+        since, until = _datetime(query, "since"), _datetime(query, "until")
+        until_day = until.date() if until else today + timedelta(days=1)
+        since_day = since.date() if since else (until_day - timedelta(days=366)).replace(day=1)
+        if since_day >= until_day:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "since must be before until")
+        async with self.engine.connect() as conn:
+            months = await monthly_denial_trend(conn, operator.customer_id, since_day, until_day)
+        return {
+            "customer_id": operator.customer_id,
+            "since": since_day,
+            "until": until_day,
+            "months": months,
+        }
+
+    async def _alert_series(
+        self, operator: Operator, query: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        alert_id = _one(query, "alert_id")
+        if not alert_id:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "alert_id is required")
+        try:
+            days = int(_one(query, "days") or 120)
+        except ValueError:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "days must be an integer") from None
+        if not 1 <= days <= SERIES_DAYS_MAX:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"days must be between 1 and {SERIES_DAYS_MAX}")
+        async with self.engine.connect() as conn:
+            alert = await alert_with_drift(conn, operator.customer_id, alert_id)
+            if alert is None:
+                raise ApiError(HTTPStatus.NOT_FOUND, f"no alert {alert_id} for this customer")
+            until = alert["last_seen"].date() + timedelta(days=1)
+            since = until - timedelta(days=days)
+            rows = await key_daily(
+                conn, operator.customer_id, alert["payer_id"], alert["cpt_group"], since, until
+            )
+        value = _DAILY_VALUE.get(alert["drift_type"], _DAILY_VALUE["denial_rate"])
+        return {
+            "alert_id": alert_id,
+            "drift_type": alert["drift_type"],
+            "baseline_value": alert["baseline_value"],
+            "current_value": alert["current_value"],
+            "baseline_start": alert["baseline_start"],
+            "baseline_end": alert["baseline_end"],
+            "current_start": alert["current_start"],
+            "current_end": alert["current_end"],
+            "days": [{"day": r["day"], "value": value(r), "claims": r["decided"]} for r in rows],
+        }

@@ -1,0 +1,65 @@
+"""The operator console in headless Chromium: live alerts, the chart, and a command that a
+second operator's browser sees, on the real worker, sink and notifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from notifier.tokens import mint_token
+from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.integration.stack import SECRET, ServiceStack, notifier_ready
+
+pytestmark = pytest.mark.e2e
+
+SCENARIO = Scenario(name="denial-spike", customer_id="demo", days=70, spike_day=50)
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+async def _open(browser: object, stack: ServiceStack, operator: str) -> Page:
+    page: Page = await browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+    token = mint_token(SECRET, "demo", operator)
+    await page.goto(f"http://127.0.0.1:{stack.notifier_port}/?token={token}")
+    await page.locator("#status.live").wait_for(timeout=30_000)
+    return page
+
+
+async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser(
+    stack: ServiceStack,
+) -> None:
+    """An alert appears live; its chart draws; Acknowledge in one browser updates the other."""
+    await (await notifier_ready(stack)).close()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            alice, carol = (
+                await _open(browser, stack, "alice"),
+                await _open(browser, stack, "carol"),
+            )
+            await produce(SCENARIO, stack.bootstrap, stack.settings().topic_claims)
+
+            row = alice.locator("#alerts tr", has_text=SPIKE_PAYER).first
+            await row.wait_for(timeout=120_000)
+            cells = await row.locator("td").all_inner_texts()
+            assert cells[:5] == ["critical", "active", SPIKE_PAYER, SPIKE_GROUP, "denial_rate"]
+            assert "% → " in cells[5]  # baseline → current denial rate
+
+            await row.click()  # the chart of the key's daily denial rate against its baseline
+            await alice.locator("#chart circle").first.wait_for(timeout=15_000)
+            assert await alice.locator("#chart circle").count() > 30  # ~70 days of claims
+            assert await alice.locator("#chart line.baseline").count() == 1
+            assert await alice.locator("#chart line.current").count() == 1
+
+            await row.get_by_role("button", name="Acknowledge").click()
+            await alice.locator("#notice", has_text="command accepted").wait_for(timeout=15_000)
+            carol_row = carol.locator("#alerts tr", has_text=SPIKE_PAYER).first
+            await carol_row.locator("td", has_text="acknowledged").wait_for(timeout=60_000)
+            assert await carol_row.get_by_role("button", name="Acknowledge").is_disabled()
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            await alice.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+        finally:
+            await browser.close()

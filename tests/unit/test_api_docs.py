@@ -1,0 +1,76 @@
+"""openapi.json and asyncapi.json are valid and agree with the code they describe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+
+from notifier.api import HttpApi
+from notifier.commands import COMMANDS
+from schemas.codec import SCHEMA_NAMES, load_schema_json
+from streams.settings import Settings
+from tests.apidocs import check_ws_message, document
+
+
+def test_openapi_is_a_valid_openapi_3_1_document():
+    """The OpenAPI file passes openapi-spec-validator."""
+    validate(document("openapi"))
+
+
+def test_openapi_describes_exactly_the_api_routes():
+    """Every /api/ route the notifier serves is described, and nothing more."""
+    api = HttpApi(engine=None, secret="x" * 32, version=lambda: 0)  # type: ignore[arg-type]
+    described = {p for p in document("openapi")["paths"] if p.startswith("/api/")}
+    assert described == set(api._routes)
+
+
+def test_asyncapi_topics_are_the_default_topic_names():
+    """Each Kafka channel's address is a topic of Settings, and every topic has a channel."""
+    s = Settings()
+    topics = {s.topic_claims, s.topic_claims_dlq, s.topic_drift, s.topic_alerts,
+              s.topic_commands, s.topic_rules, s.topic_commands_dlq, s.topic_sink_dlq}  # fmt: skip
+    channels = document("asyncapi")["channels"].values()
+    assert {c["address"] for c in channels if c["address"] != "/ws"} == topics
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_asyncapi_embeds_the_current_avro_schemas(name):
+    """The Avro payload of each topic message is the schema file itself."""
+    messages = [
+        m for c in document("asyncapi")["channels"].values() for m in c["messages"].values()
+    ]
+    embedded = [m["payload"]["schema"] for m in messages if m["name"] == name]
+    assert embedded == [load_schema_json(name)]
+
+
+def test_asyncapi_lists_every_websocket_message_type():
+    """Commands, subscribe/auth in; snapshot/alert/ack/error out: all described."""
+    messages = document("asyncapi")["channels"]["operatorSocket"]["messages"]
+    assert set(messages) == {"auth", "subscribe", *COMMANDS, "snapshot", "alert", "ack", "error"}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe", "hello": 1, "min_severity_level": "urgent"},
+        {"type": "judge", "alert_id": "a1", "verdict": "maybe"},
+        {"type": "ack", "command_id": "c1", "status": "done"},
+    ],
+)
+def test_the_ws_schemas_refuse_wrong_messages(message):
+    """The AsyncAPI schemas are strict enough to catch a wrong enum value."""
+    with pytest.raises(Exception, match="is not one of"):
+        check_ws_message(message)
+
+
+def test_the_documents_are_what_scripts_api_docs_writes():
+    """The served files are current with their generator (run it after changing the API)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "api_docs.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
