@@ -128,6 +128,11 @@ class KafkaCommands:
             await self._audit.close()  # reconnect on the next command
             raise
 
+    async def kafka_ready(self) -> bool:
+        """Whether the brokers answer a metadata request (for ``/readyz``)."""
+        await self.producer.client.fetch_all_metadata()
+        return True
+
     async def close(self) -> None:
         """Close the audit connection."""
         if self._audit is not None:

@@ -3,7 +3,12 @@
 The sink commits transitions and ``NOTIFY``s in one transaction; the hub ``LISTEN``s (and polls
 as a fallback), reads rows past its cursor in ``seq`` order and offers each to every client. A
 client's own cursor only moves forward, and subscribe/replay happen under the same lock as the
-fan-out, so a client sees every transition after its cursor exactly once.
+fan-out, so a client sees every transition after its cursor exactly once. A client far behind
+gets its backlog page by page outside that lock (:meth:`Hub.follow`).
+
+Cursors are ``seq`` values, assigned at insert: with one sink process they commit in order.
+Two sinks writing alerts at once could commit a lower ``seq`` after a higher one was fanned
+out, and the hub would skip it: run one sink per database (the compose stack does).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +29,7 @@ from sinks.tables import NOTIFY_CHANNEL
 log = logging.getLogger("upstream.notifier")
 LEVELS = ("info", "warning", "critical")
 SEND_QUEUE_MAX = 1000
+REPLAY_PAGE = 500  # < SEND_QUEUE_MAX: the last replay page always fits the queue
 CONNECT_WAIT_S = 10.0
 _ALERT_COLUMNS = (
     "alert_id", "version", "dedup_key", "customer_id", "rule_id", "drift_event_id", "payer_id",
@@ -78,19 +85,27 @@ class Subscriber:
     queue: asyncio.Queue[dict[str, Any]] = field(
         default_factory=lambda: asyncio.Queue(SEND_QUEUE_MAX)
     )
-    overflowed: bool = False
+    overflow: asyncio.Event = field(default_factory=asyncio.Event)  # set when the queue fills
 
-    def offer(self, row: dict[str, Any]) -> None:
-        """Queue the transition if it is this client's, new to it, and passes its filters."""
+    def message(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``alert`` message for a transition if it is this client's, new to it, and passes
+        its filters (``None`` otherwise); the client's cursor moves past it either way."""
         if row["seq"] <= self.cursor or row["customer_id"] != self.customer_id:
-            return
+            return None
         self.cursor = row["seq"]
         if not self.filters.matches(row):
+            return None
+        return {"type": "alert", "cursor": row["seq"], "alert": alert_json(row)}
+
+    def offer(self, row: dict[str, Any]) -> None:
+        """Queue the transition's message, if any; a full queue sets :attr:`overflow`."""
+        message = self.message(row)
+        if message is None:
             return
         try:
-            self.queue.put_nowait({"type": "alert", "cursor": row["seq"], "alert": alert_json(row)})
+            self.queue.put_nowait(message)
         except asyncio.QueueFull:
-            self.overflowed = True
+            self.overflow.set()
 
 
 class Hub:
@@ -177,37 +192,53 @@ class Hub:
         cursor = await self._query.execute(sql, params)
         return await cursor.fetchall()
 
-    async def subscribe(
-        self, subscriber: Subscriber, since: int | None
-    ) -> tuple[list[dict[str, Any]] | None, int]:
-        """Register ``subscriber``; return (snapshot or None when resuming, snapshot cursor).
+    async def snapshot(self, subscriber: Subscriber) -> tuple[list[dict[str, Any]], int]:
+        """The subscriber's open alerts and the cursor they are current as of."""
+        await self._wait_connected()
+        async with self._lock:
+            if self._query is None:
+                raise ConnectionError("the notifier is not connected to Postgres yet")
+            return await self._snapshot(subscriber)
 
-        Without ``since``: the active alerts as of a cursor, then everything after it. With
-        ``since``: every transition after ``since``, in order, then live ones.
+    async def follow(
+        self,
+        subscriber: Subscriber,
+        since: int,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Every transition after ``since`` in order, then register ``subscriber`` for live ones.
+
+        A client far behind (a long disconnect, a burst) is sent its backlog page by page
+        straight through ``send``, outside the fan-out lock, so neither its bounded queue nor
+        the other clients wait for it. The last, short page is queued under the lock together
+        with the registration, so nothing falls between replay and live delivery.
         """
+        await self._wait_connected()
+        subscriber.cursor = since
+        while True:
+            async with self._lock:
+                if self._query is None:
+                    raise ConnectionError("the notifier is not connected to Postgres yet")
+                rows = await self._rows_after(
+                    subscriber.cursor, subscriber.customer_id, REPLAY_PAGE, upto=self.last_seq
+                )
+                if len(rows) < REPLAY_PAGE:
+                    for row in rows:
+                        subscriber.offer(row)
+                    subscriber.cursor = max(subscriber.cursor, self.last_seq)
+                    self.subscribers.add(subscriber)
+                    return
+            for row in rows:
+                message = subscriber.message(row)
+                if message is not None:
+                    await send(message)
+
+    async def _wait_connected(self) -> None:
         # A client may subscribe while the hub is still connecting: wait a little, not fail.
         try:
             await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_S)
         except TimeoutError:
             raise ConnectionError("the notifier is not connected to Postgres yet") from None
-        async with self._lock:
-            if self._query is None:
-                raise ConnectionError("the notifier is not connected to Postgres yet")
-            snapshot: list[dict[str, Any]] | None = None
-            if since is None:
-                snapshot, since = await self._snapshot(subscriber)
-            subscriber.cursor = since
-            while True:
-                rows = await self._rows_after(
-                    subscriber.cursor, subscriber.customer_id, 1000, upto=self.last_seq
-                )
-                for row in rows:
-                    subscriber.offer(row)
-                if len(rows) < 1000:
-                    break
-            subscriber.cursor = max(subscriber.cursor, self.last_seq)
-            self.subscribers.add(subscriber)
-            return snapshot, since
 
     async def _snapshot(self, subscriber: Subscriber) -> tuple[list[dict[str, Any]], int]:
         assert self._query is not None

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -40,6 +41,7 @@ AUTH_TIMEOUT_S = 10.0
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
+READY_TIMEOUT_S = 2.0
 
 WS_CLIENTS = Gauge("upstream_ws_clients", "Connected WebSocket clients")
 WS_MESSAGES = Counter("upstream_ws_messages_sent_total", "Messages sent to WebSocket clients")
@@ -77,11 +79,13 @@ class NotifierServer:
         commands: CommandPort | None = None,
         limits: Limits | None = None,
         api: HttpApi | None = None,
+        checks: Mapping[str, Callable[[], Awaitable[bool]]] | None = None,
     ) -> None:
         self.hub = hub
         self.secret = secret
         self.commands = commands
         self.api = api
+        self.checks = checks or {}  # name -> readiness probe, besides Postgres
         self.limits = limits or Limits()
         self._by_address: collections.Counter[str] = collections.Counter()
         self._by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -114,13 +118,25 @@ class NotifierServer:
         if path == "/healthz":
             return response(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
         if path == "/readyz":
-            ok = self.hub.ready
-            body = json.dumps({"status": "ok" if ok else "unavailable", "postgres": ok}).encode()
-            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            return response(status, body, "application/json")
+            return await self._readiness()
         if path == "/metrics":
             return response(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
         return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    async def _readiness(self) -> Response:
+        """Postgres followed by the hub, and each extra check (Kafka), with its latency."""
+        checks: dict[str, dict[str, Any]] = {"postgres": {"ok": self.hub.ready}}
+        for name, check in self.checks.items():
+            started = time.monotonic()
+            try:
+                ok = await asyncio.wait_for(check(), READY_TIMEOUT_S)
+            except Exception:  # any failure means not ready
+                ok = False
+            checks[name] = {"ok": ok, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+        ready = all(c["ok"] for c in checks.values())
+        body = json.dumps({"status": "ok" if ready else "unavailable", "checks": checks}).encode()
+        status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+        return response(status, body, "application/json")
 
     async def _authenticate(self, ws: ServerConnection) -> Operator | None:
         assert ws.request is not None
@@ -261,22 +277,34 @@ class NotifierServer:
             return None
         subscriber = Subscriber(operator.customer_id, filters)
         try:
-            snapshot, cursor = await self.hub.subscribe(subscriber, since)
+            if since is None:
+                alerts, since = await self.hub.snapshot(subscriber)
+                await self._send(ws, {"type": "snapshot", "cursor": since, "alerts": alerts})
+            await self.hub.follow(subscriber, since, lambda message: self._send(ws, message))
         except ConnectionError as exc:
             await self._send(ws, {"type": "error", "message": str(exc)})
             return None
-        if snapshot is not None:
-            await self._send(ws, {"type": "snapshot", "cursor": cursor, "alerts": snapshot})
         return subscriber
 
     async def _drain(self, ws: ServerConnection, subscriber: Subscriber) -> None:
+        """Send queued messages; once the queue overflows, stop and close with 4008.
+
+        The overflow is watched apart from the sending, which may itself be stuck waiting for
+        a client that stopped reading (TCP backpressure).
+        """
+        sending = asyncio.create_task(self._send_queued(ws, subscriber))
+        try:
+            await subscriber.overflow.wait()
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sending
+        WS_SLOW.inc()
+        await ws.close(CLOSE_SLOW_CLIENT, "send queue full: client too slow")
+
+    async def _send_queued(self, ws: ServerConnection, subscriber: Subscriber) -> None:
         while True:
-            if subscriber.overflowed:
-                WS_SLOW.inc()
-                await ws.close(CLOSE_SLOW_CLIENT, "send queue full: client too slow")
-                return
-            message = await subscriber.queue.get()
-            await self._send(ws, message)
+            await self._send(ws, await subscriber.queue.get())
 
     @staticmethod
     async def _send(ws: ServerConnection, message: dict[str, Any]) -> None:

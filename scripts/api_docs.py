@@ -284,7 +284,7 @@ OPENAPI = {
             "get": {
                 "operationId": "readiness",
                 "security": [],
-                "summary": "Following Postgres.",
+                "summary": "Postgres followed and Kafka answering; 503 otherwise.",
                 "responses": {
                     "200": {
                         "description": "Ready",
@@ -350,7 +350,13 @@ OPENAPI = {
             "Ready": obj(
                 {
                     "status": {"type": "string", "enum": ["ok", "unavailable"]},
-                    "postgres": {"type": "boolean"},
+                    "checks": {
+                        "type": "object",
+                        "description": "postgres (the hub follows it) and kafka (metadata answered)",
+                        "additionalProperties": obj(
+                            {"ok": {"type": "boolean"}}, {"latency_ms": {"type": "number"}}
+                        ),
+                    },
                 }
             ),
             "Error": obj({"error": {"type": "string"}}),

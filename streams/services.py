@@ -147,7 +147,8 @@ def run_notifier(settings: Settings) -> None:
         )
         engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
         api = HttpApi(engine, secret, lambda: hub.last_seq)
-        server = await NotifierServer(hub, secret, commands, api=api).start(
+        checks = {"kafka": commands.kafka_ready}
+        server = await NotifierServer(hub, secret, commands, api=api, checks=checks).start(
             settings.notifier_host, settings.notifier_port
         )
         for sock in server.sockets:

@@ -229,3 +229,13 @@ async def test_docs_are_served(api: ServiceStack) -> None:
     for name in ("openapi", "asyncapi"):
         status, body = await get_json(api, f"/{name}.json")
         assert status == 200 and body == document(name)
+
+
+async def test_readiness_reports_each_check(api: ServiceStack) -> None:
+    """/readyz: Postgres and Kafka each ok, with the Kafka round trip's latency."""
+    status, body = await get_json(api, "/readyz")
+    assert status == 200
+    check_response("/readyz", 200, body)
+    assert body["status"] == "ok"
+    assert body["checks"]["postgres"] == {"ok": True}
+    assert body["checks"]["kafka"]["ok"] is True and body["checks"]["kafka"]["latency_ms"] >= 0

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 import websockets
+from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
 from notifier.tokens import mint_token
+from sinks.writer import PostgresWriter, alert_row
 from streams.generator import Scenario, produce
 from tests.apidocs import check_ws_message
 from tests.integration.stack import (
@@ -148,3 +155,124 @@ async def test_connection_and_command_limits(notifier_stack: ServiceStack) -> No
     assert sum("too many commands" in e for e in errors[20:]) >= 4  # ... then ~5 a second
     for ws in (first, *others, bob):
         await ws.close()
+
+
+def _transition(i: int, customer: str) -> dict[str, Any]:
+    at = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(minutes=i)
+    return {"alert_id": f"{customer}-a{i % 50}", "version": i // 50 + 1, "dedup_key": f"k{i % 50}",
+            "customer_id": customer, "rule_id": "default", "drift_event_id": f"e{i}",
+            "payer_id": "payer-a", "cpt_group": "radiology", "drift_type": "denial_rate",
+            "status": "active", "transition": "updated", "severity": 0.5,
+            "severity_level": "warning", "occurrence_count": i // 50 + 1, "first_seen": at,
+            "last_seen": at, "acknowledged_by": None, "resolved_by": None, "resolution": None,
+            "verdict": None, "message": f"m{i}", "notify": True}  # fmt: skip
+
+
+async def _burst(
+    database_url: str,
+    batch: int,
+    client_back: asyncio.Event,
+    on_commit: Callable[[dict[str, float]], None] = lambda _: None,
+    tail_batches: int = 10,
+) -> int:
+    """Batches of transitions for demo, each interleaved with another customer's, until
+    ``tail_batches`` after ``client_back`` is set; returns how many demo transitions it wrote.
+    ``on_commit`` gets each batch's messages with the time it committed."""
+    engine = create_async_engine(database_url)
+    writer = PostgresWriter(engine)
+    written, left = 0, tail_batches
+    try:
+        while left:
+            rows = [alert_row(_transition(i, c)) for i in range(written, written + batch)
+                    for c in ("demo", "other")]  # fmt: skip
+            await writer.write([], rows)
+            on_commit({f"m{i}": time.monotonic() for i in range(written, written + batch)})
+            written += batch
+            left -= client_back.is_set()
+            await asyncio.sleep(0.01)
+    finally:
+        await engine.dispose()
+    return written
+
+
+async def test_resume_during_a_burst_has_no_gap_and_no_duplicate(
+    notifier_stack: ServiceStack,
+) -> None:
+    """A client that drops mid-burst and resumes with since=cursor sees every seq exactly once."""
+    stack = notifier_stack
+    first = await notifier_ready(stack)
+    snapshot = await subscribe(first)
+    client_back = asyncio.Event()
+    burst = asyncio.create_task(_burst(stack.database_url, 100, client_back))
+    cursors: list[int] = []
+    while len(cursors) < 700:  # well inside the burst
+        message = json.loads(await asyncio.wait_for(first.recv(), 30))
+        assert message["type"] == "alert" and message["alert"]["customer_id"] == "demo"
+        cursors.append(message["cursor"])
+    await first.close()  # gone while the burst goes on; reconnect where it stopped
+    await asyncio.sleep(0.3)
+    second = await connect(ws_url(stack, mint_token(SECRET, "demo", "alice")))
+    await second.send(json.dumps({"type": "subscribe", "since": cursors[-1]}))
+    client_back.set()  # the burst goes on for 10 more batches
+    while not (burst.done() and len(cursors) == burst.result()):
+        message = json.loads(await asyncio.wait_for(second.recv(), 30))
+        assert message["type"] == "alert" and message["alert"]["customer_id"] == "demo"
+        check_ws_message(message)
+        cursors.append(message["cursor"])
+    await second.close()
+
+    with psycopg.connect(stack.database_url.replace("+psycopg", "")) as conn:
+        stored = [r[0] for r in conn.execute(
+            "SELECT seq FROM alert_transitions WHERE customer_id = 'demo' ORDER BY seq"
+        )]  # fmt: skip
+    assert snapshot["cursor"] < stored[0]
+    assert cursors == stored  # every transition, in order, once
+
+
+async def test_a_client_that_stops_reading_is_cut_off_without_slowing_the_others(
+    notifier_stack: ServiceStack,
+) -> None:
+    """The stalled client is closed with 4008 and counted; the reading one gets every alert."""
+    stack = notifier_stack
+    fast = await notifier_ready(stack)
+    await subscribe(fast)
+    # A small receive buffer, max_queue=1 and no compression: the client stops reading, so TCP
+    # pushes back soon (the server's kernel buffer still holds a few MB: the burst is ~7 MB).
+    sock = socket.create_connection(("127.0.0.1", stack.notifier_port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow = await connect(
+        ws_url(stack, mint_token(SECRET, "demo", "sam")), max_queue=1, sock=sock, compression=None
+    )
+    await subscribe(slow)
+    committed: dict[str, float] = {}  # message -> when its batch committed
+    latencies: list[float] = []
+    client_back = asyncio.Event()
+    client_back.set()  # no reconnect here: 20 batches of 500
+    burst = asyncio.create_task(
+        _burst(stack.database_url, 500, client_back, committed.update, tail_batches=20)
+    )
+    while not (burst.done() and len(latencies) == burst.result()):
+        message = json.loads(await asyncio.wait_for(fast.recv(), 30))
+        latencies.append(time.monotonic() - committed[message["alert"]["message"]])
+    # Cut while it was still stalled, not when it finally reads again.
+    assert "upstream_ws_slow_client_disconnects_total 1.0" in await asyncio.to_thread(
+        _scrape, stack
+    )
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(slow.recv(), 30)
+    # The 4008 close frame queues behind the data the client never read: unless it reads again
+    # within the close timeout (10 s) it just sees the connection drop.
+    assert info.value.rcvd is None or info.value.rcvd.code == 4008
+    assert "upstream_ws_clients 1.0" in await asyncio.to_thread(_scrape, stack)  # fast one left
+    p99 = sorted(latencies)[int(0.99 * len(latencies))]
+    print(f"\nfast client: {len(latencies)} alerts, p99 {p99 * 1000:.0f} ms from commit")
+    assert p99 < 2.0  # generous: it would be unbounded if the stalled client held the fan-out
+    await fast.close()
+
+
+def _scrape(stack: ServiceStack) -> str:
+    url = f"http://127.0.0.1:{stack.notifier_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text: str = reply.read().decode()
+    return text
