@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from notifier.api import HttpApi
 from notifier.commands import KafkaCommands
 from notifier.hub import Hub, psycopg_conninfo
-from notifier.server import NotifierServer
+from notifier.server import Limits, NotifierServer
 from schemas.registry import ValueCodec
 from sinks.migrate import migrate
 from sinks.service import SinkService
@@ -148,7 +148,12 @@ def run_notifier(settings: Settings) -> None:
         engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
         api = HttpApi(engine, secret, lambda: hub.last_seq)
         checks = {"kafka": commands.kafka_ready}
-        server = await NotifierServer(hub, secret, commands, api=api, checks=checks).start(
+        limits = Limits(
+            connections_per_address=settings.notifier_connections_per_address,
+            connections_per_operator=settings.notifier_connections_per_operator,
+            commands_per_second=settings.notifier_commands_per_second,
+        )
+        server = await NotifierServer(hub, secret, commands, limits, api, checks).start(
             settings.notifier_host, settings.notifier_port
         )
         for sock in server.sockets:

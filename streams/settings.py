@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     notifier_port: int = Field(default=8765, ge=0, le=65535)
     notifier_secret: SecretStr = SecretStr("")
     notifier_public_url: str = ""
+    # Behind a reverse proxy every client has the proxy's address: raise the first.
+    notifier_connections_per_address: int = Field(default=200, ge=1)
+    notifier_connections_per_operator: int = Field(default=20, ge=1)
+    notifier_commands_per_second: float = Field(default=5.0, gt=0)
 
 
 def load_settings(**overrides: Any) -> Settings:
