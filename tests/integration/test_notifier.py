@@ -8,6 +8,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -266,3 +267,47 @@ def _scrape(stack: ServiceStack) -> str:
     with urllib.request.urlopen(url, timeout=10) as reply:
         text: str = reply.read().decode()
     return text
+
+
+async def test_two_notifiers_serve_the_same_feed_and_a_client_fails_over(
+    notifier_stack: ServiceStack, tmp_path: Path
+) -> None:
+    """Side by side, two notifiers send the same transitions; when one is killed its client
+    resumes on the other with its cursor and misses nothing; restarted, it replays the same."""
+    one = notifier_stack
+    two = ServiceStack(one.bootstrap, one.database_url, one.suffix, tmp_path / "two")
+    (tmp_path / "two").mkdir()
+    two.start("notifier")
+    try:
+        on_one, on_two = await notifier_ready(one), await notifier_ready(two)
+        await subscribe(on_one)
+        await subscribe(on_two)
+        client_back = asyncio.Event()
+        burst = asyncio.create_task(_burst(one.database_url, 100, client_back, tail_batches=10))
+        seen_one: list[int] = []
+        while len(seen_one) < 300:
+            seen_one.append(json.loads(await asyncio.wait_for(on_one.recv(), 30))["cursor"])
+        one.kill("notifier")  # SIGKILL: no close frame, no goodbye
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                seen_one.append(json.loads(await asyncio.wait_for(on_one.recv(), 30))["cursor"])
+        failed_over = await connect(ws_url(two, mint_token(SECRET, "demo", "alice")))
+        await failed_over.send(json.dumps({"type": "subscribe", "since": seen_one[-1]}))
+        client_back.set()
+        seen_two: list[int] = []
+        while not (burst.done() and len(seen_one) == burst.result()):
+            seen_one.append(json.loads(await asyncio.wait_for(failed_over.recv(), 30))["cursor"])
+        while len(seen_two) < burst.result():
+            seen_two.append(json.loads(await asyncio.wait_for(on_two.recv(), 30))["cursor"])
+        assert seen_one == seen_two == sorted(set(seen_two))  # the same feed, gap-free, once
+
+        one.start("notifier")  # restarted: replays from any cursor, the same feed again
+        again = await notifier_ready(one)
+        await again.send(json.dumps({"type": "subscribe", "since": seen_two[0] - 1}))
+        replayed = [json.loads(await asyncio.wait_for(again.recv(), 30))["cursor"]
+                    for _ in seen_two]  # fmt: skip
+        assert replayed == seen_two
+        for ws in (on_two, failed_over, again):
+            await ws.close()
+    finally:
+        assert two.stop_all() == {"notifier": 0}, two.log("notifier")[-3000:]
