@@ -311,3 +311,40 @@ async def test_two_notifiers_serve_the_same_feed_and_a_client_fails_over(
             await ws.close()
     finally:
         assert two.stop_all() == {"notifier": 0}, two.log("notifier")[-3000:]
+
+
+async def test_auth_by_first_message_and_subscription_filters(
+    notifier_stack: ServiceStack,
+) -> None:
+    """A token sent as the first message works; filters pick level, payer and drift type."""
+    stack = notifier_stack
+    await (await notifier_ready(stack)).close()
+    url = f"ws://127.0.0.1:{stack.notifier_port}/ws"
+    async with connect(url) as everything, connect(url) as picky:
+        for ws in (everything, picky):
+            await ws.send(json.dumps({"type": "auth", "token": mint_token(SECRET, "demo", "al")}))
+        await everything.send(json.dumps({"type": "subscribe"}))
+        filters = {"min_severity_level": "critical", "payer_ids": ["payer-b"],
+                   "drift_types": ["decision_lag"]}  # fmt: skip
+        await picky.send(json.dumps({"type": "subscribe", **filters}))
+        for ws in (everything, picky):
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "snapshot"
+        kinds = [(payer, drift, level) for payer in ("payer-a", "payer-b")
+                 for drift in ("denial_rate", "decision_lag")
+                 for level in ("info", "warning", "critical")]  # fmt: skip
+        rows = [
+            {**transition(i, "demo"), "payer_id": p, "drift_type": d, "severity_level": lv}
+            for i, (p, d, lv) in enumerate(kinds)
+        ]
+        engine = create_async_engine(stack.database_url)
+        await PostgresWriter(engine).write([], [alert_row(r) for r in rows])
+        await engine.dispose()
+        got_all = [json.loads(await asyncio.wait_for(everything.recv(), 30)) for _ in rows]
+        got_picky = json.loads(await asyncio.wait_for(picky.recv(), 30))
+        assert len(got_all) == 12
+        alert = got_picky["alert"]
+        assert (alert["payer_id"], alert["drift_type"], alert["severity_level"]) == (
+            "payer-b", "decision_lag", "critical"
+        )  # fmt: skip
+        with pytest.raises(TimeoutError):  # and nothing else
+            await asyncio.wait_for(picky.recv(), 1.5)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import jwt
 import psycopg
 import pytest
 import websockets
@@ -155,6 +156,12 @@ def _counts(database_url: str) -> tuple[int, int]:
     return (drift[0] if drift else 0, transitions[0] if transitions else 0)
 
 
+def _unsigned_token() -> str:
+    """A token with ``alg: none`` and every claim right: a forgery that needs no secret."""
+    claims = {"sub": "mallory", "customer_id": "demo", "scope": "read act", "exp": 4_000_000_000}
+    return jwt.encode(claims, key=None, algorithm="none")
+
+
 @pytest.mark.parametrize(
     ("token", "params", "code"),
     [
@@ -163,8 +170,9 @@ def _counts(database_url: str) -> tuple[int, int]:
         (mint_token("some-other-secret-also-32-bytes-long!", "demo", "mallory"), {}, 4401),
         (mint_token(SECRET, "demo", "late", now_s=1_000_000, ttl_s=60), {}, 4401),
         (mint_token(SECRET, "other-customer", "bob"), {"customer_id": "demo"}, 4403),
+        (_unsigned_token(), {}, 4401),
     ],
-    ids=["missing", "garbage", "wrong-secret", "expired", "foreign-customer"],
+    ids=["missing", "garbage", "wrong-secret", "expired", "foreign-customer", "alg-none"],
 )
 async def test_bad_tokens_are_closed_before_anything_is_sent(
     notifier_stack: ServiceStack, token: str, params: dict[str, str], code: int
