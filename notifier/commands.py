@@ -6,22 +6,28 @@ writes an ``audit_log`` row (who, what, when, from where), publishes an AlertCom
 customer to ``alerts.commands`` and answers ``{"type": "ack", "command_id", "status":
 "accepted"}``. The worker applies the command exactly once (by ``command_id``, so a client may
 resend after a reconnect); the resulting transition reaches every operator of the customer as
-an ``alert`` message. A refusal is ``{"type": "ack", "status": "refused", "error": …}`` and
-nothing is published.
+an ``alert`` message. If the worker rejects it (an unknown alert, say), a second ``ack`` with
+status ``rejected`` and the reason follows (:class:`Rejections`). A refusal is ``{"type":
+"ack", "status": "refused", "error": …}`` and nothing is published.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
+from aiokafka import AIOKafkaConsumer
 
 from notifier.tokens import Operator
+from streams.topics import topic_partitions
 
+log = logging.getLogger("upstream.notifier")
 COMMANDS = ("acknowledge", "resolve", "judge")
 VERDICTS = ("true_positive", "false_positive", "needs_review")
 MAX_ID_CHARS = 64
@@ -137,3 +143,76 @@ class KafkaCommands:
         """Close the audit connection."""
         if self._audit is not None:
             await self._audit.close()
+
+
+def rejected_command_id(value: bytes | None, codec: Any, topic: str) -> str | None:
+    """The ``command_id`` of a dead-lettered command, or None if it cannot be read.
+
+    The commands DLQ holds either the operator's AlertCommand as sent (refused by the
+    ``commands`` agent) or the worker's internal alert-input envelope ``{"kind": "command",
+    "command": {...}}`` (refused by the ``alerts`` agent, e.g. an unknown alert).
+    """
+    if not value:
+        return None
+    try:
+        envelope = json.loads(value)
+        if isinstance(envelope, dict) and envelope.get("kind") == "command":
+            return str(envelope["command"]["command_id"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    try:
+        return str(codec.decode(value, "AlertCommand", topic)["command_id"])
+    except (ValueError, KeyError, TypeError):  # DecodeError is a ValueError
+        return None
+
+
+class Rejections:
+    """Follows ``alerts.commands.dlq`` from its end and reports each rejected command.
+
+    Group-less, every partition, so each notifier instance hears of every rejection and the
+    one holding the operator's connection tells them.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        codec: Any,
+        on_rejected: Callable[[str, str, str], Awaitable[None]],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.codec = codec
+        self.on_rejected = on_rejected
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            while True:
+                try:
+                    partitions = await topic_partitions(self.bootstrap, self.topic)
+                    break
+                except RuntimeError as exc:  # not created yet: keep serving, look again
+                    log.warning("%s; rejected commands are not reported until it exists", exc)
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    for message in messages:
+                        await self._report(message)
+        finally:
+            await consumer.stop()
+
+    async def _report(self, message: Any) -> None:
+        command_id = rejected_command_id(message.value, self.codec, self.topic)
+        if command_id is None:
+            return
+        headers = {k: v.decode("utf-8", "replace") for k, v in message.headers or ()}
+        await self.on_rejected(
+            command_id, headers.get("error.reason", "rejected"), headers.get("error.message", "")
+        )

@@ -42,6 +42,7 @@ CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
 READY_TIMEOUT_S = 2.0
+PENDING_COMMANDS_MAX = 10_000  # commands remembered for a rejection notice, newest kept
 
 WS_CLIENTS = Gauge("upstream_ws_clients", "Connected WebSocket clients")
 WS_MESSAGES = Counter("upstream_ws_messages_sent_total", "Messages sent to WebSocket clients")
@@ -87,6 +88,8 @@ class NotifierServer:
         self.api = api
         self.checks = checks or {}  # name -> readiness probe, besides Postgres
         self.limits = limits or Limits()
+        # command_id -> the connection that sent it, to tell it of a rejection by the worker
+        self._pending: collections.OrderedDict[str, ServerConnection] = collections.OrderedDict()
         self._by_address: collections.Counter[str] = collections.Counter()
         self._by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
 
@@ -122,6 +125,24 @@ class NotifierServer:
         if path == "/metrics":
             return response(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
         return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    def _remember(self, command_id: str, ws: ServerConnection) -> None:
+        self._pending[command_id] = ws
+        self._pending.move_to_end(command_id)
+        while len(self._pending) > PENDING_COMMANDS_MAX:
+            self._pending.popitem(last=False)
+
+    async def rejected(self, command_id: str, reason: str, detail: str) -> None:
+        """Tell the operator who sent ``command_id`` (if connected here) the worker rejected it."""
+        ws = self._pending.pop(command_id, None)
+        if ws is None:
+            return
+        COMMAND_OUTCOMES.labels(command="any", outcome=f"rejected_{reason}").inc()
+        error = f"{reason}: {detail}" if detail else reason
+        with contextlib.suppress(ConnectionClosed):
+            await self._send(
+                ws, {"type": "ack", "command_id": command_id, "status": "rejected", "error": error}
+            )
 
     async def _readiness(self) -> Response:
         """Postgres followed by the hub, and each extra check (Kafka), with its latency."""
@@ -238,6 +259,7 @@ class NotifierServer:
                 raise CommandError("this notifier does not accept commands")
             record = build_command(operator, message, int(time.time() * 1000))
             ack["command_id"] = record["command_id"]
+            self._remember(record["command_id"], ws)
             await self.commands.submit(record, address)
         except CommandError as exc:
             COMMAND_OUTCOMES.labels(command=kind, outcome="refused").inc()

@@ -537,11 +537,14 @@ channels = {
             ),
             "ack": ws(
                 "ack",
-                "The outcome of a command.",
+                "The outcome of a command: accepted (audited, on alerts.commands), refused or failed (not published), rejected (later, by the worker: error names the reason).",
                 {
                     "type": {"const": "ack"},
                     "command_id": {"type": ["string", "null"]},
-                    "status": {"type": "string", "enum": ["accepted", "refused", "failed"]},
+                    "status": {
+                        "type": "string",
+                        "enum": ["accepted", "refused", "failed", "rejected"],
+                    },
                     "error": {"type": "string"},
                 },
                 ["type", "command_id", "status"],

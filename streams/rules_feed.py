@@ -12,11 +12,11 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
 from streams.domain.rules import AlertRule, InvalidRule, RuleBook
+from streams.topics import topic_partitions
 
 log = logging.getLogger("upstream.rules")
 
@@ -39,7 +39,7 @@ class RulesFeed:
         )  # fmt: skip
         await consumer.start()
         try:
-            partitions = await self._partitions()
+            partitions = await topic_partitions(self.bootstrap, self.topic)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
@@ -62,27 +62,6 @@ class RulesFeed:
             if await consumer.position(tp) < offset:
                 return False
         return True
-
-    async def _partitions(self) -> list[TopicPartition]:
-        """The rules topic's partitions, from a metadata request for that topic.
-
-        A group-less consumer's own metadata only covers what it subscribes to (Apache Kafka
-        answers for the topics asked about), so the partitions are asked for explicitly.
-        """
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            for _ in range(50):
-                for topic in await admin.describe_topics([self.topic]):
-                    if topic["error_code"] == 0 and topic["partitions"]:
-                        found = sorted(p["partition"] for p in topic["partitions"])
-                        return [TopicPartition(self.topic, p) for p in found]
-                await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
-        raise RuntimeError(
-            f"rules topic {self.topic!r} does not exist: run `upstream topics create`"
-        )
 
     def _apply(self, message: Any) -> None:
         key = message.key.decode("utf-8", "replace") if message.key else ""

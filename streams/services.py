@@ -13,7 +13,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from notifier.api import HttpApi
-from notifier.commands import KafkaCommands
+from notifier.commands import KafkaCommands, Rejections
 from notifier.hub import Hub, psycopg_conninfo
 from notifier.server import Limits, NotifierServer
 from schemas.registry import ValueCodec
@@ -153,9 +153,12 @@ def run_notifier(settings: Settings) -> None:
             connections_per_operator=settings.notifier_connections_per_operator,
             commands_per_second=settings.notifier_commands_per_second,
         )
-        server = await NotifierServer(hub, secret, commands, limits, api, checks).start(
-            settings.notifier_host, settings.notifier_port
+        notifier = NotifierServer(hub, secret, commands, limits, api, checks)
+        server = await notifier.start(settings.notifier_host, settings.notifier_port)
+        rejections = Rejections(
+            bootstrap, settings.topic_commands_dlq, commands.codec, notifier.rejected
         )
+        rejections_task = asyncio.create_task(rejections.run())
         for sock in server.sockets:
             log.info("notifier listening on %s", sock.getsockname())
         await stop.wait()
@@ -164,7 +167,8 @@ def run_notifier(settings: Settings) -> None:
         await commands.close()
         await producer.stop()
         await engine.dispose()
-        hub_task.cancel()
-        await asyncio.gather(hub_task, return_exceptions=True)
+        for task in (hub_task, rejections_task):
+            task.cancel()
+        await asyncio.gather(hub_task, rejections_task, return_exceptions=True)
 
     asyncio.run(_until_signalled(main))

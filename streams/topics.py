@@ -1,9 +1,11 @@
-"""Create the public topics of DESIGN.md (``upstream topics create``)."""
+"""Create the public topics of DESIGN.md (``upstream topics create``); look up partitions."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -49,3 +51,25 @@ async def create_topics(settings: Settings, bootstrap: str) -> list[str]:
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def topic_partitions(
+    bootstrap: str, topic: str, wait_s: float = 10.0
+) -> list[TopicPartition]:
+    """The partitions of ``topic``, from a metadata request for that topic (waits for it).
+
+    A group-less consumer's own metadata only covers what it subscribes to (Apache Kafka
+    answers for the topics asked about), so the partitions are asked for explicitly.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for _ in range(max(1, int(wait_s / 0.2))):
+            for found in await admin.describe_topics([topic]):
+                if found["error_code"] == 0 and found["partitions"]:
+                    numbers = sorted(p["partition"] for p in found["partitions"])
+                    return [TopicPartition(topic, n) for n in numbers]
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"topic {topic!r} does not exist: run `upstream topics create`")

@@ -93,6 +93,16 @@ async def test_commands_reach_every_operator_of_the_customer_and_the_audit_log(
     assert judged["status"] == "accepted" and judged["command_id"]
     assert (await _reply(alice, {"type": "resolve", "alert_id": alert_id}))["status"] == "accepted"
 
+    # The worker rejects a command on an alert it does not know: a second ack says so.
+    unknown = await _reply(alice, {"type": "resolve", "alert_id": "no-such-alert",
+                                   "command_id": "c-unknown"})  # fmt: skip
+    assert unknown["status"] == "accepted"
+    rejected = json.loads(await asyncio.wait_for(alice.recv(), 60))  # it comes by itself
+    assert (rejected["type"], rejected["status"], rejected["command_id"]) == (
+        "ack", "rejected", "c-unknown"
+    )  # fmt: skip
+    assert rejected["error"].startswith("unknown_alert")
+
     await wait_until(
         lambda: _seen(seen, alert__alert_id=alert_id, alert__transition="resolved"),
         60,
@@ -123,13 +133,14 @@ async def test_commands_reach_every_operator_of_the_customer_and_the_audit_log(
         ("alice", "alert.acknowledge", alert_id),
         ("alice", "alert.judge", alert_id),
         ("alice", "alert.resolve", alert_id),
+        ("alice", "alert.resolve", "no-such-alert"),  # audited when accepted, then rejected
     ]
     assert all(origin == "127.0.0.1" for *_, origin, _ in audit)
     assert audit[2][4] == {"command_id": judged["command_id"], "verdict": "true_positive",
                            "note": "ok"}  # fmt: skip
     assert verdict == ("true_positive",)
     # Every message the operators got is one asyncapi.json describes.
-    for message in [snapshot, *seen, refused, bad, ack, judged]:
+    for message in [snapshot, *seen, refused, bad, ack, judged, rejected]:
         check_ws_message(message)
     reader.cancel()
     for ws in (alice, carol, viewer):

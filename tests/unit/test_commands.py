@@ -1,0 +1,62 @@
+"""Operator commands as the notifier builds and reads them."""
+
+import json
+
+import pytest
+
+from notifier.commands import CommandError, RateLimit, build_command, rejected_command_id
+from notifier.tokens import Operator
+from schemas.codec import encode_single_object
+from schemas.registry import ValueCodec
+
+ALICE = Operator("alice", "demo", frozenset({"read", "act"}))
+
+
+@pytest.mark.parametrize(
+    ("operator", "message", "error"),
+    [
+        (Operator("vic", "demo", frozenset({"read"})), {"type": "resolve", "alert_id": "a"},
+         "read scope only"),
+        (ALICE, {"type": "delete", "alert_id": "a"}, "unknown command"),
+        (ALICE, {"type": "resolve"}, "alert_id must be"),
+        (ALICE, {"type": "resolve", "alert_id": "x" * 65}, "alert_id must be"),
+        (ALICE, {"type": "judge", "alert_id": "a"}, "judge needs a verdict"),
+        (ALICE, {"type": "resolve", "alert_id": "a", "verdict": "true_positive"},
+         "only judge takes a verdict"),
+        (ALICE, {"type": "resolve", "alert_id": "a", "note": 5}, "note must be"),
+        (ALICE, {"type": "resolve", "alert_id": "a", "command_id": ["x"]}, "command_id must be"),
+    ],
+)  # fmt: skip
+def test_refusals_name_the_problem(operator, message, error):
+    """Every invalid command is refused with a message the operator can act on."""
+    with pytest.raises(CommandError, match=error):
+        build_command(operator, message, 0)
+
+
+def test_a_command_carries_the_tokens_customer_and_operator():
+    """Customer and operator come from the token, never from the message."""
+    record = build_command(
+        ALICE, {"type": "judge", "alert_id": "a1", "verdict": "false_positive",
+                "customer_id": "intruder", "operator": "mallory"}, 1234,
+    )  # fmt: skip
+    assert record["customer_id"] == "demo" and record["operator"] == "alice"
+    assert record["issued_at"] == 1234 and record["command_id"]
+
+
+def test_rate_limit_allows_a_burst_then_refuses():
+    """A burst of ``burst`` passes at once; the next is refused until tokens refill."""
+    limit = RateLimit(per_second=0.001, burst=3)
+    assert [limit.allow() for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_rejected_command_id_reads_both_dead_letter_shapes():
+    """The DLQ holds the operator's Avro command or the worker's JSON envelope; garbage: None."""
+    record = {"command_id": "c7", "customer_id": "demo", "alert_id": "a", "command": "resolve",
+              "operator": "alice", "verdict": None, "note": None, "issued_at": 0}  # fmt: skip
+    codec = ValueCodec()
+    avro = encode_single_object("AlertCommand", record)
+    envelope = json.dumps({"kind": "command", "command": record}).encode()
+    assert rejected_command_id(avro, codec, "t") == "c7"
+    assert rejected_command_id(envelope, codec, "t") == "c7"
+    assert rejected_command_id(b"{not json", codec, "t") is None
+    assert rejected_command_id(None, codec, "t") is None
