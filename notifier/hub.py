@@ -97,15 +97,18 @@ class Subscriber:
             return None
         return {"type": "alert", "cursor": row["seq"], "alert": alert_json(row)}
 
-    def offer(self, row: dict[str, Any]) -> None:
-        """Queue the transition's message, if any; a full queue sets :attr:`overflow`."""
+    def offer(self, row: dict[str, Any]) -> bool:
+        """Queue the transition's message, if any (True if queued); a full queue sets
+        :attr:`overflow`."""
         message = self.message(row)
         if message is None:
-            return
+            return False
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.overflow.set()
+            return False
+        return True
 
 
 class Hub:
@@ -166,9 +169,14 @@ class Hub:
             while self._query is not None:
                 rows = await self._rows_after(self.last_seq, None, 1000)
                 for row in rows:
-                    for subscriber in self.subscribers:
-                        subscriber.offer(row)
+                    clients = sum(subscriber.offer(row) for subscriber in self.subscribers)
                     self.last_seq = row["seq"]
+                    log.info(
+                        "alert %s fanned out", row["transition"],
+                        extra={"alert_id": row["alert_id"], "event_id": row["drift_event_id"],
+                               "seq": row["seq"], "customer_id": row["customer_id"],
+                               "clients": clients},
+                    )  # fmt: skip
                 if len(rows) < 1000:
                     return
 

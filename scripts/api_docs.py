@@ -486,6 +486,54 @@ channels = {
     "claimsDlq": {"address": "claims.decided.dlq", "messages": {"DeadLetter": dlq_msg}},
     "commandsDlq": {"address": "alerts.commands.dlq", "messages": {"DeadLetter": dlq_msg}},
     "sinkDlq": {"address": "sink.dlq", "messages": {"DeadLetter": dlq_msg}},
+    "reportsWeekly": {
+        "address": "reports.weekly",
+        "title": "Weekly drift summaries",
+        "messages": {
+            "WeeklyReport": {
+                "name": "WeeklyReport",
+                "title": "WeeklyReport",
+                "contentType": "application/json",
+                "summary": "One customer's last full ISO week (JSON); key: customer_id. Also in the weekly_reports table.",
+                "payload": {
+                    "type": "object",
+                    "required": [
+                        "week_start",
+                        "customer_id",
+                        "drift_events",
+                        "by_type_level",
+                        "top_payers",
+                        "alert_transitions",
+                    ],
+                    "properties": {
+                        "week_start": {"type": "string", "format": "date"},
+                        "customer_id": {"type": "string"},
+                        "drift_events": {"type": "integer"},
+                        "by_type_level": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                            "description": "'drift_type:severity_level' -> count",
+                        },
+                        "top_payers": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "payer_id": {"type": "string"},
+                                    "drift_events": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "alert_transitions": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                            "description": "transition -> count",
+                        },
+                    },
+                },
+            }
+        },
+    },
     "operatorSocket": {
         "address": "/ws",
         "title": "Operator WebSocket",
@@ -597,6 +645,12 @@ operations = {
     ),
     "deadLetterRows": op(
         "send", "sinkDlq", "Rows Postgres rejected, with the reason.", ["DeadLetter"]
+    ),
+    "weeklyReports": op(
+        "send",
+        "reportsWeekly",
+        "The worker's leader publishes the weekly summaries.",
+        ["WeeklyReport"],
     ),
     "clientMessages": op(
         "receive",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,16 +21,38 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.codec import DecodeError, decode_row
 from schemas.registry import ValueCodec
-from sinks.writer import PostgresWriter, Row, alert_row, claim_row, claim_row_fast, drift_row
+from sinks.tables import ALERT_FIELDS
+from sinks.writer import (
+    DRIFT_COLUMNS,
+    PostgresWriter,
+    Row,
+    alert_row,
+    claim_row,
+    claim_row_fast,
+    drift_row,
+)
 from streams.domain.claims import InvalidClaim
 from streams.envelopes import dlq_headers
+from streams.health import Health
 from streams.settings import Settings
 
 log = logging.getLogger("upstream.sink")
+_D_EVENT_ID = DRIFT_COLUMNS.index("event_id")
+_A_ID, _A_VERSION = ALERT_FIELDS.index("alert_id"), ALERT_FIELDS.index("version")
+_A_EVENT_ID = ALERT_FIELDS.index("drift_event_id")
+HEALTH_EVERY_S = 2.0
+BATCH_SECONDS = Histogram(
+    "upstream_sink_batch_duration_seconds", "Time to write one batch (retries included)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+ROWS = Counter("upstream_sink_rows_total", "Rows written", ["table"])
+SINK_DLQ = Counter("upstream_sink_dlq_total", "Messages sent to sink.dlq", ["reason"])
+SINK_LAG = Gauge("upstream_sink_consumer_lag_messages", "Messages not yet consumed", ["topic"])
 MAX_BACKOFF_S = 10.0
 DECODE_SLICE = 250  # messages decoded between two turns of the batch being written
 # The bulk path talks to psycopg directly, so errors come from either layer.
@@ -56,6 +79,17 @@ class Batch:
         )
 
 
+def _log_stored(batch: Batch) -> None:
+    """A line per drift event and alert transition stored (few, and what operators trace)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for _, row in batch.drift:
+        log.info("drift event stored", extra={"event_id": row[_D_EVENT_ID]})
+    for _, row in batch.alerts:
+        log.info("alert transition stored", extra={"alert_id": row[_A_ID],
+                 "version": row[_A_VERSION], "event_id": row[_A_EVENT_ID]})  # fmt: skip
+
+
 def _reason(exc: Exception) -> str:
     """The database's own message, without SQLAlchemy's wrapping."""
     return str(getattr(exc, "orig", None) or exc)[:500]
@@ -65,9 +99,15 @@ class SinkService:
     """Consumes the topics and writes them with :class:`PostgresWriter`."""
 
     def __init__(
-        self, settings: Settings, bootstrap: str, writer: PostgresWriter, codec: ValueCodec
+        self,
+        settings: Settings,
+        bootstrap: str,
+        writer: PostgresWriter,
+        codec: ValueCodec,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health or Health("sink")
         self.bootstrap = bootstrap
         self.writer = writer
         self.codec = codec
@@ -99,11 +139,37 @@ class SinkService:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         await producer.start()
         await consumer.start()
+        checking = asyncio.create_task(self._check_health(consumer))
         try:
             await self.consume(consumer, producer)
         finally:
+            checking.cancel()
             await consumer.stop()
             await producer.stop()
+
+    async def _check_health(self, consumer: AIOKafkaConsumer) -> None:
+        """Every few seconds: Postgres answers, partitions assigned, lag below the limit."""
+        while True:
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(self.writer.ping(), HEALTH_EVERY_S)
+                self.health.record("postgres", True, (time.monotonic() - started) * 1000)
+            except (TimeoutError, *UNAVAILABLE, OSError) as exc:
+                self.health.record("postgres", False, error=str(exc)[:200])
+            lag_by_topic: dict[str, int] = {}
+            assigned = consumer.assignment()
+            for tp in assigned:
+                end = consumer.highwater(tp)
+                if end is not None:
+                    behind = max(0, end - await consumer.position(tp))
+                    lag_by_topic[tp.topic] = lag_by_topic.get(tp.topic, 0) + behind
+            for topic, lag in lag_by_topic.items():
+                SINK_LAG.labels(topic=topic).set(lag)
+            lag = sum(lag_by_topic.values())
+            self.health.record("kafka", bool(assigned), partitions=len(assigned))
+            self.health.record("lag", lag <= self.settings.ready_max_lag, messages=lag,
+                               limit=self.settings.ready_max_lag)  # fmt: skip
+            await asyncio.sleep(HEALTH_EVERY_S)
 
     async def consume(self, consumer: Any, producer: Any) -> None:
         """Poll, decode and store batches until :meth:`stop`; one batch is written at a time."""
@@ -179,7 +245,12 @@ class SinkService:
     async def _write(self, batch: Batch) -> None:
         """Write the batch; on a rejected row, write row by row and dead-letter the rejects."""
         try:
-            await self._with_retry(lambda: self.writer.write(*batch.rows()))
+            with BATCH_SECONDS.time():
+                await self._with_retry(lambda: self.writer.write(*batch.rows()))
+            for table, rows in zip(("drift_events", "alert_transitions", "claim_records"),
+                                   batch.rows(), strict=True):  # fmt: skip
+                ROWS.labels(table=table).inc(len(rows))
+            _log_stored(batch)
             self.rows_written += sum(len(rows) for rows in batch.rows())
             return
         except REJECTED as exc:
@@ -225,6 +296,7 @@ class SinkService:
 
     async def _dead_letter(self, producer: Any, message: Any, reason: str, detail: str) -> None:
         self.dead_lettered += 1
+        SINK_DLQ.labels(reason=reason).inc()
         log.error("dead-lettering %s@%s:%s: %s", message.topic, message.partition,
                   message.offset, detail)  # fmt: skip
         headers = list(dlq_headers(message, "sink", reason, detail).items())

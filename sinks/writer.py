@@ -269,6 +269,11 @@ class PostgresWriter:
         self.engine = engine
         self._merge_for: dict[str, int] = {}  # table -> batches left on the merge path
 
+    async def ping(self) -> None:
+        """One round trip to Postgres (readiness); raises when it is unreachable."""
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
     async def write(
         self,
         drift_rows: Sequence[Row],

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from datetime import date
 from pathlib import Path
 
+from streams.error_reporting import init_error_reporting
 from streams.generator import SCENARIOS
+from streams.logs import configure as configure_logging
 from streams.settings import Settings, SettingsError, load_settings
 
 
@@ -148,10 +149,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``upstream`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
+    service = args.command if args.command in ("worker", "sink", "notifier", "dev") else "cli"
+    configure_logging(service, args.log_level)
+    if service in ("worker", "sink", "notifier"):
+        init_error_reporting(service)  # only with SENTRY_DSN
     try:
         return _dispatch(args)
     except SettingsError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 CLAIMS_PROCESSED = Counter("upstream_claims_processed_total", "Valid claims applied to the windows")
 CLAIMS_DLQ = Counter(
@@ -22,3 +22,13 @@ COMMANDS = Counter(
     "Operator commands by outcome (applied, duplicate, or a reason)",
     ["outcome"],
 )
+CONSUMER_LAG = Gauge(
+    "upstream_worker_consumer_lag_messages", "Messages behind the end, over assigned partitions"
+)
+EVENT_TIME_LAG = Histogram(
+    "upstream_event_time_lag_seconds",
+    "Wall clock minus a claim's event time when its windows are updated",
+    buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 365 * 86_400),
+)
+BUCKET_CLOSES = Counter("upstream_bucket_closes_total", "Buckets closed by watermarks")
+ACTIVE_KEYS = Gauge("upstream_active_window_keys", "(customer, payer, CPT group) keys in memory")

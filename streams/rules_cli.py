@@ -1,13 +1,20 @@
-"""``upstream rules set|list|delete``: manage alert rules on the compacted rules topic."""
+"""``upstream rules set|list|delete``: manage alert rules on the compacted rules topic.
+
+With ``UPSTREAM_DATABASE_URL`` set, each change is also written to ``audit_log``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import socket
 import sys
 
+import psycopg
 from aiokafka import AIOKafkaProducer
 
+from notifier.hub import psycopg_conninfo
 from schemas.registry import ValueCodec
 from streams.domain.rules import AlertRule, InvalidRule, RuleBook
 from streams.rules_feed import RulesFeed
@@ -43,11 +50,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="clean evaluations before an alert resolves itself (default 2)",
     )
     set_.add_argument("--disabled", action="store_true", help="store the rule switched off")
+    set_.add_argument("--actor", default=None, help="who, for the audit log (default: $USER)")
     list_ = actions.add_parser("list", help="print the rules (JSON lines)")
     list_.add_argument("--customer", default=None, help="only this customer")
     delete = actions.add_parser("delete", help="delete a rule (a tombstone on its key)")
     delete.add_argument("--customer", required=True, help="customer_id")
     delete.add_argument("--rule", required=True, help="rule_id")
+    delete.add_argument("--actor", default=None, help="who, for the audit log (default: $USER)")
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -88,4 +97,27 @@ async def run(args: argparse.Namespace, settings: Settings, bootstrap: str) -> i
     finally:
         await producer.stop()
     print(f"{'set' if value else 'deleted'} rule {key}")
+    if settings.database_url:
+        detail = rule.to_record() if value else {}
+        try:
+            await _audit(settings.database_url, args, "rule.set" if value else "rule.delete",
+                         detail)  # fmt: skip
+        except psycopg.Error as exc:
+            print(f"upstream rules: the change is published, but audit_log was not written: "
+                  f"{exc}", file=sys.stderr)  # fmt: skip
+            return 1
     return 0
+
+
+async def _audit(
+    database_url: str, args: argparse.Namespace, action: str, detail: dict[str, object]
+) -> None:
+    """An ``audit_log`` row for a rule change: who (``--actor`` or the OS user), from where."""
+    actor = args.actor or getpass.getuser()
+    origin = f"cli@{socket.gethostname()}"
+    async with await psycopg.AsyncConnection.connect(psycopg_conninfo(database_url)) as conn:
+        await conn.execute(
+            "INSERT INTO audit_log (customer_id, actor, action, subject, origin, detail) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (args.customer, actor, action, args.rule, origin, json.dumps(detail, default=str)),
+        )

@@ -20,6 +20,8 @@ from schemas.registry import ValueCodec
 from sinks.migrate import migrate
 from sinks.service import SinkService
 from sinks.writer import PostgresWriter
+from streams.health import Health, serve
+from streams.logs import logging_config
 from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("upstream")
@@ -81,20 +83,22 @@ def run_worker(settings: Settings) -> None:
 
     from streams.worker import build_worker
 
-    _serve_metrics(settings)
+    health = _serve_health("worker", settings)
     worker = build_worker(
-        settings, require_bootstrap(settings), ValueCodec(settings.schema_registry_url)
+        settings, require_bootstrap(settings), ValueCodec(settings.schema_registry_url), health
     )
-    faust.Worker(worker.app, loglevel="INFO").execute_from_commandline()
+    level = logging.getLevelName(logging.getLogger().level)
+    faust.Worker(
+        worker.app, loglevel=level, logging_config=logging_config("worker", level)
+    ).execute_from_commandline()
 
 
-def _serve_metrics(settings: Settings) -> None:
-    """Prometheus ``/metrics`` on ``UPSTREAM_METRICS_PORT`` when it is set."""
+def _serve_health(service: str, settings: Settings) -> Health:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``UPSTREAM_METRICS_PORT`` when it is set."""
+    health = Health(service)
     if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+        serve(health, settings.metrics_host, settings.metrics_port)
+    return health
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -108,13 +112,17 @@ def run_sink(settings: Settings) -> None:
     database_url = require_database(settings)
     bootstrap = require_bootstrap(settings)
     migrate_database(database_url)
-    _serve_metrics(settings)
+    health = _serve_health("sink", settings)
 
     async def main(stop: asyncio.Event) -> None:
         # pre_ping: after a Postgres restart, pooled connections are checked before use.
         engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
         service = SinkService(
-            settings, bootstrap, PostgresWriter(engine), ValueCodec(settings.schema_registry_url)
+            settings,
+            bootstrap,
+            PostgresWriter(engine),
+            ValueCodec(settings.schema_registry_url),
+            health,
         )
         task = asyncio.create_task(service.run())
         await stop.wait()

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     topic_rules: str = "alerts.rules"
     topic_commands_dlq: str = "alerts.commands.dlq"
     topic_sink_dlq: str = "sink.dlq"
+    topic_reports: str = "reports.weekly"
     partitions: int = Field(default=4, ge=1)
 
     # Faust worker.
@@ -70,6 +71,12 @@ class Settings(BaseSettings):
     reference_dir: Path | None = None  # <dir>/<customer_id>/payers.csv, cpt_groups.csv
     sink_claims: bool = True  # also store every claim in claim_records
     sink_batch_max: int = Field(default=5000, ge=1)
+    # Scheduled jobs of the worker's leader (cron in UTC; need UPSTREAM_DATABASE_URL).
+    report_cron: str = "0 6 * * 1"  # the weekly drift summary, Mondays 06:00
+    retention_cron: str = "30 3 * * *"  # daily
+    retention_days: int = Field(default=90, ge=1)
+    # Readiness (/readyz of worker and sink): consumer lag above this many messages is not ready.
+    ready_max_lag: int = Field(default=100_000, ge=0)
 
     # Notifier.
     # Worker and sink serve Prometheus /metrics here when set (the notifier on its own port).

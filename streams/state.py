@@ -136,6 +136,10 @@ class WindowsState:
         self.grace_ms = grace_ms
         self.partitions: dict[int, PartitionWindows] = {}
 
+    def key_count(self) -> int:
+        """Keys held in memory over every partition."""
+        return sum(len(pw.keys) for pw in self.partitions.values())
+
     def get(self, partition: int, sources: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the changelog table on first use."""
         pw = self.partitions.get(partition)

@@ -24,6 +24,7 @@ def public_topics(settings: Settings) -> dict[str, dict[str, str]]:
         settings.topic_commands: {},
         settings.topic_commands_dlq: {},
         settings.topic_sink_dlq: {},
+        settings.topic_reports: {},
         settings.topic_rules: {"cleanup.policy": "compact"},
     }
 

@@ -40,13 +40,19 @@ from streams.domain.drift import DriftConfig
 from streams.domain.processor import Arrival, ClaimFromSource, PartitionWindows, StepResult
 from streams.domain.rules import RuleBook
 from streams.domain.windows import SourceClock
+from streams.health import Health
+from streams.jobs import ScheduledJobs
 from streams.metrics import (
+    ACTIVE_KEYS,
     ALERT_TRANSITIONS,
+    BUCKET_CLOSES,
     CLAIMS_DLQ,
     CLAIMS_DUPLICATE,
     CLAIMS_PROCESSED,
     COMMANDS,
+    CONSUMER_LAG,
     DRIFT_EVENTS,
+    EVENT_TIME_LAG,
 )
 from streams.records import alert_record, drift_record
 from streams.rules_feed import RulesFeed
@@ -59,6 +65,7 @@ from streams.state import (
     WindowsState,
 )
 
+HEALTH_EVERY_S = 2.0
 log = logging.getLogger("upstream.worker")
 
 
@@ -98,8 +105,16 @@ def _take_events(stream: Any, settings: Settings) -> AsyncIterator[list[Any]]:
 class WorkerAgents:
     """The worker's topics, tables and agents: one method per agent (see :func:`build_worker`)."""
 
-    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, codec: ValueCodec):
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        bootstrap: str,
+        codec: ValueCodec,
+        health: Health | None = None,
+    ):
         self.app, self.settings, self.codec = app, settings, codec
+        self.health = health or Health("worker")
         raw: dict[str, Any] = {
             "key_type": bytes, "value_type": bytes, "key_serializer": "raw",
             "value_serializer": "raw",
@@ -140,7 +155,25 @@ class WorkerAgents:
         app.agent(self.alert_input_topic, name="alerts")(self.alerts)
         app.task(self.follow_rules)
         app.timer(self.settings.idle_check_interval_s)(self.advance_idle_partitions)
+        app.timer(HEALTH_EVERY_S)(self.check_health)
         app.on_partitions_revoked.connect(self.on_revoked)
+        ScheduledJobs(app, self.settings).register()
+
+    async def check_health(self) -> None:
+        """Readiness: partitions assigned, rules loaded, consumer lag below the limit."""
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        lag = 0
+        for tp in assigned:
+            position, end = await consumer.position(tp), consumer.highwater(tp)
+            if position is not None and end is not None:  # None until the first fetch
+                lag += max(0, end - position)
+        CONSUMER_LAG.set(lag)
+        ACTIVE_KEYS.set(self.state.key_count())
+        self.health.record("kafka", bool(assigned), partitions=len(assigned))
+        self.health.record("rules", self.rules_feed.ready.is_set(), rules=len(self.rules.rules))
+        self.health.record("lag", lag <= self.settings.ready_max_lag, messages=lag,
+                           limit=self.settings.ready_max_lag)  # fmt: skip
 
     async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Forget in-memory windows; the new owner rebuilds them from the changelog."""
@@ -250,9 +283,16 @@ class WorkerAgents:
             async with self.windows_lock:
                 for partition, items in by_partition.items():
                     pw = self.state.get(partition, self.source_count())
+                    closed_before = pw.watermark.closed_through
                     result = pw.apply([a for _, a in items], now_ms=now_ms)
+                    _count_closes(closed_before, pw.watermark.closed_through)
+                    closing_claim = None  # the last claim applied: its batch made the close
+                    for _, arrival in items:
+                        if isinstance(arrival, ClaimFromSource):
+                            EVENT_TIME_LAG.observe((now_ms - arrival.claim.event_ms) / 1000)
+                            closing_claim = arrival.claim.claim_id
                     await self._dead_letter_late(items, result)
-                    await self._emit(pw, result)
+                    await self._emit(pw, result, closing_claim)
             yield None
 
     async def _dead_letter_late(self, items: list[tuple[Any, Arrival]], result: StepResult) -> None:
@@ -264,11 +304,18 @@ class WorkerAgents:
         CLAIMS_PROCESSED.inc(claims - len(result.late) - result.duplicates)
         CLAIMS_DUPLICATE.inc(result.duplicates)
 
-    async def _emit(self, pw: PartitionWindows, result: StepResult) -> None:
+    async def _emit(
+        self, pw: PartitionWindows, result: StepResult, closing_claim: str | None = None
+    ) -> None:
         """Deliver outputs, then persist the state that produced them."""
         pending: list[Awaitable[Any]] = []
         for drift in result.drifts:
             DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
+            log.info(
+                "drift detected: %s %s", drift.kafka_key, drift.severity_level,
+                extra={"event_id": drift.event_id, "claim_id": closing_claim,
+                       "customer_id": drift.customer_id, "drift_type": drift.drift_type},
+            )  # fmt: skip
             value = self.codec.encode("DriftEvent", self.settings.topic_drift, drift_record(drift))
             pending.append(await self.drift_topic.send(key=drift.kafka_key.encode(), value=value))
         for evaluation in result.evaluations:
@@ -291,6 +338,7 @@ class WorkerAgents:
                 pw = self.state.get(partition, self.source_count())
                 closed_before = pw.watermark.closed_through
                 result = pw.idle_tick(now_ms, idle_ms)
+                _count_closes(closed_before, pw.watermark.closed_through)
                 if pw.watermark.closed_through != closed_before:
                     await self._emit(pw, result)
 
@@ -342,13 +390,27 @@ class WorkerAgents:
                     transitions = lifecycle.apply_evaluation(item, rules)
                 for transition in transitions:
                     ALERT_TRANSITIONS.labels(transition=transition.transition).inc()
+                    log.info(
+                        "alert %s", transition.transition,
+                        extra={"alert_id": transition.alert_id, "version": transition.version,
+                               "event_id": transition.drift_event_id,
+                               "customer_id": transition.customer_id,
+                               "transition": transition.transition},
+                    )  # fmt: skip
                     record = alert_record(transition)
                     value = self.codec.encode("AlertEvent", self.settings.topic_alerts, record)
                     await self.alerts_topic.send(key=transition.customer_id.encode(), value=value)
             yield None
 
 
-def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worker:
+def _count_closes(before: int | None, after: int | None) -> None:
+    if after is not None:
+        BUCKET_CLOSES.inc(after - before if before is not None else 1)
+
+
+def build_worker(
+    settings: Settings, bootstrap: str, codec: ValueCodec, health: Health | None = None
+) -> Worker:
     """Build the Faust app, its topics, tables and agents. Connects to nothing yet."""
     app = faust.App(
         settings.app_id,
@@ -364,5 +426,5 @@ def build_worker(settings: Settings, bootstrap: str, codec: ValueCodec) -> Worke
         key_serializer="raw",
         value_serializer="raw",
     )
-    WorkerAgents(app, settings, bootstrap, codec).register()
+    WorkerAgents(app, settings, bootstrap, codec, health).register()
     return Worker(app=app, settings=settings)

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,13 +74,16 @@ class ServiceStack:
             os.environ.clear()
             os.environ.update(saved)
 
-    def start(self, service: str, name: str = "") -> subprocess.Popen[bytes]:
-        """Start ``upstream <service>`` as a child process called ``name`` (default: service).
+    def start(
+        self, service: str, name: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``upstream <service>`` as a child process called ``name`` (default: service),
+        with ``env`` added to the stack's environment.
 
         A second worker gets a data directory of its own.
         """
         name = name or service
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, **(env or {})}
         if name != service:
             env["UPSTREAM_WORKER_DATA_DIR"] = str(self.log_dir / name)
         proc = spawn_service(service, env, self.log_dir / f"{name}.log")
@@ -123,6 +128,27 @@ def create_database(server_url: str, name: str) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     head, _, _ = server_url.rpartition("/")
     return f"{head}/{name}"
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    """GET ``url``: (status, parsed JSON body), for 4xx/5xx answers too."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 -- local test servers
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text at ``url`` as {'name{labels}': value} (comments skipped)."""
+    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 -- local test servers
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 async def wait_until(

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bench.harness import read_all
 from schemas.codec import encode_single_object
 from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
+from streams.devstack import free_port
 from streams.services import migrate_database
 from streams.topics import create_topics
-from tests.integration.stack import ServiceStack, create_database, wait_until
+from tests.integration.stack import ServiceStack, create_database, get_json, wait_until
 from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
@@ -269,7 +270,8 @@ async def test_read_side_queries_against_fixtures(database) -> None:
 async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
-    """Postgres stopped while claims stream in, then started again: every claim exactly once."""
+    """Postgres stopped while claims stream in, then started again: every claim exactly once,
+    and the sink's /readyz says 503 while Postgres is gone."""
     from streams.devstack import EmbeddedPostgres
 
     server = EmbeddedPostgres()
@@ -279,7 +281,18 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
         await asyncio.to_thread(migrate_database, server.url)
         s = stack.settings()
         await create_topics(s, kafka_bootstrap)
-        stack.start("sink")
+        metrics_port = free_port()
+        stack.start("sink", env={"UPSTREAM_METRICS_PORT": str(metrics_port)})
+        readyz = f"http://127.0.0.1:{metrics_port}/readyz"
+
+        async def readiness(expected: int) -> bool:
+            try:
+                status, body = await asyncio.to_thread(get_json, readyz)
+            except OSError:  # not listening yet
+                return False
+            return status == expected and body["checks"]["postgres"]["ok"] == (expected == 200)
+
+        await wait_until(lambda: readiness(200), 60, "the sink ready")
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
         await producer.start()
 
@@ -303,8 +316,9 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
         await asyncio.to_thread(lambda: server.stop(keep_data=True))  # gone mid-stream
         await send(2000, 4000)
         await send(0, 500)  # redeliveries of stored claims too
-        await asyncio.sleep(3)
+        await wait_until(lambda: readiness(503), 30, "/readyz to report Postgres down (503)")
         await asyncio.to_thread(server.start)  # … and comes back on the same port
+        await wait_until(lambda: readiness(200), 60, "/readyz ready again")
         await wait_until(
             lambda: asyncio.to_thread(lambda: claim_count() == 4000),
             90,

@@ -18,6 +18,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import notifier.server  # noqa: F401 - registers the notifier's metrics
+import sinks.service  # noqa: F401 - registers the sink's metrics
 import streams.metrics  # noqa: F401 - registers the worker's metrics
 from streams.cli import _parser
 from streams.settings import Settings
@@ -90,7 +91,9 @@ def test_prometheus_scrapes_what_the_services_serve() -> None:
 
 def test_dashboard_queries_only_metrics_the_code_defines() -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/upstream.json").read_text())
-    defined = {m.name + ("_total" if m.type == "counter" else "") for m in REGISTRY.collect()}
+    # The series names a query can use: counters end in _total, histograms have _bucket etc.
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    defined = {m.name + end for m in REGISTRY.collect() for end in suffixes.get(m.type, ("",))}
     queried = {
         name
         for panel in dashboard["panels"]
