@@ -52,7 +52,9 @@ BATCH_SECONDS = Histogram(
 )  # fmt: skip
 ROWS = Counter("upstream_sink_rows_total", "Rows written", ["table"])
 SINK_DLQ = Counter("upstream_sink_dlq_total", "Messages sent to sink.dlq", ["reason"])
-SINK_LAG = Gauge("upstream_sink_consumer_lag_messages", "Messages not yet consumed", ["topic"])
+SINK_LAG = Gauge(
+    "upstream_sink_consumer_lag_messages", "Messages not yet consumed", ["topic", "partition"]
+)
 MAX_BACKOFF_S = 10.0
 DECODE_SLICE = 250  # messages decoded between two turns of the batch being written
 # The bulk path talks to psycopg directly, so errors come from either layer.
@@ -156,16 +158,14 @@ class SinkService:
                 self.health.record("postgres", True, (time.monotonic() - started) * 1000)
             except (TimeoutError, *UNAVAILABLE, OSError) as exc:
                 self.health.record("postgres", False, error=str(exc)[:200])
-            lag_by_topic: dict[str, int] = {}
+            lag = 0
             assigned = consumer.assignment()
             for tp in assigned:
                 end = consumer.highwater(tp)
                 if end is not None:
                     behind = max(0, end - await consumer.position(tp))
-                    lag_by_topic[tp.topic] = lag_by_topic.get(tp.topic, 0) + behind
-            for topic, lag in lag_by_topic.items():
-                SINK_LAG.labels(topic=topic).set(lag)
-            lag = sum(lag_by_topic.values())
+                    SINK_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
+                    lag += behind
             self.health.record("kafka", bool(assigned), partitions=len(assigned))
             self.health.record("lag", lag <= self.settings.ready_max_lag, messages=lag,
                                limit=self.settings.ready_max_lag)  # fmt: skip

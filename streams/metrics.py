@@ -23,7 +23,12 @@ COMMANDS = Counter(
     ["outcome"],
 )
 CONSUMER_LAG = Gauge(
-    "upstream_worker_consumer_lag_messages", "Messages behind the end, over assigned partitions"
+    "upstream_worker_consumer_lag_messages",
+    "Messages behind the end, per assigned partition",
+    ["topic", "partition"],
+)
+CLAIMS_BY_OUTCOME = Counter(
+    "upstream_claims_valid_total", "Valid claims routed to the windows, by outcome", ["outcome"]
 )
 EVENT_TIME_LAG = Histogram(
     "upstream_event_time_lag_seconds",

@@ -46,6 +46,7 @@ from streams.metrics import (
     ACTIVE_KEYS,
     ALERT_TRANSITIONS,
     BUCKET_CLOSES,
+    CLAIMS_BY_OUTCOME,
     CLAIMS_DLQ,
     CLAIMS_DUPLICATE,
     CLAIMS_PROCESSED,
@@ -167,8 +168,9 @@ class WorkerAgents:
         for tp in assigned:
             position, end = await consumer.position(tp), consumer.highwater(tp)
             if position is not None and end is not None:  # None until the first fetch
-                lag += max(0, end - position)
-        CONSUMER_LAG.set(lag)
+                behind = max(0, end - position)
+                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
+                lag += behind
         ACTIVE_KEYS.set(self.state.key_count())
         self.health.record("kafka", bool(assigned), partitions=len(assigned))
         self.health.record("rules", self.rules_feed.ready.is_set(), rules=len(self.rules.rules))
@@ -241,6 +243,7 @@ class WorkerAgents:
         except InvalidClaim as exc:
             await self.send_dlq(event, "validate", exc.reason, exc.message)
             return
+        CLAIMS_BY_OUTCOME.labels(outcome=claim.outcome).inc()
         source = event.message.partition
         clock = source_clocks.get(source)
         if clock is None:

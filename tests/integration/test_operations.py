@@ -80,6 +80,12 @@ async def test_metrics_move_as_claims_flow_and_services_report_ready(
             return after[service].get(name, 0.0) - before[service].get(name, 0.0)
 
         assert moved("worker", "upstream_claims_processed_total") == CLAIMS
+        by_outcome = {k: moved("worker", k) for k in after["worker"]
+                      if k.startswith("upstream_claims_valid_total{")}  # fmt: skip
+        assert sum(by_outcome.values()) == CLAIMS
+        assert by_outcome['upstream_claims_valid_total{outcome="DENIED"}'] > 0
+        assert any(k.startswith("upstream_worker_consumer_lag_messages{")
+                   for k in after["worker"])  # fmt: skip
         assert moved("worker", "upstream_event_time_lag_seconds_count") == CLAIMS
         assert moved("worker", "upstream_bucket_closes_total") > 0
         assert after["worker"]["upstream_active_window_keys"] > 0
