@@ -47,10 +47,11 @@ bench-fanout: install ## notifier fan-out: 2,000 WebSocket clients, 100 alerts/s
 hooks: install ## install the pre-commit hooks (ruff, ruff-format, mypy, hygiene) into .git
 	$(VENV)/bin/pre-commit install
 
-lint: install ## ruff (lint + format check) and mypy --strict
+lint: install ## ruff (lint + format check), mypy --strict and bandit
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit -q -c pyproject.toml -r streams sinks notifier schemas
 
 fmt: install ## format and auto-fix
 	$(VENV)/bin/ruff format .
