@@ -28,6 +28,7 @@ REQUIRED = (
     "allowed_amount",
 )
 MAX_ID_CHARS = 128
+FIRST_DAY, END_DAY = date(1900, 1, 1), date(2100, 1, 1)  # plausible claim dates
 MAX_AMOUNT = Decimal("100000000")  # $100M: anything above is a data error, not a claim.
 
 
@@ -96,9 +97,14 @@ def _date(raw: Mapping[str, Any], name: str) -> date:
     if not isinstance(value, str):
         raise InvalidClaim("wrong_type", f"{name} must be an ISO date string")
     try:
-        return date.fromisoformat(value.strip()[:10])
+        day = date.fromisoformat(value.strip()[:10])
     except ValueError:
         raise InvalidClaim("bad_value", f"{name} is not an ISO date: {value[:40]!r}") from None
+    if not FIRST_DAY <= day < END_DAY:
+        # A claim dated 9999 would carry the watermark past every real claim, which would then
+        # all be late: dates outside the plausible range are refused (a constant, not the clock).
+        raise InvalidClaim("bad_value", f"{name} must be from {FIRST_DAY} to {END_DAY} (excl.)")
+    return day
 
 
 def _cents(raw: Mapping[str, Any], name: str) -> int:
@@ -132,6 +138,8 @@ def _event_ms(raw: Mapping[str, Any], decided: date) -> int:
         raise InvalidClaim("bad_value", f"decided_at is not RFC 3339: {value[:40]!r}") from None
     if moment.tzinfo is None:
         raise InvalidClaim("bad_value", "decided_at needs a UTC offset")
+    if not FIRST_DAY <= moment.astimezone(UTC).date() < END_DAY:
+        raise InvalidClaim("bad_value", f"decided_at must be from {FIRST_DAY} to {END_DAY} (excl.)")
     return int(moment.timestamp() * 1000)
 
 

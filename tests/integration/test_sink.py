@@ -179,6 +179,8 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
     await producer.send_and_wait(
         s.topic_claims, json.dumps(raw_claim(claim_id="nul\u0000byte")).encode(), key=b"nul"
     )
+    far_future = raw_claim(claim_id="future", decided_date="9999-12-31")  # the bulk path's CHECK
+    await producer.send_and_wait(s.topic_claims, json.dumps(far_future).encode(), key=b"future")
     await producer.send_and_wait(s.topic_drift, b"\x07 not avro", key=b"junk")
     await producer.send_and_wait(
         s.topic_drift, encode_single_object("DriftEvent", _drift(1)), key=b"good-drift"
@@ -196,10 +198,11 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
         async def dead() -> dict[bytes, bytes] | None:
             messages = await read_all(kafka_bootstrap, s.topic_sink_dlq, idle_s=0.5)
             found = {m.key: dict(m.headers)["error.reason"] for m in messages}
-            return found if len(found) >= 2 else None
+            return found if len(found) >= 3 else None
 
-        found = await wait_until(dead, 60, "two dead letters")
-        assert found == {b"nul": b"rejected_by_database", b"junk": b"format"}
+        found = await wait_until(dead, 60, "three dead letters")
+        assert found == {b"nul": b"rejected_by_database", b"junk": b"format",
+                         b"future": b"bad_value"}  # fmt: skip
     finally:
         assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
 

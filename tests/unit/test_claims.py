@@ -39,6 +39,9 @@ def test_decided_at_is_event_time_when_present():
         ({"payer_id": "a|b"}, "bad_value"),
         ({"customer_id": "x" * 200}, "bad_value"),
         ({"decided_at": "2026-01-11T06:30:00"}, "bad_value"),  # no offset
+        ({"decided_date": "9999-12-31"}, "bad_value"),  # would carry the watermark past all
+        ({"decided_at": "2150-01-01T00:00:00Z"}, "bad_value"),  # the same through event time
+        ({"submitted_date": "1850-01-01"}, "bad_value"),
     ],
 )
 def test_invalid_claims_name_their_reason(overrides, reason):
