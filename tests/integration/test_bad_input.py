@@ -1,0 +1,122 @@
+"""Hundreds of malformed claims through a real worker: it keeps running, and every record is
+either processed or dead-lettered with a reason; the counts reconcile exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from bench.harness import read_all
+from schemas.codec import DecodeError, encode_single_object
+from schemas.registry import ValueCodec
+from streams.devstack import free_port
+from streams.domain.claims import InvalidClaim, parse_claim
+from streams.topics import create_topics
+from tests.integration.stack import ServiceStack, get_json, scrape, wait_until
+from tests.unit.claims import raw_claim
+
+pytestmark = pytest.mark.integration
+RECORDS = 400
+NASTY = ["", "-1", "1e309", "NaN", "9" * 400, "2026-02-30", "9999-12-31", "\x00", "💥" * 50,
+         "DROP TABLE claim_records; --", "2026-01-01T25:00:00Z", 17, None, True, [1],
+         {"a": 1}]  # fmt: skip
+
+
+def _valid(rng: random.Random, i: int) -> dict[str, Any]:
+    decided = date(2026, 1, 1) + timedelta(days=i // 20)  # in order: late claims stay rare
+    return raw_claim(claim_id=f"fz-{i}", payer_id=rng.choice(["payer-a", "payer-b"]),
+                     submitted_date=(decided - timedelta(days=rng.randint(0, 30))).isoformat(),
+                     decided_date=decided.isoformat(),
+                     outcome=rng.choice(["PAID", "DENIED", "PARTIAL"]))  # fmt: skip
+
+
+def _record(rng: random.Random, i: int) -> bytes:
+    """One value: valid, or broken in one of many ways (seeded, so a failure reproduces)."""
+    claim = _valid(rng, i)
+    kind = i % 10
+    if kind == 0:
+        return rng.randbytes(rng.randint(0, 200))
+    if kind == 1:
+        claim[rng.choice(list(claim))] = rng.choice(NASTY)
+    elif kind == 2:
+        del claim[rng.choice(list(claim))]
+    elif kind == 3:
+        return encode_single_object("ClaimDecided", claim)
+    elif kind == 4:
+        return encode_single_object("ClaimDecided", claim) + b"\x01trailing"
+    elif kind == 5:
+        return b"\xc3\x01" + rng.randbytes(8) + json.dumps(claim).encode()
+    elif kind == 6:
+        return json.dumps(claim).encode()[: rng.randint(1, 60)]  # cut short
+    elif kind == 7:
+        claim["claim_id"] = "x" * 200_000
+    elif kind == 8:
+        return json.dumps(claim).encode().replace(b"acme", b"ac\xffme")  # invalid UTF-8
+    return json.dumps(claim, allow_nan=True).encode()
+
+
+def _refused_locally(value: bytes) -> bool:
+    try:
+        parse_claim(ValueCodec().decode(value, "ClaimDecided", "claims.decided"))
+    except (DecodeError, InvalidClaim):
+        return True
+    return False
+
+
+async def test_malformed_claims_reconcile_and_the_worker_keeps_going(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """in = processed + dead-lettered, from the metrics and from the topics; worker stays ready."""
+    stack = ServiceStack(kafka_bootstrap, "", unique, tmp_path)
+    s = stack.settings()
+    await create_topics(s, kafka_bootstrap)
+    rng = random.Random(20261128)
+    values = {f"k{i}".encode(): _record(rng, i) for i in range(RECORDS)}
+    refused = {key for key, value in values.items() if _refused_locally(value)}
+    assert 50 < len(refused) < RECORDS - 50  # the mix really is mixed
+    port = free_port()
+    worker = stack.start("worker", env={"UPSTREAM_METRICS_PORT": str(port)})
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=2**21)
+        await producer.start()
+        for key, value in values.items():
+            await producer.send(s.topic_claims, value, key=key)
+        await producer.stop()
+        metrics = f"http://127.0.0.1:{port}/metrics"
+
+        def counted(sample: dict[str, float]) -> tuple[float, float]:
+            dlq = sum(v for k, v in sample.items() if k.startswith("upstream_claims_dlq_total{"))
+            done = sample.get("upstream_claims_processed_total", 0.0)
+            return done + sample.get("upstream_claims_duplicate_total", 0.0), dlq
+
+        async def all_counted() -> tuple[float, float] | None:
+            try:
+                processed, dlq = counted(await asyncio.to_thread(scrape, metrics))
+            except OSError:
+                return None
+            return (processed, dlq) if processed + dlq >= RECORDS else None
+
+        processed, dlq = await wait_until(all_counted, 180, "every record counted")
+        assert processed + dlq == RECORDS
+
+        letters = await read_all(kafka_bootstrap, s.topic_claims_dlq, idle_s=1.0)
+        reasons = {m.key: dict(m.headers)["error.reason"].decode() for m in letters}
+        assert len(letters) == len(reasons) == dlq  # one dead letter per refused record
+        assert refused <= set(reasons)  # everything the rules refuse, and with a reason
+        assert all(reasons[k] == "late" for k in set(reasons) - refused)  # the rest: late
+        assert worker.poll() is None
+
+        async def ready() -> bool:
+            status, _ = await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/readyz")
+            return status == 200
+
+        await wait_until(ready, 60, "the worker still ready after the bad input")
+    finally:
+        assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
