@@ -359,3 +359,20 @@ async def test_auth_by_first_message_and_subscription_filters(
         )  # fmt: skip
         with pytest.raises(TimeoutError):  # and nothing else
             await asyncio.wait_for(picky.recv(), 1.5)
+
+
+async def test_oversized_and_compressed_bomb_frames_are_refused(
+    notifier_stack: ServiceStack,
+) -> None:
+    """A frame over 64 KiB, or one that inflates past it (permessage-deflate), closes 1009."""
+    stack = notifier_stack
+    await (await notifier_ready(stack)).close()
+    url = ws_url(stack, mint_token(SECRET, "demo", "alice"))
+    for compression, payload in ((None, "x" * 70_000), ("deflate", "0" * 10_000_000)):
+        async with connect(url, compression=compression, max_size=None) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await ws.send(json.dumps({"type": "subscribe", "pad": payload}))
+                await asyncio.wait_for(ws.recv(), 15)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009, compression
+    # The notifier is unharmed.
+    await subscribe(await notifier_ready(stack))

@@ -333,3 +333,40 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
     finally:
         assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
         await asyncio.to_thread(server.stop)
+
+
+HOSTILE = [
+    "'; DROP TABLE claim_records; --", 'quote " and \\ backslash', "\\N", "tab\there",
+    "new\nline", "carriage\rreturn", "comma, {brace} [bracket]", "😀 émoji ünï", "%s %(x)s",
+    "$1", "NULL", "a" * 128,
+]  # fmt: skip
+
+
+async def test_hostile_strings_in_every_field_are_stored_verbatim(database) -> None:
+    """COPY escaping and bound parameters: every text field round-trips byte for byte."""
+    url, engine = database
+    writer = PostgresWriter(engine)
+    claims, drift, alerts = [], [], []
+    for i, text in enumerate(HOSTILE):
+        short = text[:32]
+        claims.append(claim_row(raw_claim(claim_id=f"h{i}-{text}"[:128], customer_id=short,
+                                          payer_id=short.replace("|", "/"), payer_name=text,
+                                          place_of_service=short,
+                                          denial_reason_codes=[text, short]), 0, i))  # fmt: skip
+        drift.append(drift_row(_drift(i) | {"event_id": f"e{i}-{short}", "payer_id": text[:120]}))
+        alerts.append(alert_row(_alert(f"a{i}-{short}", 1, "triggered")
+                                | {"message": text, "acknowledged_by": text}))  # fmt: skip
+    await writer.write(drift, alerts, claims)
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        stored = {r[0]: r[1:] for r in conn.execute(
+            "SELECT claim_id, customer_id, payer_name, place_of_service, denial_reason_codes "
+            "FROM claim_records")}  # fmt: skip
+        messages = {r[0]: r[1:] for r in conn.execute(
+            "SELECT alert_id, message, acknowledged_by FROM alert_events")}  # fmt: skip
+        payers = {r[0]: r[1] for r in conn.execute("SELECT event_id, payer_id FROM drift_events")}
+        assert conn.execute("SELECT count(*) FROM claim_records").fetchone() == (len(HOSTILE),)
+    for i, text in enumerate(HOSTILE):
+        short = text[:32]
+        assert stored[f"h{i}-{text}"[:128]] == (short, text, short, [text, short])
+        assert messages[f"a{i}-{short}"] == (text, text)
+        assert payers[f"e{i}-{short}"] == text[:120]

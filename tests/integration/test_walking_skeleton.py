@@ -171,8 +171,21 @@ def _unsigned_token() -> str:
         (mint_token(SECRET, "demo", "late", now_s=1_000_000, ttl_s=60), {}, 4401),
         (mint_token(SECRET, "other-customer", "bob"), {"customer_id": "demo"}, 4403),
         (_unsigned_token(), {}, 4401),
+        (
+            jwt.encode({"sub": "x", "scope": "read", "exp": 4_000_000_000}, SECRET, "HS256"),
+            {},
+            4401,
+        ),  # no customer_id claim
     ],
-    ids=["missing", "garbage", "wrong-secret", "expired", "foreign-customer", "alg-none"],
+    ids=[
+        "missing",
+        "garbage",
+        "wrong-secret",
+        "expired",
+        "foreign-customer",
+        "alg-none",
+        "missing-claim",
+    ],
 )
 async def test_bad_tokens_are_closed_before_anything_is_sent(
     notifier_stack: ServiceStack, token: str, params: dict[str, str], code: int
