@@ -63,6 +63,13 @@ class Limits:
     command_burst: int = 20
 
 
+def _release(counts: collections.Counter[Any], key: Any) -> None:
+    """One connection fewer; forget the key at zero, so the counters do not grow forever."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
+
+
 STATIC = {  # path -> (file in notifier/static, content type)
     "/": ("console.html", "text/html; charset=utf-8"),
     "/openapi.json": ("openapi.json", "application/json"),
@@ -199,9 +206,9 @@ class NotifierServer:
                     return
                 await self._serve(ws, operator, address)
             finally:
-                self._by_operator[who] -= 1
+                _release(self._by_operator, who)
         finally:
-            self._by_address[address] -= 1
+            _release(self._by_address, address)
 
     @staticmethod
     async def _refuse(ws: ServerConnection, code: int, reason: str) -> None:
