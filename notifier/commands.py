@@ -25,6 +25,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 
 from notifier.tokens import Operator
+from sinks.audit import record_audit
 from streams.topics import topic_partitions
 
 log = logging.getLogger("upstream.notifier")
@@ -124,11 +125,10 @@ class KafkaCommands:
             self._audit = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         detail = {k: record[k] for k in ("command_id", "verdict", "note") if record[k]}
         try:
-            await self._audit.execute(
-                "INSERT INTO audit_log (customer_id, actor, action, subject, origin, detail) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                (record["customer_id"], record["operator"], f"alert.{record['command']}",
-                 record["alert_id"], origin, json.dumps(detail)),
+            await record_audit(
+                self._audit, customer_id=record["customer_id"], actor=record["operator"],
+                action=f"alert.{record['command']}", subject=record["alert_id"], origin=origin,
+                detail=detail,
             )  # fmt: skip
         except psycopg.OperationalError:
             await self._audit.close()  # reconnect on the next command

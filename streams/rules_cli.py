@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from notifier.hub import psycopg_conninfo
 from schemas.registry import ValueCodec
+from sinks.audit import record_audit
 from streams.domain.rules import AlertRule, InvalidRule, RuleBook
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
@@ -116,8 +117,5 @@ async def _audit(
     actor = args.actor or getpass.getuser()
     origin = f"cli@{socket.gethostname()}"
     async with await psycopg.AsyncConnection.connect(psycopg_conninfo(database_url)) as conn:
-        await conn.execute(
-            "INSERT INTO audit_log (customer_id, actor, action, subject, origin, detail) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            (args.customer, actor, action, args.rule, origin, json.dumps(detail, default=str)),
-        )
+        await record_audit(conn, customer_id=args.customer, actor=actor, action=action,
+                           subject=args.rule, origin=origin, detail=detail)  # fmt: skip

@@ -130,13 +130,20 @@ def create_database(server_url: str, name: str) -> str:
     return f"{head}/{name}"
 
 
-def get_json(url: str) -> tuple[int, Any]:
-    """GET ``url``: (status, parsed JSON body), for 4xx/5xx answers too."""
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET ``url``: (status, headers, raw body), for 4xx/5xx answers too."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 -- local servers
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 -- local test servers
-            return reply.status, json.loads(reply.read())
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 -- local servers
+            return reply.status, dict(reply.headers), reply.read()
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, dict(error.headers), error.read()
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """GET ``url``: (status, parsed JSON body), for 4xx/5xx answers too."""
+    status, _, body = http_get(url, headers)
+    return status, json.loads(body)
 
 
 def scrape(url: str) -> dict[str, float]:

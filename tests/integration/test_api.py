@@ -6,8 +6,6 @@ import asyncio
 import gzip
 import json
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +16,7 @@ from notifier.api import CACHE_TTL_S
 from notifier.tokens import mint_token
 from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from tests.apidocs import check_response, document
-from tests.integration.stack import SECRET, ServiceStack, notifier_ready, wait_until
+from tests.integration.stack import SECRET, ServiceStack, http_get, notifier_ready, wait_until
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -70,16 +68,10 @@ async def _store(database_url: str, drift: list[Any], alerts: list[Any], claims:
 def _get(
     stack: ServiceStack, path: str, token: str | None, **headers: str
 ) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{stack.notifier_port}{path}")
+    sent = {name.replace("_", "-"): value for name, value in headers.items()}
     if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    for name, value in headers.items():
-        request.add_header(name.replace("_", "-"), value)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 -- our own server
-            return reply.status, dict(reply.headers), reply.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        sent["Authorization"] = f"Bearer {token}"
+    return http_get(f"http://127.0.0.1:{stack.notifier_port}{path}", sent)
 
 
 async def get_json(stack: ServiceStack, path: str, token: str | None = None) -> tuple[int, Any]:
