@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.integration.stack import ServiceStack, create_database, get_json, wai
 from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
+OUTAGE_S = 30.0  # how long Postgres stays down in the outage test (issue 8)
 
 TABLES = ("drift_events", "alert_events", "alert_transitions", "claim_records",
           "operator_judgments")  # fmt: skip
@@ -273,8 +275,8 @@ async def test_read_side_queries_against_fixtures(database) -> None:
 async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
-    """Postgres stopped while claims stream in, then started again: every claim exactly once,
-    and the sink's /readyz says 503 while Postgres is gone."""
+    """Postgres stopped for 30 s while claims stream in, then started again: every claim
+    exactly once, the sink alive throughout, and its /readyz 503 while Postgres is gone."""
     from streams.devstack import EmbeddedPostgres
 
     server = EmbeddedPostgres()
@@ -317,9 +319,12 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
             lambda: asyncio.to_thread(lambda: claim_count() >= 2000), 60, "the first claims stored"
         )
         await asyncio.to_thread(lambda: server.stop(keep_data=True))  # gone mid-stream
+        down_since = time.monotonic()
         await send(2000, 4000)
         await send(0, 500)  # redeliveries of stored claims too
         await wait_until(lambda: readiness(503), 30, "/readyz to report Postgres down (503)")
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_since)))
+        assert stack.procs["sink"].poll() is None, "the sink gave up during the outage"
         await asyncio.to_thread(server.start)  # … and comes back on the same port
         await wait_until(lambda: readiness(200), 60, "/readyz ready again")
         await wait_until(
