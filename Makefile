@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-kafka test-unit test-integration lint fmt bench bench-sink bench-fanout hooks clean
+.PHONY: help install run test test-kafka test-unit test-integration lint fmt bench bench-detection bench-sink bench-fanout chaos hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -29,13 +29,20 @@ test-kafka: install ## the integration and e2e suites again, on Apache Kafka 4 (
 	bash scripts/ensure-chromium
 	UPSTREAM_TEST_BROKER=kafka $(PY) -m pytest tests/integration tests/e2e
 
+chaos: install ## SIGKILL the worker 30 times mid-stream on Apache Kafka; same outputs (CHAOS_KILLS=N)
+	UPSTREAM_TEST_BROKER=kafka UPSTREAM_CHAOS_KILLS=$${CHAOS_KILLS:-30} $(PY) -m pytest -s \
+		tests/integration/test_apache_kafka.py -k sigkilled_again
+
 test-unit: install ## the fast, pure tests only
 	$(PY) -m pytest tests/unit
 
 test-integration: install ## integration tests only (real broker and Postgres)
 	$(PY) -m pytest tests/integration
 
-bench: install ## detection quality through the real worker (JSON on stdout, table on stderr)
+bench: install ## worker claims/s vs the client's ceiling, 1 and 2 processes (bench/results/throughput.json)
+	$(PY) -m bench.throughput > bench/results/throughput.json
+
+bench-detection: install ## detection quality through the real worker (JSON on stdout, table on stderr)
 	$(PY) -m bench.detection --engine worker
 
 bench-sink: install ## sink rows/s vs raw COPY (JSON on stdout, progress and table on stderr)

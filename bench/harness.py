@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -19,19 +20,35 @@ from streams.settings import Settings
 from streams.topics import create_topics
 
 
+def routed_claims(value: bytes) -> list[dict[str, Any]]:
+    """The claims a by-key message carries, as ``{"claim_id", "source", "offset"}``."""
+    if b'"claims":' in value:
+        return [
+            {"claim_id": packed[0], "source": source, "offset": offset}
+            for source, offset, packed in json.loads(value)["claims"]
+        ]
+    if b'"claim":' in value:  # one claim per message (before batches)
+        envelope = json.loads(value)
+        return [{"claim_id": envelope["claim"]["claim_id"], "source": envelope["source"]}]
+    return []
+
+
 class TopicTail:
-    """Tails topics from the start: real end offsets and message counts.
+    """Tails topics from the start: real end offsets, message counts, claims accounted for.
 
     Tansu's ListOffsets answers a wrong (too low) latest offset once producers batch, so "the
-    end" is the last offset actually read plus one.
+    end" is the last offset actually read plus one. ``accounted`` holds the claims-topic
+    positions ``(partition, offset)`` that a by-key message carried or a dead letter names:
+    a set, because a restarted worker routes some claims twice (at-least-once).
     """
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], claims_topic: str = "") -> None:
         self.bootstrap = bootstrap
         self.topics = topics
+        self.claims_topic = claims_topic
         self.ends: dict[TopicPartition, int] = {}
         self.counts: dict[str, int] = dict.fromkeys(topics, 0)
-        self.claim_envelopes = 0  # messages of a by-key topic that carry a claim
+        self.accounted: set[tuple[int, int]] = set()
         self._consumer: AIOKafkaConsumer | None = None
 
     async def poll(self) -> None:
@@ -47,7 +64,16 @@ class TopicTail:
                 self.counts[tp.topic] += len(messages)
                 self.ends[tp] = messages[-1].offset + 1
                 if tp.topic.endswith("-claims-by-key"):
-                    self.claim_envelopes += sum(b'"claim":' in m.value for m in messages)
+                    for m in messages:
+                        self.accounted.update(
+                            (c["source"], c["offset"]) for c in routed_claims(m.value)
+                        )
+                else:
+                    for m in messages:
+                        headers = dict(m.headers or ())
+                        if headers.get("source.topic") == self.claims_topic.encode():
+                            position = (headers["source.partition"], headers["source.offset"])
+                            self.accounted.add((int(position[0]), int(position[1])))
 
     async def close(self) -> None:
         """Stop tailing."""
@@ -75,16 +101,16 @@ async def wait_processed(
 ) -> None:
     """Wait until the worker has routed every claim and drained its internal topics.
 
-    Routed: claims forwarded plus claims dead-lettered reach ``produced``. Drained: the worker's
-    group has committed the internal topics through their real ends.
+    Routed: the claims forwarded or dead-lettered, each counted once, reach ``produced``.
+    Drained: the worker's group has committed the internal topics through their real ends.
     """
     internal = [f"{settings.app_id}-claims-by-key", f"{settings.app_id}-alert-input"]
-    tail = TopicTail(bootstrap, [*internal, settings.topic_claims_dlq])
+    tail = TopicTail(bootstrap, [*internal, settings.topic_claims_dlq], settings.topic_claims)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             await tail.poll()
-            routed = tail.claim_envelopes + tail.counts[settings.topic_claims_dlq]
+            routed = len(tail.accounted)
             internal_ends = {tp: e for tp, e in tail.ends.items() if tp.topic in internal}
             if routed >= produced and await committed_through(
                 bootstrap, settings.app_id, internal_ends

@@ -1,19 +1,24 @@
 """Messages of the worker's internal topics, and dead-letter headers.
 
-``<app>-claims-by-key`` carries ``{"source", "sources", "claim"}`` (a claim and the claims
-partition it came from) or ``{"source", "sources", "max_event_ms"}`` (that partition's
-progress). ``<app>-alert-input`` carries ``{"kind": "evaluation", ...}`` or
-``{"kind": "command", "command": {...}}``, keyed by ``customer_id``.
+``<app>-claims-by-key`` carries, per route batch and windows partition,
+``{"sources": N, "claims": [[source, offset, claim], ...], "progress": [[source,
+max_event_ms], ...]}``: the batch's claims for that partition in their order (the claims
+partition and offset they came from — where a dead letter finds the original — and the
+validated claim packed by :meth:`Claim.to_compact`), then each source's progress. Messages of
+earlier versions — ``{"source", "sources", "claim"}`` or ``{"source", "sources",
+"max_event_ms"}`` — are still read. ``<app>-alert-input`` carries ``{"kind": "evaluation",
+...}`` or ``{"kind": "command", "command": {...}}``, keyed by ``customer_id``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from streams.domain.alerts import AlertCommand
-from streams.domain.claims import parse_claim
+from streams.domain.claims import Claim, parse_claim
 from streams.domain.events import KeyEvaluated
 from streams.domain.processor import Arrival, ClaimFromSource, SourceProgressed
 from streams.records import to_epoch_ms
@@ -24,12 +29,43 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def arrival(envelope: Mapping[str, Any]) -> Arrival:
-    """Decode a message of the by-key topic (raises InvalidClaim, KeyError, ValueError)."""
-    source, sources = int(envelope["source"]), int(envelope["sources"])
-    if "claim" in envelope:
-        return ClaimFromSource(source, sources, parse_claim(envelope["claim"]))
-    return SourceProgressed(source, sources, int(envelope["max_event_ms"]))
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a routed claim was read: a dead letter of it carries that message."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def routed_batch(
+    sources: int, claims: Iterable[tuple[int, int, Claim]], progress: Iterable[tuple[int, int]]
+) -> bytes:
+    """A by-key message: ``(source, offset, claim)`` items, then each source's progress."""
+    return dumps(
+        {
+            "sources": sources,
+            "claims": [[source, offset, claim.to_compact()] for source, offset, claim in claims],
+            "progress": [[source, max_ms] for source, max_ms in progress],
+        }
+    )
+
+
+def arrivals(envelope: Mapping[str, Any], claims_topic: str) -> list[tuple[Arrival, Origin | None]]:
+    """Decode a message of the by-key topic (raises InvalidClaim, KeyError, ValueError, ...)."""
+    sources = int(envelope["sources"])
+    if "claims" in envelope:
+        out: list[tuple[Arrival, Origin | None]] = []
+        for source, offset, packed in envelope["claims"]:
+            origin = Origin(claims_topic, int(source), int(offset))
+            out.append((ClaimFromSource(int(source), sources, Claim.from_compact(packed)), origin))
+        for source, max_ms in envelope["progress"]:
+            out.append((SourceProgressed(int(source), sources, int(max_ms)), None))
+        return out
+    source = int(envelope["source"])
+    if "claim" in envelope:  # one claim per message (before batches)
+        return [(ClaimFromSource(source, sources, parse_claim(envelope["claim"])), None)]
+    return [(SourceProgressed(source, sources, int(envelope["max_event_ms"])), None)]
 
 
 def evaluation_message(evaluation: KeyEvaluated) -> bytes:

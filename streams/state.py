@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import faust
@@ -13,7 +15,7 @@ from faust.serializers import codecs
 from streams.domain.alerts import AlertState
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import PartitionWindows
-from streams.domain.windows import KeyWindows, SourceClock
+from streams.domain.windows import ClockHistory, KeyWindows, SourceClock
 
 log = logging.getLogger("upstream.worker")
 # Windows table keys. Values carry their partition, so a partition can be rebuilt by a scan.
@@ -50,30 +52,70 @@ class StandardJsonTable(faust.Table):  # type: ignore[type-arg]
 class ChangelogTable:
     """A Faust table used as plain changelog-backed storage with explicit partitions.
 
-    Faust's own ``table[k] = v`` picks the changelog partition from the implicit current event;
-    batches span partitions, so every write here names its partition.
+    Faust's own ``table[k] = v`` picks the changelog partition from the implicit current event,
+    and sends every record through its producer buffer one by one (which also throttles the
+    consumer once the buffer fills). Here every write names its partition, is kept until
+    :meth:`flush`, and goes out in one Kafka record batch per partition; the records are the
+    ones Faust writes (JSON keys and values, ``None`` for a tombstone), so Faust's recovery
+    reads them back unchanged.
     """
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, producer: Callable[[], Any]) -> None:
         self._table = table
+        self._producer = producer  # the app's aiokafka producer, once it has started
+        self._pending: list[tuple[int, bytes, bytes | None]] = []
 
     def get(self, key: str) -> Any:
         """The stored value, or None."""
         return self._table.data.get(key)
 
     def put(self, partition: int, key: str, value: Any) -> None:
-        """Store ``value`` and append it to changelog partition ``partition``."""
+        """Store ``value``; its changelog record (partition ``partition``) waits for flush."""
         self._table.data[key] = value
-        self._table.send_changelog(partition, key, value)
+        self._pending.append((partition, _dump(key), _dump(value)))
 
     def delete(self, partition: int, key: str) -> None:
-        """Remove ``key`` and write a tombstone."""
+        """Remove ``key``; a tombstone waits for flush."""
         self._table.data.pop(key, None)
-        self._table.send_changelog(partition, key, None, value_serializer="raw")
+        self._pending.append((partition, _dump(key), None))
 
     def items(self) -> Iterable[tuple[str, Any]]:
         """Every stored item (all assigned partitions)."""
         return list(self._table.data.items())
+
+    async def flush(self) -> None:
+        """Write the pending records, a batch per partition in order; wait until delivered."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        producer = self._producer()
+        topic = self._table.changelog_topic.get_topic_name()
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition, key, value in pending:
+            by_partition.setdefault(partition, []).append((key, value))
+        delivered = []
+        for partition, records in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                    delivered.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a {topic} record is larger than a producer batch")
+            delivered.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*delivered)
+
+
+def _dump(value: Any) -> bytes:
+    """What Faust's JSON codec (see :class:`_StandardJson`) writes, faster for the common shapes.
+
+    Keys are strings; most values are short lists of ints (one per claim and bucket written).
+    """
+    if type(value) is str:
+        return encode_basestring_ascii(value).encode()
+    if type(value) is list and all(type(x) is int for x in value):
+        return ("[" + ",".join(map(str, value)) + "]").encode()
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 class TableAlertStore:
@@ -106,21 +148,31 @@ class TableAlertStore:
 
 
 class SourceClocks:
-    """Each claims partition's :class:`SourceClock`, kept in the route table."""
+    """Each claims partition's :class:`SourceClock`, kept in the route table as a history.
+
+    ``source|<partition>`` → :class:`ClockHistory`, so that a claim redelivered after a crash
+    is judged against the clock as it stood at its own offset.
+    """
 
     def __init__(self, table: ChangelogTable, grace_ms: int, bucket_ms: int) -> None:
         self.table = table
         self.grace_ms = grace_ms
         self.bucket_ms = bucket_ms
 
-    def get(self, source: int) -> SourceClock:
-        """The clock of claims partition ``source``."""
-        saved = self.table.get(f"source|{source}")
-        return SourceClock(self.grace_ms, self.bucket_ms, saved)
+    def _history(self, source: int) -> ClockHistory:
+        return ClockHistory.restore(self.table.get(f"source|{source}"))
 
-    def save(self, source: int, clock: SourceClock) -> None:
-        """Persist the clock (to the changelog partition of its source)."""
-        self.table.put(source, f"source|{source}", clock.max_event_ms)
+    def get(self, source: int, offset: int) -> SourceClock:
+        """The clock of claims partition ``source`` just before ``offset``."""
+        return SourceClock(self.grace_ms, self.bucket_ms, self._history(source).before(offset))
+
+    def save(
+        self, source: int, last_offset: int, clock: SourceClock, committed: int | None
+    ) -> None:
+        """Persist the clock after ``last_offset`` (to the changelog partition of its source)."""
+        history = self._history(source)
+        history.record(last_offset, clock.max_event_ms, committed)
+        self.table.put(source, f"source|{source}", history.to_list())
 
 
 class WindowsState:

@@ -1,21 +1,26 @@
-"""The Faust worker: thin agents around the pure domain core.
+"""The Faust worker: thin tasks and agents around the pure domain core.
 
-1. ``route`` reads ``claims.decided``, decodes and validates each value; invalid ones go to the
-   DLQ with headers, and so do claims later than the grace in their own partition's order
-   (:class:`SourceClock`). Valid ones are repartitioned by ``customer_id|payer_id|cpt_group``
-   with the partition they came from, and each source's progress is broadcast after a batch.
-2. ``windows`` applies claims to :class:`PartitionWindows`, sends late claims to the DLQ, drift
-   events to ``drift.events`` and key evaluations to the alert input (keyed by customer).
-   A timer advances quiet partitions by the wall clock after ``idle_close_after_s``.
+1. ``route`` reads ``claims.decided`` in batches, decodes and validates each value; invalid
+   ones go to the DLQ with headers, and so do claims later than the grace in their own
+   partition's order (:class:`SourceClock`, saved per batch with the offset it covers, so a
+   redelivered claim is judged as it was the first time). Valid ones are repartitioned by
+   ``customer_id|payer_id|cpt_group``: one message per windows partition and batch carries the
+   claims for it and then every source's progress.
+2. ``windows`` applies claims and progress to :class:`PartitionWindows`, sends late claims to
+   the DLQ (read back from ``claims.decided``), drift events to ``drift.events`` and key
+   evaluations to the alert input (keyed by customer). A timer advances quiet partitions by
+   the wall clock after ``idle_close_after_s``.
 3. ``commands`` validates ``alerts.commands`` and forwards them to the alert input, so that
    evaluations and commands of one customer are applied in one order.
 4. ``alerts`` applies evaluations (with the rules from ``alerts.rules``) and commands to
    :class:`AlertLifecycle` and sends every transition to ``alerts.events``.
 
-Agents work in batches (``take_events``), events are acked after their batch, and outputs are
-delivered *before* the state that produced them is written to the changelog: a crash replays
-the batch and re-sends the same ids, never loses them. Faust flushes the producer before it
-commits offsets, so delivery is at-least-once and every output is idempotent downstream.
+``route`` and ``windows`` carry the volume: they are tasks over :class:`BatchTopic`
+subscriptions (see :mod:`streams.batches`), not per-event agents; the low-volume ``commands``
+and ``alerts`` stay agents. Every stage works a batch at a time: outputs are delivered first,
+then the state that produced them goes to the changelog (one record batch per partition,
+:class:`ChangelogTable`), then the batch is acked. A crash replays the batch and re-sends the
+same ids, never loses them; delivery is at-least-once and every output idempotent downstream.
 """
 
 from __future__ import annotations
@@ -24,18 +29,22 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
 from streams import envelopes
+from streams.batches import BatchSubscription, BatchTopic, UpstreamApp
 from streams.domain.alerts import AlertCommand, AlertLifecycle
-from streams.domain.claims import InvalidClaim, parse_claim
+from streams.domain.claims import Claim, InvalidClaim, parse_claim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import Arrival, ClaimFromSource, PartitionWindows, StepResult
 from streams.domain.rules import RuleBook
@@ -67,6 +76,8 @@ from streams.state import (
 )
 
 HEALTH_EVERY_S = 2.0
+# A routed claim: its source partition and offset, the validated claim.
+_Routed = tuple[int, int, Claim]
 log = logging.getLogger("upstream.worker")
 
 
@@ -120,15 +131,19 @@ class WorkerAgents:
             "key_type": bytes, "value_type": bytes, "key_serializer": "raw",
             "value_serializer": "raw",
         }  # fmt: skip
-        self.claims_topic = app.topic(settings.topic_claims, **raw)
+        self.claims_topic = BatchTopic(app, topics=[settings.topic_claims], **raw)
         self.commands_topic = app.topic(settings.topic_commands, **raw)
         self.dlq_topic = app.topic(settings.topic_claims_dlq, **raw)
+        self._partitions: dict[str, int] = {}  # window key → by-key partition
         self.commands_dlq_topic = app.topic(settings.topic_commands_dlq, **raw)
         self.drift_topic = app.topic(settings.topic_drift, **raw)
         self.alerts_topic = app.topic(settings.topic_alerts, **raw)
         internal: dict[str, Any] = {"internal": True, "partitions": settings.partitions, **raw}
-        self.by_key_topic = app.topic(f"{settings.app_id}-claims-by-key", **internal)
+        self.by_key_topic = BatchTopic(app, topics=[f"{settings.app_id}-claims-by-key"], **internal)
         self.alert_input_topic = app.topic(f"{settings.app_id}-alert-input", **internal)
+        buffered = max(4 * settings.batch_max, app.conf.stream_buffer_maxsize)
+        self.claims_batches = self.claims_topic.subscribe(buffered)
+        self.by_key_batches = self.by_key_topic.subscribe(buffered)
         self.tables = [
             app.tables.add(
                 StandardJsonTable(app, name=name, default=None, beacon=app.tables.beacon,
@@ -136,7 +151,8 @@ class WorkerAgents:
             )  # what app.Table does, with the table class that keeps wide integers
             for name in ("windows", "route", "alerts")
         ]  # fmt: skip
-        windows_table, route_table, self.alerts_table = (ChangelogTable(t) for t in self.tables)
+        self.changelogs = [ChangelogTable(t, self.kafka_producer) for t in self.tables]
+        windows_table, route_table, self.alerts_table = self.changelogs
         cfg = drift_config(settings)
         grace_ms = int(settings.grace_days * 86_400_000)
         self.state = WindowsState(windows_table, cfg, grace_ms)
@@ -144,20 +160,22 @@ class WorkerAgents:
         self.windows_lock = asyncio.Lock()  # the idle timer and the windows agent share state
         self.rules = RuleBook()
         self.rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, self.rules)
+        self.originals = Originals(bootstrap)
         self._metadata_lock = asyncio.Lock()
         self._metadata_ready = False
 
     def register(self) -> None:
         """Attach the agents, the rules task, the idle timer and the revoke hook to the app."""
         app = self.app
-        app.agent(self.claims_topic, name="route")(self.route)
-        app.agent(self.by_key_topic, name="windows")(self.windows)
+        app.task(self.route_claims)
+        app.task(self.window_claims)
         app.agent(self.commands_topic, name="commands")(self.commands)
         app.agent(self.alert_input_topic, name="alerts")(self.alerts)
         app.task(self.follow_rules)
         app.timer(self.settings.idle_check_interval_s)(self.advance_idle_partitions)
         app.timer(HEALTH_EVERY_S)(self.check_health)
         app.on_partitions_revoked.connect(self.on_revoked)
+        app.on_before_shutdown.connect(self.on_shutdown)
         ScheduledJobs(app, self.settings).register()
 
     async def check_health(self) -> None:
@@ -177,6 +195,10 @@ class WorkerAgents:
         self.health.record("lag", lag <= self.settings.ready_max_lag, messages=lag,
                            limit=self.settings.ready_max_lag)  # fmt: skip
 
+    async def on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Close the consumer that reads originals back for dead letters."""
+        await self.originals.close()
+
     async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Forget in-memory windows; the new owner rebuilds them from the changelog."""
         self.state.forget()
@@ -184,6 +206,11 @@ class WorkerAgents:
     async def follow_rules(self) -> None:
         """Keep the rule book in step with the rules topic."""
         await self.rules_feed.run()
+
+    def kafka_producer(self) -> Any:
+        """The aiokafka producer under Faust's (it has no public handle)."""
+        faust_producer: Any = self.app.producer
+        return faust_producer._ensure_producer()
 
     async def ensure_partition_metadata(self) -> None:
         """Wait until the producer knows every partition we address explicitly.
@@ -195,8 +222,7 @@ class WorkerAgents:
         async with self._metadata_lock:
             if self._metadata_ready:
                 return
-            faust_producer: Any = self.app.producer  # the aiokafka producer has no public handle
-            producer = faust_producer._ensure_producer()
+            producer = self.kafka_producer()
             names = [self.by_key_topic.get_topic_name(), self.alert_input_topic.get_topic_name()]
             names += [t.changelog_topic.get_topic_name() for t in self.tables]
             for name in names:
@@ -214,98 +240,155 @@ class WorkerAgents:
         counted = self.app.consumer.topic_partitions(self.settings.topic_claims)
         return counted or self.settings.partitions
 
-    async def send_dlq(self, event: Any, stage: str, reason: str, detail: str) -> None:
-        """Dead-letter a claim with the DESIGN.md headers."""
+    async def send_dlq(self, message: Any, stage: str, reason: str, detail: str) -> None:
+        """Dead-letter a claim (a Kafka message or an :class:`envelopes.Origin`)."""
         CLAIMS_DLQ.labels(reason=reason).inc()
-        headers = envelopes.dlq_headers(event.message, stage, reason, detail)
-        await self.dlq_topic.send(key=event.key, value=event.value, headers=headers)
+        headers = envelopes.dlq_headers(message, stage, reason, detail)
+        await self.dlq_topic.send(key=message.key, value=message.value, headers=headers)
 
-    async def route(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """Validate claims, judge lateness per source partition, repartition by window key."""
-        await self.ensure_partition_metadata()
-        async for events in _take_events(stream, self.settings):
-            source_clocks: dict[int, SourceClock] = {}
-            sources = self.source_count()
-            for event in events:
-                await self._route_one(event, source_clocks, sources)
-            await self._broadcast_progress(source_clocks, sources)
-            yield None
-
-    async def _route_one(
-        self, event: Any, source_clocks: dict[int, SourceClock], sources: int
+    async def consume(
+        self, subscription: BatchSubscription, handle: Callable[[list[Any]], Awaitable[None]]
     ) -> None:
+        """Hand each batch of ``subscription`` to ``handle``, then ack it; crash on an error."""
+        await self.ensure_partition_metadata()
         try:
-            raw_claim = self.codec.decode(event.value, "ClaimDecided", self.settings.topic_claims)
-            claim = parse_claim(raw_claim)
-        except DecodeError as exc:
-            await self.send_dlq(event, "decode", exc.reason, exc.message)
-            return
-        except InvalidClaim as exc:
-            await self.send_dlq(event, "validate", exc.reason, exc.message)
-            return
-        CLAIMS_BY_OUTCOME.labels(outcome=claim.outcome).inc()
-        source = event.message.partition
-        clock = source_clocks.get(source)
-        if clock is None:
-            clock = source_clocks[source] = self.clocks.get(source)
-        if clock.is_late(claim.event_ms):
-            await self.send_dlq(event, "route", "late", "later than the grace in its partition")
-            return
-        clock.observe(claim.event_ms)
-        envelope = {"source": source, "sources": sources, "claim": raw_claim}
-        await self.by_key_topic.send(key=claim.window_key.encode(), value=envelopes.dumps(envelope))
+            async for messages in subscription.batches(
+                self.settings.batch_max, self.settings.batch_within_s
+            ):
+                await handle(messages)
+                subscription.ack(messages)
+        except Exception as exc:  # a bug or an unreachable broker: stop, be restarted
+            log.exception("%s failed", handle.__name__)
+            await self.app.crash(exc)
+            raise
 
-    async def _broadcast_progress(
-        self, source_clocks: dict[int, SourceClock], sources: int
-    ) -> None:
-        # Every windows partition needs every source's progress, even with no claim from it,
-        # to move its watermark (the minimum over sources).
-        for source, clock in sorted(source_clocks.items()):
-            self.clocks.save(source, clock)
-            if clock.max_event_ms is None:
+    async def route_claims(self) -> None:
+        """Task: :meth:`route` every batch of ``claims.decided``."""
+        await self.consume(self.claims_batches, self.route)
+
+    async def window_claims(self) -> None:
+        """Task: :meth:`windows` every batch of the by-key topic."""
+        await self.consume(self.by_key_batches, self.windows)
+
+    async def route(self, messages: list[Any]) -> None:
+        """Validate claims, judge lateness per source partition, repartition by window key.
+
+        One by-key message per windows partition (chunked when large) carries the batch's
+        claims for it, then every source's progress: a windows partition needs each source's
+        progress, even with no claim from it, to move its watermark (the minimum of sources).
+        """
+        sources = self.source_count()
+        batch: dict[int, _SourceInBatch] = {}
+        routed: dict[int, list[_Routed]] = defaultdict(list)
+        outcomes: Counter[str] = Counter()
+        for message in messages:
+            source = message.partition
+            seen = batch.get(source)
+            if seen is None:
+                clock = self.clocks.get(source, message.offset)
+                seen = batch[source] = _SourceInBatch(message.tp, clock, message.offset)
+            seen.last_offset = message.offset
+            claim = await self._valid_claim(message)
+            if claim is None:
                 continue
-            value = envelopes.dumps(
-                {"source": source, "sources": sources, "max_event_ms": clock.max_event_ms}
-            )
-            for partition in range(self.settings.partitions):
-                await self.by_key_topic.send(key=b"", value=value, partition=partition)
+            outcomes[claim.outcome] += 1
+            if seen.clock.is_late(claim.event_ms):
+                await self.send_dlq(
+                    message, "route", "late", "later than the grace in its partition"
+                )
+                continue
+            seen.clock.observe(claim.event_ms)
+            partition = self.partition_of(claim.window_key)
+            routed[partition].append((source, message.offset, claim))
+        for outcome, count in outcomes.items():
+            CLAIMS_BY_OUTCOME.labels(outcome=outcome).inc(count)
+        progress = [(s, seen.clock.max_event_ms) for s, seen in sorted(batch.items())
+                    if seen.clock.max_event_ms is not None]  # fmt: skip
+        pending = []
+        for partition in range(self.settings.partitions):
+            chunks = _chunks(routed.get(partition, []))
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                if chunk or (last and progress):
+                    value = envelopes.routed_batch(sources, chunk, progress if last else [])
+                    pending.append(await self.by_key_topic.send(value=value, partition=partition))
+        # Delivered before the clocks are saved and the batch is acked (at-least-once).
+        await asyncio.gather(*pending)
+        for source, seen in batch.items():
+            self.clocks.save(source, seen.last_offset, seen.clock, self._committed(seen.tp))
+        await self.clocks.table.flush()
 
-    async def windows(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    async def _valid_claim(self, message: Any) -> Claim | None:
+        try:
+            raw_claim = self.codec.decode(message.value, "ClaimDecided", self.settings.topic_claims)
+            return parse_claim(raw_claim)
+        except DecodeError as exc:
+            await self.send_dlq(message, "decode", exc.reason, exc.message)
+        except InvalidClaim as exc:
+            await self.send_dlq(message, "validate", exc.reason, exc.message)
+        return None
+
+    def partition_of(self, window_key: str) -> int:
+        """The by-key partition of ``window_key``: Kafka's default (murmur2) partitioner."""
+        partition = self._partitions.get(window_key)
+        if partition is None:
+            if len(self._partitions) > 1_000_000:
+                self._partitions.clear()
+            partition = (murmur2(window_key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+            self._partitions[window_key] = partition
+        return partition
+
+    def _committed(self, tp: Any) -> int | None:
+        """The group's committed offset of ``tp`` as the consumer last committed or read it."""
+        committed: Any = getattr(self.app.consumer, "_committed_offset", {})  # no public API
+        offset = committed.get(tp)
+        return offset if isinstance(offset, int) else None
+
+    async def windows(self, messages: list[Any]) -> None:
         """Apply claims and progress to the partitions' windows; emit what the closes find."""
-        await self.ensure_partition_metadata()
-        async for events in _take_events(stream, self.settings):
-            by_partition: dict[int, list[tuple[Any, Arrival]]] = defaultdict(list)
-            for event in events:
-                try:
-                    arrival = envelopes.arrival(json.loads(event.value))
-                except (InvalidClaim, ValueError, KeyError, TypeError) as exc:
-                    await self.send_dlq(event, "window", "invalid", str(exc))
-                    continue
-                by_partition[event.message.partition].append((event, arrival))
-            now_ms = int(time.time() * 1000)
-            async with self.windows_lock:
-                for partition, items in by_partition.items():
-                    pw = self.state.get(partition, self.source_count())
-                    closed_before = pw.watermark.closed_through
-                    result = pw.apply([a for _, a in items], now_ms=now_ms)
-                    _count_closes(closed_before, pw.watermark.closed_through)
-                    closing_claim = None  # the last claim applied: its batch made the close
-                    for _, arrival in items:
-                        if isinstance(arrival, ClaimFromSource):
-                            EVENT_TIME_LAG.observe((now_ms - arrival.claim.event_ms) / 1000)
-                            closing_claim = arrival.claim.claim_id
-                    await self._dead_letter_late(items, result)
-                    await self._emit(pw, result, closing_claim)
-            yield None
+        by_partition: dict[int, list[Arrival]] = defaultdict(list)
+        origins: dict[int, envelopes.Origin] = {}  # id(claim) → where it came from
+        for message in messages:
+            try:
+                items = envelopes.arrivals(json.loads(message.value), self.settings.topic_claims)
+            except (InvalidClaim, ValueError, KeyError, TypeError, IndexError) as exc:
+                await self.send_dlq(message, "window", "invalid", str(exc)[:200])
+                continue
+            arrivals = by_partition[message.partition]
+            for arrival, origin in items:
+                arrivals.append(arrival)
+                if isinstance(arrival, ClaimFromSource):  # an older message: its own envelope
+                    origins[id(arrival.claim)] = origin or message
+        now_ms = int(time.time() * 1000)
+        async with self.windows_lock:
+            for partition, arrivals in by_partition.items():
+                pw = self.state.get(partition, self.source_count())
+                closed_before = pw.watermark.closed_through
+                result = pw.apply(arrivals, now_ms=now_ms)
+                _count_closes(closed_before, pw.watermark.closed_through)
+                claims = [a.claim for a in arrivals if isinstance(a, ClaimFromSource)]
+                observe = EVENT_TIME_LAG.observe
+                for claim in claims:
+                    observe((now_ms - claim.event_ms) / 1000)
+                for claim in result.late:
+                    await self._dead_letter_late(claim, origins[id(claim)])
+                CLAIMS_PROCESSED.inc(len(claims) - len(result.late) - result.duplicates)
+                CLAIMS_DUPLICATE.inc(result.duplicates)
+                await self._emit(pw, result, claims[-1].claim_id if claims else None)
 
-    async def _dead_letter_late(self, items: list[tuple[Any, Arrival]], result: StepResult) -> None:
-        late_ids = {id(c) for c in result.late}
-        for event, arrival in items:
-            if isinstance(arrival, ClaimFromSource) and id(arrival.claim) in late_ids:
-                await self.send_dlq(event, "window", "late", "event time is behind the watermark")
-        claims = sum(isinstance(a, ClaimFromSource) for _, a in items)
-        CLAIMS_PROCESSED.inc(claims - len(result.late) - result.duplicates)
-        CLAIMS_DUPLICATE.inc(result.duplicates)
+    async def _dead_letter_late(self, claim: Claim, origin: Any) -> None:
+        """The original claim (or, failing that, the claim as validated) to the DLQ."""
+        reason = "event time is behind the watermark"
+        if isinstance(origin, envelopes.Origin):
+            original = await self.originals.read(origin)
+            if original is None:
+                original = _Rebuilt(
+                    origin.topic, origin.partition, origin.offset, claim.claim_id.encode(),
+                    envelopes.dumps(claim.to_record()),
+                )  # fmt: skip
+                reason += " (original unreadable: the value is the claim as validated)"
+            origin = original
+        await self.send_dlq(origin, "window", "late", reason)
 
     async def _emit(
         self, pw: PartitionWindows, result: StepResult, closing_claim: str | None = None
@@ -327,6 +410,7 @@ class WorkerAgents:
             pending.append(await self.alert_input_topic.send(key=key, value=message))
         await asyncio.gather(*pending)
         self.state.save(pw, result.changed.values())
+        await self.state.table.flush()
 
     async def advance_idle_partitions(self) -> None:
         """Timer: advance quiet sources and partitions by the wall clock (idle_close_after_s)."""
@@ -373,6 +457,7 @@ class WorkerAgents:
         await self.ensure_partition_metadata()
         await self.rules_feed.ready.wait()
         async for events in _take_events(stream, self.settings):
+            sent: list[Awaitable[Any]] = []
             for event in events:
                 try:
                     item = envelopes.alert_input(json.loads(event.value))
@@ -402,8 +487,73 @@ class WorkerAgents:
                     )  # fmt: skip
                     record = alert_record(transition)
                     value = self.codec.encode("AlertEvent", self.settings.topic_alerts, record)
-                    await self.alerts_topic.send(key=transition.customer_id.encode(), value=value)
+                    key = transition.customer_id.encode()
+                    sent.append(await self.alerts_topic.send(key=key, value=value))
+            await asyncio.gather(*sent)  # delivered before the state that produced them
+            await self.alerts_table.flush()
             yield None
+
+
+CHUNK_CLAIMS = 1000  # claims per by-key message (~150 bytes each; Kafka's default limit 1 MiB)
+
+
+def _chunks(items: list[_Routed]) -> list[list[_Routed]]:
+    """``items`` in order, in parts of at most ``CHUNK_CLAIMS`` (one empty part if none)."""
+    return [items[i : i + CHUNK_CLAIMS] for i in range(0, len(items), CHUNK_CLAIMS)] or [[]]
+
+
+class Originals:
+    """Reads a claim back from ``claims.decided`` by offset, for a dead letter of the windows.
+
+    The by-key topic carries validated claims, not their bytes; the rare claim the windows
+    stage dead-letters is fetched again so that the DLQ holds the original key and value.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def read(self, origin: envelopes.Origin, timeout_s: float = 5.0) -> Any | None:
+        """The message at ``origin``, or None when it cannot be read (gone, unreachable)."""
+        tp = TopicPartition(origin.topic, origin.partition)
+        try:
+            if self._consumer is None:
+                self._consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+                )
+                await self._consumer.start()
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, origin.offset)
+            message = await asyncio.wait_for(self._consumer.getone(tp), timeout_s)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("original of %s not read: %s", origin, exc)
+            return None
+        return message if message.offset == origin.offset else None
+
+    async def close(self) -> None:
+        """Stop the consumer, if one was started."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class _Rebuilt:
+    """A dead letter's message when the original could not be read back."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class _SourceInBatch:
+    """A claims partition seen in a route batch: its clock and the last offset read."""
+
+    tp: Any
+    clock: SourceClock
+    last_offset: int
 
 
 def _count_closes(before: int | None, after: int | None) -> None:
@@ -415,7 +565,7 @@ def build_worker(
     settings: Settings, bootstrap: str, codec: ValueCodec, health: Health | None = None
 ) -> Worker:
     """Build the Faust app, its topics, tables and agents. Connects to nothing yet."""
-    app = faust.App(
+    app = UpstreamApp(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",

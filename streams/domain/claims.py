@@ -7,6 +7,7 @@ Pure: no I/O. The event time of a claim is ``decided_at`` when present, else mid
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -73,6 +74,43 @@ class Claim:
         """Days from submission to decision."""
         return (self.decided_date - self.submitted_date).days
 
+    def to_record(self) -> dict[str, Any]:
+        """A ClaimDecided record (JSON field names) with what the claim kept."""
+        record: dict[str, Any] = {
+            "claim_id": self.claim_id, "customer_id": self.customer_id,
+            "payer_id": self.payer_id, "cpt_code": self.cpt_code, "cpt_group": self.cpt_group,
+            "submitted_date": self.submitted_date.isoformat(),
+            "decided_date": self.decided_date.isoformat(), "outcome": self.outcome,
+            "billed_amount": f"{self.billed_cents // 100}.{self.billed_cents % 100:02d}",
+            "allowed_amount": f"{self.allowed_cents // 100}.{self.allowed_cents % 100:02d}",
+            "decided_at": datetime.fromtimestamp(self.event_ms / 1000, UTC).isoformat(),
+        }  # fmt: skip
+        if self.payer_name is not None:
+            record["payer_name"] = self.payer_name
+        return record
+
+    def to_compact(self) -> list[Any]:
+        """JSON-ready positional form (dates as ordinals), read back by :meth:`from_compact`."""
+        return [
+            self.claim_id, self.customer_id, self.payer_id, self.cpt_code, self.cpt_group,
+            self.submitted_date.toordinal(), self.decided_date.toordinal(), self.outcome,
+            self.billed_cents, self.allowed_cents, self.event_ms, self.payer_name,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_compact(cls, c: list[Any]) -> Claim:
+        """A claim this worker validated and sent over its own internal topic.
+
+        Checks shape and types only (raises ValueError / TypeError / IndexError): the values
+        were validated by :func:`parse_claim` before they were packed.
+        """
+        if len(c) != 12 or not all(isinstance(x, str) for x in c[:5]) or c[7] not in OUTCOMES:
+            raise ValueError("not a packed claim")
+        return cls(
+            c[0], c[1], c[2], c[3], c[4], date.fromordinal(c[5]), date.fromordinal(c[6]), c[7],
+            int(c[8]), int(c[9]), int(c[10]), None if c[11] is None else str(c[11]),
+        )  # fmt: skip
+
 
 def _text(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
     value = raw.get(name)
@@ -107,8 +145,14 @@ def _date(raw: Mapping[str, Any], name: str) -> date:
     return day
 
 
+_PLAIN_AMOUNT = re.compile(r"(\d{1,8})(?:\.(\d{1,2}))?")  # "1234.5": most amounts, no Decimal
+
+
 def _cents(raw: Mapping[str, Any], name: str) -> int:
     value = raw.get(name)
+    if type(value) is str and (plain := _PLAIN_AMOUNT.fullmatch(value)):
+        whole, fraction = plain.groups()
+        return int(whole) * 100 + (int(fraction.ljust(2, "0")) if fraction else 0)
     if value is None or value == "":
         raise InvalidClaim("missing_field", f"{name} is required")
     if isinstance(value, bool) or not isinstance(value, str | int | float):

@@ -252,6 +252,60 @@ class SourceClock:
             self.max_event_ms = timestamp_ms
 
 
+CLOCK_HISTORY_MAX = 1024
+
+
+@dataclass(slots=True)
+class ClockHistory:
+    """A source partition's clock after each batch, by the last offset the batch covered.
+
+    The clock is saved after every batch but offsets are committed later, so after a crash the
+    claims since the last commit come again. Judged against the newest clock they could be
+    "late" behind claims that came *after* them in the first run, and a claim that was
+    forwarded would now be dead-lettered. Each is judged instead against the clock as it stood
+    just before its own offset: the same verdict as in the first run.
+    """
+
+    entries: list[tuple[int, int | None]] = field(default_factory=list)  # (offset, max ms)
+
+    @classmethod
+    def restore(cls, saved: Any) -> ClockHistory:
+        """From :meth:`to_list`; a bare int is the max of a clock saved with no offsets."""
+        if saved is None:
+            return cls()
+        if isinstance(saved, int):
+            return cls([(-1, saved)])
+        return cls([(int(offset), value) for offset, value in saved])
+
+    def to_list(self) -> list[list[int | None]]:
+        """JSON-ready ``[[offset, max_event_ms], ...]``, oldest first."""
+        return [[offset, value] for offset, value in self.entries]
+
+    def before(self, offset: int) -> int | None:
+        """The clock's max event time after every offset below ``offset`` (None: unknown)."""
+        found: int | None = None
+        for last, value in self.entries:
+            if last >= offset:
+                break
+            found = value
+        return found
+
+    def record(self, last_offset: int, max_event_ms: int | None, committed: int | None) -> None:
+        """Note the clock after ``last_offset``; forget what a resume from ``committed`` skips.
+
+        Entries at or past ``last_offset`` belong to a run that was cut short and are replaced.
+        """
+        while self.entries and self.entries[-1][0] >= last_offset:
+            self.entries.pop()
+        self.entries.append((last_offset, max_event_ms))
+        if committed is not None:  # keep the newest entry below the committed offset
+            keep = 0
+            while keep + 1 < len(self.entries) and self.entries[keep + 1][0] < committed:
+                keep += 1
+            del self.entries[:keep]
+        del self.entries[:-CLOCK_HISTORY_MAX]
+
+
 @dataclass(slots=True)
 class Watermark:
     """Event-time progress of one partition that is fed by ``sources`` upstream partitions.

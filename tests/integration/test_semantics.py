@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,6 @@ MIXED = Scenario(
 )
 
 
-@pytest.mark.skipif(
-    os.environ.get("UPSTREAM_TEST_BROKER") == "kafka",
-    reason="flaky on Apache Kafka (1 of 4 runs: same drift event ids, other values): a worker "
-    "stopped 3 s in can leave claims uncommitted that the route clock already counted, the "
-    "at-least-once gap of README 'Apache Kafka'; issues 6 and 8 stay open for it",
-)
 async def test_replay_with_a_restart_gives_the_same_outputs(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:

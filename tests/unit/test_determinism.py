@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import ClaimFromSource, PartitionWindows, SourceProgressed
-from streams.domain.windows import KeyWindows, SourceClock
+from streams.domain.windows import ClockHistory, KeyWindows, SourceClock
 from tests.unit.claims import DAY_MS, claim_on_day
 
 CFG = DriftConfig(
@@ -132,3 +132,58 @@ def test_source_clock_late_iff_bucket_ended_a_grace_before_the_max(times):
         if not expected:
             clock.observe(t)
             seen.append(t)
+
+
+def _judge(history: ClockHistory, times: list[int], start: int, cuts: list[int], committed):
+    """Route ``times[start:]`` in batches ending before each cut; verdicts by offset."""
+    verdicts: dict[int, bool] = {}
+    bounds = [c for c in cuts if c > start] + [len(times)]
+    offset = start
+    for end in bounds:
+        if end <= offset:
+            continue
+        clock = SourceClock(GRACE, DAY_MS, history.before(offset))
+        for o in range(offset, end):
+            verdicts[o] = clock.is_late(times[o])
+            if not verdicts[o]:
+                clock.observe(times[o])
+        history.record(end - 1, clock.max_event_ms, committed(end))
+        offset = end
+    return verdicts
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    times=st.lists(st.integers(0, 40 * DAY_MS), min_size=2, max_size=60),
+    data=st.data(),
+)
+def test_a_redelivered_claim_gets_the_verdict_of_its_first_delivery(times, data):
+    """Crash after a batch whose offsets were not committed, resume from the commit: same verdicts.
+
+    The clock was saved ahead of the committed offset; judging the redelivered claims against
+    it would make some of them late that were on time (the route clock's at-least-once gap).
+    """
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(times) - 1), max_size=10))))
+    reference = _judge(ClockHistory(), times, 0, cuts, lambda end: None)
+    crash_after = data.draw(st.integers(0, len(cuts)))  # batches done before the crash
+    done = cuts[:crash_after]
+    resume = data.draw(st.sampled_from([0, *done]))  # the last commit, at a batch boundary
+    history = ClockHistory()
+    _judge(history, times[: (done[-1] if done else 0)], 0, done, lambda end: resume)
+    history = ClockHistory.restore(json.loads(json.dumps(history.to_list())))  # via the table
+    again = _judge(history, times, resume, cuts, lambda end: resume)
+    assert again == {o: v for o, v in reference.items() if o >= resume}
+
+
+def test_clock_history_keeps_only_what_a_resume_needs():
+    """Entries a resume from the committed offset cannot use are dropped; a rewind replaces."""
+    history = ClockHistory()
+    for last, value in ((9, 100), (19, 200), (29, 300)):
+        history.record(last, value, committed=None)
+    assert history.before(0) is None
+    assert (history.before(10), history.before(20), history.before(30)) == (100, 200, 300)
+    history.record(39, 400, committed=25)  # resumes at 25 need the entry at 19
+    assert history.entries == [(19, 200), (29, 300), (39, 400)]
+    history.record(29, 350, committed=25)  # replayed from 20 after a crash: the later run wins
+    assert history.entries == [(19, 200), (29, 350)]
+    assert ClockHistory.restore(7).before(0) == 7  # a clock saved before offsets were kept

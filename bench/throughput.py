@@ -1,0 +1,305 @@
+"""Worker throughput against the client's ceiling, measured in the same run (issue 7).
+
+For each run: a fresh embedded broker (or Apache Kafka with ``--broker kafka``), ``--claims``
+generated JSON claims produced to ``claims.decided`` (4 partitions) before anything reads them;
+then
+
+1. the ceiling: a raw aiokafka consumer reads every claim with ``getmany`` + ``json.loads``;
+2. the worker: ``--workers`` worker processes start on an empty claims topic of their own and
+   join their group; then the same claims are produced to it (librdkafka, faster than any
+   worker) and the time is taken from the first claim counted to the last, read from the
+   workers' ``/metrics`` (valid claims applied + duplicates + dead-lettered = claims produced).
+
+Prints one JSON document on stdout (every run, the medians, the machine) and a table on stderr.
+``python -m bench.throughput --help`` lists the options; ``make bench`` runs the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Producer
+
+from streams.devstack import EmbeddedKafka, free_port, spawn_service, stop_process
+from streams.generator import Scenario, generate
+from streams.settings import Settings
+from streams.topics import create_topics
+
+COUNTED = (
+    "upstream_claims_processed_total",
+    "upstream_claims_duplicate_total",
+    "upstream_claims_dlq_total",
+)
+
+
+def claims_for(count: int, customers: int = 20) -> list[dict[str, Any]]:
+    """``count`` claims of the denial-spike scenario for ``customers`` customers, interleaved.
+
+    Each customer has the scenario's 6 keys at 20 claims a day, with 1 % resends; the days are
+    as many as ``count`` needs.
+    """
+    per_day = customers * len(Scenario().key_profiles()) * Scenario().claims_per_key_per_day
+    days = max(30, -(-count // per_day) + 1)
+    streams = [
+        generate(Scenario(customer_id=f"cust-{c:03d}", seed=c, days=days,
+                          spike_day=days * 2 // 3, resend_fraction=0.01))
+        for c in range(customers)
+    ]  # fmt: skip
+    claims = [claim for group in zip(*streams, strict=False) for claim in group]
+    if len(claims) < count:
+        raise ValueError(f"generated {len(claims)} claims, fewer than {count}")
+    return claims[:count]
+
+
+def produce_all(bootstrap: str, topic: str, claims: list[dict[str, Any]]) -> None:
+    """Send every claim as JSON keyed by claim id (librdkafka: fast, so not what is measured)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    for claim in claims:
+        value = json.dumps(claim, separators=(",", ":")).encode()
+        while True:
+            try:
+                producer.produce(topic, value=value, key=claim["claim_id"].encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60):
+        raise RuntimeError("the producer could not deliver every claim")
+
+
+async def ceiling(bootstrap: str, topic: str, count: int) -> float:
+    """Claims/s of a raw aiokafka consumer: getmany + json.loads, group-less, from the start."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=16 << 20,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        seen, started = 0, None
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    json.loads(message.value)
+                seen += len(messages)
+        assert started is not None
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The counted series (summed over labels) and RSS-relevant gauges of one worker."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    totals: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        base = name.split("{", 1)[0]
+        if base in COUNTED or base == "upstream_active_window_keys":
+            totals[base] = totals.get(base, 0.0) + float(value)
+    return totals
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class WorkerRun:
+    """What one worker measurement found."""
+
+    claims_per_s: float
+    seconds: float
+    startup_s: float
+    rss_mib: list[float]
+    active_keys: float
+
+
+def _ready_partitions(port: int) -> int:
+    """Partitions the worker on ``port`` reports assigned (0 when not answering yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
+            body = json.loads(reply.read())
+    except (OSError, ValueError):  # 503 until ready raises HTTPError, an OSError
+        return 0
+    return int(body["checks"].get("kafka", {}).get("partitions", 0))
+
+
+def run_workers(
+    bootstrap: str, claims: list[dict[str, Any]], workers: int, app_id: str, timeout_s: float
+) -> WorkerRun:
+    """Start ``workers`` processes, wait for their group, produce ``claims``; time them."""
+    log_dir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
+    ports = [free_port() for _ in range(workers)]
+    topic = f"claims.{app_id}"
+    procs = []
+    launched = time.perf_counter()
+    count = len(claims)
+    try:
+        asyncio.run(create_topics(Settings(topic_claims=topic), bootstrap))
+        for i, port in enumerate(ports):
+            env = {
+                **os.environ, "UPSTREAM_KAFKA_BOOTSTRAP": bootstrap, "UPSTREAM_APP_ID": app_id,
+                "UPSTREAM_TOPIC_CLAIMS": topic, "UPSTREAM_METRICS_PORT": str(port),
+                "UPSTREAM_LOG_FORMAT": "text", "UPSTREAM_WORKER_DATA_DIR": str(log_dir / f"d{i}"),
+            }  # fmt: skip
+            procs.append(spawn_service("worker", env, log_dir / f"worker-{i}.log"))
+        deadline = launched + timeout_s
+
+        def check_alive() -> None:
+            for i, proc in enumerate(procs):
+                if proc.poll() is not None:
+                    log = (log_dir / f"worker-{i}.log").read_text()[-3000:]
+                    raise RuntimeError(f"worker {i} exited with {proc.returncode}:\n{log}")
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the workers did not finish in time")
+
+        stable, last = 0, None
+        while stable < 6:  # every worker has partitions, the same for 3 s
+            check_alive()
+            assigned = [_ready_partitions(p) for p in ports]
+            stable = stable + 1 if all(assigned) and assigned == last else 0
+            last = assigned
+            time.sleep(0.5)
+        joined = time.perf_counter()
+        produce_all(bootstrap, topic, claims)
+        first = None
+        while True:
+            check_alive()
+            try:
+                metrics = [scrape(p) for p in ports]
+            except OSError:
+                metrics = []
+            done = sum(m.get(name, 0.0) for m in metrics for name in COUNTED)
+            now = time.perf_counter()
+            if first is None and done > 0:
+                first = now
+            if done >= count:
+                break
+            time.sleep(0.05)
+        assert first is not None
+        seconds = now - first
+        keys = sum(m.get("upstream_active_window_keys", 0.0) for m in metrics)
+        return WorkerRun(
+            claims_per_s=count / seconds if seconds > 0 else float("inf"),
+            seconds=seconds,
+            startup_s=joined - launched,
+            rss_mib=[rss_mib(p.pid) for p in procs],
+            active_keys=keys,
+        )
+    finally:
+        for proc in procs:
+            stop_process(proc, timeout_s=30)
+
+
+async def one_run(
+    args: argparse.Namespace, run: int, claims: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A fresh broker, the claims produced, the ceiling, then each worker count."""
+    broker: Any
+    if args.broker == "kafka":
+        from streams.apache_kafka import ApacheKafka
+
+        broker = ApacheKafka().start()
+    else:
+        broker = EmbeddedKafka().start()
+    try:
+        settings = Settings(kafka_bootstrap=broker.bootstrap)
+        await create_topics(settings, broker.bootstrap)
+        produce_all(broker.bootstrap, settings.topic_claims, claims)
+        result: dict[str, Any] = {"run": run}
+        result["ceiling_claims_per_s"] = await ceiling(
+            broker.bootstrap, settings.topic_claims, len(claims)
+        )
+        for workers in args.workers:
+            measured = await asyncio.to_thread(
+                run_workers, broker.bootstrap, claims, workers, f"bench-{run}-{workers}",
+                args.timeout,
+            )  # fmt: skip
+            result[f"workers_{workers}"] = measured.__dict__
+            print(
+                f"  run {run}: {workers} worker(s) {measured.claims_per_s:,.0f} claims/s "
+                f"(ceiling {result['ceiling_claims_per_s']:,.0f})",
+                file=sys.stderr,
+            )
+        return result
+    finally:
+        broker.stop()
+
+
+def summarise(runs: list[dict[str, Any]], workers: list[int]) -> dict[str, Any]:
+    """Medians over runs, the ratio to the ceiling and the scaling of 2 processes over 1."""
+    median_ceiling = statistics.median(r["ceiling_claims_per_s"] for r in runs)
+    summary: dict[str, Any] = {"ceiling_claims_per_s": round(median_ceiling)}
+    for n in workers:
+        rate = statistics.median(r[f"workers_{n}"]["claims_per_s"] for r in runs)
+        ratios = [r[f"workers_{n}"]["claims_per_s"] / r["ceiling_claims_per_s"] for r in runs]
+        summary[f"workers_{n}_claims_per_s"] = round(rate)
+        summary[f"workers_{n}_ratio_to_ceiling"] = round(statistics.median(ratios), 3)
+    if 1 in workers and 2 in workers:
+        summary["scaling_2_over_1"] = round(
+            summary["workers_2_claims_per_s"] / summary["workers_1_claims_per_s"], 2
+        )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--claims", type=int, default=200_000, help="claims per run (200000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs; medians reported (3)")
+    parser.add_argument(
+        "--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
+        help="worker process counts to measure, comma-separated (1,2)",
+    )  # fmt: skip
+    parser.add_argument("--broker", choices=("embedded", "kafka"), default="embedded")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
+    args = parser.parse_args(argv)
+    print(f"generating {args.claims:,} claims...", file=sys.stderr)
+    claims = claims_for(args.claims)
+    runs = []
+    for run in range(1, args.runs + 1):
+        runs.append(asyncio.run(one_run(args, run, claims)))
+    summary = summarise(runs, args.workers)
+    document = {
+        "benchmark": "throughput",
+        "broker": args.broker,
+        "claims": len(claims),
+        "partitions": Settings().partitions,
+        "summary": summary,
+        "runs": runs,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "platform": platform.platform()},
+    }  # fmt: skip
+    print(json.dumps(document, indent=2))
+    print(f"\n{'measure':<34}{'value':>14}", file=sys.stderr)
+    for name, value in summary.items():
+        print(f"{name:<34}{value:>14,}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""Batches of Kafka messages from a Faust app, without Faust's per-event machinery.
+
+A Faust agent pays for every event: the consumer's drain loop runs each delivery as two tasks
+(``wait_first(callback, suspend_flow.wait())``), the conductor builds an ``Event``, the stream
+hops a queue and an iterator chain. At tens of thousands of claims a second that plumbing, not
+the work, is the cost (issue 7's profile: ~6k events/s). :class:`UpstreamApp` keeps everything
+else Faust gives — group membership and its assignor, fetching, flow control on rebalance,
+acks and offset commits, tables, changelogs and recovery, timers — but its consumer
+(:class:`BatchingConsumer`) appends the messages of a :class:`BatchTopic` straight to a
+:class:`MessageBuffer`, which hands them out as lists.
+
+A batch's messages must be acked (:meth:`BatchTopic.ack`) once its outputs are delivered and
+its state written; Faust commits offsets only up to acked messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP, AppT, Message
+
+
+class MessageBuffer:
+    """The queue a Faust conductor fills for one channel (duck-typed ``FlowControlQueue``).
+
+    Above ``maxsize`` the conductor waits in :meth:`put`; above the high-water mark the
+    consumer stops fetching the partition until the buffer drains below the low-water mark.
+    The app's flow control clears it on rebalance: those messages were never acked, and the
+    partitions' new owner reads them again from the committed offsets.
+    """
+
+    def __init__(
+        self, maxsize: int, flow_control: Any, rewinds: dict[tuple[str, int], int] | None = None
+    ) -> None:
+        self.maxsize = maxsize
+        # (topic, partition) → the lowest offset dropped by clear(): to be read again.
+        self.rewinds = rewinds if rewinds is not None else {}
+        self.high = maxsize * 4 // 5
+        self.low = maxsize * 2 // 5
+        self._items: list[Message] = []
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._filled = asyncio.Event()  # set when ``_want`` messages are buffered
+        self._want = 0
+        self._on_drop: dict[Any, Callable[[], None]] = {}
+        flow_control.manage_queue(self)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def full(self) -> bool:
+        """Whether the conductor must wait (see :meth:`put`)."""
+        return len(self._items) >= self.maxsize
+
+    def put_nowait_enhanced(
+        self,
+        value: Message,
+        *,
+        on_pressure_high: Callable[[], None],
+        on_pressure_drop: Callable[[], None],
+    ) -> None:
+        """Append a message; past the high-water mark, pause fetching its partition."""
+        self._items.append(value)
+        self._ready.set()
+        if self._want and len(self._items) >= self._want:
+            self._filled.set()
+        key = id(on_pressure_drop)  # one per partition
+        if len(self._items) >= self.high and key not in self._on_drop:
+            on_pressure_high()
+            self._on_drop[key] = on_pressure_drop
+
+    async def put(self, value: Message) -> None:
+        """Append a message once there is room."""
+        while self.full():
+            self._space.clear()
+            await self._space.wait()
+        self._items.append(value)
+        self._ready.set()
+        if self._want and len(self._items) >= self._want:
+            self._filled.set()
+
+    def clear(self) -> None:
+        """Drop every buffered message (rebalance); note where to read them again."""
+        for message in self._items:
+            _note_rewind(self.rewinds, message.topic, message.partition, message.offset)
+        self._items.clear()
+        self._ready.clear()
+        self._released()
+
+    async def take(self, max_messages: int, within_s: float) -> list[Message]:
+        """Up to ``max_messages``, oldest first: wait for one, then up to ``within_s`` for more.
+
+        The consumer hands messages over as it fetches them; taking each as it comes would
+        make batches of a few messages, each paying the per-batch costs (delivery round trip,
+        state writes). A rebalance may clear the buffer meanwhile: then wait again.
+        """
+        while True:
+            while not self._items:
+                self._ready.clear()
+                await self._ready.wait()
+            if len(self._items) < max_messages:
+                self._want = max_messages
+                self._filled.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._filled.wait(), within_s)
+                self._want = 0
+            if self._items:
+                break
+        batch = self._items[:max_messages]
+        del self._items[:max_messages]
+        if not self._items:
+            self._ready.clear()
+        self._released()
+        return batch
+
+    def _released(self) -> None:
+        if len(self._items) < self.maxsize:
+            self._space.set()
+        if len(self._items) <= self.low and self._on_drop:
+            callbacks, self._on_drop = list(self._on_drop.values()), {}
+            for callback in callbacks:
+                callback()
+
+
+def _note_rewind(
+    rewinds: dict[tuple[str, int], int], topic: str, partition: int, offset: int
+) -> None:
+    key = (topic, partition)
+    if offset < rewinds.get(key, offset + 1):
+        rewinds[key] = offset
+
+
+class BatchTopic(faust.Topic):
+    """A Faust topic whose subscriber gets raw ``Message`` lists instead of an event stream."""
+
+    def _compile_decode(self) -> None:
+        """No ``Event``: the message itself goes into the buffer (keys and values are bytes)."""
+
+        async def decode(message: Message, *, propagate: bool = False) -> Message:
+            return message
+
+        self.decode = decode  # type: ignore[method-assign,assignment]  # as faust.Topic does
+
+    def subscribe(self, maxsize: int) -> BatchSubscription:
+        """Subscribe (before the app starts); returns the batches.
+
+        With an :class:`UpstreamApp` the consumer fills the buffer directly; with any other
+        Faust app the conductor does, through the channel's queue (slower, same result).
+        """
+        upstream = self.app if isinstance(self.app, UpstreamApp) else None
+        rewinds = upstream.batch_rewinds if upstream is not None else None
+        buffer = MessageBuffer(maxsize, self.app.flow_control, rewinds)
+        channel: Any = self.clone(queue=buffer, is_iterator=True)
+        self.app.topics.add(channel)
+        if upstream is not None:
+            for name in self.topics:
+                upstream.batch_buffers[name] = buffer
+        return BatchSubscription(self.app, buffer)
+
+
+class BatchSubscription:
+    """The batches of one :class:`BatchTopic` subscription, and their acks."""
+
+    def __init__(self, app: AppT, buffer: MessageBuffer) -> None:
+        self.app = app
+        self.buffer = buffer
+
+    async def batches(self, max_messages: int, within_s: float) -> AsyncIterator[list[Message]]:
+        """Lists of messages (see :meth:`MessageBuffer.take`); ack each before the next."""
+        while True:
+            yield await self.buffer.take(max_messages, within_s)
+
+    def ack(self, messages: list[Message]) -> None:
+        """Mark ``messages`` processed: their offsets may be committed."""
+        consumer = self.app.consumer
+        for message in messages:
+            message.ack(consumer)
+
+
+class BatchingConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer, delivering :class:`BatchTopic` messages without tasks.
+
+    The drain loop is Faust's (gaps, read offsets, periodic commits, yielding to the loop every
+    100 messages) except for batch topics: their messages are tracked as unacked and appended
+    to the buffer in place, instead of being delivered by two tasks racing ``suspend_flow``.
+
+    Nothing fetched is lost to a rebalance. Faust suspends the app's flow, seeks the stream
+    partitions to their committed offsets and resumes the flow — and each suspend and resume
+    clears the buffers, in an order that lets messages fetched after the seek be cleared too
+    (Faust's own loop loses those: a killed worker's successor never routed some claims). So a
+    batch-topic message fetched while the flow is suspended is not kept, and whatever a clear
+    drops is noted; once the flow is active again, each such partition still assigned here is
+    sought back to the lowest offset dropped, and read again.
+    """
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+        app: Any = self.app
+        buffers: dict[str, MessageBuffer] = app.batch_buffers
+        rewinds: dict[tuple[str, int], int] = app.batch_rewinds
+        flow_active = app.flow_control.is_active
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        read_offsets = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        unacked = self._unacked_messages
+        pressure: dict[Any, tuple[Callable[[], None], Callable[[], None]]] = {}
+        since_yield = 0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                if rewinds and flow_active():
+                    await self._rewind(rewinds)  # what the next fetch returns comes after it
+                rewound: set[tuple[str, int]] = set()  # sought back during this fetch's records
+                records = self.getmany(timeout=1.0)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                async for tp, message in records:
+                    since_yield += 1
+                    if since_yield > 100:
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    buffer = buffers.get(tp.topic)
+                    if buffer is not None:
+                        if not flow_active():
+                            _note_rewind(rewinds, tp.topic, tp.partition, message.offset)
+                            continue
+                        if rewinds:
+                            rewound |= await self._rewind(rewinds)
+                        if (tp.topic, tp.partition) in rewound:
+                            continue  # fetched before the seek back: it comes again
+                    offset = message.offset
+                    r_offset = read_offsets[tp]
+                    if r_offset is not None and offset < r_offset:
+                        continue  # already read
+                    if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if buffer is None:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    else:
+                        message.incref(1)
+                        unacked.add(message)
+                        if buffer.full():
+                            await self.wait_first(buffer.put(message), self.suspend_flow.wait())
+                        else:
+                            high_drop = pressure.get(tp)
+                            if high_drop is None:  # Faust wants its TP, not aiokafka's
+                                faust_tp = TP(tp.topic, tp.partition)
+                                high_drop = pressure[tp] = (
+                                    partial(self.on_buffer_full, faust_tp),
+                                    partial(self.on_buffer_drop, faust_tp),
+                                )
+                            buffer.put_nowait_enhanced(
+                                message,
+                                on_pressure_high=high_drop[0],
+                                on_pressure_drop=high_drop[1],
+                            )
+                    read_offsets[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _rewind(self, rewinds: dict[tuple[str, int], int]) -> set[tuple[str, int]]:
+        """Seek each noted partition still assigned back to its offset; forget the notes."""
+        pending = dict(rewinds)
+        rewinds.clear()
+        assigned = self.assignment()
+        done = set()
+        for (topic, partition), offset in pending.items():
+            tp = TP(topic, partition)
+            if tp in assigned:
+                self.log.info("reading %s again from offset %d", tp, offset)
+                await self.seek(tp, offset)
+                done.add((topic, partition))
+        return done
+
+
+class UpstreamApp(faust.App):
+    """A Faust app whose consumer feeds :class:`BatchTopic` buffers directly."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_buffers: dict[str, MessageBuffer] = {}
+        self.batch_rewinds: dict[tuple[str, int], int] = {}
+
+    def _new_consumer(self) -> Any:
+        return BatchingConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.loop,
+        )

@@ -1,0 +1,128 @@
+"""The worker's batch path: packed claims, the by-key message, the message buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.batches import MessageBuffer
+from streams.domain.claims import InvalidClaim, _cents, parse_claim
+from streams.domain.processor import ClaimFromSource, SourceProgressed
+from streams.envelopes import Origin, arrivals, dumps, routed_batch
+from streams.state import _dump
+from tests.unit.claims import raw_claim
+
+CLAIM = parse_claim(raw_claim(payer_name="Payer A", decided_at="2026-01-11T09:30:00.250Z"))
+
+
+def test_a_packed_claim_and_its_record_give_back_the_claim():
+    """Compact form round-trips through JSON; the rebuilt record validates to the same claim."""
+    packed = json.loads(json.dumps(CLAIM.to_compact()))
+    assert type(CLAIM).from_compact(packed) == CLAIM
+    assert parse_claim(CLAIM.to_record()) == CLAIM
+    with pytest.raises(ValueError):
+        type(CLAIM).from_compact([*packed[:7], "MAYBE", *packed[8:]])
+
+
+def _decimal_cents(text: str) -> int | str:
+    try:
+        amount = Decimal(text.strip())
+    except ArithmeticError:
+        return "invalid"
+    if not amount.is_finite() or amount < 0 or amount > Decimal("100000000"):
+        return "invalid"
+    return int((amount * 100).to_integral_value())
+
+
+@given(
+    st.one_of(
+        st.from_regex(r"\A\d{1,10}(\.\d{0,3})?\Z"),
+        st.decimals(min_value=0, max_value=10**9, places=2).map(str),
+        st.text(alphabet="0123456789.e- ", max_size=12),
+    )
+)
+def test_the_fast_amount_path_agrees_with_decimal(text):
+    """Plain amounts skip Decimal; every string still gets Decimal's answer."""
+    try:
+        fast: int | str = _cents({"x": text}, "x")
+    except InvalidClaim:
+        fast = "invalid"
+    assert fast == _decimal_cents(text) or (text.strip() == "" and fast == "invalid")
+
+
+def test_the_by_key_message_keeps_order_origins_and_progress():
+    """Claims in their order with where they came from, then progress; old forms still read."""
+    value = routed_batch(4, [(2, 17, CLAIM), (0, 5, CLAIM)], [(0, 99), (2, 123)])
+    items = arrivals(json.loads(value), "claims.decided")
+    assert items == [
+        (ClaimFromSource(2, 4, CLAIM), Origin("claims.decided", 2, 17)),
+        (ClaimFromSource(0, 4, CLAIM), Origin("claims.decided", 0, 5)),
+        (SourceProgressed(0, 4, 99), None),
+        (SourceProgressed(2, 4, 123), None),
+    ]
+    old_claim = json.loads(dumps({"source": 1, "sources": 4, "claim": raw_claim()}))
+    assert arrivals(old_claim, "t") == [(ClaimFromSource(1, 4, parse_claim(raw_claim())), None)]
+    old_progress = {"source": 1, "sources": 4, "max_event_ms": 7}
+    assert arrivals(old_progress, "t") == [(SourceProgressed(1, 4, 7), None)]
+
+
+@pytest.mark.parametrize("value", ["w|0", 'quote"d|é', [1, 2, 3], [], [True, 1], {"a": [1]}])
+def test_changelog_records_are_what_fausts_json_codec_writes(value):
+    assert _dump(value) == json.dumps(value, separators=(",", ":")).encode()
+
+
+class Message:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = "claims", partition, offset
+
+
+class _FlowControl:
+    def __init__(self) -> None:
+        self.queues: list[MessageBuffer] = []
+
+    def manage_queue(self, queue: MessageBuffer) -> None:
+        self.queues.append(queue)
+
+
+async def test_the_buffer_batches_pauses_and_resumes_and_clears():
+    """Up to max per take; a partial batch waits ``within``; pressure pauses and resumes."""
+    flow = _FlowControl()
+    buffer = MessageBuffer(10, flow)
+    events: list[str] = []
+    high, drop = (lambda: events.append("pause")), (lambda: events.append("resume"))
+    for i in range(9):
+        buffer.put_nowait_enhanced(i, on_pressure_high=high, on_pressure_drop=drop)
+    assert events == ["pause"]  # once, at the high-water mark (8)
+    assert await buffer.take(5, within_s=0.01) == [0, 1, 2, 3, 4]
+    assert await buffer.take(5, within_s=0.01) == [5, 6, 7, 8]  # waited, then took what was there
+    assert events[-1] == "resume"
+
+    async def late_put() -> None:
+        await asyncio.sleep(0.01)
+        for i in range(3):
+            await buffer.put(i)
+
+    putter = asyncio.create_task(late_put())
+    assert await buffer.take(3, within_s=5) == [0, 1, 2]  # filled before ``within``
+    await putter
+    buffer.put_nowait_enhanced(Message(0, 1), on_pressure_high=high, on_pressure_drop=drop)
+    flow.queues[0].clear()  # a rebalance
+    assert len(buffer) == 0
+
+
+async def test_a_cleared_buffer_notes_where_to_read_again():
+    """A rebalance's clear drops messages; the lowest offset per partition is kept to rewind."""
+
+    rewinds: dict[tuple[str, int], int] = {("claims", 1): 3}
+    buffer = MessageBuffer(100, _FlowControl(), rewinds)
+    for partition, offset in ((0, 7), (0, 8), (1, 5), (2, 4), (2, 9)):
+        buffer.put_nowait_enhanced(
+            Message(partition, offset), on_pressure_high=lambda: None, on_pressure_drop=lambda: None
+        )
+    buffer.clear()
+    assert rewinds == {("claims", 0): 7, ("claims", 1): 3, ("claims", 2): 4}
