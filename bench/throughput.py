@@ -199,7 +199,12 @@ def run_workers(
             time.sleep(0.05)
         assert first is not None
         seconds = now - first
-        keys = sum(m.get("upstream_active_window_keys", 0.0) for m in metrics)
+        keys = 0.0
+        for _ in range(40):  # the gauge is refreshed every 2 s by the worker's health loop
+            keys = sum(scrape(p).get("upstream_active_window_keys", 0.0) for p in ports)
+            if keys:
+                break
+            time.sleep(0.1)
         return WorkerRun(
             claims_per_s=count / seconds if seconds > 0 else float("inf"),
             seconds=seconds,

@@ -121,6 +121,25 @@ class ServiceStack:
         return (self.log_dir / f"{service}.log").read_text(errors="replace")
 
 
+TABLES = ("drift_events", "alert_events", "alert_transitions", "claim_records",
+          "operator_judgments")  # fmt: skip
+
+
+def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows (without surrogate keys and timestamps of storage), sorted."""
+    out = {}
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        for table in TABLES:
+            cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
+            rows = cursor.fetchall()
+            names = [d.name for d in cursor.description or ()]
+            drop = {i for i, n in enumerate(names) if n in ("seq", "stored_at")}
+            out[table] = sorted(
+                (tuple(v for i, v in enumerate(r) if i not in drop) for r in rows), key=repr
+            )
+    return out
+
+
 def create_database(server_url: str, name: str) -> str:
     """Create database ``name`` on the server; return its SQLAlchemy URL."""
     base = server_url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -21,14 +21,17 @@ from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from streams.devstack import free_port
 from streams.services import migrate_database
 from streams.topics import create_topics
-from tests.integration.stack import ServiceStack, create_database, get_json, wait_until
+from tests.integration.stack import (
+    ServiceStack,
+    create_database,
+    get_json,
+    table_rows,
+    wait_until,
+)
 from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
 OUTAGE_S = 30.0  # how long Postgres stays down in the outage test (issue 8)
-
-TABLES = ("drift_events", "alert_events", "alert_transitions", "claim_records",
-          "operator_judgments")  # fmt: skip
 
 
 @pytest.fixture
@@ -41,21 +44,6 @@ async def database(postgres_url: str, unique: str) -> AsyncIterator[tuple[str, A
         yield url, engine
     finally:
         await engine.dispose()
-
-
-def _dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table's rows (without surrogate keys and timestamps of storage), sorted."""
-    out = {}
-    with psycopg.connect(url.replace("+psycopg", "")) as conn:
-        for table in TABLES:
-            cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
-            rows = cursor.fetchall()
-            names = [d.name for d in cursor.description or ()]
-            drop = {i for i, n in enumerate(names) if n in ("seq", "stored_at")}
-            out[table] = sorted(
-                (tuple(v for i, v in enumerate(r) if i not in drop) for r in rows), key=repr
-            )
-    return out
 
 
 def _drift(i: int) -> dict[str, Any]:
@@ -142,7 +130,7 @@ async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
     alerts.append(alert_row(_alert("a1", 4, "judged", verdict="true_positive")))
     claims = _claims()
     await writer.write(drifts, alerts, claims)
-    once = _dump(url)
+    once = table_rows(url)
 
     # Replay on top of the same database: nothing may change.
     rng = random.Random(5)
@@ -153,7 +141,7 @@ async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
             await writer.write(
                 drifts[start : start + 7], alerts[start : start + 7], claims[start : start + 7]
             )
-    assert _dump(url) == once
+    assert table_rows(url) == once
     assert len(once["claim_records"]) == 50
     by_id = {r[1]: r for r in once["claim_records"]}
     assert by_id["c3"][9] == "DENIED"  # the correction at a later offset won
@@ -192,7 +180,7 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
     try:
 
         async def stored() -> bool:
-            dump = await asyncio.to_thread(_dump, database_url)
+            dump = await asyncio.to_thread(table_rows, database_url)
             return len(dump["claim_records"]) == 30 and len(dump["drift_events"]) == 1
 
         await wait_until(stored, 60, "the good rows in Postgres")
