@@ -9,8 +9,8 @@ acks and offset commits, tables, changelogs and recovery, timers — but its con
 (:class:`BatchingConsumer`) appends the messages of a :class:`BatchTopic` straight to a
 :class:`MessageBuffer`, which hands them out as lists.
 
-A batch's messages must be acked (:meth:`BatchTopic.ack`) once its outputs are delivered and
-its state written; Faust commits offsets only up to acked messages.
+A batch's messages must be acked (:meth:`BatchSubscription.ack`) once its outputs are
+delivered and its state written; Faust commits offsets only up to acked messages.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from faust.types import TP, AppT, Message
 
 
 class MessageBuffer:
-    """The queue a Faust conductor fills for one channel (duck-typed ``FlowControlQueue``).
+    """The queue the consumer fills for one channel (duck-typed ``FlowControlQueue``).
 
-    Above ``maxsize`` the conductor waits in :meth:`put`; above the high-water mark the
-    consumer stops fetching the partition until the buffer drains below the low-water mark.
-    The app's flow control clears it on rebalance: those messages were never acked, and the
-    partitions' new owner reads them again from the committed offsets.
+    Above ``maxsize`` the consumer waits in :meth:`put`; above the high-water mark it stops
+    fetching the partition until the buffer drains below the low-water mark. The app's flow
+    control clears it on rebalance. Those messages were never acked: a partition's new owner
+    reads them again from the committed offset, and for a partition kept here the lowest
+    offset dropped is noted in ``rewinds`` for :class:`BatchingConsumer` to seek back to.
     """
 
     def __init__(

@@ -347,7 +347,7 @@ class WorkerAgents:
     async def windows(self, messages: list[Any]) -> None:
         """Apply claims and progress to the partitions' windows; emit what the closes find."""
         by_partition: dict[int, list[Arrival]] = defaultdict(list)
-        origins: dict[int, envelopes.Origin] = {}  # id(claim) → where it came from
+        origins: dict[int, Any] = {}  # id(claim) → its Origin, or a by-key message of old
         for message in messages:
             try:
                 items = envelopes.arrivals(json.loads(message.value), self.settings.topic_claims)
@@ -357,7 +357,7 @@ class WorkerAgents:
             arrivals = by_partition[message.partition]
             for arrival, origin in items:
                 arrivals.append(arrival)
-                if isinstance(arrival, ClaimFromSource):  # an older message: its own envelope
+                if isinstance(arrival, ClaimFromSource):  # one-claim messages carry no origin
                     origins[id(arrival.claim)] = origin or message
         now_ms = int(time.time() * 1000)
         async with self.windows_lock:
