@@ -23,6 +23,7 @@ from sinks.writer import PostgresWriter
 from streams.health import Health, serve
 from streams.logs import logging_config
 from streams.settings import Settings, SettingsError
+from streams.topics import create_topics
 
 log = logging.getLogger("upstream")
 
@@ -84,6 +85,8 @@ def run_worker(settings: Settings) -> None:
     from streams.worker import build_worker
 
     health = _serve_health("worker", settings)
+    # Internal topics exist before the group forms (see streams.topics.worker_topics).
+    asyncio.run(create_topics(settings, require_bootstrap(settings), public=False))
     worker = build_worker(
         settings, require_bootstrap(settings), ValueCodec(settings.schema_registry_url), health
     )

@@ -1,4 +1,4 @@
-"""Create the public topics of DESIGN.md (``upstream topics create``); look up partitions."""
+"""Create the topics of DESIGN.md and the worker's (``upstream topics create``); partitions."""
 
 from __future__ import annotations
 
@@ -29,19 +29,33 @@ def public_topics(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
-async def create_topics(settings: Settings, bootstrap: str) -> list[str]:
+def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """The worker's internal topics (co-partitioned with the claims topic).
+
+    Faust would create them as the worker starts, but on Apache Kafka a topic created while the
+    group forms can miss the first assignment ("Ignoring missing topic"), and the worker then
+    owns no partition of it until some later rebalance: it routes claims nobody windows.
+    """
+    return {f"{settings.app_id}-claims-by-key": {}, f"{settings.app_id}-alert-input": {}}
+
+
+async def create_topics(
+    settings: Settings, bootstrap: str, *, public: bool = True, worker: bool = True
+) -> list[str]:
     """Create missing topics with ``settings.partitions`` partitions; return the new ones.
 
     Topics must exist before the worker starts: a broker that auto-creates topics on first use
     would pick its own partition count and break co-partitioning.
     """
+    topics = {**(public_topics(settings) if public else {}),
+              **(worker_topics(settings) if worker else {})}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="upstream-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, settings.partitions, 1, topic_configs=configs)
-            for name, configs in public_topics(settings).items()
+            for name, configs in topics.items()
             if name not in existing
         ]
         if wanted:
@@ -49,6 +63,8 @@ async def create_topics(settings: Settings, bootstrap: str) -> list[str]:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 log.info("topics were created concurrently")
+        for name in topics:  # listed with their partitions before anyone is assigned them
+            await topic_partitions(bootstrap, name)
         return [t.name for t in wanted]
     finally:
         await admin.close()

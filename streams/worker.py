@@ -375,6 +375,7 @@ class WorkerAgents:
                 CLAIMS_PROCESSED.inc(len(claims) - len(result.late) - result.duplicates)
                 CLAIMS_DUPLICATE.inc(result.duplicates)
                 await self._emit(pw, result, claims[-1].claim_id if claims else None)
+            ACTIVE_KEYS.set(self.state.key_count())
 
     async def _dead_letter_late(self, claim: Claim, origin: Any) -> None:
         """The original claim (or, failing that, the claim as validated) to the DLQ."""
