@@ -175,9 +175,17 @@ class BatchSubscription:
         self.buffer = buffer
 
     async def batches(self, max_messages: int, within_s: float) -> AsyncIterator[list[Message]]:
-        """Lists of messages (see :meth:`MessageBuffer.take`); ack each before the next."""
+        """Lists of messages (see :meth:`MessageBuffer.take`); ack each before the next.
+
+        A batch is tracked as unacked when it is taken, as Faust's streams track an event
+        when they take it: a rebalance waits for batches in flight, not for messages it
+        cleared from the buffer (those would never be acked, and it would wait forever).
+        """
         while True:
-            yield await self.buffer.take(max_messages, within_s)
+            batch = await self.buffer.take(max_messages, within_s)
+            consumer: Any = self.app.consumer
+            consumer._unacked_messages.update(batch)  # Consumer.track_message, without sensors
+            yield batch
 
     def ack(self, messages: list[Message]) -> None:
         """Mark ``messages`` processed: their offsets may be committed."""
@@ -190,8 +198,9 @@ class BatchingConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, delivering :class:`BatchTopic` messages without tasks.
 
     The drain loop is Faust's (gaps, read offsets, periodic commits, yielding to the loop every
-    100 messages) except for batch topics: their messages are tracked as unacked and appended
-    to the buffer in place, instead of being delivered by two tasks racing ``suspend_flow``.
+    100 messages) except for batch topics: their messages are appended to the buffer in place
+    (and tracked as unacked once a batch is taken), instead of being delivered by two tasks
+    racing ``suspend_flow``.
 
     Nothing fetched is lost to a rebalance. Faust suspends the app's flow, seeks the stream
     partitions to their committed offsets and resumes the flow — and each suspend and resume
@@ -212,7 +221,6 @@ class BatchingConsumer(AIOKafkaConsumer):
         fetcher_should_stop = fetcher._stopped.is_set
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        unacked = self._unacked_messages
         pressure: dict[Any, tuple[Callable[[], None], Callable[[], None]]] = {}
         since_yield = 0
         try:
@@ -252,7 +260,6 @@ class BatchingConsumer(AIOKafkaConsumer):
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     else:
                         message.incref(1)
-                        unacked.add(message)
                         if buffer.full():
                             await self.wait_first(buffer.put(message), self.suspend_flow.wait())
                         else:
