@@ -55,9 +55,10 @@ class ChangelogTable:
     Faust's own ``table[k] = v`` picks the changelog partition from the implicit current event,
     and sends every record through its producer buffer one by one (which also throttles the
     consumer once the buffer fills). Here every write names its partition, is kept until
-    :meth:`flush`, and goes out in one Kafka record batch per partition; the records are the
-    ones Faust writes (JSON keys and values, ``None`` for a tombstone), so Faust's recovery
-    reads them back unchanged.
+    :meth:`flush`, and goes out in record batches per partition (several when the producer's
+    batch size is exceeded — so a SIGKILL can cut a flush: the likely cause of the open
+    two-worker SIGKILL failure, issue 6); the records are the ones Faust writes (JSON keys and
+    values, ``None`` for a tombstone), so Faust's recovery reads them back unchanged.
     """
 
     def __init__(self, table: Any, producer: Callable[[], Any]) -> None:

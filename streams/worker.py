@@ -18,7 +18,7 @@
 ``route`` and ``windows`` carry the volume: they are tasks over :class:`BatchTopic`
 subscriptions (see :mod:`streams.batches`), not per-event agents; the low-volume ``commands``
 and ``alerts`` stay agents. Every stage works a batch at a time: outputs are delivered first,
-then the state that produced them goes to the changelog (one record batch per partition,
+then the state that produced them goes to the changelog (record batches per partition,
 :class:`ChangelogTable`), then the batch is acked. A crash replays the batch and re-sends the
 same ids, never loses them; delivery is at-least-once and every output idempotent downstream.
 """
