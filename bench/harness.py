@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,18 @@ async def wait_processed(
             await asyncio.sleep(1.0)
     finally:
         await tail.close()
+
+
+def scrape(url: str, timeout_s: float = 10.0) -> dict[str, float]:
+    """Prometheus text at ``url`` as {'name{labels}': value} (comments skipped)."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as reply:  # noqa: S310 -- local servers
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 async def read_all(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[Any]:

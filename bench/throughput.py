@@ -33,6 +33,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
 
+from bench.harness import scrape
 from streams.devstack import EmbeddedKafka, free_port, spawn_service, stop_process
 from streams.generator import Scenario, generate
 from streams.settings import Settings
@@ -102,17 +103,13 @@ async def ceiling(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The counted series (summed over labels) and RSS-relevant gauges of one worker."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+def worker_totals(port: int) -> dict[str, float]:
+    """The counted series and the active-keys gauge of one worker, summed over labels."""
     totals: dict[str, float] = {}
-    for line in body.splitlines():
-        if line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
+    for name, value in scrape(f"http://127.0.0.1:{port}/metrics", timeout_s=2).items():
         base = name.split("{", 1)[0]
         if base in COUNTED or base == "upstream_active_window_keys":
-            totals[base] = totals.get(base, 0.0) + float(value)
+            totals[base] = totals.get(base, 0.0) + value
     return totals
 
 
@@ -187,7 +184,7 @@ def run_workers(
         while True:
             check_alive()
             try:
-                metrics = [scrape(p) for p in ports]
+                metrics = [worker_totals(p) for p in ports]
             except OSError:
                 metrics = []
             done = sum(m.get(name, 0.0) for m in metrics for name in COUNTED)
@@ -201,7 +198,7 @@ def run_workers(
         seconds = now - first
         keys = 0.0
         for _ in range(40):  # the gauge is refreshed every 2 s by the worker's health loop
-            keys = sum(scrape(p).get("upstream_active_window_keys", 0.0) for p in ports)
+            keys = sum(worker_totals(p).get("upstream_active_window_keys", 0.0) for p in ports)
             if keys:
                 break
             time.sleep(0.1)

@@ -165,18 +165,6 @@ def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]
     return status, json.loads(body)
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Prometheus text at ``url`` as {'name{labels}': value} (comments skipped)."""
-    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 -- local test servers
-        text = reply.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
-
-
 async def wait_until(
     probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, interval_s: float = 0.25
 ) -> T:

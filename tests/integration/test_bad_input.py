@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import read_all
+from bench.harness import read_all, scrape
 from schemas.codec import DecodeError, encode_single_object
 from schemas.registry import ValueCodec
 from streams.devstack import free_port
 from streams.domain.claims import InvalidClaim, parse_claim
 from streams.topics import create_topics
-from tests.integration.stack import ServiceStack, get_json, scrape, wait_until
+from tests.integration.stack import ServiceStack, get_json, wait_until
 from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration

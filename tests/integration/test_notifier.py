@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.fanout import transition
+from bench.harness import scrape
 from notifier.tokens import mint_token
 from sinks.writer import PostgresWriter, alert_row
 from streams.generator import Scenario, produce
@@ -26,7 +27,6 @@ from tests.integration.stack import (
     ServiceStack,
     collect,
     notifier_ready,
-    scrape,
     subscribe,
     wait_until,
     ws_url,

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from bench.harness import scrape
 from streams.devstack import free_port
 from streams.generator import Scenario, produce
 from streams.services import migrate_database
@@ -19,7 +20,6 @@ from tests.integration.stack import (
     ServiceStack,
     create_database,
     get_json,
-    scrape,
     wait_until,
 )
 
