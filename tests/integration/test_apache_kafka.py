@@ -115,8 +115,8 @@ async def test_broker_restart_mid_stream_loses_nothing(
 
 @pytest.mark.skipif(
     "RUN_KILL" not in os.environ,
-    reason="still fails about 1 run in 3 after this session's fixes (RUN_KILL=1 runs it); the "
-    "cause of the remaining failures is not yet known — issue 6 stays open",
+    reason="still failed 2 of 5 runs after this session's fixes (RUN_KILL=1 runs it); the "
+    "likely cause, a changelog flush cut between record batches, is unconfirmed — issue 6",
 )
 async def test_two_workers_one_killed_the_other_takes_over(
     apache_kafka: ApacheKafka, reference: dict[str, Any], unique: str, tmp_path: Path
