@@ -37,3 +37,7 @@ EVENT_TIME_LAG = Histogram(
 )
 BUCKET_CLOSES = Counter("upstream_bucket_closes_total", "Buckets closed by watermarks")
 ACTIVE_KEYS = Gauge("upstream_active_window_keys", "(customer, payer, CPT group) keys in memory")
+CHANGELOG_SPLIT_FLUSHES = Counter(
+    "upstream_changelog_split_flushes_total",
+    "Changelog flushes too large for one record batch (not atomic against a crash; see logs)",
+)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import faust
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.serializers import codecs
 
 from streams.domain.alerts import AlertState
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import PartitionWindows
-from streams.domain.windows import ClockHistory, KeyWindows, SourceClock
+from streams.domain.windows import ClockHistory, Contribution, KeyWindows, SourceClock
+from streams.metrics import CHANGELOG_SPLIT_FLUSHES
 
 log = logging.getLogger("upstream.worker")
 # Windows table keys. Values carry their partition, so a partition can be rebuilt by a scan.
@@ -54,17 +56,23 @@ class ChangelogTable:
 
     Faust's own ``table[k] = v`` picks the changelog partition from the implicit current event,
     and sends every record through its producer buffer one by one (which also throttles the
-    consumer once the buffer fills). Here every write names its partition, is kept until
-    :meth:`flush`, and goes out in record batches per partition (several when the producer's
-    batch size is exceeded — so a SIGKILL can cut a flush: the likely cause of the open
-    two-worker SIGKILL failure, issue 6); the records are the ones Faust writes (JSON keys and
-    values, ``None`` for a tombstone), so Faust's recovery reads them back unchanged.
+    consumer once the buffer fills). Here every write names its partition and is kept until
+    :meth:`flush`; the records are the ones Faust writes (JSON keys and values, ``None`` for a
+    tombstone), so Faust's recovery reads them back unchanged.
+
+    A flush is atomic per partition for everything but tombstones: a partition's values go out
+    as *one* Kafka record batch, which the broker appends whole or not at all, so a process
+    killed mid-flush leaves the partition's state as the previous flush or this one left it,
+    never a mix (a mix — a bucket counted, the claim id that marks it counted missing — made a
+    successor count replayed claims twice). Tombstones follow once the values are delivered, in
+    as many batches as they need: an owner must be able to lose them (``WindowsState`` drops
+    records its watermark has pruned when it loads, and deletes them again).
     """
 
     def __init__(self, table: Any, producer: Callable[[], Any]) -> None:
         self._table = table
         self._producer = producer  # the app's aiokafka producer, once it has started
-        self._pending: list[tuple[int, bytes, bytes | None]] = []
+        self._pending: dict[str, tuple[int, bytes | None]] = {}  # key → (partition, value)
 
     def get(self, key: str) -> Any:
         """The stored value, or None."""
@@ -73,38 +81,72 @@ class ChangelogTable:
     def put(self, partition: int, key: str, value: Any) -> None:
         """Store ``value``; its changelog record (partition ``partition``) waits for flush."""
         self._table.data[key] = value
-        self._pending.append((partition, _dump(key), _dump(value)))
+        self._pending[key] = (partition, _dump(value))
 
     def delete(self, partition: int, key: str) -> None:
         """Remove ``key``; a tombstone waits for flush."""
         self._table.data.pop(key, None)
-        self._pending.append((partition, _dump(key), None))
+        self._pending[key] = (partition, None)
 
     def items(self) -> Iterable[tuple[str, Any]]:
         """Every stored item (all assigned partitions)."""
         return list(self._table.data.items())
 
     async def flush(self) -> None:
-        """Write the pending records, a batch per partition in order; wait until delivered."""
+        """Write the pending records (see the class) and wait until they are delivered."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, {}
         producer = self._producer()
         topic = self._table.changelog_topic.get_topic_name()
-        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for partition, key, value in pending:
-            by_partition.setdefault(partition, []).append((key, value))
+        values: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        tombstones: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for key, (partition, value) in pending.items():
+            if value is None:
+                tombstones.setdefault(partition, []).append((_dump(key), None))
+            else:
+                values.setdefault(partition, []).append((_dump(key), value))
+        await self._send(producer, topic, values, atomic=True)
+        await self._send(producer, topic, tombstones, atomic=False)
+
+    @staticmethod
+    async def _send(
+        producer: Any,
+        topic: str,
+        by_partition: Mapping[int, list[tuple[bytes, bytes | None]]],
+        atomic: bool,
+    ) -> None:
         delivered = []
         for partition, records in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    delivered.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a {topic} record is larger than a producer batch")
-            delivered.append(await producer.send_batch(batch, topic, partition=partition))
+            for batch in _record_batches(producer, records, topic, partition, atomic):
+                delivered.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*delivered)
+
+
+# One record batch must stay under the broker's message.max.bytes (Kafka's default: 1 MiB + 12).
+ATOMIC_BATCH_BYTES = 1_000_000
+
+
+def _record_batches(
+    producer: Any, records: list[tuple[bytes, bytes | None]], topic: str, partition: int,
+    atomic: bool,
+) -> list[Any]:  # fmt: skip
+    """``records`` as record batches: one (up to ATOMIC_BATCH_BYTES) when ``atomic``."""
+    new_batch = (lambda: BatchBuilder(ATOMIC_BATCH_BYTES, 0)) if atomic else producer.create_batch
+    batches = [new_batch()]
+    for key, value in records:
+        if batches[-1].append(key=key, value=value, timestamp=None) is None:  # full
+            if atomic:
+                CHANGELOG_SPLIT_FLUSHES.inc()
+                log.warning(
+                    "%s[%d]: a flush of %d records is larger than one record batch; it goes "
+                    "out in several, which a crash could cut", topic, partition, len(records),
+                )  # fmt: skip
+                atomic = False
+            batches.append(new_batch())
+            if batches[-1].append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a {topic} record is larger than a record batch")
+    return batches
 
 
 def _dump(value: Any) -> bytes:
@@ -201,18 +243,29 @@ class WindowsState:
             saved = self.table.get(f"{WATERMARK}{partition}")
             if saved:
                 pw.watermark.restore(saved)
+            closed = pw.watermark.closed_through
+            oldest = None if closed is None else closed - self.cfg.history_buckets + 1
+            pruned = []  # tombstones a crash cut off (see ChangelogTable): deleted again
             for name, value in self.table.items():
                 if name.startswith(WATERMARK) or value[0] != partition:
                     continue
                 kind, number, key = name.split("|", 2)
+                packed = None if kind == "b" else int(value[1])
+                bucket = int(number) if packed is None else Contribution.unpack(packed).bucket
+                if oldest is not None and bucket < oldest:
+                    pruned.append(name)
+                    continue
                 windows = pw.keys.get(key)
                 if windows is None:
                     windows = pw.keys[key] = KeyWindows(key, partition)
-                if kind == "b":
-                    windows.buckets[int(number)] = [int(x) for x in value[1:]]
+                if packed is None:
+                    windows.buckets[bucket] = [int(x) for x in value[1:]]
                 else:
-                    windows.claims[int(number)] = int(value[1])
-            log.info("partition %d: loaded %d keys", partition, len(pw.keys))
+                    windows.claims[int(number)] = packed
+            for name in pruned:
+                self.table.delete(partition, name)
+            log.info("partition %d: loaded %d keys (%d records pruned)",
+                     partition, len(pw.keys), len(pruned))  # fmt: skip
             self.partitions[partition] = pw
         return pw
 

@@ -30,7 +30,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,8 +200,13 @@ class WorkerAgents:
         await self.originals.close()
 
     async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """Forget in-memory windows; the new owner rebuilds them from the changelog."""
-        self.state.forget()
+        """Forget in-memory windows; the new owner rebuilds them from the changelog.
+
+        Under the lock: an idle tick in progress finishes (and flushes) before the partitions
+        are handed over.
+        """
+        async with self.windows_lock:
+            self.state.forget()
 
     async def follow_rules(self) -> None:
         """Keep the rule book in step with the rules topic."""
@@ -363,19 +368,28 @@ class WorkerAgents:
         async with self.windows_lock:
             for partition, arrivals in by_partition.items():
                 pw = self.state.get(partition, self.source_count())
-                closed_before = pw.watermark.closed_through
-                result = pw.apply(arrivals, now_ms=now_ms)
-                _count_closes(closed_before, pw.watermark.closed_through)
-                claims = [a.claim for a in arrivals if isinstance(a, ClaimFromSource)]
-                observe = EVENT_TIME_LAG.observe
-                for claim in claims:
-                    observe((now_ms - claim.event_ms) / 1000)
-                for claim in result.late:
-                    await self._dead_letter_late(claim, origins[id(claim)])
-                CLAIMS_PROCESSED.inc(len(claims) - len(result.late) - result.duplicates)
-                CLAIMS_DUPLICATE.inc(result.duplicates)
-                await self._emit(pw, result, claims[-1].claim_id if claims else None)
+                # A flush per slice keeps each partition's changelog records within the one
+                # record batch that makes a flush atomic (see ChangelogTable).
+                for piece in flush_slices(arrivals):
+                    await self._apply(pw, piece, origins, now_ms)
             ACTIVE_KEYS.set(self.state.key_count())
+
+    async def _apply(
+        self, pw: PartitionWindows, arrivals: list[Arrival], origins: dict[int, Any], now_ms: int
+    ) -> None:
+        """Apply ``arrivals`` to one partition's windows; dead-letter, emit, persist."""
+        closed_before = pw.watermark.closed_through
+        result = pw.apply(arrivals, now_ms=now_ms)
+        _count_closes(closed_before, pw.watermark.closed_through)
+        claims = [a.claim for a in arrivals if isinstance(a, ClaimFromSource)]
+        observe = EVENT_TIME_LAG.observe
+        for claim in claims:
+            observe((now_ms - claim.event_ms) / 1000)
+        for claim in result.late:
+            await self._dead_letter_late(claim, origins[id(claim)])
+        CLAIMS_PROCESSED.inc(len(claims) - len(result.late) - result.duplicates)
+        CLAIMS_DUPLICATE.inc(result.duplicates)
+        await self._emit(pw, result, claims[-1].claim_id if claims else None)
 
     async def _dead_letter_late(self, claim: Claim, origin: Any) -> None:
         """The original claim (or, failing that, the claim as validated) to the DLQ."""
@@ -418,10 +432,15 @@ class WorkerAgents:
         now_ms = int(time.time() * 1000)
         idle_ms = int(self.settings.idle_close_after_s * 1000)
         topic = self.by_key_topic.get_topic_name()
-        assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
-                          if tp.topic == topic)  # fmt: skip
         await self.ensure_partition_metadata()
         async with self.windows_lock:
+            # From a revoke until the changelogs are recovered the tables are incomplete, and
+            # the assignor already names partitions not yet restored: loading one then would
+            # keep a partial state for good (issue 6's lost takeover).
+            if self.app.rebalancing:
+                return
+            assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
+                              if tp.topic == topic)  # fmt: skip
             for partition in assigned:
                 pw = self.state.get(partition, self.source_count())
                 closed_before = pw.watermark.closed_through
@@ -493,6 +512,31 @@ class WorkerAgents:
             await asyncio.gather(*sent)  # delivered before the state that produced them
             await self.alerts_table.flush()
             yield None
+
+
+# Bytes of changelog records a claim can cost at most (a claim-id and a bucket record, less
+# the window key twice), and the budget of one flush: under ATOMIC_BATCH_BYTES, with room.
+CLAIM_RECORDS_BYTES = 320
+FLUSH_BUDGET_BYTES = 800_000
+
+
+def flush_slices(arrivals: list[Arrival]) -> Iterator[list[Arrival]]:
+    """``arrivals`` in order, cut where their changelog records could outgrow one batch.
+
+    A window key is JSON-escaped in the records (up to 12 bytes a character when not ASCII).
+    """
+    start, cost = 0, 0
+    for i, arrival in enumerate(arrivals):
+        if isinstance(arrival, ClaimFromSource):
+            key = arrival.claim.window_key
+            key_bytes = len(key) if key.isascii() else 12 * len(key)
+            claim_cost = CLAIM_RECORDS_BYTES + 2 * key_bytes
+            if cost + claim_cost > FLUSH_BUDGET_BYTES and i > start:
+                yield arrivals[start:i]
+                start, cost = i, 0
+            cost += claim_cost
+    if start < len(arrivals):
+        yield arrivals[start:]
 
 
 CHUNK_CLAIMS = 1000  # claims per by-key message (~150 bytes each; Kafka's default limit 1 MiB)

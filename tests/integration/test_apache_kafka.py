@@ -113,11 +113,6 @@ async def test_broker_restart_mid_stream_loses_nothing(
     assert result["dlq"] == reference["dlq"]
 
 
-@pytest.mark.skipif(
-    "RUN_KILL" not in os.environ,
-    reason="still failed 2 of 5 runs after this session's fixes (RUN_KILL=1 runs it); the "
-    "likely cause, a changelog flush cut between record batches, is unconfirmed — issue 6",
-)
 async def test_two_workers_one_killed_the_other_takes_over(
     apache_kafka: ApacheKafka, reference: dict[str, Any], unique: str, tmp_path: Path
 ) -> None:

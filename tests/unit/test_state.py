@@ -1,0 +1,184 @@
+"""Changelog flushes that a crash cannot cut in half, and windows rebuilt from what survived.
+
+A flush is one record batch of values per partition (appended whole or not at all by the
+broker), then tombstones; a rebuild drops records its watermark has pruned, since a crash can
+leave their tombstones unsent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+
+from streams.domain.claims import parse_claim
+from streams.domain.drift import DriftConfig
+from streams.domain.processor import Arrival, ClaimFromSource, SourceProgressed
+from streams.state import ATOMIC_BATCH_BYTES, BUCKET, CLAIM, ChangelogTable, WindowsState
+from streams.worker import flush_slices
+from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
+
+CFG = DriftConfig(bucket_ms=DAY_MS)
+GRACE_MS = 2 * DAY_MS
+
+
+class FakeTable:
+    """What ChangelogTable uses of a Faust table: its data and its changelog topic's name."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-windows-changelog")
+
+
+class FakeProducer:
+    """aiokafka's batch API, keeping each batch's records; delivery waits for ``deliver()``."""
+
+    def __init__(self, deliver_at_once: bool = True) -> None:
+        self.deliver_at_once = deliver_at_once
+        self.batches: list[tuple[int, list[tuple[str, Any]]]] = []  # (partition, records)
+        self.undelivered: list[asyncio.Future[None]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(16_384, 0)  # aiokafka's default max_batch_size
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+        assert batch.size() <= ATOMIC_BATCH_BYTES + 100
+        records = [
+            (json.loads(r.key), None if r.value is None else json.loads(r.value))
+            for records in _batches(batch._build())
+            for r in records
+        ]
+        self.batches.append((partition, records))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.deliver_at_once:
+            future.set_result(None)
+        else:
+            self.undelivered.append(future)
+        return future
+
+    def deliver(self) -> None:
+        for future in self.undelivered:
+            future.set_result(None)
+        self.undelivered.clear()
+
+
+def _batches(buffer: bytes) -> list[Any]:
+    records, found = MemoryRecords(bytes(buffer)), []
+    while records.has_next():
+        found.append(records.next_batch())
+    return found
+
+
+def _wide_claims(count: int, key_chars: int) -> list[Arrival]:
+    """Claims of ``count`` distinct keys, customer ids ``key_chars`` long (non-ASCII if > 20)."""
+    claims = []
+    for i in range(count):
+        customer = f"{i:06d}" + ("é" if key_chars > 20 else "x") * (key_chars - 6)
+        raw = raw_claim(claim_id=f"clm-{i:09d}", customer_id=customer)
+        claims.append(ClaimFromSource(0, 1, parse_claim(raw)))
+    return claims
+
+
+async def test_a_flush_sends_each_partitions_values_as_one_batch_then_tombstones() -> None:
+    producer = FakeProducer(deliver_at_once=False)
+    table = ChangelogTable(FakeTable(), lambda: producer)
+    for i in range(2_000):  # ~100 KB: six batches at aiokafka's default size
+        table.put(i % 2, f"key-{i}", [i % 2, i, 2**70])
+    table.delete(0, "gone-0")
+    table.delete(1, "gone-1")
+    table.put(0, "key-0", [0, -1])  # a second write of a key in one flush: the last one counts
+    flushing = asyncio.ensure_future(table.flush())
+    await asyncio.sleep(0.01)
+    assert [(p, len(records)) for p, records in producer.batches] == [(0, 1_000), (1, 1_000)]
+    assert ("key-0", [0, -1]) in producer.batches[0][1]
+    producer.deliver()  # tombstones only once the values are delivered
+    await asyncio.sleep(0.01)
+    assert producer.batches[2:] == [(0, [("gone-0", None)]), (1, [("gone-1", None)])]
+    producer.deliver()
+    await flushing
+
+
+async def test_a_flush_too_large_for_one_batch_is_split_and_counted() -> None:
+    from streams.metrics import CHANGELOG_SPLIT_FLUSHES
+
+    before = CHANGELOG_SPLIT_FLUSHES._value.get()
+    producer = FakeProducer()
+    table = ChangelogTable(FakeTable(), lambda: producer)
+    for i in range(12_000):
+        table.put(0, f"key-{i:06d}", "x" * 80)
+    await table.flush()
+    assert len(producer.batches) == 2
+    assert sum(len(records) for _, records in producer.batches) == 12_000
+    assert CHANGELOG_SPLIT_FLUSHES._value.get() == before + 1
+
+
+async def test_every_slice_of_worst_case_claims_flushes_as_one_batch() -> None:
+    """flush_slices cuts where a partition's records could outgrow one atomic batch."""
+    arrivals = _wide_claims(3_000, key_chars=128)
+    slices = list(flush_slices(arrivals))
+    assert len(slices) > 1
+    assert [a for piece in slices for a in piece] == arrivals
+    producer = FakeProducer()
+    table = ChangelogTable(FakeTable(), lambda: producer)
+    state = WindowsState(table, CFG, GRACE_MS)
+    pw = state.get(0, 1)
+    for piece in slices:
+        result = pw.apply(piece)
+        state.save(pw, result.changed.values())
+        sent_before = len(producer.batches)
+        await table.flush()
+        assert len(producer.batches) == sent_before + 1  # values of one partition: one batch
+    assert sum(len(records) for _, records in producer.batches) == 2 * 3_000 + len(slices)
+
+
+async def test_ascii_claims_flush_in_few_slices() -> None:
+    assert len(list(flush_slices(_wide_claims(2_000, key_chars=20)))) == 1
+
+
+async def test_rebuild_drops_records_the_watermark_pruned_and_deletes_them_again() -> None:
+    """A crash after a flush's values but before its tombstones: the rebuild finishes the job."""
+    producer = FakeProducer()
+    table = ChangelogTable(FakeTable(), lambda: producer)
+    state = WindowsState(table, CFG, GRACE_MS)
+    pw = state.get(0, 1)
+    early = [ClaimFromSource(0, 1, claim_on_day(3, i=i)) for i in range(3)]
+    later_day = 3 + CFG.history_buckets + 5
+    later = [ClaimFromSource(0, 1, claim_on_day(later_day, i=10))]
+    result = pw.apply([*early, SourceProgressed(0, 1, 3 * DAY_MS)])
+    state.save(pw, result.changed.values())
+    await table.flush()
+    kept = dict(table._table.data)  # day 3's bucket and claim ids, as the crash leaves them
+    result = pw.apply([*later, SourceProgressed(0, 1, (later_day + 1) * DAY_MS)])
+    state.save(pw, result.changed.values())
+    assert any(key.startswith(BUCKET + "3|") for key in kept)
+    assert not any(k.startswith(BUCKET + "3|") for k in table._table.data)  # pruned
+    # The values reached the changelog, the tombstones did not: the restored table has both.
+    table._pending.clear()
+    table._table.data.update({k: v for k, v in kept.items() if k.startswith((BUCKET, CLAIM))})
+    state.forget()
+    rebuilt = state.get(0, 1)
+    assert {k: (w.buckets, w.claims) for k, w in rebuilt.keys.items()} == {
+        k: (w.buckets, w.claims) for k, w in pw.keys.items()
+    }
+    assert rebuilt.watermark.closed_through == pw.watermark.closed_through
+    stale = {k for k, v in kept.items() if k.startswith((BUCKET, CLAIM))}
+    assert {k for k, (_, value) in table._pending.items() if value is None} == stale
+
+
+def test_rebuild_keeps_everything_inside_the_history() -> None:
+    table = ChangelogTable(FakeTable(), lambda: FakeProducer())
+    state = WindowsState(table, CFG, GRACE_MS)
+    pw = state.get(0, 1)
+    arrivals: list[Arrival] = [ClaimFromSource(0, 1, claim_on_day(d, i=d)) for d in range(1, 9)]
+    result = pw.apply([*arrivals, SourceProgressed(0, 1, 9 * DAY_MS)])
+    state.save(pw, result.changed.values())
+    state.forget()
+    rebuilt = state.get(0, 1)
+    assert {k: (w.buckets, w.claims) for k, w in rebuilt.keys.items()} == {
+        k: (w.buckets, w.claims) for k, w in pw.keys.items()
+    }
+    assert not [v for _, v in table._pending.values() if v is None]
