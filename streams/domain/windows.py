@@ -325,6 +325,7 @@ class Watermark:
     first_bucket: int | None = None  # the earliest bucket any claim fell in before the first close
     # Wall-clock bookkeeping, used only to advance idle sources (see idle_tick).
     source_seen_wall_ms: dict[int, int] = field(default_factory=dict)
+    first_arrival_wall_ms: int | None = None
     last_arrival_wall_ms: int | None = None
     max_at_last_arrival_ms: int | None = None
 
@@ -356,6 +357,8 @@ class Watermark:
     def touch(self, source: int, now_ms: int) -> None:
         """Note that ``source`` delivered something at wall time ``now_ms``."""
         self.source_seen_wall_ms[source] = now_ms
+        if self.first_arrival_wall_ms is None:
+            self.first_arrival_wall_ms = now_ms
         self.last_arrival_wall_ms = now_ms
         if self.source_max_ms:
             self.max_at_last_arrival_ms = max(self.source_max_ms.values())
@@ -369,12 +372,19 @@ class Watermark:
         """
         if self.last_arrival_wall_ms is None or self.max_at_last_arrival_ms is None:
             return []
-        first_seen = min(self.source_seen_wall_ms.values())
+        # A source not heard from yet counts as quiet since the partition's first arrival: it
+        # too holds the watermark back until then + idle_after_ms (treating it as idle at once
+        # closed buckets before its claims could arrive, e.g. while the worker that routes it
+        # starts or is replaced).
+        first_seen = self.first_arrival_wall_ms
+        if first_seen is None:  # saved before the field existed
+            first_seen = min(self.source_seen_wall_ms.values())
         active = [
             s for s in range(self.sources)
-            if s in self.source_max_ms
-            and now_ms - self.source_seen_wall_ms.get(s, first_seen) < idle_after_ms
+            if now_ms - self.source_seen_wall_ms.get(s, first_seen) < idle_after_ms
         ]  # fmt: skip
+        if any(s not in self.source_max_ms for s in active):
+            return []  # a source still to report, not quiet yet: nothing can close
         if active:
             target = min(self.source_max_ms[s] for s in active)
         else:
@@ -417,6 +427,7 @@ class Watermark:
             "closed_through": self.closed_through,
             "first_bucket": self.first_bucket,
             "source_seen_wall_ms": self.source_seen_wall_ms,
+            "first_arrival_wall_ms": self.first_arrival_wall_ms,
             "last_arrival_wall_ms": self.last_arrival_wall_ms,
             "max_at_last_arrival_ms": self.max_at_last_arrival_ms,
         }
@@ -429,5 +440,6 @@ class Watermark:
         self.first_bucket = data.get("first_bucket")
         seen = data.get("source_seen_wall_ms", {})
         self.source_seen_wall_ms = {int(k): int(v) for k, v in seen.items()}
+        self.first_arrival_wall_ms = data.get("first_arrival_wall_ms")
         self.last_arrival_wall_ms = data.get("last_arrival_wall_ms")
         self.max_at_last_arrival_ms = data.get("max_at_last_arrival_ms")

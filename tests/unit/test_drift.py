@@ -162,3 +162,24 @@ def test_quiet_source_stops_holding_back_the_others():
     assert pw.watermark.closed_through == 5  # held back by source 1 at day 9
     pw.idle_tick(21 * MIN, idle_after_ms=10 * MIN)
     assert pw.watermark.closed_through == 55
+
+
+def test_a_source_not_heard_from_yet_holds_back_until_quiet_for_idle_close_after():
+    """A source with nothing here yet is not idle at once: its claims may still be coming
+    (say, while the worker that routes it starts, or after it was killed)."""
+    pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
+    pw.apply(_claims(range(0, 60), 0.1, source=0, sources=2), now_ms=0)
+    assert pw.watermark.closed_through is None  # source 1 has not reported
+    pw.idle_tick(9 * MIN, idle_after_ms=10 * MIN)
+    assert pw.watermark.closed_through is None  # quiet for 9 minutes only
+    late_start = pw.apply(_claims(range(0, 10), 0.1, source=1, sources=2), now_ms=9 * MIN)
+    assert late_start.late == []  # none of its claims met a closed bucket
+    assert pw.watermark.closed_through == 5
+
+
+def test_a_source_never_heard_from_stops_holding_back_after_idle_close_after():
+    pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
+    pw.apply(_claims(range(0, 60), 0.1, source=0, sources=2), now_ms=0)
+    pw.apply(_claims(range(60, 61), 0.1, source=0, sources=2), now_ms=10 * MIN)
+    pw.idle_tick(10 * MIN, idle_after_ms=10 * MIN)
+    assert pw.watermark.closed_through == 56
