@@ -1,0 +1,269 @@
+"""End-to-end latency: from producing the claim that closes a bucket to the alert on a WebSocket.
+
+Starts an embedded broker and PostgreSQL, then ``upstream worker``, ``upstream sink`` and
+``upstream notifier`` as processes, and one WebSocket client per customer (subscribed). Then
+produces the denial-spike scenario for ``--customers`` customers at a steady ``--rate`` claims
+per second (librdkafka, ``linger.ms`` 1), noting when each claim was handed to the producer,
+its event time and its partition.
+
+An alert transition of a detection (``triggered`` or ``updated``) carries ``last_seen``: the
+end of the bucket whose close found the drift. That bucket closed when every claims partition
+had seen a claim at least ``grace`` past its end (the watermark is the lowest partition's max
+event time minus the grace), so the claim that closed it is, over the partitions, the last of
+each partition's first such claim. Latency = arrival at the client − that claim's send time;
+one clock, since producer and clients share this process. Transitions whose bucket no claim
+closed (the idle timer did) are counted apart.
+
+Prints one JSON document on stdout (p50 / p99 / max, samples, how far the worker fell behind)
+and a table on stderr. ``python -m bench.latency --help``; ``make bench-latency``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from websockets.asyncio.client import ClientConnection, connect
+
+from bench.detection import _machine
+from bench.throughput import COUNTED, _ready_partitions, claims_for, worker_totals
+from notifier.tokens import mint_token
+from streams.devstack import (
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    free_port,
+    spawn_service,
+    stop_process,
+    wait_for_port,
+)
+from streams.services import migrate_database
+from streams.settings import Settings
+from streams.topics import create_topics
+
+SECRET = "latency-bench-secret-of-at-least-32-bytes"  # noqa: S105 -- a throwaway local stack
+DAY_MS = 86_400_000
+
+
+class Sent:
+    """When each claim was handed to the producer, its event time, and (once delivered) its
+    partition; then, per partition, the send time of the first claim reaching a given time."""
+
+    def __init__(self, count: int) -> None:
+        self.at = [0.0] * count
+        self.event_ms = [0] * count
+        self.partition = [-1] * count
+        self._running: dict[int, tuple[list[int], list[float]]] = {}
+
+    def index(self) -> None:
+        """Per partition: running max event time (non-decreasing) and send times."""
+        for i, p in enumerate(self.partition):
+            if p < 0:
+                continue
+            maxima, times = self._running.setdefault(p, ([], []))
+            top = max(self.event_ms[i], maxima[-1]) if maxima else self.event_ms[i]
+            maxima.append(top)
+            times.append(self.at[i])
+
+    def closed_at(self, event_ms: int) -> float | None:
+        """Send time of the claim after which every partition had reached ``event_ms``."""
+        latest = 0.0
+        for maxima, times in self._running.values():
+            i = bisect.bisect_left(maxima, event_ms)
+            if i == len(maxima):
+                return None  # never reached by a claim: the idle timer closed it, if anything
+            latest = max(latest, times[i])
+        return latest if self._running else None
+
+
+def produce_paced(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate: int,
+                  sent: Sent, stop: threading.Event) -> float:  # fmt: skip
+    """Send ``claims`` at ``rate`` a second; return the achieved rate."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "all"})
+    payloads = [(json.dumps(c, separators=(",", ":")).encode(), c["claim_id"].encode())
+                for c in claims]  # fmt: skip
+    for i, claim in enumerate(claims):
+        sent.event_ms[i] = int(datetime.fromisoformat(claim["decided_at"]).timestamp() * 1000)
+
+    def delivered(i: int) -> Any:
+        def report(err: Any, msg: Any) -> None:
+            if err is None:
+                sent.partition[i] = msg.partition()
+
+        return report
+
+    started = time.monotonic()
+    for i, (value, key) in enumerate(payloads):
+        if stop.is_set():
+            break
+        while (ahead := started + i / rate - time.monotonic()) > 0:
+            time.sleep(min(ahead, 0.005))
+        producer.poll(0)
+        sent.at[i] = time.monotonic()
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=delivered(i))
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % (rate * 10) == 0 and i:
+            print(f"  {time.monotonic() - started:4.0f} s: {i:,} claims sent", file=sys.stderr)
+    producer.flush(60)
+    return len(payloads) / (time.monotonic() - started)
+
+
+class Clients:
+    """One WebSocket client per customer; each alert's arrival time."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []
+        self.connections: list[ClientConnection] = []
+
+    async def open(self, url: str, customers: list[str]) -> None:
+        for customer in customers:
+            token = mint_token(SECRET, customer, f"op-{customer}")
+            ws = await connect(f"{url}?token={token}", max_size=None, open_timeout=60)
+            await ws.send(json.dumps({"type": "subscribe"}))
+            snapshot = json.loads(await ws.recv())
+            assert snapshot["type"] == "snapshot", snapshot
+            self.connections.append(ws)
+
+    async def listen(self) -> None:
+        await asyncio.gather(*(self._listen(ws) for ws in self.connections))
+
+    async def _listen(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            arrived = time.monotonic()
+            message = json.loads(raw)
+            if message["type"] == "alert":
+                self.arrivals.append((arrived, message["alert"]))
+
+
+def _env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**os.environ, **base, **{f"UPSTREAM_{k.upper()}": v for k, v in extra.items()}}
+
+
+async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> dict[str, Any]:
+    settings = Settings()
+    log_dir = Path(tempfile.mkdtemp(prefix="upstream-latency-"))
+    base = {"UPSTREAM_DATABASE_URL": database_url, "UPSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+            "UPSTREAM_NOTIFIER_SECRET": SECRET, "UPSTREAM_LOG_FORMAT": "text",
+            "UPSTREAM_APP_ID": "latency"}  # fmt: skip
+    worker_port, sink_port, notifier_port = free_port(), free_port(), free_port()
+    procs = {
+        "worker": spawn_service("worker", _env(base, metrics_port=str(worker_port),
+                                               worker_data_dir=str(log_dir / "w")),
+                                log_dir / "worker.log"),
+        "sink": spawn_service("sink", _env(base, metrics_port=str(sink_port)),
+                              log_dir / "sink.log"),
+        "notifier": spawn_service("notifier", _env(base, notifier_port=str(notifier_port)),
+                                  log_dir / "notifier.log"),
+    }  # fmt: skip
+    stop = threading.Event()
+    try:
+        wait_for_port(notifier_port, 60, procs["notifier"], log_dir / "notifier.log")
+        while not _ready_partitions(worker_port):
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    log = (log_dir / f"{name}.log").read_text()[-3000:]
+                    raise RuntimeError(f"{name} exited:\n{log}")
+            await asyncio.sleep(0.5)
+        claims = claims_for(args.days * args.customers * 6 * 20, args.customers)
+        customers = sorted({c["customer_id"] for c in claims})
+        clients = Clients()
+        await clients.open(f"ws://127.0.0.1:{notifier_port}/ws", customers)
+        listening = asyncio.create_task(clients.listen())
+        sent = Sent(len(claims))
+        print(f"sending {len(claims):,} claims at {args.rate:,}/s...", file=sys.stderr)
+        achieved = await asyncio.to_thread(
+            produce_paced, bootstrap, settings.topic_claims, claims, args.rate, sent, stop
+        )
+        behind_at_end = len(claims) - sum(
+            worker_totals(worker_port).get(name, 0.0) for name in COUNTED
+        )
+        quiet_since, seen = time.monotonic(), 0
+        while time.monotonic() - quiet_since < args.settle_s:  # until no alert for a while
+            await asyncio.sleep(0.5)
+            if len(clients.arrivals) != seen:
+                seen, quiet_since = len(clients.arrivals), time.monotonic()
+        for ws in clients.connections:
+            await ws.close()
+        await listening
+    finally:
+        stop.set()
+        for proc in procs.values():
+            stop_process(proc, timeout_s=30)
+    sent.index()
+    grace_ms = int(settings.grace_days * DAY_MS)
+    latencies, by_idle, other = [], 0, 0
+    for arrived, alert in clients.arrivals:
+        if alert["transition"] not in ("triggered", "updated"):
+            other += 1
+            continue
+        last_seen = datetime.fromisoformat(alert["last_seen"].replace("Z", "+00:00"))
+        closed = sent.closed_at(int(last_seen.timestamp() * 1000) + grace_ms)
+        if closed is None:
+            by_idle += 1
+        else:
+            latencies.append((arrived - closed) * 1000)
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return {
+        "benchmark": "latency",
+        "rate_target": args.rate,
+        "rate_achieved": round(achieved),
+        "claims": len(claims),
+        "customers": len(customers),
+        "worker_behind_at_end_of_sending": behind_at_end,
+        "alerts_received": len(clients.arrivals),
+        "samples": len(latencies),
+        "closed_by_idle_timer": by_idle,
+        "other_transitions": other,
+        "latency_ms": {"p50": round(q[49], 1), "p99": round(q[98], 1),
+                       "max": round(latencies[-1], 1) if latencies else None},
+        "machine": _machine(),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.latency", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--rate", type=int, default=5_000, help="claims per second (5000)")
+    parser.add_argument("--customers", type=int, default=20, help="customers, 6 keys each (20)")
+    parser.add_argument("--days", type=int, default=120, help="days of claims, 20/key/day (120)")
+    parser.add_argument("--settle-s", type=float, default=15, help="quiet seconds to end (15)")
+    args = parser.parse_args(argv)
+    server, kafka = EmbeddedPostgres().start(), EmbeddedKafka().start()
+    try:
+        migrate_database(server.url)
+        asyncio.run(create_topics(Settings(), kafka.bootstrap))
+        report = asyncio.run(_run(args, server.url, kafka.bootstrap))
+    finally:
+        kafka.stop()
+        server.stop()
+    print(json.dumps(report, indent=2))
+    lat = report["latency_ms"]
+    print("| claims/s (achieved) | samples | p50 ms | p99 ms | max ms | worker behind at end |",
+          file=sys.stderr)  # fmt: skip
+    print("|---|---|---|---|---|---|", file=sys.stderr)
+    print(f"| {report['rate_target']:,} ({report['rate_achieved']:,}) | {report['samples']} | "
+          f"{lat['p50']} | {lat['p99']} | {lat['max']} | "
+          f"{report['worker_behind_at_end_of_sending']:,.0f} |", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
