@@ -271,7 +271,9 @@ async def test_a_client_that_stops_reading_is_cut_off_without_slowing_the_others
     assert (await asyncio.to_thread(scrape, metrics))["upstream_ws_clients"] == 1.0  # fast one left
     p99 = sorted(latencies)[int(0.99 * len(latencies))]
     print(f"\nfast client: {len(latencies)} alerts, p99 {p99 * 1000:.0f} ms from the write")
-    assert p99 < 2.0  # generous: it would be unbounded if the stalled client held the fan-out
+    # Were the fan-out held by the stalled client, the fast one would wait for its cut (the 10 s
+    # close timeout) or forever; p99 was 0.6 s here when idle and 2.0 s on a loaded CI run.
+    assert p99 < 5.0
     await fast.close()
 
 
