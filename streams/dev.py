@@ -27,6 +27,7 @@ from streams.devstack import (
     free_port,
     spawn_service,
     stop_process,
+    wait_for_port,
 )
 from streams.generator import Scenario, produce
 from streams.services import migrate_database
@@ -85,6 +86,7 @@ def _port_free(port: int) -> bool:
 def start_stack(settings: Settings, log_dir: Path, say: Callable[[str], None]) -> Stack:
     """Bring up broker, Postgres, topics, schema and the three services."""
     exit_stack = ExitStack()
+    stack: Stack | None = None
     try:
         bootstrap = settings.kafka_bootstrap
         if not bootstrap:
@@ -107,9 +109,14 @@ def start_stack(settings: Settings, log_dir: Path, say: Callable[[str], None]) -
         stack = Stack(bootstrap, database_url, secret, port, log_dir, exit_stack=exit_stack)
         for name in SERVICES:
             stack.start_service(name)
+        # The console URL is printed next: it must answer when a user (or a test) opens it.
+        wait_for_port(port, 60, stack.procs["notifier"], log_dir / "notifier.log")
         return stack
     except BaseException:
-        exit_stack.close()
+        if stack is not None:
+            stack.close()  # the services, then the embedded servers
+        else:
+            exit_stack.close()
         raise
 
 
