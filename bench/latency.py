@@ -64,6 +64,7 @@ class Sent:
         self.at = [0.0] * count
         self.event_ms = [0] * count
         self.partition = [-1] * count
+        self.handed = 0  # claims handed to the producer so far
         self._running: dict[int, tuple[list[int], list[float]]] = {}
 
     def index(self) -> None:
@@ -117,6 +118,7 @@ def produce_paced(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate
                 break
             except BufferError:
                 producer.poll(0.01)
+        sent.handed = i + 1
         if i % (rate * 10) == 0 and i:
             print(f"  {time.monotonic() - started:4.0f} s: {i:,} claims sent", file=sys.stderr)
     producer.flush(60)
@@ -148,6 +150,15 @@ class Clients:
             message = json.loads(raw)
             if message["type"] == "alert":
                 self.arrivals.append((arrived, message["alert"]))
+
+
+async def _sample_backlog(port: int, sent: Sent, backlog: list[float]) -> None:
+    """Every second: claims handed to the producer that the worker has not counted yet."""
+    while True:
+        await asyncio.sleep(1)
+        handed = sent.handed
+        totals = await asyncio.to_thread(worker_totals, port)
+        backlog.append(max(0.0, handed - sum(totals.get(name, 0.0) for name in COUNTED)))
 
 
 def _env(base: dict[str, str], **extra: str) -> dict[str, str]:
@@ -186,9 +197,12 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         listening = asyncio.create_task(clients.listen())
         sent = Sent(len(claims))
         print(f"sending {len(claims):,} claims at {args.rate:,}/s...", file=sys.stderr)
+        backlog: list[float] = []  # claims sent but not yet counted by the worker, each second
+        sampling = asyncio.create_task(_sample_backlog(worker_port, sent, backlog))
         achieved = await asyncio.to_thread(
             produce_paced, bootstrap, settings.topic_claims, claims, args.rate, sent, stop
         )
+        sampling.cancel()
         behind_at_end = len(claims) - sum(
             worker_totals(worker_port).get(name, 0.0) for name in COUNTED
         )
@@ -226,6 +240,8 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         "claims": len(claims),
         "customers": len(customers),
         "worker_behind_at_end_of_sending": behind_at_end,
+        "worker_backlog_max": max(backlog, default=None),
+        "worker_backlog_median": statistics.median(backlog) if backlog else None,
         "alerts_received": len(clients.arrivals),
         "samples": len(latencies),
         "closed_by_idle_timer": by_idle,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -65,7 +65,8 @@ class ChangelogTable:
     killed mid-flush leaves the partition's state as the previous flush or this one left it,
     never a mix (a mix — a bucket counted, the claim id that marks it counted missing — made a
     successor count replayed claims twice). Tombstones follow once the values are delivered, in
-    as many batches as they need: an owner must be able to lose them (``WindowsState`` drops
+    as many batches as they need, and the flush does not wait for them (the next one checks
+    they went out): an owner must be able to lose them (``WindowsState`` drops
     records its watermark has pruned when it loads, and deletes them again).
     """
 
@@ -73,6 +74,7 @@ class ChangelogTable:
         self._table = table
         self._producer = producer  # the app's aiokafka producer, once it has started
         self._pending: dict[str, tuple[int, bytes | None]] = {}  # key → (partition, value)
+        self._tombstones: list[Awaitable[Any]] = []  # the last flush's, delivery not awaited
 
     def get(self, key: str) -> Any:
         """The stored value, or None."""
@@ -106,8 +108,11 @@ class ChangelogTable:
                 tombstones.setdefault(partition, []).append((_dump(key), None))
             else:
                 values.setdefault(partition, []).append((_dump(key), value))
-        await self._send(producer, topic, values, atomic=True)
-        await self._send(producer, topic, tombstones, atomic=False)
+        previous, self._tombstones = self._tombstones, []
+        await asyncio.gather(*previous)  # the last flush's tombstones: raise if one failed
+        await asyncio.gather(*await self._send(producer, topic, values, atomic=True))
+        # Not awaited here (a crash may lose them, see the class): no round trip per flush.
+        self._tombstones = await self._send(producer, topic, tombstones, atomic=False)
 
     @staticmethod
     async def _send(
@@ -115,12 +120,13 @@ class ChangelogTable:
         topic: str,
         by_partition: Mapping[int, list[tuple[bytes, bytes | None]]],
         atomic: bool,
-    ) -> None:
+    ) -> list[Awaitable[Any]]:
+        """Queue the records; the futures of their delivery."""
         delivered = []
         for partition, records in by_partition.items():
             for batch in _record_batches(producer, records, topic, partition, atomic):
                 delivered.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*delivered)
+        return delivered
 
 
 # One record batch must stay under the broker's message.max.bytes (Kafka's default: 1 MiB + 12).

@@ -98,6 +98,15 @@ async def test_a_flush_sends_each_partitions_values_as_one_batch_then_tombstones
     producer.deliver()  # tombstones only once the values are delivered
     await asyncio.sleep(0.01)
     assert producer.batches[2:] == [(0, [("gone-0", None)]), (1, [("gone-1", None)])]
+    assert flushing.done()  # without waiting for the tombstones' delivery
+    await flushing
+    table.put(0, "next", [0, 1])
+    flushing = asyncio.ensure_future(table.flush())
+    await asyncio.sleep(0.01)
+    assert len(producer.batches) == 4  # the next flush first waits for those tombstones
+    producer.deliver()
+    await asyncio.sleep(0.01)
+    assert producer.batches[4:] == [(0, [("next", [0, 1])])]
     producer.deliver()
     await flushing
 
