@@ -436,7 +436,7 @@ class WorkerAgents:
         async with self.windows_lock:
             # From a revoke until the changelogs are recovered the tables are incomplete, and
             # the assignor already names partitions not yet restored: loading one then would
-            # keep a partial state for good (issue 6's lost takeover).
+            # keep a partial state for good.
             if self.app.rebalancing:
                 return
             assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
