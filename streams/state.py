@@ -95,7 +95,7 @@ class ChangelogTable:
         return list(self._table.data.items())
 
     async def flush(self) -> None:
-        """Write the pending records (see the class) and wait until they are delivered."""
+        """Write the pending records (see the class); return once the values are delivered."""
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
