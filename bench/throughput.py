@@ -7,8 +7,9 @@ then
 1. the ceiling: a raw aiokafka consumer reads every claim with ``getmany`` + ``json.loads``;
 2. the worker: ``--workers`` worker processes start on an empty claims topic of their own and
    join their group; then the same claims are produced to it (librdkafka, faster than any
-   worker) and the time is taken from the first claim counted to the last, read from the
-   workers' ``/metrics`` (valid claims applied + duplicates + dead-lettered = claims produced).
+   worker) and the time is taken from the last poll that found no claim counted to the last
+   claim counted, read from the workers' ``/metrics`` (valid claims applied + duplicates +
+   dead-lettered = claims produced).
 
 Prints one JSON document on stdout (every run, the medians, the machine) and a table on stderr.
 ``python -m bench.throughput --help`` lists the options; ``make bench`` runs the defaults.
@@ -181,6 +182,7 @@ def run_workers(
         joined = time.perf_counter()
         produce_all(bootstrap, topic, claims)
         first = None
+        none_yet = time.perf_counter()  # the last poll that found nothing counted
         while True:
             check_alive()
             try:
@@ -190,7 +192,9 @@ def run_workers(
             done = sum(m.get(name, 0.0) for m in metrics for name in COUNTED)
             now = time.perf_counter()
             if first is None and done > 0:
-                first = now
+                first = none_yet  # counting began after it (a small run may end in one poll)
+            elif done == 0:
+                none_yet = now
             if done >= count:
                 break
             time.sleep(0.05)
