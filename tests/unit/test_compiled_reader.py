@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas import compiled
 from schemas.codec import (
     SCHEMA_NAMES,
     DecodeError,
@@ -21,8 +22,15 @@ from schemas.codec import (
 from schemas.compiled import compile_reader
 
 LONG = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-# datetime's own range, in milliseconds since the epoch.
-MILLIS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
+# datetime's own range, in milliseconds since the epoch; and values that repeat, so the
+# reader's cache of 6-byte timestamps is hit, with the edges of that varint length.
+DAY_MS = 86_400_000
+SIX_BYTE_EDGES = [ms for b in (2**34, 2**41) for ms in (b - 1, b, -b, -b - 1)]
+REPEATED = [1_767_225_600_000 + d * DAY_MS for d in range(5)] + SIX_BYTE_EDGES
+MILLIS = st.one_of(
+    st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999),
+    st.sampled_from(REPEATED),
+)
 
 
 def _values(kind: Any) -> st.SearchStrategy[Any]:
@@ -131,6 +139,26 @@ def test_timestamps_at_the_edges_of_float_precision():
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), {"t": ms})
         assert read(buffer.getvalue()) == {"t": epoch + datetime.timedelta(milliseconds=ms)}
+
+
+def test_the_timestamp_cache_is_bounded_and_keyed_by_whole_varints():
+    """Only whole 6-byte varints are remembered, and never more than the cache's size."""
+    start = 1_767_225_600_000
+    for ms in range(start, start + compiled._TIMESTAMP_CACHE_SIZE + 10):
+        body = _zigzag(ms)
+        assert compiled.read_timestamp(body + b"\x07", 0) == (
+            compiled._from_millis(ms),
+            compiled._TIMESTAMP_BYTES,
+        )
+    assert 0 < len(compiled._timestamps) <= compiled._TIMESTAMP_CACHE_SIZE
+    compiled.read_timestamp(_zigzag(2**34 - 1) + b"\x00", 0)  # 5 bytes: not cached
+    assert _zigzag(2**34 - 1) + b"\x00" not in compiled._timestamps
+
+
+def _zigzag(n: int) -> bytes:
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, "long", n)
+    return buffer.getvalue()
 
 
 def test_schemas_it_cannot_compile_fall_back():
