@@ -119,11 +119,13 @@ def run_sink(settings: Settings) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         # pre_ping: after a Postgres restart, pooled connections are checked before use.
-        engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
+        engine = create_async_engine(
+            database_url, pool_size=max(4, settings.sink_claim_lanes + 1), pool_pre_ping=True
+        )
         service = SinkService(
             settings,
             bootstrap,
-            PostgresWriter(engine),
+            PostgresWriter(engine, claim_lanes=settings.sink_claim_lanes),
             ValueCodec(settings.schema_registry_url),
             health,
         )

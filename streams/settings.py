@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     reference_dir: Path | None = None  # <dir>/<customer_id>/payers.csv, cpt_groups.csv
     sink_claims: bool = True  # also store every claim in claim_records
     sink_batch_max: int = Field(default=5000, ge=1)
+    sink_claim_lanes: int = Field(default=2, ge=1)  # connections writing a batch's claims at once
     # Scheduled jobs of the worker's leader (cron in UTC; need UPSTREAM_DATABASE_URL).
     report_cron: str = "0 6 * * 1"  # the weekly drift summary, Mondays 06:00
     retention_cron: str = "30 3 * * *"  # daily

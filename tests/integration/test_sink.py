@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.harness import read_all
 from schemas.codec import encode_single_object
+from sinks.service import REJECTED
 from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from streams.devstack import free_port
 from streams.services import migrate_database
@@ -110,18 +111,22 @@ def _claims() -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize("merge_after_conflict", [0, 20])
+@pytest.mark.parametrize(
+    ("merge_after_conflict", "min_lane_rows"), [(0, 1000), (20, 1000), (0, 3), (20, 3)]
+)
 async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
-    database, merge_after_conflict: int
+    database, merge_after_conflict: int, min_lane_rows: int
 ) -> None:
     """Deliver everything twice, shuffled: the tables equal one delivery in order.
 
     With ``merge_after_conflict`` 0 every redelivered batch first tries the straight COPY and
     falls back to the merge; with 20 the writer stays on the merge path after the first one.
+    With ``min_lane_rows`` 3 every batch's claims are written by two transactions at once.
     """
     url, engine = database
-    writer = PostgresWriter(engine)
+    writer = PostgresWriter(engine, claim_lanes=2)
     writer.MERGE_AFTER_CONFLICT = merge_after_conflict
+    writer.MIN_LANE_ROWS = min_lane_rows
     drifts = [drift_row(_drift(i)) for i in range(20)]
     alerts = [
         alert_row(_alert("a1", v, t))
@@ -149,6 +154,29 @@ async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
     assert once["alert_events"][0][1] == 4  # latest version
     assert [r[1] for r in once["alert_transitions"]] == [1, 2, 3, 4]
     assert once["operator_judgments"][0][3] == "true_positive"
+
+
+async def test_a_lane_that_fails_leaves_the_others_committed_and_a_rewrite_completes(
+    database,
+) -> None:
+    """Claims in two lanes, a row Postgres refuses in the second: the write raises once both
+    transactions have ended, the first lane's claims are stored, and writing the batch again
+    without the refused row (as the sink's row-by-row path does) stores every claim once."""
+    url, engine = database
+    writer = PostgresWriter(engine, claim_lanes=2)
+    writer.MIN_LANE_ROWS = 5
+    good = [claim_row(raw_claim(claim_id=f"g{i}"), 0, i) for i in range(20)]
+    refused = claim_row(raw_claim(claim_id="nul\u0000byte"), 0, 20)
+
+    def stored() -> list[str]:
+        with psycopg.connect(url.replace("+psycopg", "")) as conn:
+            return [r[0] for r in conn.execute("SELECT claim_id FROM claim_records ORDER BY 1")]
+
+    with pytest.raises(REJECTED):
+        await writer.write([], [], [*good, refused])  # lanes: good[:11], good[11:] + refused
+    assert stored() == sorted(f"g{i}" for i in range(11))
+    await writer.write([], [], good)
+    assert stored() == sorted(f"g{i}" for i in range(20))
 
 
 async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.codec import decode_row, decode_single_object, encode_single_object, load_schema_json
 from sinks.tables import ALERT_FIELDS
-from sinks.writer import DRIFT_COLUMNS, alert_row, claim_row_fast, drift_row
+from sinks.writer import DRIFT_COLUMNS, PostgresWriter, alert_row, claim_row_fast, drift_row
 
 
 def _drift(**changes: Any) -> dict[str, Any]:
@@ -102,3 +102,30 @@ def test_avro_fast_path_gives_the_typed_row(schema: str, columns: Any, row_of: A
     assert decode_row(value, schema) == row_of(decode_single_object(value, schema))
     assert decode_row(value, "AlertEvent" if schema == "DriftEvent" else "DriftEvent") is None
     assert decode_row(json.dumps({"a": 1}).encode(), schema) is None  # JSON: the slow path
+
+
+@pytest.mark.parametrize(
+    ("claims", "lanes", "min_rows", "sizes"),
+    [
+        (0, 2, 1000, [0]),  # nothing: one empty lane, so the events still get a transaction
+        (1999, 2, 1000, [1999]),  # too few for two lanes of 1,000
+        (2000, 2, 1000, [1000, 1000]),
+        (2001, 2, 1000, [1001, 1000]),
+        (5000, 3, 1000, [1667, 1667, 1666]),
+        (5000, 1, 1000, [5000]),
+        (4, 3, 1, [2, 1, 1]),  # never an empty lane
+    ],
+)
+def test_claims_split_into_consecutive_lanes(claims, lanes, min_rows, sizes):
+    """Lanes hold consecutive runs of the batch, every claim once, none under the minimum."""
+    writer = PostgresWriter(engine=None, claim_lanes=lanes)  # type: ignore[arg-type]
+    writer.MIN_LANE_ROWS = min_rows
+    rows = [(i,) for i in range(claims)]
+    split = writer._claim_lanes(rows)
+    assert [len(part) for part in split] == sizes
+    assert [row for part in split for row in part] == rows
+
+
+def test_claim_lanes_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        PostgresWriter(engine=None, claim_lanes=0)  # type: ignore[arg-type]
