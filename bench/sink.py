@@ -6,8 +6,12 @@ claim rows and N drift + alert rows it measures (a) the sink service's own loop
 flight while the next is decoded, offsets committed) fed by an in-memory consumer in batches
 of 5,000, so Kafka's share is left out, and (b) psycopg ``COPY … FROM STDIN`` of the same rows,
 in the sink's wire format (text for claims, binary for drift and alert rows), into an empty,
-logged clone of each table with its indexes. The sink's tables start each run empty. Prints
-JSON on stdout, progress and a table on stderr.
+logged clone of each table with its indexes: the claims into ``claim_records``, the drift events
+into ``drift_events``, the alert transitions into ``alert_transitions`` and each alert's latest
+state into ``alert_events`` (the ratio without that last table is reported too). The sink's
+tables start each run empty, and autovacuum is off for every table the bench writes (see
+:data:`NO_AUTOVACUUM`). The drift and alert records carry bucket-boundary timestamps, as the
+worker's do. Prints JSON on stdout, progress and a table on stderr.
 
     python -m bench.sink --rows 200000
 """
@@ -50,6 +54,7 @@ from streams.settings import Settings
 BATCH = 5000
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY_MS = 86_400_000
+EVENTS_PER_CLOSE = 100  # drift events (and alert transitions) per daily bucket close
 
 
 class _Message:
@@ -59,8 +64,15 @@ class _Message:
         self.value, self.partition, self.offset, self.topic = value, partition, offset, "t"
 
 
+def _closed_at(i: int) -> int:
+    """When the bucket close that emitted event ``i`` happened: a day's end, as in the worker
+    (``streams/domain/drift.py``: every timestamp of a drift event is a bucket boundary), with
+    :data:`EVENTS_PER_CLOSE` events each."""
+    return T0_MS + (i // EVENTS_PER_CLOSE + 1) * DAY_MS
+
+
 def _drift_record(i: int) -> dict[str, Any]:
-    detected = T0_MS + i * 60_000  # one a minute from 2026-01-01, realistic varint sizes
+    detected = _closed_at(i)
     return {"event_id": f"e-{i}", "customer_id": "acme", "payer_id": f"p{i % 50}",
             "cpt_group": "radiology", "drift_type": "denial_rate", "window_days": 7.0,
             "baseline_start": detected - 35 * DAY_MS, "baseline_end": detected - 7 * DAY_MS,
@@ -77,7 +89,7 @@ def _alert_record(i: int) -> dict[str, Any]:
             "payer_id": "p1", "cpt_group": "radiology", "drift_type": "denial_rate",
             "status": "active", "transition": "updated", "severity": 0.5,
             "severity_level": "warning", "occurrence_count": 1, "first_seen": T0_MS,
-            "last_seen": T0_MS + i * 60_000, "acknowledged_by": None, "resolved_by": None,
+            "last_seen": _closed_at(i), "acknowledged_by": None, "resolved_by": None,
             "resolution": None,
             "verdict": None, "message": "m", "notify": True}  # fmt: skip
 
@@ -115,8 +127,9 @@ class _Feed:
 async def _through_sink(url: str, topics: dict[str, list[_Message]]) -> float:
     """Seconds the sink service takes to store the messages of ``topics``."""
     settings = Settings(sink_batch_max=BATCH)
-    engine = create_async_engine(url, pool_size=2)
-    service = SinkService(settings, "unused:9092", PostgresWriter(engine), ValueCodec())
+    engine = create_async_engine(url, pool_size=settings.sink_claim_lanes)
+    writer = PostgresWriter(engine, claim_lanes=settings.sink_claim_lanes)
+    service = SinkService(settings, "unused:9092", writer, ValueCodec())
     feed = _Feed(topics, service)
     started = time.perf_counter()
     await service.consume(feed, feed)
@@ -141,7 +154,7 @@ def _copy(
     In the sink's own wire format: binary with ``types``, text without.
     """
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
-        conn.execute(f"CREATE TABLE bench_copy (LIKE {table} INCLUDING ALL)")
+        conn.execute(f"CREATE TABLE bench_copy (LIKE {table} INCLUDING ALL) WITH ({NO_AUTOVACUUM})")
         conn.commit()
         started = time.perf_counter()
         binary = " (FORMAT BINARY)" if types else ""
@@ -158,9 +171,58 @@ def _copy(
         return took
 
 
+SINK_TABLES = ("claim_records", "drift_events", "alert_transitions", "alert_events")
+# Autovacuum wakes once a minute and then vacuums whichever table a phase just filled, on the
+# same two cores as the phase being timed: it is switched off for the bench's tables, sink's
+# and COPY's alike, so neither side pays for the other's maintenance.
+NO_AUTOVACUUM = "autovacuum_enabled = false"
+
+
 def _empty_tables(url: str) -> None:
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
-        conn.execute("TRUNCATE claim_records, drift_events, alert_transitions, alert_events")
+        conn.execute(f"TRUNCATE {', '.join(SINK_TABLES)}")
+        for table in SINK_TABLES:
+            conn.execute(f"ALTER TABLE {table} SET ({NO_AUTOVACUUM})")
+
+
+PHASES = ("claims", "events", "copy_claims", "copy_messages", "copy_latest")
+
+
+def _latest_per_alert(rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """What ``alert_events`` holds once the sink has stored ``rows``: each alert's latest."""
+    latest: dict[Any, Sequence[Any]] = {}
+    for row in rows:
+        held = latest.get(row[0])
+        if held is None or held[1] < row[1]:
+            latest[row[0]] = row
+    return list(latest.values())
+
+
+def _ratio(sink: list[float], copy: list[float]) -> float:
+    """The median over runs of COPY's seconds over the sink's: each run against its own COPY,
+    as this machine's speed drifts by a third between minutes."""
+    return round(statistics.median(c / s for s, c in zip(sink, copy, strict=True)), 3)
+
+
+def _report(n: int, runs: int, times: dict[str, list[float]]) -> dict[str, Any]:
+    copy_events = [m + a for m, a in zip(times["copy_messages"], times["copy_latest"], strict=True)]
+    rate = {name: round(n / statistics.median(values)) for name, values in times.items()}
+    return {
+        "benchmark": "sink",
+        "rows": n,
+        "batch": BATCH,
+        "runs": runs,
+        "claims": {"sink_rows_per_s": rate["claims"],
+                   "copy_rows_per_s": rate["copy_claims"],
+                   "ratio_to_copy": _ratio(times["claims"], times["copy_claims"])},
+        "drift_and_alerts": {"sink_rows_per_s": rate["events"],
+                             "copy_rows_per_s": round(n / statistics.median(copy_events)),
+                             "ratio_to_copy": _ratio(times["events"], copy_events),
+                             "copy_without_latest_rows_per_s": rate["copy_messages"],
+                             "ratio_to_copy_without_latest": _ratio(times["events"],
+                                                                    times["copy_messages"])},
+        "machine": _machine(),
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     claim_rows = [claim_row(json.loads(m.value), 0, m.offset) for m in claims]
     drift_rows = [drift_row(_drift_record(i)) for i in range(0, n, 2)]
     alert_rows = [alert_row(_alert_record(i)) for i in range(1, n, 2)]
+    latest_rows = _latest_per_alert(alert_rows)
     gc.freeze()  # the inputs above are the bench's, not the sink's: keep them out of its GCs
     s = Settings()
-    times: dict[str, list[float]] = {"claims": [], "copy_claims": [], "events": [],
-                                     "copy_events": []}  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in PHASES}
     server = EmbeddedPostgres().start()
     try:
         migrate_database(server.url)
@@ -199,29 +261,19 @@ def main(argv: list[str] | None = None) -> int:
             times["copy_claims"].append(
                 _copy(server.url, "claim_records", CLAIM_COLUMNS, claim_rows)
             )
-            times["copy_events"].append(
+            times["copy_messages"].append(
                 _copy(server.url, "drift_events", DRIFT_COLUMNS, drift_rows, DRIFT_TYPES)
                 + _copy(server.url, "alert_transitions", ALERT_FIELDS, alert_rows, ALERT_TYPES)
+            )
+            times["copy_latest"].append(
+                _copy(server.url, "alert_events", ALERT_FIELDS, latest_rows, ALERT_TYPES)
             )
             claims_rate, events_rate = n / times["claims"][-1], n / times["events"][-1]
             print(f"run {run}/{args.runs}: claims {claims_rate:,.0f} rows/s, "
                   f"drift+alerts {events_rate:,.0f} rows/s", file=sys.stderr)  # fmt: skip
     finally:
         server.stop()
-    median = {name: statistics.median(values) for name, values in times.items()}
-    report = {
-        "benchmark": "sink",
-        "rows": n,
-        "batch": BATCH,
-        "runs": args.runs,
-        "claims": {"sink_rows_per_s": round(n / median["claims"]),
-                   "copy_rows_per_s": round(n / median["copy_claims"]),
-                   "ratio_to_copy": round(median["copy_claims"] / median["claims"], 3)},
-        "drift_and_alerts": {"sink_rows_per_s": round(n / median["events"]),
-                             "copy_rows_per_s": round(n / median["copy_events"]),
-                             "ratio_to_copy": round(median["copy_events"] / median["events"], 3)},
-        "machine": _machine(),
-    }  # fmt: skip
+    report = _report(n, args.runs, times)
     print(json.dumps(report, indent=2))
     print("| rows | sink rows/s | raw COPY rows/s | ratio |\n|---|---|---|---|", file=sys.stderr)
     for name in ("claims", "drift_and_alerts"):

@@ -1,0 +1,109 @@
+"""Small runs of every bench in bench/ produce complete, consistent reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.environ.get("UPSTREAM_TEST_BROKER") == "kafka",
+        reason="the benches start an embedded broker of their own: make test runs them",
+    ),
+]
+
+
+def run_bench(module: str, *args: str, timeout_s: float = 400) -> tuple[dict[str, Any], str]:
+    """Run ``python -m bench.<module> args``: its JSON report and its stderr (the table)."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args],
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout), result.stderr
+
+
+def test_fanout_bench_smoke_run() -> None:
+    """20 clients, 20 alerts/s for 3 s: every expected message delivered, every field there."""
+    report, stderr = run_bench(
+        "fanout", "--clients", "20", "--customers", "5", "--rate", "20", "--duration-s", "3",
+        timeout_s=240,
+    )  # fmt: skip
+    assert report["messages_delivered"] == report["messages_expected"] > 0
+    assert report["messages_expected"] == report["transitions_written"] * 20 // 5
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    assert report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+    assert report["notifier_cpu_share_of_one_core"] > 0
+    assert "| clients | alerts/s |" in stderr
+
+
+def test_latency_bench_smoke_run() -> None:
+    """Worker, sink and notifier at 1,000 claims/s: alerts arrive and are timed, in order."""
+    report, stderr = run_bench(
+        "latency", "--rate", "1000", "--customers", "2", "--days", "100", "--settle-s", "5"
+    )  # fmt: skip
+    assert report["claims"] == 2 * 6 * 20 * 100 and report["customers"] == 2
+    assert report["alerts_received"] == (
+        report["samples"] + report["closed_by_idle_timer"] + report["other_transitions"]
+    )
+    assert report["samples"] > 0
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+    assert "| claims/s (achieved) |" in stderr
+
+
+def test_throughput_bench_smoke_run() -> None:
+    """3,000 claims, one run, one worker: the ceiling, the worker's rate, RSS, keys."""
+    report, stderr = run_bench(
+        "throughput", "--claims", "3000", "--runs", "1", "--workers", "1", "--timeout", "240"
+    )  # fmt: skip
+    assert report["claims"] == 3000
+    run = report["runs"][0]
+    assert run["ceiling_claims_per_s"] > 0
+    worker = run["workers_1"]
+    assert worker["claims_per_s"] > 0 and worker["seconds"] > 0
+    assert worker["active_keys"] > 0 and all(r > 0 for r in worker["rss_mib"])
+    summary = report["summary"]
+    assert (
+        0
+        < summary["workers_1_ratio_to_ceiling"]
+        == pytest.approx(worker["claims_per_s"] / run["ceiling_claims_per_s"], abs=0.001)
+    )
+    assert "workers_1_claims_per_s" in stderr
+
+
+def test_memory_bench_smoke_run() -> None:
+    """Tiny key counts and a 20 s soak: RSS per key and RSS samples come out consistent."""
+    report, stderr = run_bench(
+        "memory", "--keys", "1200", "--small-keys", "120", "--claims-per-key", "2",
+        "--soak-minutes", "0.34", "--soak-keys", "60", "--soak-rate", "500", "--timeout", "240",
+    )  # fmt: skip
+    per_key = report["per_key"]
+    assert per_key["small"]["active_keys"] == 120 and per_key["large"]["active_keys"] == 1200
+    assert per_key["large"]["claims"] == 2400 and per_key["large"]["rss_mib"] > 0
+    growth = (per_key["large"]["rss_mib"] - per_key["small"]["rss_mib"]) * 1024 * 1024
+    assert per_key["bytes_per_key"] == round(growth / 1080)
+    samples = report["soak"]["samples"]
+    assert len(samples) >= 2 and all(s["rss_mib"] > 0 for s in samples)
+    assert [s["sent"] for s in samples] == sorted(s["sent"] for s in samples)
+    assert "bytes per key" in stderr
+
+
+def test_sink_bench_smoke_run() -> None:
+    """2,000 rows, two runs: every rate and ratio there, the ratios each run's COPY over sink."""
+    report, stderr = run_bench("sink", "--rows", "2000", "--runs", "2")
+    assert report["rows"] == 2000 and report["runs"] == 2
+    claims, events = report["claims"], report["drift_and_alerts"]
+    for part in (claims, events):
+        assert part["sink_rows_per_s"] > 0 and part["copy_rows_per_s"] > 0
+        assert part["ratio_to_copy"] > 0
+    # COPY of the three tables takes longer than COPY of two of them, in every run.
+    assert events["copy_without_latest_rows_per_s"] > events["copy_rows_per_s"]
+    assert events["ratio_to_copy_without_latest"] < events["ratio_to_copy"]
+    assert "| drift_and_alerts |" in stderr
