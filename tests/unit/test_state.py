@@ -18,7 +18,13 @@ from aiokafka.record.memory_records import MemoryRecords
 from streams.domain.claims import parse_claim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import Arrival, ClaimFromSource, SourceProgressed
-from streams.state import ATOMIC_BATCH_BYTES, BUCKET, CLAIM, ChangelogTable, WindowsState
+from streams.state import (
+    ATOMIC_BATCH_BYTES,
+    BUCKET,
+    WATERMARK,
+    ChangelogTable,
+    WindowsState,
+)
 from streams.worker import flush_slices
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
 
@@ -148,6 +154,23 @@ async def test_ascii_claims_flush_in_few_slices() -> None:
     assert len(list(flush_slices(_wide_claims(2_000, key_chars=20)))) == 1
 
 
+def _recovered(batches: list[tuple[int, list[tuple[str, Any]]]]) -> dict[str, Any]:
+    """What Faust's recovery puts in a table's memory: the changelog replayed from its start."""
+    data: dict[str, Any] = {}
+    for _, records in batches:
+        for key, value in records:
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+    return data
+
+
+def _only_watermarks(table: ChangelogTable) -> bool:
+    """Whether the table's memory holds nothing but watermarks (windows live in KeyWindows)."""
+    return all(key.startswith(WATERMARK) for key in table._table.data)
+
+
 async def test_rebuild_drops_records_the_watermark_pruned_and_deletes_them_again() -> None:
     """A crash after a flush's values but before its tombstones: the rebuild finishes the job."""
     producer = FakeProducer()
@@ -160,34 +183,52 @@ async def test_rebuild_drops_records_the_watermark_pruned_and_deletes_them_again
     result = pw.apply([*early, SourceProgressed(0, 1, 3 * DAY_MS)])
     state.save(pw, result.changed.values())
     await table.flush()
-    kept = dict(table._table.data)  # day 3's bucket and claim ids, as the crash leaves them
+    first = len(producer.batches)
     result = pw.apply([*later, SourceProgressed(0, 1, (later_day + 1) * DAY_MS)])
     state.save(pw, result.changed.values())
-    assert any(key.startswith(BUCKET + "3|") for key in kept)
-    assert not any(k.startswith(BUCKET + "3|") for k in table._table.data)  # pruned
-    # The values reached the changelog, the tombstones did not: the restored table has both.
-    table._pending.clear()
-    table._table.data.update({k: v for k, v in kept.items() if k.startswith((BUCKET, CLAIM))})
+    await table.flush()
+    assert _only_watermarks(table)
+    # The values of the last flush reached the changelog, its tombstones did not.
+    lost = [i for i, (_, records) in enumerate(producer.batches)
+            if i >= first and all(value is None for _, value in records)]  # fmt: skip
+    stale = {key for i in lost for key, _ in producer.batches[i][1]}
+    assert any(key.startswith(BUCKET + "3|") for key in stale)
     state.forget()
+    table._table.data = _recovered([b for i, b in enumerate(producer.batches) if i not in lost])
     rebuilt = state.get(0, 1)
     assert {k: (w.buckets, w.claims) for k, w in rebuilt.keys.items()} == {
         k: (w.buckets, w.claims) for k, w in pw.keys.items()
     }
     assert rebuilt.watermark.closed_through == pw.watermark.closed_through
-    stale = {k for k, v in kept.items() if k.startswith((BUCKET, CLAIM))}
     assert {k for k, (_, value) in table._pending.items() if value is None} == stale
+    assert _only_watermarks(table)
 
 
-def test_rebuild_keeps_everything_inside_the_history() -> None:
-    table = ChangelogTable(FakeTable(), lambda: FakeProducer())
+async def test_rebuild_keeps_everything_inside_the_history() -> None:
+    producer = FakeProducer()
+    table = ChangelogTable(FakeTable(), lambda: producer)
     state = WindowsState(table, CFG, GRACE_MS)
     pw = state.get(0, 1)
     arrivals: list[Arrival] = [ClaimFromSource(0, 1, claim_on_day(d, i=d)) for d in range(1, 9)]
     result = pw.apply([*arrivals, SourceProgressed(0, 1, 9 * DAY_MS)])
     state.save(pw, result.changed.values())
+    await table.flush()
+    assert _only_watermarks(table)
     state.forget()
+    table._table.data = _recovered(producer.batches)
     rebuilt = state.get(0, 1)
     assert {k: (w.buckets, w.claims) for k, w in rebuilt.keys.items()} == {
         k: (w.buckets, w.claims) for k, w in pw.keys.items()
     }
     assert not [v for _, v in table._pending.values() if v is None]
+    assert _only_watermarks(table)
+
+
+def test_drop_forgets_faust_memory_store_partitions_too() -> None:
+    """Faust's memory store remembers each recovered key's partition: drop() clears both."""
+    store = SimpleNamespace(data={"b|1|k": [0, 1], "w|0": {}}, _key_partition={"b|1|k": 0})
+    store.pop = store.data.pop  # type: ignore[attr-defined]
+    fake = SimpleNamespace(data=store)
+    table = ChangelogTable(fake, lambda: FakeProducer())
+    table.drop(["b|1|k"])
+    assert store.data == {"w|0": {}} and store._key_partition == {}
