@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -61,8 +62,11 @@ class Claim:
 
     @property
     def window_key(self) -> str:
-        """The ``customer_id|payer_id|cpt_group`` key that windows are kept per."""
-        return f"{self.customer_id}|{self.payer_id}|{self.cpt_group}"
+        """The ``customer_id|payer_id|cpt_group`` key that windows are kept per.
+
+        Interned: the router's partition cache and the key's windows hold one string, not two.
+        """
+        return sys.intern(f"{self.customer_id}|{self.payer_id}|{self.cpt_group}")
 
     @property
     def denied(self) -> bool:

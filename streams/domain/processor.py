@@ -73,19 +73,20 @@ class PartitionWindows:
             else:
                 claim = arrival.claim
                 bucket = bucket_of(claim.event_ms, self.cfg.bucket_ms)
-                key = self.keys.get(claim.window_key)
+                window_key = claim.window_key
+                key = self.keys.get(window_key)
                 if key is None:
-                    key = KeyWindows(claim.window_key, self.partition)
+                    key = KeyWindows(window_key, self.partition)
                 # An exact resend (or a redelivery after a restart) is a no-op, never "late".
                 if key.classify(claim, bucket) is Added.DUPLICATE:
                     result.duplicates += 1
                 elif self.watermark.is_late(claim.event_ms):
                     result.late.append(claim)
                 else:
-                    self.keys[claim.window_key] = key
+                    self.keys[window_key] = key
                     if key.add(claim, bucket) is Added.REPLACED:
                         result.replaced += 1
-                    result.changed[claim.window_key] = key
+                    result.changed[window_key] = key
                 closing = self.watermark.advance(claim.event_ms, arrival.source, arrival.sources)
             if now_ms is not None:
                 self.watermark.touch(arrival.source, now_ms)
