@@ -97,6 +97,27 @@ async def committed_through(bootstrap: str, group: str, ends: dict[TopicPartitio
         await consumer.stop()
 
 
+async def _unrouted(bootstrap: str, settings: Settings, accounted: set[tuple[int, int]]) -> str:
+    """Where the claims not routed are: per claims partition, the first position missing, how
+    many are, and what the worker's group committed (to tell a stalled partition from a gap)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=settings.app_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.topic_claims, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(tps)  # on Tansu possibly too low, see TopicTail
+        report = []
+        for tp in tps:
+            missing = [o for o in range(ends[tp]) if (tp.partition, o) not in accounted]
+            first = missing[0] if missing else None
+            report.append(f"partition {tp.partition}: end {ends[tp]}, {len(missing)} missing "
+                          f"from {first}, committed {await consumer.committed(tp)}")  # fmt: skip
+        return "; ".join(report)
+    finally:
+        await consumer.stop()
+
+
 async def wait_processed(
     bootstrap: str, settings: Settings, produced: int, timeout_s: float, alive: Any = None
 ) -> None:
@@ -120,7 +141,8 @@ async def wait_processed(
                 if {tp: e for tp, e in tail.ends.items() if tp.topic in internal} == internal_ends:
                     return
             if (alive is not None and not alive()) or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not finish: routed {routed} of {produced}")
+                where = await _unrouted(bootstrap, settings, tail.accounted)
+                raise RuntimeError(f"worker did not finish: routed {routed} of {produced}; {where}")
             await asyncio.sleep(1.0)
     finally:
         await tail.close()
