@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
+from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.batches import MessageBuffer
+from streams.batches import BatchingConsumer, MessageBuffer
 from streams.domain.claims import InvalidClaim, _cents, parse_claim
 from streams.domain.processor import ClaimFromSource, SourceProgressed
 from streams.envelopes import Origin, arrivals, dumps, routed_batch
@@ -126,3 +128,33 @@ async def test_a_cleared_buffer_notes_where_to_read_again():
         )
     buffer.clear()
     assert rewinds == {("claims", 0): 7, ("claims", 1): 3, ("claims", 2): 4}
+
+
+class _Consumer:
+    """What BatchingConsumer._rewind uses: assignment, position, seek, log."""
+
+    def __init__(self, positions: dict[TP, int | None]) -> None:
+        self.positions = positions
+        self.sought: dict[TP, int] = {}
+        self.log = SimpleNamespace(info=lambda *args: None)
+
+    def assignment(self) -> set[TP]:
+        return set(self.positions)
+
+    async def position(self, tp: TP) -> int | None:
+        return self.positions[tp]
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought[tp] = offset
+        self.positions[tp] = offset
+
+
+async def test_a_rewind_only_ever_seeks_back():
+    """Notes behind the position are read again; a note at or past it (the partition was
+    sought back further already, to its committed offset) must not skip what lies between."""
+    consumer = _Consumer({TP("claims", 0): 3022, TP("claims", 1): 448, TP("claims", 2): 10})
+    rewinds = {("claims", 0): 448, ("claims", 1): 3022, ("claims", 2): 10, ("claims", 3): 5}
+    done = await BatchingConsumer._rewind(consumer, rewinds)  # type: ignore[arg-type]
+    assert consumer.sought == {TP("claims", 0): 448}
+    assert done == {("claims", 0)}
+    assert rewinds == {}  # every note handled; partition 3 is not assigned here any more
