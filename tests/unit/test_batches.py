@@ -158,3 +158,14 @@ async def test_a_rewind_only_ever_seeks_back():
     assert consumer.sought == {TP("claims", 0): 448}
     assert done == {("claims", 0)}
     assert rewinds == {}  # every note handled; partition 3 is not assigned here any more
+
+
+async def test_a_message_past_the_position_is_stale_not_a_gap():
+    """After a seek back to the committed offset, a message fetched before it (beyond the new
+    position) is dropped, not taken as the end of a gap; one below the position is a real gap."""
+    consumer = _Consumer({TP("claims", 0): 448})
+    fetched = BatchingConsumer._fetched_before_seek_back
+    assert await fetched(consumer, TP("claims", 0), 3022)  # type: ignore[arg-type]
+    assert await fetched(consumer, TP("claims", 0), 448)  # type: ignore[arg-type]
+    consumer.positions[TP("claims", 0)] = 3100  # read on: 3022 was fetched after a marker
+    assert not await fetched(consumer, TP("claims", 0), 3022)  # type: ignore[arg-type]
