@@ -309,9 +309,7 @@ class BatchingConsumer(AIOKafkaConsumer):
 
         Only ever back: where the partition's position is at or before the note already (Faust
         sought it to the committed offset after a rebalance, say), the dropped messages come
-        again anyway, and seeking "back" to the note would skip everything in between — which
-        a CI chaos run did: the group committed the end of a partition whose offsets 448–3021
-        had never been routed.
+        again anyway, and seeking "back" to the note would skip everything in between.
         """
         pending = dict(rewinds)
         rewinds.clear()
