@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, AppT, Message
@@ -299,9 +300,13 @@ class BatchingConsumer(AIOKafkaConsumer):
         Faust counts as read and commits past; a CI chaos run lost claims 448–3021 of a
         partition that way, it seems (committed through the end, never routed). Dropped, it
         comes again from the position. A real gap (a transaction marker, compaction) lies
-        below the position, as everything fetched does.
+        below the position, as everything fetched does. A partition no longer assigned here
+        has no position: its message is not ours to deliver either.
         """
-        position = await self.position(tp)
+        try:
+            position = await self.position(tp)
+        except IllegalStateError:
+            return True
         return position is not None and offset >= position
 
     async def _rewind(self, rewinds: dict[tuple[str, int], int]) -> set[tuple[str, int]]:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
@@ -169,3 +170,12 @@ async def test_a_message_past_the_position_is_stale_not_a_gap():
     assert await fetched(consumer, TP("claims", 0), 448)  # type: ignore[arg-type]
     consumer.positions[TP("claims", 0)] = 3100  # read on: 3022 was fetched after a marker
     assert not await fetched(consumer, TP("claims", 0), 3022)  # type: ignore[arg-type]
+
+
+async def test_a_message_of_a_partition_no_longer_assigned_is_not_delivered():
+    class _Revoked(_Consumer):
+        async def position(self, tp: TP) -> int | None:
+            raise IllegalStateError(f"No current assignment for partition {tp}")
+
+    fetched = BatchingConsumer._fetched_before_seek_back
+    assert await fetched(_Revoked({}), TP("claims", 0), 3022)  # type: ignore[arg-type]
