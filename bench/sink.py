@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import psycopg
@@ -42,6 +43,7 @@ from sinks.writer import (
     DRIFT_COLUMNS,
     DRIFT_TYPES,
     PostgresWriter,
+    _latest,
     alert_row,
     claim_row,
     drift_row,
@@ -188,16 +190,6 @@ def _empty_tables(url: str) -> None:
 PHASES = ("claims", "events", "copy_claims", "copy_messages", "copy_latest")
 
 
-def _latest_per_alert(rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
-    """What ``alert_events`` holds once the sink has stored ``rows``: each alert's latest."""
-    latest: dict[Any, Sequence[Any]] = {}
-    for row in rows:
-        held = latest.get(row[0])
-        if held is None or held[1] < row[1]:
-            latest[row[0]] = row
-    return list(latest.values())
-
-
 def _ratio(sink: list[float], copy: list[float]) -> float:
     """The median over runs of COPY's seconds over the sink's: each run against its own COPY,
     as this machine's speed drifts by a third between minutes."""
@@ -243,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     claim_rows = [claim_row(json.loads(m.value), 0, m.offset) for m in claims]
     drift_rows = [drift_row(_drift_record(i)) for i in range(0, n, 2)]
     alert_rows = [alert_row(_alert_record(i)) for i in range(1, n, 2)]
-    latest_rows = _latest_per_alert(alert_rows)
+    # What alert_events holds once the sink has stored them: each alert's latest version.
+    latest_rows = _latest(alert_rows, itemgetter(0), itemgetter(1))
     gc.freeze()  # the inputs above are the bench's, not the sink's: keep them out of its GCs
     s = Settings()
     times: dict[str, list[float]] = {name: [] for name in PHASES}
