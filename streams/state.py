@@ -103,6 +103,15 @@ class ChangelogTable:
             store.pop(key, None)
             partitions.pop(key, None)
 
+    def read_again_from_start(self) -> None:
+        """Have Faust's next recovery read this table's changelog from its start, also for the
+        partitions it keeps (it would resume those from where its last recovery stopped)."""
+        topic = self._table.changelog_topic.get_topic_name()
+        recovery = self._table.app.tables.recovery  # TableManager's; not in TableManagerT
+        offsets = recovery.active_offsets  # changelog partition → offset read up to
+        for tp in [tp for tp in offsets if tp.topic == topic]:
+            del offsets[tp]
+
     def delete(self, partition: int, key: str) -> None:
         """Remove ``key``; a tombstone waits for flush."""
         self._table.data.pop(key, None)
@@ -251,9 +260,8 @@ class WindowsState:
     Those records live in memory once, as :class:`KeyWindows`: a partition's records are
     dropped from the table's memory when it is loaded, and later ones are written to the
     changelog only (keeping both took ~1.4 KB more per key of three claims). So a partition
-    can be loaded again only from a recovery that read its changelog from the start:
-    :meth:`forget` is for a revoke, after which the worker has Faust do that
-    (``WorkerAgents.on_revoked``).
+    can be loaded again only from a recovery that read its changelog from the start, which
+    :meth:`forget` (for a revoke) asks Faust for.
     """
 
     def __init__(self, table: ChangelogTable, cfg: DriftConfig, grace_ms: int) -> None:
@@ -329,3 +337,4 @@ class WindowsState:
         """Drop every partition (on revoke: the new owner rebuilds them from the changelog,
         read from its start)."""
         self.partitions.clear()
+        self.table.read_again_from_start()

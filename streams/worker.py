@@ -203,17 +203,11 @@ class WorkerAgents:
         """Forget in-memory windows; the new owner rebuilds them from the changelog.
 
         Under the lock: an idle tick in progress finishes (and flushes) before the partitions
-        are handed over. The windows table's memory no longer holds the records of partitions
-        loaded (:class:`WindowsState`), so Faust must read their changelog from the start even
-        for a partition this worker keeps, where it would resume from its last recovery.
+        are handed over. (Faust then reads the windows changelog from its start: see
+        :class:`WindowsState`.)
         """
         async with self.windows_lock:
             self.state.forget()
-            topic = self.tables[0].changelog_topic.get_topic_name()
-            # TableManager's recovery (not in TableManagerT): changelog tp → offset read up to.
-            recovered = self.app.tables.recovery.active_offsets  # type: ignore[attr-defined]
-            for tp in [tp for tp in recovered if tp.topic == topic]:
-                del recovered[tp]
 
     async def follow_rules(self) -> None:
         """Keep the rule book in step with the rules topic."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
+from faust.types import TP
 
 from streams.domain.claims import parse_claim
 from streams.domain.drift import DriftConfig
@@ -33,11 +34,16 @@ GRACE_MS = 2 * DAY_MS
 
 
 class FakeTable:
-    """What ChangelogTable uses of a Faust table: its data and its changelog topic's name."""
+    """What ChangelogTable uses of a Faust table: its data, its changelog topic's name, and
+    the offsets Faust's recovery has read each changelog partition up to."""
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-windows-changelog")
+        self.recovered = {TP("app-windows-changelog", 0): 41, TP("app-route-changelog", 0): 7}
+        self.app = SimpleNamespace(
+            tables=SimpleNamespace(recovery=SimpleNamespace(active_offsets=self.recovered))
+        )
 
 
 class FakeProducer:
@@ -215,6 +221,8 @@ async def test_rebuild_keeps_everything_inside_the_history() -> None:
     await table.flush()
     assert _only_watermarks(table)
     state.forget()
+    # Faust is told to read the windows changelog from its start; other tables resume.
+    assert table._table.recovered == {TP("app-route-changelog", 0): 7}
     table._table.data = _recovered(producer.batches)
     rebuilt = state.get(0, 1)
     assert {k: (w.buckets, w.claims) for k, w in rebuilt.keys.items()} == {
