@@ -301,7 +301,7 @@ class WindowsState:
                 if windows is None:
                     windows = pw.keys[key] = KeyWindows(key, partition)
                 if packed is None:
-                    windows.buckets[bucket] = [int(x) for x in value[1:]]
+                    windows.set_bucket(bucket, [int(x) for x in value[1:]])
                 else:
                     windows.claims[int(number)] = packed
             for name in pruned:
@@ -318,8 +318,7 @@ class WindowsState:
         for windows in changed:
             buckets, claims = windows.take_changes()
             for bucket in buckets:
-                sums = windows.buckets.get(bucket)
-                self._write(p, f"{BUCKET}{bucket}|{windows.key}", None if sums is None else sums)
+                self._write(p, f"{BUCKET}{bucket}|{windows.key}", windows.bucket(bucket))
             for ident in claims:
                 packed = windows.claims.get(ident)
                 self._write(

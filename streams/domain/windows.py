@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+from array import array
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeAlias
 
 from streams.domain.claims import Claim
 
@@ -97,18 +98,45 @@ class Added(Enum):
     DUPLICATE = "duplicate"  # a resend with the same values: counted once already
 
 
+# A key's buckets live in one flat int64 array, sorted by bucket: ``_ROW`` ints per bucket,
+# the bucket's index then its seven sums. No Python object per bucket or per sum (a dict of
+# 7-int lists cost ~850 bytes for a key of three buckets; the array costs 256). A sum that
+# outgrows int64 (the log² of some 400,000 allowed amounts of $100 in one bucket of one key)
+# turns that key's array into a list of Python ints, which index, slice and compare the same.
+_ROW = 1 + _WIDTH
+
+Rows: TypeAlias = "array[int] | list[int]"  # array("q"), or a list after an overflow
+
+
+def _no_rows() -> Rows:
+    return array("q")
+
+
+def _store(rows: Rows, at: int, values: list[int]) -> Rows:
+    """``rows[at:at + len(values)] = values``; returns the rows (a list if int64 overflowed)."""
+    if isinstance(rows, array):
+        try:
+            rows[at : at + len(values)] = array("q", values)
+            return rows
+        except OverflowError:
+            rows = list(rows)
+    rows[at : at + len(values)] = values
+    return rows
+
+
 @dataclass(slots=True)
 class KeyWindows:
     """The buckets of one ``customer_id|payer_id|cpt_group`` key.
 
-    ``claims`` maps each claim id (hashed) still inside the history to its packed contribution,
-    so that a resent claim replaces what it added instead of counting twice. Cost: one dict
-    entry (two Python ints, about 100 bytes) per claim in the history.
+    ``rows`` holds each bucket's sums (see ``_ROW``). ``claims`` maps each claim id (hashed)
+    still inside the history to its packed contribution, so that a resent claim replaces what
+    it added instead of counting twice. Cost: one dict entry (two Python ints, about 100 bytes)
+    per claim in the history.
     """
 
     key: str
     partition: int
-    buckets: dict[int, list[int]] = field(default_factory=dict)
+    rows: Rows = field(default_factory=_no_rows, repr=False)
     claims: dict[int, int] = field(default_factory=dict)
     # Changed since the last take_changes(): what the changelog must rewrite or delete. None
     # when nothing is: an empty set costs 216 bytes, and most keys are idle between two flushes.
@@ -144,32 +172,78 @@ class KeyWindows:
     def _apply(self, c: Contribution, sign: int) -> None:
         if c.pended:
             return  # not a decision yet: kept only so that the final decision replaces it
-        sums = self.buckets.get(c.bucket)
-        if sums is None:
+        at = self._find(c.bucket)
+        if at < 0:
             if sign < 0:
                 return  # the bucket has left the history already
-            sums = self.buckets[c.bucket] = [0] * _WIDTH
+            at = self._insert(~at, c.bucket, [0] * _WIDTH)
         if self.dirty_buckets is None:
             self.dirty_buckets = set()
         self.dirty_buckets.add(c.bucket)
-        sums[N] += sign
-        if c.denied:
-            sums[DENIED] += sign
-        sums[LAG_SUM] += sign * c.lag_days
-        sums[LAG_SQ] += sign * c.lag_days * c.lag_days
+        lag = c.lag_days
         if c.allowed_cents > 0:
             log_amount = round(math.log(c.allowed_cents / 100.0) * LOG_SCALE)
-            sums[AMT_N] += sign
-            sums[AMT_LOG] += sign * log_amount
-            sums[AMT_LOG_SQ] += sign * log_amount * log_amount
+            amounts = (sign, sign * log_amount, sign * log_amount * log_amount)
+        else:
+            amounts = (0, 0, 0)
+        deltas = (sign, sign if c.denied else 0, sign * lag, sign * lag * lag, *amounts)
+        old = self.rows[at + 1 : at + _ROW]
+        self.rows = _store(self.rows, at + 1, [s + d for s, d in zip(old, deltas, strict=True)])
+
+    def _find(self, bucket: int) -> int:
+        """Where ``bucket``'s row starts in ``rows``, or ``~start`` of where it would go."""
+        rows = self.rows
+        hi = len(rows) // _ROW
+        if hi and rows[(hi - 1) * _ROW] == bucket:  # most claims go to the newest bucket
+            return (hi - 1) * _ROW
+        lo = 0
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found = rows[mid * _ROW]
+            if found < bucket:
+                lo = mid + 1
+            elif found > bucket:
+                hi = mid
+            else:
+                return mid * _ROW
+        return ~(lo * _ROW)
+
+    def _insert(self, at: int, bucket: int, sums: list[int]) -> int:
+        rows = self.rows
+        if isinstance(rows, array):
+            rows[at:at] = array("q", bytes(8 * _ROW))
+        else:
+            rows[at:at] = [0] * _ROW
+        self.rows = _store(rows, at, [bucket, *sums])
+        return at
+
+    def bucket(self, index: int) -> list[int] | None:
+        """The seven sums of bucket ``index`` (see ``N`` … ``AMT_LOG_SQ``), None if absent."""
+        at = self._find(index)
+        return None if at < 0 else list(self.rows[at + 1 : at + _ROW])
+
+    def set_bucket(self, index: int, sums: list[int]) -> None:
+        """Replace (or add) bucket ``index``'s sums, as read back from the changelog."""
+        at = self._find(index)
+        if at < 0:
+            self._insert(~at, index, sums)
+        else:
+            self.rows = _store(self.rows, at + 1, sums)
+
+    @property
+    def buckets(self) -> dict[int, list[int]]:
+        """Every bucket's sums by index, oldest first (a copy)."""
+        rows = self.rows
+        return {rows[at]: list(rows[at + 1 : at + _ROW]) for at in range(0, len(rows), _ROW)}
 
     def sums(self, first: int, last: int) -> WindowSums:
         """Sums over buckets ``first..last`` inclusive."""
-        total = [0] * _WIDTH
-        for index, sums in self.buckets.items():
-            if first <= index <= last:
-                for i in range(_WIDTH):
-                    total[i] += sums[i]
+        start = self._find(first)
+        end = self._find(last + 1)
+        start = ~start if start < 0 else start
+        end = ~end if end < 0 else end
+        rows = self.rows
+        total = [sum(rows[start + 1 + i : end : _ROW]) for i in range(_WIDTH)]
         return WindowSums(
             total[N],
             total[DENIED],
@@ -185,11 +259,13 @@ class KeyWindows:
 
         Claim ids are scanned only when a bucket goes, which keeps a close O(buckets) per key.
         """
-        stale = [i for i in self.buckets if i < bucket]
-        if not stale and self.buckets:
+        rows = self.rows
+        end = self._find(bucket)
+        end = ~end if end < 0 else end
+        if not end and rows:
             return False
-        for index in stale:
-            del self.buckets[index]
+        stale = list(rows[0:end:_ROW])
+        del rows[:end]
         bound = Contribution(bucket, False, False, 0, 0).pack() >> 56 << 56
         old_claims = [h for h, packed in self.claims.items() if packed < bound]
         for ident in old_claims:
@@ -209,10 +285,10 @@ class KeyWindows:
     @property
     def is_empty(self) -> bool:
         """No bucket and no remembered claim left."""
-        return not self.buckets and not self.claims
+        return not self.rows and not self.claims
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the changelog."""
+        """JSON-ready form."""
         return {
             "key": self.key,
             "partition": self.partition,
@@ -223,9 +299,11 @@ class KeyWindows:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeyWindows:
         """Inverse of :meth:`to_dict` (JSON turns int keys into strings)."""
-        buckets = {int(k): [int(x) for x in v] for k, v in data["buckets"].items()}
-        claims = {int(k): int(v) for k, v in data.get("claims", {}).items()}
-        return cls(str(data["key"]), int(data["partition"]), buckets, claims)
+        windows = cls(str(data["key"]), int(data["partition"]))
+        for index, sums in data["buckets"].items():
+            windows.set_bucket(int(index), [int(x) for x in sums])
+        windows.claims = {int(k): int(v) for k, v in data.get("claims", {}).items()}
+        return windows
 
 
 def last_closable_bucket(watermark_ms: int, bucket_ms: int) -> int:

@@ -50,7 +50,8 @@ def test_minimum_samples_and_effect_floor(per_day, current_rate, expect):
     """Below the minimum samples or the effect floor there is no event."""
     key = _key("payer-b", {range(0, 93): 0.10}, per_day=20)
     recent = _key("payer-b", {range(93, 100): current_rate}, per_day=per_day)
-    key.buckets.update(recent.buckets)
+    for index, sums in recent.buckets.items():
+        key.set_bucket(index, sums)
     drifts, _ = evaluate_close(CFG, 99, [key])
     assert any(d.window_days == 7 for d in drifts) is expect
 

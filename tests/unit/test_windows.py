@@ -1,11 +1,21 @@
 """Buckets, resend dedup and the partition watermark."""
 
+import math
+from array import array
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.claims import parse_claim
-from streams.domain.windows import Added, Contribution, KeyWindows, Watermark, bucket_of
+from streams.domain.windows import (
+    LOG_SCALE,
+    Added,
+    Contribution,
+    KeyWindows,
+    Watermark,
+    bucket_of,
+)
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
 
 
@@ -126,3 +136,84 @@ def test_prune_forgets_claim_ids_with_their_buckets():
     assert len(key.claims) == 1
     key.prune_before(10)
     assert key.is_empty
+
+
+def _from_scratch(latest: dict[str, tuple[int, Contribution]]) -> dict[int, list[int]]:
+    """Bucket sums computed afresh from each claim id's latest contribution."""
+    buckets: dict[int, list[int]] = {}
+    for bucket, c in latest.values():
+        if c.pended:
+            continue
+        sums = buckets.setdefault(bucket, [0] * 7)
+        log_amount = round(math.log(c.allowed_cents / 100.0) * LOG_SCALE) if c.allowed_cents else 0
+        for i, value in enumerate(
+            (1, c.denied, c.lag_days, c.lag_days**2, c.allowed_cents > 0, log_amount, log_amount**2)
+        ):
+            sums[i] += value
+    return {b: sums for b, sums in sorted(buckets.items()) if any(sums)}
+
+
+_SENDS = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=7),  # claim id
+        st.integers(min_value=100, max_value=130),  # day
+        st.sampled_from(["PAID", "DENIED", "PENDED"]),
+        st.sampled_from(["0", "0.50", "70.00", "123456.78"]),
+    ),
+    max_size=40,
+)
+
+
+@given(_SENDS)
+def test_incremental_sums_equal_sums_from_scratch(sends):
+    """Whatever the order of claims and resends, each bucket holds the sums of its claims'
+    latest values, buckets stay sorted, and a window sums its buckets."""
+    key = KeyWindows("k|p|g", 0)
+    latest: dict[str, tuple[int, Contribution]] = {}
+    for ident, day, outcome, allowed in sends:
+        claim = claim_on_day(day, i=ident)
+        claim = parse_claim({**claim.to_record(), "outcome": outcome, "allowed_amount": allowed})
+        key.add(claim, day)
+        latest[claim.claim_id] = (day, Contribution.of(claim, day))
+    expected = _from_scratch(latest)
+    assert {b: s for b, s in key.buckets.items() if any(s)} == expected
+    assert list(key.buckets) == sorted(key.buckets)
+    window = key.sums(105, 120)
+    inside = [s for b, s in expected.items() if 105 <= b <= 120]
+    assert (window.n, window.denied) == (sum(s[0] for s in inside), sum(s[1] for s in inside))
+    assert window.amount_log_sq == sum(s[6] for s in inside) / LOG_SCALE**2
+
+
+@given(st.permutations(range(12)))
+def test_buckets_read_back_in_any_order_are_sorted(order):
+    """The changelog hands buckets back in any order; lookups and windows do not care."""
+    key = KeyWindows("k|p|g", 0)
+    for index in order:
+        key.set_bucket(index * 3, [index, 0, 0, 0, 0, 0, 0])
+    assert list(key.buckets) == [i * 3 for i in range(12)]
+    assert key.bucket(9) == [3, 0, 0, 0, 0, 0, 0]
+    assert key.bucket(10) is None
+    assert key.sums(4, 13).n == 2 + 3 + 4
+    key.set_bucket(9, [30, 0, 0, 0, 0, 0, 0])
+    assert key.sums(9, 9).n == 30
+
+
+def test_sums_beyond_int64_turn_the_key_into_python_ints():
+    """A sum past int64 (~400k claims of one key in one bucket) is kept exactly, not lost."""
+    huge = 2**63 - 10
+    key = KeyWindows("k|p|g", 0)
+    for day in (1, 2, 3):
+        key.add(claim_on_day(day, i=day), day)
+    before = key.bucket(2)
+    key.set_bucket(2, [*before[:6], huge])
+    assert isinstance(key.rows, array)
+    key.add(claim_on_day(2, i=99), 2)  # its log² pushes the sum past 2**63 - 1
+    assert isinstance(key.rows, list)
+    assert key.bucket(2)[6] == huge + before[6]
+    assert key.bucket(2)[0] == 2
+    key.set_bucket(5, [1, 0, 0, 0, 0, 0, 2**70])
+    assert key.sums(1, 5).amount_log_sq == (huge + 3 * before[6] + 2**70) / LOG_SCALE**2
+    assert key.prune_before(3) is True
+    assert list(key.buckets) == [3, 5]
+    back = KeyWindows.from_dict(key.to_dict())
+    assert back.buckets == key.buckets
