@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.detection import _machine
+from bench.harness import percentiles
 from notifier.tokens import mint_token
 from sinks.writer import PostgresWriter, alert_row
 from streams.devstack import (
@@ -150,10 +150,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         await listening
     finally:
         stop_process(notifier)
-    latencies_ms = sorted(x * 1000 for x in clients.latencies_s)
-    quantiles = [0.0] * 99  # inclusive: a percentile never lies beyond the largest sample
-    if len(latencies_ms) > 1:
-        quantiles = statistics.quantiles(latencies_ms, n=100, method="inclusive")
+    latencies_ms = [x * 1000 for x in clients.latencies_s]
     return {
         "benchmark": "fanout",
         "clients": args.clients,
@@ -163,11 +160,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         "transitions_written": written,
         "messages_expected": expected,
         "messages_delivered": len(latencies_ms),
-        "latency_ms": {
-            "p50": round(quantiles[49], 1),
-            "p99": round(quantiles[98], 1),
-            "max": round(latencies_ms[-1], 1) if latencies_ms else None,
-        },
+        "latency_ms": percentiles(latencies_ms),
         "notifier_cpu_share_of_one_core": round(cpu_s / wall, 3),
         "machine": _machine(),
     }

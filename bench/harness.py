@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -80,6 +81,57 @@ class TopicTail:
         """Stop tailing."""
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+def percentiles(samples: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max of ``samples``, to 0.1; None each without samples.
+
+    Inclusive percentiles: one never lies beyond the largest sample.
+    """
+    if not samples:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(samples)
+    q = (
+        ordered * 99
+        if len(ordered) == 1
+        else statistics.quantiles(ordered, n=100, method="inclusive")
+    )
+    return {"p50": round(q[49], 1), "p99": round(q[98], 1), "max": round(ordered[-1], 1)}
+
+
+COUNTED = (
+    "upstream_claims_processed_total",
+    "upstream_claims_duplicate_total",
+    "upstream_claims_dlq_total",
+)
+
+
+def worker_totals(port: int) -> dict[str, float]:
+    """The counted series and the active-keys gauge of one worker, summed over labels."""
+    totals: dict[str, float] = {}
+    for name, value in scrape(f"http://127.0.0.1:{port}/metrics", timeout_s=2).items():
+        base = name.split("{", 1)[0]
+        if base in COUNTED or base == "upstream_active_window_keys":
+            totals[base] = totals.get(base, 0.0) + value
+    return totals
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ready_partitions(port: int) -> int:
+    """Partitions the worker on ``port`` reports assigned (0 when not answering yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
+            body = json.loads(reply.read())
+    except (OSError, ValueError):  # 503 until ready raises HTTPError, an OSError
+        return 0
+    return int(body["checks"].get("kafka", {}).get("partitions", 0))
 
 
 async def committed_through(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:

@@ -38,7 +38,8 @@ from confluent_kafka import Producer
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.detection import _machine
-from bench.throughput import COUNTED, _ready_partitions, claims_for, worker_totals
+from bench.harness import COUNTED, percentiles, ready_partitions, worker_totals
+from bench.throughput import claims_for
 from notifier.tokens import mint_token
 from streams.devstack import (
     EmbeddedKafka,
@@ -184,7 +185,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
     stop = threading.Event()
     try:
         wait_for_port(notifier_port, 60, procs["notifier"], log_dir / "notifier.log")
-        while not _ready_partitions(worker_port):
+        while not ready_partitions(worker_port):
             for name, proc in procs.items():
                 if proc.poll() is not None:
                     log = (log_dir / f"{name}.log").read_text()[-3000:]
@@ -231,10 +232,6 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
             by_idle += 1
         else:
             latencies.append((arrived - closed) * 1000)
-    latencies.sort()
-    q = [float("nan")] * 99  # inclusive: a percentile never lies beyond the largest sample
-    if len(latencies) > 1:
-        q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "benchmark": "latency",
         "rate_target": args.rate,
@@ -248,8 +245,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         "samples": len(latencies),
         "closed_by_idle_timer": by_idle,
         "other_transitions": other,
-        "latency_ms": {"p50": round(q[49], 1), "p99": round(q[98], 1),
-                       "max": round(latencies[-1], 1) if latencies else None},
+        "latency_ms": percentiles(latencies),
         "machine": _machine(),
     }  # fmt: skip
 

@@ -32,13 +32,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.throughput import (
-    COUNTED,
-    _ready_partitions,
-    rss_mib,
-    run_workers,
-    worker_totals,
-)
+from bench.harness import COUNTED, ready_partitions, rss_mib, worker_totals
+from bench.throughput import run_workers
 from streams.devstack import EmbeddedKafka, free_port, spawn_service, stop_process
 from streams.generator import GROUPS, KeyProfile, Scenario, generate
 from streams.settings import Settings
@@ -107,7 +102,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "UPSTREAM_WORKER_DATA_DIR": str(log_dir / "d"),
         }
         proc = spawn_service("worker", env, log_dir / "worker.log")  # fmt: skip
-        while not _ready_partitions(port):
+        while not ready_partitions(port):
             if proc.poll() is not None:
                 raise RuntimeError((log_dir / "worker.log").read_text()[-3000:])
             time.sleep(0.5)

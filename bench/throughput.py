@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,17 +33,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
 
-from bench.harness import scrape
+from bench.harness import COUNTED, ready_partitions, rss_mib, worker_totals
 from streams.devstack import EmbeddedKafka, free_port, spawn_service, stop_process
 from streams.generator import Scenario, generate
 from streams.settings import Settings
 from streams.topics import create_topics
-
-COUNTED = (
-    "upstream_claims_processed_total",
-    "upstream_claims_duplicate_total",
-    "upstream_claims_dlq_total",
-)
 
 
 def claims_for(count: int, customers: int = 20) -> list[dict[str, Any]]:
@@ -104,24 +97,6 @@ async def ceiling(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-def worker_totals(port: int) -> dict[str, float]:
-    """The counted series and the active-keys gauge of one worker, summed over labels."""
-    totals: dict[str, float] = {}
-    for name, value in scrape(f"http://127.0.0.1:{port}/metrics", timeout_s=2).items():
-        base = name.split("{", 1)[0]
-        if base in COUNTED or base == "upstream_active_window_keys":
-            totals[base] = totals.get(base, 0.0) + value
-    return totals
-
-
-def rss_mib(pid: int) -> float:
-    """Resident set size of ``pid`` in MiB (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 @dataclass
 class WorkerRun:
     """What one worker measurement found."""
@@ -131,16 +106,6 @@ class WorkerRun:
     startup_s: float
     rss_mib: list[float]
     active_keys: float
-
-
-def _ready_partitions(port: int) -> int:
-    """Partitions the worker on ``port`` reports assigned (0 when not answering yet)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
-            body = json.loads(reply.read())
-    except (OSError, ValueError):  # 503 until ready raises HTTPError, an OSError
-        return 0
-    return int(body["checks"].get("kafka", {}).get("partitions", 0))
 
 
 def run_workers(
@@ -175,7 +140,7 @@ def run_workers(
         stable, last = 0, None
         while stable < 6:  # every worker has partitions, the same for 3 s
             check_alive()
-            assigned = [_ready_partitions(p) for p in ports]
+            assigned = [ready_partitions(p) for p in ports]
             stable = stable + 1 if all(assigned) and assigned == last else 0
             last = assigned
             time.sleep(0.5)
