@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from time import monotonic
 from typing import Any
 
 import faust
@@ -180,12 +181,19 @@ class BatchSubscription:
 
         A batch is tracked as unacked when it is taken, as Faust's streams track an event
         when they take it: a rebalance waits for batches in flight, not for messages it
-        cleared from the buffer (those would never be acked, and it would wait forever).
+        cleared from the buffer (those would never be acked, and it would wait forever). Its
+        partitions are marked as taken in, as a stream's event marks them in Faust's monitor:
+        otherwise Faust logs "Stream has not started processing" for each of them, at ERROR,
+        every few seconds from five minutes after start.
         """
         while True:
             batch = await self.buffer.take(max_messages, within_s)
             consumer: Any = self.app.consumer
             consumer._unacked_messages.update(batch)  # Consumer.track_message, without sensors
+            inbound = self.app.monitor.stream_inbound_time
+            now = monotonic()
+            for tp in {message.tp for message in batch}:
+                inbound[tp] = now
             yield batch
 
     def ack(self, messages: list[Message]) -> None:

@@ -13,7 +13,7 @@ from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.batches import BatchingConsumer, MessageBuffer
+from streams.batches import BatchingConsumer, BatchSubscription, MessageBuffer
 from streams.domain.claims import InvalidClaim, _cents, parse_claim
 from streams.domain.processor import ClaimFromSource, SourceProgressed
 from streams.envelopes import Origin, arrivals, dumps, routed_batch
@@ -179,3 +179,22 @@ async def test_a_message_of_a_partition_no_longer_assigned_is_not_delivered():
 
     fetched = BatchingConsumer._fetched_before_seek_back
     assert await fetched(_Revoked({}), TP("claims", 0), 3022)  # type: ignore[arg-type]
+
+
+async def test_a_taken_batch_marks_its_partitions_in_faust_s_monitor():
+    """Faust's monitor sees each batch's partitions as taken in, as a stream's event: without
+    it Faust logs "Stream has not started processing" at ERROR for every batch partition."""
+    buffer = MessageBuffer(10, _FlowControl())
+    for partition, offset in ((0, 1), (2, 5), (0, 2)):
+        message = Message(partition, offset)
+        message.tp = TP("claims", partition)  # type: ignore[attr-defined]
+        await buffer.put(message)  # type: ignore[arg-type]
+    app = SimpleNamespace(
+        consumer=SimpleNamespace(_unacked_messages=set()),
+        monitor=SimpleNamespace(stream_inbound_time={}),
+    )
+    batches = BatchSubscription(app, buffer).batches(10, within_s=0.01)  # type: ignore[arg-type]
+    batch = await anext(batches)
+    assert len(batch) == 3
+    assert set(app.monitor.stream_inbound_time) == {TP("claims", 0), TP("claims", 2)}
+    assert app.consumer._unacked_messages == set(batch)
