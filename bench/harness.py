@@ -83,6 +83,18 @@ class TopicTail:
             await self._consumer.stop()
 
 
+BROKERS = ("embedded", "kafka")
+
+
+def start_broker(kind: str) -> Any:
+    """A fresh broker: the embedded (Tansu) one, or Apache Kafka for ``kafka``."""
+    if kind == "kafka":
+        from streams.apache_kafka import ApacheKafka  # its jars come from Maven on first use
+
+        return ApacheKafka().start()
+    return EmbeddedKafka().start()
+
+
 def percentiles(samples: list[float]) -> dict[str, float | None]:
     """p50, p99 and max of ``samples``, to 0.1; None each without samples.
 

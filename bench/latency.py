@@ -1,7 +1,8 @@
 """End-to-end latency: from producing the claim that closes a bucket to the alert on a WebSocket.
 
-Starts an embedded broker and PostgreSQL, then ``upstream worker``, ``upstream sink`` and
-``upstream notifier`` as processes, and one WebSocket client per customer (subscribed). Then
+Starts an embedded broker (Apache Kafka with ``--broker kafka``) and PostgreSQL, then
+``upstream worker``, ``upstream sink`` and ``upstream notifier`` as processes, and one
+WebSocket client per customer (subscribed). Then
 produces the denial-spike scenario for ``--customers`` customers at a steady ``--rate`` claims
 per second (librdkafka, ``linger.ms`` 1), noting when each claim was handed to the producer,
 its event time and its partition.
@@ -38,11 +39,17 @@ from confluent_kafka import Producer
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.detection import _machine
-from bench.harness import COUNTED, percentiles, ready_partitions, worker_totals
+from bench.harness import (
+    BROKERS,
+    COUNTED,
+    percentiles,
+    ready_partitions,
+    start_broker,
+    worker_totals,
+)
 from bench.throughput import claims_for
 from notifier.tokens import mint_token
 from streams.devstack import (
-    EmbeddedKafka,
     EmbeddedPostgres,
     free_port,
     spawn_service,
@@ -234,6 +241,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
             latencies.append((arrived - closed) * 1000)
     return {
         "benchmark": "latency",
+        "broker": args.broker,
         "rate_target": args.rate,
         "rate_achieved": round(achieved),
         "claims": len(claims),
@@ -259,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=20, help="customers, 6 keys each (20)")
     parser.add_argument("--days", type=int, default=120, help="days of claims, 20/key/day (120)")
     parser.add_argument("--settle-s", type=float, default=15, help="quiet seconds to end (15)")
+    parser.add_argument("--broker", choices=BROKERS, default="embedded")
     args = parser.parse_args(argv)
-    server, kafka = EmbeddedPostgres().start(), EmbeddedKafka().start()
+    server, kafka = EmbeddedPostgres().start(), start_broker(args.broker)
     try:
         migrate_database(server.url)
         asyncio.run(create_topics(Settings(), kafka.bootstrap))

@@ -33,8 +33,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
 
-from bench.harness import COUNTED, ready_partitions, rss_mib, worker_totals
-from streams.devstack import EmbeddedKafka, free_port, spawn_service, stop_process
+from bench.harness import BROKERS, COUNTED, ready_partitions, rss_mib, start_broker, worker_totals
+from streams.devstack import free_port, spawn_service, stop_process
 from streams.generator import Scenario, generate
 from streams.settings import Settings
 from streams.topics import create_topics
@@ -187,13 +187,7 @@ async def one_run(
     args: argparse.Namespace, run: int, claims: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """A fresh broker, the claims produced, the ceiling, then each worker count."""
-    broker: Any
-    if args.broker == "kafka":
-        from streams.apache_kafka import ApacheKafka
-
-        broker = ApacheKafka().start()
-    else:
-        broker = EmbeddedKafka().start()
+    broker = start_broker(args.broker)
     try:
         settings = Settings(kafka_bootstrap=broker.bootstrap)
         await create_topics(settings, broker.bootstrap)
@@ -246,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
         help="worker process counts to measure, comma-separated (1,2)",
     )  # fmt: skip
-    parser.add_argument("--broker", choices=("embedded", "kafka"), default="embedded")
+    parser.add_argument("--broker", choices=BROKERS, default="embedded")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     args = parser.parse_args(argv)
     print(f"generating {args.claims:,} claims...", file=sys.stderr)
