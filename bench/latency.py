@@ -2,10 +2,9 @@
 
 Starts an embedded broker (Apache Kafka with ``--broker kafka``) and PostgreSQL, then
 ``upstream worker``, ``upstream sink`` and ``upstream notifier`` as processes, and one
-WebSocket client per customer (subscribed). Then
-produces the denial-spike scenario for ``--customers`` customers at a steady ``--rate`` claims
-per second (librdkafka, ``linger.ms`` 1), noting when each claim was handed to the producer,
-its event time and its partition.
+WebSocket client per customer (subscribed). Then produces the denial-spike scenario for
+``--customers`` customers at a steady ``--rate`` claims per second (librdkafka, ``linger.ms``
+1), noting when each claim was handed to the producer, its event time and its partition.
 
 An alert transition of a detection (``triggered`` or ``updated``) carries ``last_seen``: the
 end of the bucket whose close found the drift. That bucket closed when every claims partition
