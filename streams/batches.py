@@ -32,17 +32,25 @@ from faust.types import TP, AppT, Message
 class MessageBuffer:
     """The queue the consumer fills for one channel (duck-typed ``FlowControlQueue``).
 
-    Above ``maxsize`` the consumer waits in :meth:`put`; above the high-water mark it stops
-    fetching the partition until the buffer drains below the low-water mark. The app's flow
+    Above ``maxsize`` messages or ``max_bytes`` of values the consumer waits in :meth:`put`;
+    above the high-water mark (four fifths of either) it stops fetching the partition until the
+    buffer drains below the low-water mark (two fifths of both). The bytes bound matters where
+    messages differ in size: a by-key message carries up to a thousand claims. The app's flow
     control clears it on rebalance. Those messages were never acked: a partition's new owner
     reads them again from the committed offset, and for a partition kept here the lowest
     offset dropped is noted in ``rewinds`` for :class:`BatchingConsumer` to seek back to.
     """
 
     def __init__(
-        self, maxsize: int, flow_control: Any, rewinds: dict[tuple[str, int], int] | None = None
+        self,
+        maxsize: int,
+        flow_control: Any,
+        rewinds: dict[tuple[str, int], int] | None = None,
+        max_bytes: int = 1 << 62,
     ) -> None:
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self._bytes = 0  # of the buffered messages' values
         # (topic, partition) → the lowest offset dropped by clear(): to be read again.
         self.rewinds = rewinds if rewinds is not None else {}
         self.high = maxsize * 4 // 5
@@ -61,7 +69,17 @@ class MessageBuffer:
 
     def full(self) -> bool:
         """Whether the conductor must wait (see :meth:`put`)."""
-        return len(self._items) >= self.maxsize
+        return len(self._items) >= self.maxsize or self._bytes >= self.max_bytes
+
+    def _pressure_high(self) -> bool:
+        return len(self._items) >= self.high or self._bytes >= self.max_bytes * 4 // 5
+
+    def _add(self, value: Message) -> None:
+        self._items.append(value)
+        self._bytes += _size(value)
+        self._ready.set()
+        if self._want and len(self._items) >= self._want:
+            self._filled.set()
 
     def put_nowait_enhanced(
         self,
@@ -71,12 +89,9 @@ class MessageBuffer:
         on_pressure_drop: Callable[[], None],
     ) -> None:
         """Append a message; past the high-water mark, pause fetching its partition."""
-        self._items.append(value)
-        self._ready.set()
-        if self._want and len(self._items) >= self._want:
-            self._filled.set()
+        self._add(value)
         key = id(on_pressure_drop)  # one per partition
-        if len(self._items) >= self.high and key not in self._on_drop:
+        if self._pressure_high() and key not in self._on_drop:
             on_pressure_high()
             self._on_drop[key] = on_pressure_drop
 
@@ -85,16 +100,14 @@ class MessageBuffer:
         while self.full():
             self._space.clear()
             await self._space.wait()
-        self._items.append(value)
-        self._ready.set()
-        if self._want and len(self._items) >= self._want:
-            self._filled.set()
+        self._add(value)
 
     def clear(self) -> None:
         """Drop every buffered message (rebalance); note where to read them again."""
         for message in self._items:
             _note_rewind(self.rewinds, message.topic, message.partition, message.offset)
         self._items.clear()
+        self._bytes = 0
         self._ready.clear()
         self._released()
 
@@ -119,18 +132,25 @@ class MessageBuffer:
                 break
         batch = self._items[:max_messages]
         del self._items[:max_messages]
+        self._bytes -= sum(map(_size, batch))
         if not self._items:
             self._ready.clear()
         self._released()
         return batch
 
     def _released(self) -> None:
-        if len(self._items) < self.maxsize:
+        if not self.full():
             self._space.set()
-        if len(self._items) <= self.low and self._on_drop:
+        drained = len(self._items) <= self.low and self._bytes <= self.max_bytes * 2 // 5
+        if drained and self._on_drop:
             callbacks, self._on_drop = list(self._on_drop.values()), {}
             for callback in callbacks:
                 callback()
+
+
+def _size(message: Message) -> int:
+    """Bytes of a message's value (0 without one)."""
+    return len(getattr(message, "value", None) or b"")
 
 
 def _note_rewind(
@@ -152,15 +172,16 @@ class BatchTopic(faust.Topic):
 
         self.decode = decode  # type: ignore[method-assign,assignment]  # as faust.Topic does
 
-    def subscribe(self, maxsize: int) -> BatchSubscription:
-        """Subscribe (before the app starts); returns the batches.
+    def subscribe(self, maxsize: int, max_bytes: int = 1 << 62) -> BatchSubscription:
+        """Subscribe (before the app starts); returns the batches (buffered: see
+        :class:`MessageBuffer`).
 
         With an :class:`UpstreamApp` the consumer fills the buffer directly; with any other
         Faust app the conductor does, through the channel's queue (slower, same result).
         """
         upstream = self.app if isinstance(self.app, UpstreamApp) else None
         rewinds = upstream.batch_rewinds if upstream is not None else None
-        buffer = MessageBuffer(maxsize, self.app.flow_control, rewinds)
+        buffer = MessageBuffer(maxsize, self.app.flow_control, rewinds, max_bytes)
         channel: Any = self.clone(queue=buffer, is_iterator=True)
         self.app.topics.add(channel)
         if upstream is not None:

@@ -142,8 +142,8 @@ class WorkerAgents:
         self.by_key_topic = BatchTopic(app, topics=[f"{settings.app_id}-claims-by-key"], **internal)
         self.alert_input_topic = app.topic(f"{settings.app_id}-alert-input", **internal)
         buffered = max(4 * settings.batch_max, app.conf.stream_buffer_maxsize)
-        self.claims_batches = self.claims_topic.subscribe(buffered)
-        self.by_key_batches = self.by_key_topic.subscribe(buffered)
+        self.claims_batches = self.claims_topic.subscribe(buffered, BUFFER_BYTES)
+        self.by_key_batches = self.by_key_topic.subscribe(buffered, BUFFER_BYTES)
         self.tables = [
             app.tables.add(
                 StandardJsonTable(app, name=name, default=None, beacon=app.tables.beacon,
@@ -539,6 +539,10 @@ def flush_slices(arrivals: list[Arrival]) -> Iterator[list[Arrival]]:
     if start < len(arrivals):
         yield arrivals[start:]
 
+
+# Fetched but not yet taken, per batch topic: by messages alone, a backlog of by-key messages
+# (up to CHUNK_CLAIMS claims each) could hold millions of claims in memory.
+BUFFER_BYTES = 16 << 20
 
 CHUNK_CLAIMS = 1000  # claims per by-key message (~150 bytes each; Kafka's default limit 1 MiB)
 

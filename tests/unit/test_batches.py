@@ -80,8 +80,9 @@ def test_changelog_records_are_what_fausts_json_codec_writes(value):
 
 
 class Message:
-    def __init__(self, partition: int, offset: int) -> None:
+    def __init__(self, partition: int, offset: int, value: bytes = b"") -> None:
         self.topic, self.partition, self.offset = "claims", partition, offset
+        self.value = value
 
 
 class _FlowControl:
@@ -198,3 +199,27 @@ async def test_a_taken_batch_marks_its_partitions_in_faust_s_monitor():
     assert len(batch) == 3
     assert set(app.monitor.stream_inbound_time) == {TP("claims", 0), TP("claims", 2)}
     assert app.consumer._unacked_messages == set(batch)
+
+
+async def test_the_buffer_is_bounded_in_bytes_too():
+    """Large messages pause fetching and make the consumer wait before the message count
+    would: a by-key message carries up to a thousand claims."""
+    flow = _FlowControl()
+    buffer = MessageBuffer(100, flow, max_bytes=1000)
+    events: list[str] = []
+    high, drop = (lambda: events.append("pause")), (lambda: events.append("resume"))
+    for i in range(4):
+        buffer.put_nowait_enhanced(
+            Message(0, i, b"x" * 250), on_pressure_high=high, on_pressure_drop=drop
+        )
+    assert events == ["pause"]  # 800 bytes: four fifths of the bound, at 4 of 100 messages
+    assert buffer.full()
+    putter = asyncio.create_task(buffer.put(Message(0, 4, b"x" * 250)))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert not putter.done()  # waits for room
+    assert len(await buffer.take(2, within_s=0.01)) == 2  # 500 bytes left: room, not drained
+    await putter
+    assert events == ["pause"]
+    assert len(await buffer.take(10, within_s=0.01)) == 3  # drained: fetching resumes
+    assert events == ["pause", "resume"]
+    assert not buffer.full()
