@@ -208,6 +208,11 @@ class KeyWindows:
                 return mid * _ROW
         return ~(lo * _ROW)
 
+    def _start_of(self, bucket: int) -> int:
+        """Where ``bucket``'s row starts in ``rows``, or would if it were there."""
+        at = self._find(bucket)
+        return ~at if at < 0 else at
+
     def _insert(self, at: int, bucket: int, sums: list[int]) -> int:
         rows = self.rows
         if isinstance(rows, array):
@@ -238,10 +243,7 @@ class KeyWindows:
 
     def sums(self, first: int, last: int) -> WindowSums:
         """Sums over buckets ``first..last`` inclusive."""
-        start = self._find(first)
-        end = self._find(last + 1)
-        start = ~start if start < 0 else start
-        end = ~end if end < 0 else end
+        start, end = self._start_of(first), self._start_of(last + 1)
         rows = self.rows
         total = [sum(rows[start + 1 + i : end : _ROW]) for i in range(_WIDTH)]
         return WindowSums(
@@ -260,8 +262,7 @@ class KeyWindows:
         Claim ids are scanned only when a bucket goes, which keeps a close O(buckets) per key.
         """
         rows = self.rows
-        end = self._find(bucket)
-        end = ~end if end < 0 else end
+        end = self._start_of(bucket)
         if not end and rows:
             return False
         stale = list(rows[0:end:_ROW])
