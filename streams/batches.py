@@ -53,13 +53,13 @@ class MessageBuffer:
         self._bytes = 0  # of the buffered messages' values
         # (topic, partition) → the lowest offset dropped by clear(): to be read again.
         self.rewinds = rewinds if rewinds is not None else {}
-        self.high = maxsize * 4 // 5
-        self.low = maxsize * 2 // 5
+        self.high, self.high_bytes = maxsize * 4 // 5, max_bytes * 4 // 5
+        self.low, self.low_bytes = maxsize * 2 // 5, max_bytes * 2 // 5
         self._items: list[Message] = []
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
-        self._filled = asyncio.Event()  # set when ``_want`` messages are buffered
+        self._filled = asyncio.Event()  # set when ``_want`` messages are buffered, or plenty
         self._want = 0
         self._on_drop: dict[Any, Callable[[], None]] = {}
         flow_control.manage_queue(self)
@@ -72,13 +72,13 @@ class MessageBuffer:
         return len(self._items) >= self.maxsize or self._bytes >= self.max_bytes
 
     def _pressure_high(self) -> bool:
-        return len(self._items) >= self.high or self._bytes >= self.max_bytes * 4 // 5
+        return len(self._items) >= self.high or self._bytes >= self.high_bytes
 
     def _add(self, value: Message) -> None:
         self._items.append(value)
         self._bytes += _size(value)
         self._ready.set()
-        if self._want and len(self._items) >= self._want:
+        if self._want and (len(self._items) >= self._want or self._pressure_high()):
             self._filled.set()
 
     def put_nowait_enhanced(
@@ -116,13 +116,15 @@ class MessageBuffer:
 
         The consumer hands messages over as it fetches them; taking each as it comes would
         make batches of a few messages, each paying the per-batch costs (delivery round trip,
-        state writes). A rebalance may clear the buffer meanwhile: then wait again.
+        state writes). Past the high-water mark there is no waiting: the partitions are paused,
+        nothing more is coming (large messages reach the bytes mark long before the count).
+        A rebalance may clear the buffer meanwhile: then wait again.
         """
         while True:
             while not self._items:
                 self._ready.clear()
                 await self._ready.wait()
-            if len(self._items) < max_messages:
+            if len(self._items) < max_messages and not self._pressure_high():
                 self._want = max_messages
                 self._filled.clear()
                 with contextlib.suppress(TimeoutError):
@@ -141,7 +143,7 @@ class MessageBuffer:
     def _released(self) -> None:
         if not self.full():
             self._space.set()
-        drained = len(self._items) <= self.low and self._bytes <= self.max_bytes * 2 // 5
+        drained = len(self._items) <= self.low and self._bytes <= self.low_bytes
         if drained and self._on_drop:
             callbacks, self._on_drop = list(self._on_drop.values()), {}
             for callback in callbacks:

@@ -226,6 +226,26 @@ async def test_the_buffer_is_bounded_in_bytes_too():
     assert not buffer.full()
 
 
+async def test_past_the_high_water_mark_a_take_does_not_wait_for_more():
+    """Paused partitions send nothing more: waiting ``within_s`` for a full count of large
+    messages would only add latency to every batch of a backlog."""
+    buffer = MessageBuffer(100, _FlowControl(), max_bytes=1000)
+    for i in range(4):  # 800 bytes: the bytes mark, 4 of 100 messages
+        buffer.put_nowait_enhanced(
+            Message(0, i, b"x" * 200), on_pressure_high=lambda: None, on_pressure_drop=lambda: None
+        )
+    assert len(await asyncio.wait_for(buffer.take(100, within_s=30), 1)) == 4
+
+    async def fill() -> None:  # a take already waiting is woken by the mark, not the count
+        await asyncio.sleep(0.01)
+        for i in range(4):
+            await buffer.put(Message(0, 4 + i, b"x" * 200))  # type: ignore[arg-type]
+
+    filler = asyncio.create_task(fill())
+    assert len(await asyncio.wait_for(buffer.take(100, within_s=30), 1)) == 4
+    await filler
+
+
 class _Fetching:
     """What BatchingConsumer.getmany uses of Faust's consumer, with one fetch to hand out."""
 
