@@ -41,7 +41,10 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             )
             await produce(SCENARIO, stack.bootstrap, stack.settings().topic_claims)
 
-            row = alice.locator("#alerts tr", has_text=SPIKE_PAYER).first
+            # The alert may show as a warning first and escalate a moment later (two
+            # transitions): wait for the row as it ends up, not for its first drawing.
+            row = alice.locator("#alerts tr", has_text=SPIKE_PAYER).filter(has_text="critical")
+            row = row.first
             await row.wait_for(timeout=120_000)
             cells = await row.locator("td").all_inner_texts()
             assert cells[:5] == ["critical", "active", SPIKE_PAYER, SPIKE_GROUP, "denial_rate"]
