@@ -12,7 +12,8 @@ had seen a claim at least ``grace`` past its end (the watermark is the lowest pa
 event time minus the grace), so the claim that closed it is, over the partitions, the last of
 each partition's first such claim. Latency = arrival at the client − that claim's send time;
 one clock, since producer and clients share this process. Transitions whose bucket no claim
-closed (the idle timer did) are counted apart.
+closed (the idle timer did) are counted apart. Each latency is also split into hops at the
+Kafka timestamps of the records it passed through (:data:`HOPS`, ``hops_ms``).
 
 Prints one JSON document on stdout (p50 / p99 / max, samples, how far the worker fell behind)
 and a table on stderr. ``python -m bench.latency --help``; ``make bench-latency``.
@@ -42,12 +43,15 @@ from bench.harness import (
     BROKERS,
     COUNTED,
     percentiles,
+    read_all,
     ready_partitions,
+    routed_claims,
     start_broker,
     worker_totals,
 )
 from bench.throughput import claims_for
 from notifier.tokens import mint_token
+from schemas.registry import ValueCodec
 from streams.devstack import (
     EmbeddedPostgres,
     free_port,
@@ -72,27 +76,28 @@ class Sent:
         self.event_ms = [0] * count
         self.partition = [-1] * count
         self.handed = 0  # claims handed to the producer so far
-        self._running: dict[int, tuple[list[int], list[float]]] = {}
+        self._running: dict[int, tuple[list[int], list[int]]] = {}
 
     def index(self) -> None:
-        """Per partition: running max event time (non-decreasing) and send times."""
+        """Per partition: running max event time (non-decreasing) and the claims' indexes."""
         for i, p in enumerate(self.partition):
             if p < 0:
                 continue
-            maxima, times = self._running.setdefault(p, ([], []))
+            maxima, claims = self._running.setdefault(p, ([], []))
             top = max(self.event_ms[i], maxima[-1]) if maxima else self.event_ms[i]
             maxima.append(top)
-            times.append(self.at[i])
+            claims.append(i)
 
-    def closed_at(self, event_ms: int) -> float | None:
-        """Send time of the claim after which every partition had reached ``event_ms``."""
-        latest = 0.0
-        for maxima, times in self._running.values():
+    def closed_by(self, event_ms: int) -> int | None:
+        """The claim (index) after which every partition had reached ``event_ms``."""
+        latest: int | None = None
+        for maxima, claims in self._running.values():
             i = bisect.bisect_left(maxima, event_ms)
             if i == len(maxima):
                 return None  # never reached by a claim: the idle timer closed it, if anything
-            latest = max(latest, times[i])
-        return latest if self._running else None
+            if latest is None or self.at[claims[i]] > self.at[latest]:
+                latest = claims[i]
+        return latest
 
 
 def produce_paced(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate: int,
@@ -168,6 +173,62 @@ async def _sample_backlog(port: int, sent: Sent, backlog: list[float]) -> None:
         backlog.append(max(0.0, handed - sum(totals.get(name, 0.0) for name in COUNTED)))
 
 
+HOPS = {
+    "route": "claim sent → the by-key message carrying it sent (worker: fetch, batch, route)",
+    "windows": "by-key message → the drift event sent (worker: fetch, batch, windows, close)",
+    "alerts": "drift event → the alert transition sent (worker: the alerts agent)",
+    "delivery": "alert transition sent → at the client (sink, Postgres NOTIFY, notifier)",
+}
+
+
+async def _hops(
+    bootstrap: str, settings: Settings, app_id: str, claims: list[dict[str, Any]], sent: Sent,
+    samples: list[tuple[int, float, dict[str, Any]]],
+) -> dict[str, Any]:  # fmt: skip
+    """Each sample's latency split at the hops' Kafka timestamps (:data:`HOPS`).
+
+    A record's timestamp is its producer's clock when it was sent; the bench runs on the same
+    machine, so one wall clock, mapped onto the bench's monotonic one. Milliseconds.
+    """
+    wall_minus_monotonic = time.time() - time.monotonic()
+
+    def monotonic(timestamp_ms: int) -> float:
+        return timestamp_ms / 1000 - wall_minus_monotonic
+
+    routed_at: dict[str, float] = {}
+    for message in await read_all(bootstrap, f"{app_id}-claims-by-key"):
+        for claim in routed_claims(message.value):
+            routed_at.setdefault(claim["claim_id"], monotonic(message.timestamp))
+    codec = ValueCodec(settings.schema_registry_url)
+    drift_at = {
+        codec.decode(m.value, "DriftEvent", m.topic)["event_id"]: monotonic(m.timestamp)
+        for m in await read_all(bootstrap, settings.topic_drift)
+    }
+    alert_at: dict[tuple[str, int], float] = {}
+    for m in await read_all(bootstrap, settings.topic_alerts):
+        record = codec.decode(m.value, "AlertEvent", m.topic)
+        alert_at[(record["alert_id"], int(record["version"]))] = monotonic(m.timestamp)
+    split: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    unmatched = 0
+    for closing, arrived, alert in samples:
+        stamps = [
+            sent.at[closing],
+            routed_at.get(claims[closing]["claim_id"]),
+            drift_at.get(alert.get("drift_event_id", "")),
+            alert_at.get((alert.get("alert_id", ""), int(alert.get("version", -1)))),
+            arrived,
+        ]
+        if any(stamp is None for stamp in stamps):
+            unmatched += 1
+            continue
+        for hop, start, end in zip(HOPS, stamps, stamps[1:], strict=False):
+            split[hop].append((end - start) * 1000)  # type: ignore[operator]
+    return {
+        **{hop: percentiles(values) for hop, values in split.items()},
+        "samples": len(samples) - unmatched, "unmatched": unmatched, "hops": HOPS,
+    }  # fmt: skip
+
+
 def _env(base: dict[str, str], **extra: str) -> dict[str, str]:
     return {**os.environ, **base, **{f"UPSTREAM_{k.upper()}": v for k, v in extra.items()}}
 
@@ -228,16 +289,19 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
     sent.index()
     grace_ms = int(settings.grace_days * DAY_MS)
     latencies, by_idle, other = [], 0, 0
+    samples: list[tuple[int, float, dict[str, Any]]] = []  # closing claim, arrival, alert
     for arrived, alert in clients.arrivals:
         if alert["transition"] not in ("triggered", "updated"):
             other += 1
             continue
         last_seen = datetime.fromisoformat(alert["last_seen"].replace("Z", "+00:00"))
-        closed = sent.closed_at(int(last_seen.timestamp() * 1000) + grace_ms)
-        if closed is None:
+        closing = sent.closed_by(int(last_seen.timestamp() * 1000) + grace_ms)
+        if closing is None:
             by_idle += 1
         else:
-            latencies.append((arrived - closed) * 1000)
+            latencies.append((arrived - sent.at[closing]) * 1000)
+            samples.append((closing, arrived, alert))
+    hops = await _hops(bootstrap, settings, base["UPSTREAM_APP_ID"], claims, sent, samples)
     return {
         "benchmark": "latency",
         "broker": args.broker,
@@ -253,6 +317,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         "closed_by_idle_timer": by_idle,
         "other_transitions": other,
         "latency_ms": percentiles(latencies),
+        "hops_ms": hops,
         "machine": _machine(),
     }  # fmt: skip
 
@@ -284,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {report['rate_target']:,} ({report['rate_achieved']:,}) | {report['samples']} | "
           f"{lat['p50']} | {lat['p99']} | {lat['max']} | "
           f"{report['worker_behind_at_end_of_sending']:,.0f} |", file=sys.stderr)  # fmt: skip
+    hops = report["hops_ms"]
+    print(f"\n| hop ({hops['samples']} samples) | p50 ms | p99 ms | what |", file=sys.stderr)
+    print("|---|---|---|---|", file=sys.stderr)
+    for hop, what in hops["hops"].items():
+        print(f"| {hop} | {hops[hop]['p50']} | {hops[hop]['p99']} | {what} |", file=sys.stderr)
     return 0
 
 

@@ -106,6 +106,8 @@ class WorkerRun:
     startup_s: float
     rss_mib: list[float]
     active_keys: float
+    progress: list[list[int]]  # each second from the first claim counted: claims per worker
+    logs: str  # the workers' logs (kept for a look after the run)
 
 
 def run_workers(
@@ -148,18 +150,22 @@ def run_workers(
         produce_all(bootstrap, topic, claims)
         first = None
         none_yet = time.perf_counter()  # the last poll that found nothing counted
+        progress: list[list[int]] = []
         while True:
             check_alive()
             try:
                 metrics = [worker_totals(p) for p in ports]
             except OSError:
                 metrics = []
-            done = sum(m.get(name, 0.0) for m in metrics for name in COUNTED)
+            per_worker = [int(sum(m.get(name, 0.0) for name in COUNTED)) for m in metrics]
+            done = sum(per_worker)
             now = time.perf_counter()
             if first is None and done > 0:
                 first = none_yet  # counting began after it (a small run may end in one poll)
             elif done == 0:
                 none_yet = now
+            if first is not None and now - first >= len(progress) and per_worker:
+                progress.append(per_worker)
             if done >= count:
                 break
             time.sleep(0.05)
@@ -177,6 +183,8 @@ def run_workers(
             startup_s=joined - launched,
             rss_mib=[rss_mib(p.pid) for p in procs],
             active_keys=keys,
+            progress=progress,
+            logs=str(log_dir),
         )
     finally:
         for proc in procs:

@@ -55,7 +55,14 @@ def test_latency_bench_smoke_run() -> None:
     assert report["samples"] > 0
     latency = report["latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
-    assert "| claims/s (achieved) |" in stderr
+    hops = report["hops_ms"]
+    assert hops["samples"] + hops["unmatched"] == report["samples"]
+    assert hops["samples"] > 0 and hops["unmatched"] == 0  # every sample traced through topics
+    for hop in hops["hops"]:
+        assert hops[hop]["p50"] <= hops[hop]["p99"] <= hops[hop]["max"]
+    # the hops add up to the whole (each sample exactly; medians only roughly)
+    assert sum(hops[hop]["max"] for hop in hops["hops"]) >= latency["max"] - 1
+    assert "| claims/s (achieved) |" in stderr and "| hop (" in stderr
 
 
 def test_throughput_bench_smoke_run() -> None:
