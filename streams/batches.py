@@ -25,6 +25,7 @@ from typing import Any
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, AppT, Message
 
@@ -367,6 +368,9 @@ class BatchingConsumer(AIOKafkaConsumer):
             except Exception as exc:  # as Faust: the rebalance in progress seeks again
                 self.log.warning("exception performing seek when flow not active %r", exc)
 
+    def _new_consumer_thread(self) -> Any:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _fetched_before_seek_back(self, tp: Any, offset: int) -> bool:
         """Whether a message past a gap lies at or beyond its partition's position: fetched
         before the partition was sought back (Faust seeks to the committed offsets at the end of
@@ -410,12 +414,31 @@ class BatchingConsumer(AIOKafkaConsumer):
         return done
 
 
+class _ConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the app's ``fetch_max_wait_ms`` (Faust fixes it at 1,500).
+
+    Fetches to a broker go one at a time: while the one in flight waits for data on partitions
+    that have none, partitions freed meanwhile (a resumed, paused partition) are not fetched.
+    With two workers that hold reached seconds: both counted in bursts between idle seconds
+    (one run each: 3,778 claims/s at 1,500 ms, 5,727 at 100).
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        app: Any = self.app
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms  # no public setter; read on start
+        return consumer
+
+
 class UpstreamApp(faust.App):
     """A Faust app whose consumer feeds :class:`BatchTopic` buffers directly."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.batch_buffers: dict[str, MessageBuffer] = {}
+        # (topic, partition) → the lowest offset dropped unread, to seek back to: batch-topic
+        # messages a clear or a stopped flow dropped, and any record Faust's getmany dropped.
         self.batch_rewinds: dict[tuple[str, int], int] = {}
 
     def _new_consumer(self) -> Any:

@@ -628,6 +628,7 @@ def build_worker(
         datadir=settings.worker_data_dir,
         key_serializer="raw",
         value_serializer="raw",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     WorkerAgents(app, settings, bootstrap, codec, health).register()
     return Worker(app=app, settings=settings)

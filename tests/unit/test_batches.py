@@ -10,11 +10,18 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import IllegalStateError
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.batches import BatchingConsumer, BatchSubscription, MessageBuffer
+from streams.batches import (
+    BatchingConsumer,
+    BatchSubscription,
+    MessageBuffer,
+    UpstreamApp,
+    _ConsumerThread,
+)
 from streams.domain.claims import InvalidClaim, _cents, parse_claim
 from streams.domain.processor import ClaimFromSource, SourceProgressed
 from streams.envelopes import Origin, arrivals, dumps, routed_batch
@@ -331,3 +338,16 @@ async def test_a_record_of_a_partition_not_active_is_noted():
     consumer = _Fetching({a: [4, 5], b: [9]}, active={a})
     assert await _delivered(consumer) == [(0, 4), (0, 5)]
     assert consumer.app.batch_rewinds == {("claims", 1): 9}
+
+
+def test_the_worker_s_consumer_fetches_with_the_app_s_wait(monkeypatch: pytest.MonkeyPatch):
+    """Faust fixes aiokafka's fetch_max_wait_ms at 1,500; the app's own reaches the consumer."""
+    built = SimpleNamespace(_fetch_max_wait_ms=1500)  # what Faust's thread builds
+    monkeypatch.setattr(
+        AIOKafkaConsumerThread, "_create_worker_consumer", lambda self, transport: built
+    )
+    thread = object.__new__(_ConsumerThread)
+    thread.app = SimpleNamespace(fetch_max_wait_ms=77)
+    assert thread._create_worker_consumer(None) is built
+    assert built._fetch_max_wait_ms == 77
+    assert UpstreamApp("t", fetch_max_wait_ms=77).fetch_max_wait_ms == 77
