@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from streams.domain.alerts import AlertCommand
 from streams.domain.claims import Claim, parse_claim
 from streams.domain.events import KeyEvaluated
@@ -41,14 +43,25 @@ class Origin:
 def routed_batch(
     sources: int, claims: Iterable[tuple[int, int, Claim]], progress: Iterable[tuple[int, int]]
 ) -> bytes:
-    """A by-key message: ``(source, offset, claim)`` items, then each source's progress."""
-    return dumps(
-        {
-            "sources": sources,
-            "claims": [[source, offset, claim.to_compact()] for source, offset, claim in claims],
-            "progress": [[source, max_ms] for source, max_ms in progress],
-        }
-    )
+    """A by-key message: ``(source, offset, claim)`` items, then each source's progress.
+
+    Written by orjson (~5x the standard library's speed; one message carries up to a thousand
+    claims), or by the standard library for what orjson refuses (an integer beyond 64 bits).
+    """
+    envelope = {
+        "sources": sources,
+        "claims": [[source, offset, claim.to_compact()] for source, offset, claim in claims],
+        "progress": [[source, max_ms] for source, max_ms in progress],
+    }
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:
+        return dumps(envelope)
+
+
+def loads(value: bytes) -> Any:
+    """A JSON value of an internal topic (raises ValueError)."""
+    return orjson.loads(value)
 
 
 def arrivals(envelope: Mapping[str, Any], claims_topic: str) -> list[tuple[Arrival, Origin | None]]:

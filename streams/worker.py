@@ -356,7 +356,8 @@ class WorkerAgents:
         origins: dict[int, Any] = {}  # id(claim) → its Origin, or a by-key message of old
         for message in messages:
             try:
-                items = envelopes.arrivals(json.loads(message.value), self.settings.topic_claims)
+                envelope = envelopes.loads(message.value)
+                items = envelopes.arrivals(envelope, self.settings.topic_claims)
             except (InvalidClaim, ValueError, KeyError, TypeError, IndexError) as exc:
                 await self.send_dlq(message, "window", "invalid", str(exc)[:200])
                 continue

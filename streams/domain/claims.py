@@ -10,10 +10,9 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.domain.cpt import cpt_group_for
 
@@ -43,9 +42,13 @@ class InvalidClaim(ValueError):  # noqa: N818 - the domain word; it is raised as
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A validated claim decision. Amounts in cents; ``event_ms`` is the event time."""
+class Claim(NamedTuple):
+    """A validated claim decision. Amounts in cents; ``event_ms`` is the event time.
+
+    A named tuple, not a frozen dataclass: every claim is built twice (validated by the route,
+    unpacked by the windows), and a frozen dataclass of 12 fields costs ~1.9 µs to build
+    against ~0.4 µs here.
+    """
 
     claim_id: str
     customer_id: str
@@ -108,16 +111,40 @@ class Claim:
         Checks shape and types only (raises ValueError / TypeError / IndexError): the values
         were validated by :func:`parse_claim` before they were packed.
         """
-        if len(c) != 12 or not all(isinstance(x, str) for x in c[:5]) or c[7] not in OUTCOMES:
+        if (
+            len(c) != 12
+            or type(c[0]) is not str
+            or type(c[1]) is not str
+            or type(c[2]) is not str
+            or type(c[3]) is not str
+            or type(c[4]) is not str
+            or c[7] not in OUTCOMES
+        ):
             raise ValueError("not a packed claim")
         return cls(
-            c[0], c[1], c[2], c[3], c[4], date.fromordinal(c[5]), date.fromordinal(c[6]), c[7],
+            c[0], c[1], c[2], c[3], c[4], _from_ordinal(c[5]), _from_ordinal(c[6]), c[7],
             int(c[8]), int(c[9]), int(c[10]), None if c[11] is None else str(c[11]),
         )  # fmt: skip
 
 
+_ORDINAL_DAYS: dict[Any, date] = {}  # ordinal → date: a few thousand distinct days at most
+
+
+def _from_ordinal(ordinal: Any) -> date:
+    day = _ORDINAL_DAYS.get(ordinal)
+    if day is None:
+        day = date.fromordinal(ordinal)  # raises TypeError / ValueError on a bad one
+        if len(_ORDINAL_DAYS) < 100_000:
+            _ORDINAL_DAYS[ordinal] = day
+    return day
+
+
 def _text(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
     value = raw.get(name)
+    if type(value) is str:  # the common case, checked first; anything off takes the long way
+        text = value.strip()
+        if text and len(text) <= MAX_ID_CHARS and "|" not in text:
+            return text
     if value is None or value == "":
         if required:
             raise InvalidClaim("missing_field", f"{name} is required")
@@ -132,8 +159,15 @@ def _text(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str | 
     return text
 
 
+_DAYS: dict[str, date] = {}  # ISO date text → the valid date it names (a few thousand days)
+
+
 def _date(raw: Mapping[str, Any], name: str) -> date:
     value = raw.get(name)
+    if type(value) is str:
+        known = _DAYS.get(value)
+        if known is not None:
+            return known
     if value is None or value == "":
         raise InvalidClaim("missing_field", f"{name} is required")
     if not isinstance(value, str):
@@ -146,6 +180,8 @@ def _date(raw: Mapping[str, Any], name: str) -> date:
         # A claim dated 9999 would carry the watermark past every real claim, which would then
         # all be late: dates outside the plausible range are refused (a constant, not the clock).
         raise InvalidClaim("bad_value", f"{name} must be from {FIRST_DAY} to {END_DAY} (excl.)")
+    if len(_DAYS) < 100_000:
+        _DAYS[value] = day
     return day
 
 
@@ -172,12 +208,48 @@ def _cents(raw: Mapping[str, Any], name: str) -> int:
     return int((amount * 100).to_integral_value())
 
 
+_EPOCH_DAY_MS: dict[date, int] = {}  # midnight UTC of a day, in ms since the epoch
+
+
+def _midnight_ms(day: date) -> int:
+    ms = _EPOCH_DAY_MS.get(day)
+    if ms is None:
+        ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+        if len(_EPOCH_DAY_MS) < 100_000:
+            _EPOCH_DAY_MS[day] = ms
+    return ms
+
+
+def _utc_seconds_ms(value: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (the common shape) in ms since the epoch; None otherwise.
+
+    The same as the general parse below for that shape, without building a datetime.
+    """
+    if len(value) != 20 or value[19] != "Z" or value[10] != "T" or not value.isascii():
+        return None
+    if value[4] != "-" or value[7] != "-":
+        return None
+    clock = value[11:19]
+    if clock[2] != ":" or clock[5] != ":":
+        return None
+    hh, mm, ss = clock[0:2], clock[3:5], clock[6:8]
+    if not (hh.isdigit() and mm.isdigit() and ss.isdigit()):
+        return None
+    hours, minutes, seconds = int(hh), int(mm), int(ss)
+    if hours > 23 or minutes > 59 or seconds > 59:
+        return None
+    day = _DAYS.get(value[:10])  # a day seen (and validated) as a claim's date already
+    if day is None:
+        return None
+    return _midnight_ms(day) + ((hours * 60 + minutes) * 60 + seconds) * 1000
+
+
 def _event_ms(raw: Mapping[str, Any], decided: date) -> int:
     value = raw.get("decided_at")
+    if type(value) is str and (fast := _utc_seconds_ms(value)) is not None:
+        return fast
     if value is None or value == "":
-        return int(
-            datetime(decided.year, decided.month, decided.day, tzinfo=UTC).timestamp() * 1000
-        )
+        return _midnight_ms(decided)
     if not isinstance(value, str):
         raise InvalidClaim("wrong_type", "decided_at must be an RFC 3339 string")
     try:
@@ -193,7 +265,7 @@ def _event_ms(raw: Mapping[str, Any], decided: date) -> int:
 
 def parse_claim(raw: Mapping[str, Any]) -> Claim:
     """Validate a ClaimDecided mapping (JSON or Avro field names); raise :class:`InvalidClaim`."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidClaim("wrong_type", "a claim must be an object")
     outcome = _text(raw, "outcome")
     if outcome is None or outcome.upper() not in OUTCOMES:

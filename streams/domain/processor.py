@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig, evaluate_close
 from streams.domain.events import DriftDetected, KeyEvaluated
-from streams.domain.windows import Added, KeyWindows, Watermark, bucket_of
+from streams.domain.windows import Added, KeyWindows, Watermark, bucket_of, packed_claim
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimFromSource:
+# Arrivals are named tuples: one is built per claim, and a frozen dataclass costs several
+# times as much to build.
+class ClaimFromSource(NamedTuple):
     """A claim, and the upstream (source) partition, of ``sources``, it was read from."""
 
     source: int
@@ -24,8 +26,7 @@ class ClaimFromSource:
     claim: Claim
 
 
-@dataclass(frozen=True, slots=True)
-class SourceProgressed:
+class SourceProgressed(NamedTuple):
     """Source partition ``source`` (of ``sources``) has reached event time ``max_event_ms``."""
 
     source: int
@@ -77,14 +78,15 @@ class PartitionWindows:
                 key = self.keys.get(window_key)
                 if key is None:
                     key = KeyWindows(window_key, self.partition)
+                ident, packed = packed_claim(claim, bucket)
                 # An exact resend (or a redelivery after a restart) is a no-op, never "late".
-                if key.classify(claim, bucket) is Added.DUPLICATE:
+                if key.classify_packed(ident, packed) is Added.DUPLICATE:
                     result.duplicates += 1
                 elif self.watermark.is_late(claim.event_ms):
                     result.late.append(claim)
                 else:
                     self.keys[window_key] = key
-                    if key.add(claim, bucket) is Added.REPLACED:
+                    if key.add_packed(ident, packed) is Added.REPLACED:
                         result.replaced += 1
                     result.changed[window_key] = key
                 closing = self.watermark.advance(claim.event_ms, arrival.source, arrival.sources)

@@ -50,6 +50,11 @@ def claim_hash(claim_id: str) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+def _log_micro(cents: int) -> int:
+    """ln(allowed $) in micro-units, as the bucket sums hold it."""
+    return round(math.log(cents / 100.0) * LOG_SCALE)
+
+
 @dataclass(frozen=True, slots=True)
 class Contribution:
     """What one claim added to one bucket; packed into one int per claim id."""
@@ -68,8 +73,7 @@ class Contribution:
 
     def pack(self) -> int:
         """One non-negative int: bucket | pended | denied | lag | cents."""
-        head = ((self.bucket + _BUCKET_OFFSET) << 2) | (self.pended << 1) | self.denied
-        return (head << 56) | (self.lag_days << 40) | min(self.allowed_cents, _CENTS_MAX)
+        return _pack(self.bucket, self.pended, self.denied, self.lag_days, self.allowed_cents)
 
     @classmethod
     def unpack(cls, packed: int) -> Contribution:
@@ -82,6 +86,24 @@ class Contribution:
             lag_days=(packed >> 40) & _LAG_MAX,
             allowed_cents=packed & _CENTS_MAX,
         )
+
+
+def _pack(bucket: int, pended: bool, denied: bool, lag_days: int, allowed_cents: int) -> int:
+    head = ((bucket + _BUCKET_OFFSET) << 2) | (pended << 1) | denied
+    return (head << 56) | (lag_days << 40) | min(allowed_cents, _CENTS_MAX)
+
+
+def packed_claim(claim: Claim, bucket: int) -> tuple[int, int]:
+    """``(claim_hash, packed contribution)``: what a key remembers of ``claim`` in ``bucket``.
+
+    The same as ``Contribution.of(claim, bucket).pack()``, without building the contribution
+    (one call per claim in the windows' hot path).
+    """
+    lag = (claim.decided_date - claim.submitted_date).days
+    lag = 0 if lag < 0 else _LAG_MAX if lag > _LAG_MAX else lag
+    outcome = claim.outcome
+    packed = _pack(bucket, outcome == "PENDED", outcome == "DENIED", lag, claim.allowed_cents)
+    return claim_hash(claim.claim_id), packed
 
 
 _NOTHING: frozenset[int] = frozenset()
@@ -145,50 +167,63 @@ class KeyWindows:
 
     def classify(self, claim: Claim, bucket: int) -> Added:
         """Whether ``claim`` is new, a corrected resend, or an exact duplicate."""
-        previous = self.claims.get(claim_hash(claim.claim_id))
+        return self.classify_packed(
+            claim_hash(claim.claim_id), Contribution.of(claim, bucket).pack()
+        )
+
+    def classify_packed(self, ident: int, packed: int) -> Added:
+        """:meth:`classify` for a claim already hashed and packed (see :func:`packed_claim`)."""
+        previous = self.claims.get(ident)
         if previous is None:
             return Added.NEW
-        if previous == Contribution.of(claim, bucket).pack():
-            return Added.DUPLICATE
-        return Added.REPLACED
+        return Added.DUPLICATE if previous == packed else Added.REPLACED
 
     def add(self, claim: Claim, bucket: int) -> Added:
         """Count ``claim`` into ``bucket`` once per claim id; a resend replaces the original."""
-        ident = claim_hash(claim.claim_id)
-        contribution = Contribution.of(claim, bucket)
-        packed = contribution.pack()
+        return self.add_packed(claim_hash(claim.claim_id), Contribution.of(claim, bucket).pack())
+
+    def add_packed(self, ident: int, packed: int) -> Added:
+        """:meth:`add` for a claim already hashed and packed (see :func:`packed_claim`)."""
         previous = self.claims.get(ident)
         if previous == packed:
             return Added.DUPLICATE
         if previous is not None:
-            self._apply(Contribution.unpack(previous), -1)
-        self._apply(contribution, +1)
+            self._apply(previous, -1)
+        self._apply(packed, +1)
         self.claims[ident] = packed
         if self.dirty_claims is None:
-            self.dirty_claims = set()
-        self.dirty_claims.add(ident)
+            self.dirty_claims = {ident}
+        else:
+            self.dirty_claims.add(ident)
         return Added.NEW if previous is None else Added.REPLACED
 
-    def _apply(self, c: Contribution, sign: int) -> None:
-        if c.pended:
-            return  # not a decision yet: kept only so that the final decision replaces it
-        at = self._find(c.bucket)
+    def _apply(self, packed: int, sign: int) -> None:
+        """Add (``sign`` +1) or remove (-1) a packed contribution to its bucket's sums."""
+        head = packed >> 56
+        if head & 2:
+            return  # pended: not a decision yet, kept only so that the final decision replaces it
+        bucket = (head >> 2) - _BUCKET_OFFSET
+        at = self._find(bucket)
         if at < 0:
             if sign < 0:
                 return  # the bucket has left the history already
-            at = self._insert(~at, c.bucket, [0] * _WIDTH)
+            at = self._insert(~at, bucket, [0] * _WIDTH)
         if self.dirty_buckets is None:
-            self.dirty_buckets = set()
-        self.dirty_buckets.add(c.bucket)
-        lag = c.lag_days
-        if c.allowed_cents > 0:
-            log_amount = round(math.log(c.allowed_cents / 100.0) * LOG_SCALE)
-            amounts = (sign, sign * log_amount, sign * log_amount * log_amount)
+            self.dirty_buckets = {bucket}
         else:
-            amounts = (0, 0, 0)
-        deltas = (sign, sign if c.denied else 0, sign * lag, sign * lag * lag, *amounts)
-        old = self.rows[at + 1 : at + _ROW]
-        self.rows = _store(self.rows, at + 1, [s + d for s, d in zip(old, deltas, strict=True)])
+            self.dirty_buckets.add(bucket)
+        lag = (packed >> 40) & _LAG_MAX
+        cents = packed & _CENTS_MAX
+        rows = self.rows
+        if cents > 0:
+            log_amount = _log_micro(cents)
+            amounts = [rows[at + 5] + sign, rows[at + 6] + sign * log_amount,
+                       rows[at + 7] + sign * log_amount * log_amount]  # fmt: skip
+        else:
+            amounts = [rows[at + 5], rows[at + 6], rows[at + 7]]
+        sums = [rows[at + 1] + sign, rows[at + 2] + (sign if head & 1 else 0),
+                rows[at + 3] + sign * lag, rows[at + 4] + sign * lag * lag, *amounts]  # fmt: skip
+        self.rows = _store(rows, at + 1, sums)
 
     def _find(self, bucket: int) -> int:
         """Where ``bucket``'s row starts in ``rows``, or ``~start`` of where it would go."""

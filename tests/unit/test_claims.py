@@ -1,6 +1,11 @@
 """ClaimDecided validation: valid claims parse, invalid ones name a reason."""
 
+import contextlib
+from datetime import date
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.domain.claims import InvalidClaim, parse_claim
 from streams.domain.cpt import cpt_group_for
@@ -69,3 +74,64 @@ def test_invalid_claims_name_their_reason(overrides, reason):
 def test_cpt_groups(code, group):
     """CPT ranges and HCPCS letters map to procedure groups."""
     assert cpt_group_for(code) == group
+
+
+def _general_event_ms(text: str) -> int | None:
+    """decided_at through the general parse alone (datetime.fromisoformat), or None if refused."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None or not 1900 <= moment.astimezone(UTC).year < 2100:
+        return None
+    return int(moment.timestamp() * 1000)
+
+
+@settings(max_examples=400)
+@given(
+    day=st.dates(min_value=date(1900, 1, 2), max_value=date(2099, 12, 30)),
+    clock=st.tuples(*[st.sampled_from([0, 9, 10, 23, 24, 59, 60, 99])] * 3),
+    noise=st.one_of(st.just(""), st.sampled_from(["x", " ", "1", "²", "-", ":", "+"])),
+    at=st.integers(min_value=0, max_value=19),
+)
+def test_the_utc_fast_path_agrees_with_the_general_parse(day, clock, noise, at):
+    """decided_at of the common Z shape (or one character off it, or out of range) parses as
+    the general parse does, whether or not its day was seen before."""
+    text = f"{day.isoformat()}T{clock[0]:02d}:{clock[1]:02d}:{clock[2]:02d}Z"
+    if noise:
+        text = text[:at] + noise + text[at + 1 :]
+    expected = _general_event_ms(text)
+    raw = raw_claim(submitted_date="1900-01-01", decided_date="1900-01-01", decided_at=text)
+    for warm in (False, True):  # the second time, the day is in the parser's caches
+        if warm:
+            with contextlib.suppress(InvalidClaim):
+                parse_claim(raw_claim(submitted_date="1900-01-01", decided_date=text[:10]))
+        try:
+            assert parse_claim(raw).event_ms == expected
+        except InvalidClaim:
+            assert expected is None
+
+
+@given(
+    value=st.one_of(
+        st.text(max_size=12),
+        st.from_regex(r"\s?\d{1,9}(\.\d{0,3})?\s?", fullmatch=True),
+        st.integers(min_value=-5, max_value=10**9),
+    )
+)
+def test_amounts_parse_as_decimal_does(value):
+    """An amount is refused, or is its Decimal value in cents, however it is written."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        cents = parse_claim(raw_claim(allowed_amount=value)).allowed_cents
+    except InvalidClaim:
+        cents = None
+    try:
+        amount = Decimal(str(value).strip())
+        ok = amount.is_finite() and 0 <= amount <= 100_000_000 and str(value).strip() != ""
+    except InvalidOperation:
+        ok = False
+    assert cents == (int((amount * 100).to_integral_value()) if ok else None)
