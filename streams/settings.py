@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.05, gt=0)
     # How long the broker may hold a fetch with nothing new (Faust fixes aiokafka's at 1,500).
     fetch_max_wait_ms: int = Field(default=100, ge=0)
+    # Standby copies of other workers' tables (Faust's default is 1). A standby reads every
+    # changelog record of the partitions it stands by for, through Faust's per-event path,
+    # and a takeover re-reads the windows changelog from its start anyway (WindowsState).
+    standby_replicas: int = Field(default=0, ge=0)
     worker_data_dir: str = ".cache/worker"
 
     # Semantics (DESIGN.md "Semantics").

@@ -630,6 +630,7 @@ def build_worker(
         key_serializer="raw",
         value_serializer="raw",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        table_standby_replicas=settings.standby_replicas,
     )
     WorkerAgents(app, settings, bootstrap, codec, health).register()
     return Worker(app=app, settings=settings)

@@ -351,3 +351,21 @@ def test_the_worker_s_consumer_fetches_with_the_app_s_wait(monkeypatch: pytest.M
     assert thread._create_worker_consumer(None) is built
     assert built._fetch_max_wait_ms == 77
     assert UpstreamApp("t", fetch_max_wait_ms=77).fetch_max_wait_ms == 77
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"), [({}, 0), ({"UPSTREAM_STANDBY_REPLICAS": "1"}, 1)]
+)
+def test_the_worker_keeps_standby_tables_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], expected: int
+):
+    """No standby copies by default (each read every changelog record of another worker's
+    partitions, per event); UPSTREAM_STANDBY_REPLICAS asks for them."""
+    from schemas.registry import ValueCodec
+    from streams.settings import Settings
+    from streams.worker import build_worker
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    worker = build_worker(Settings(), "127.0.0.1:9", ValueCodec())
+    assert worker.app.conf.table_standby_replicas == expected
