@@ -294,8 +294,10 @@ class WorkerAgents:
                 clock = self.clocks.get(source, message.offset)
                 seen = batch[source] = _SourceInBatch(message.tp, clock, message.offset)
             seen.last_offset = message.offset
-            claim = await self._valid_claim(message)
-            if claim is None:
+            claim = self._valid_claim(message)
+            if not isinstance(claim, Claim):  # a (stage, error): dead-letter it
+                stage, error = claim
+                await self.send_dlq(message, stage, error.reason, error.message)
                 continue
             outcomes[claim.outcome] += 1
             if seen.clock.is_late(claim.event_ms):
@@ -324,15 +326,18 @@ class WorkerAgents:
             self.clocks.save(source, seen.last_offset, seen.clock, self._committed(seen.tp))
         await self.clocks.table.flush()
 
-    async def _valid_claim(self, message: Any) -> Claim | None:
+    def _valid_claim(self, message: Any) -> Claim | tuple[str, DecodeError | InvalidClaim]:
+        """The claim a message carries, or the stage that refused it and why.
+
+        Not a coroutine: it runs once per claim, and only a refusal needs to await (the DLQ).
+        """
         try:
             raw_claim = self.codec.decode(message.value, "ClaimDecided", self.settings.topic_claims)
             return parse_claim(raw_claim)
         except DecodeError as exc:
-            await self.send_dlq(message, "decode", exc.reason, exc.message)
+            return "decode", exc
         except InvalidClaim as exc:
-            await self.send_dlq(message, "validate", exc.reason, exc.message)
-        return None
+            return "validate", exc
 
     def partition_of(self, window_key: str) -> int:
         """The by-key partition of ``window_key``: Kafka's default (murmur2) partitioner."""
