@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-kafka test-unit test-integration lint fmt bench bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
+.PHONY: help install run test test-kafka test-unit test-integration lint fmt bench bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-integration: install ## integration tests only (real broker and Postgres)
 
 bench: install ## worker claims/s vs the client's ceiling, 1 and 2 processes (bench/results/throughput.json)
 	$(PY) -m bench.throughput > bench/results/throughput.json
+
+bench-hotpath: install ## CPU per claim of the worker's route and windows stages, outside Kafka (JSON on stdout)
+	$(PY) -m bench.hotpath
 
 bench-memory: install ## worker RSS per key at 100k keys, and over a 10-minute soak (bench/results/memory.json)
 	$(PY) -m bench.memory > bench/results/memory.json

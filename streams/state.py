@@ -81,6 +81,11 @@ class ChangelogTable:
         """The stored value, or None."""
         return self._table.data.get(key)
 
+    @property
+    def pending(self) -> int:
+        """Records waiting for the next :meth:`flush`."""
+        return len(self._pending)
+
     def put(self, partition: int, key: str, value: Any, *, keep: bool = True) -> None:
         """Store ``value``; its changelog record (partition ``partition``) waits for flush.
 

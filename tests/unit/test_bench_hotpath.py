@@ -1,0 +1,30 @@
+"""A small run of the per-claim CPU bench gives a complete report of the worker's stages."""
+
+import json
+
+import pytest
+
+from bench import hotpath
+
+
+def test_hotpath_bench_smoke_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """3,000 claims once through route and windows: both timed, every claim on a by-key
+    message, at least one changelog record per claim (its claim id)."""
+    assert hotpath.main(["--claims", "3000", "--repeats", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["claims"] == 3000
+    assert report["route_us_per_claim"] > 0
+    assert report["windows_us_per_claim"] > 0
+    assert report["changelog_records_per_claim"] >= 1
+    assert report["by_key_bytes_per_claim"] > 50
+
+
+def test_route_carries_every_claim_once() -> None:
+    """Every generated claim (none late) rides on exactly one by-key message."""
+    from bench.throughput import claims_for
+    from streams.settings import Settings
+
+    values = [json.dumps(c).encode() for c in claims_for(2500)]
+    messages = hotpath.route(values, Settings())
+    offsets = [o for _, v in messages for _, o, _ in json.loads(v)["claims"]]
+    assert sorted(offsets) == list(range(2500))
