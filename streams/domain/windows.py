@@ -68,8 +68,8 @@ class Contribution:
     @classmethod
     def of(cls, claim: Claim, bucket: int) -> Contribution:
         """The contribution of ``claim`` to ``bucket``."""
-        lag = max(0, min(claim.decision_lag_days, _LAG_MAX))
-        return cls(bucket, claim.outcome == "PENDED", claim.denied, lag, claim.allowed_cents)
+        pended, denied = claim.outcome == "PENDED", claim.outcome == "DENIED"
+        return cls(bucket, pended, denied, _lag_days(claim), claim.allowed_cents)
 
     def pack(self) -> int:
         """One non-negative int: bucket | pended | denied | lag | cents."""
@@ -99,11 +99,17 @@ def packed_claim(claim: Claim, bucket: int) -> tuple[int, int]:
     The same as ``Contribution.of(claim, bucket).pack()``, without building the contribution
     (one call per claim in the windows' hot path).
     """
-    lag = (claim.decided_date - claim.submitted_date).days
-    lag = 0 if lag < 0 else _LAG_MAX if lag > _LAG_MAX else lag
     outcome = claim.outcome
-    packed = _pack(bucket, outcome == "PENDED", outcome == "DENIED", lag, claim.allowed_cents)
+    packed = _pack(
+        bucket, outcome == "PENDED", outcome == "DENIED", _lag_days(claim), claim.allowed_cents
+    )
     return claim_hash(claim.claim_id), packed
+
+
+def _lag_days(claim: Claim) -> int:
+    """The claim's decision lag, within what a packed contribution holds."""
+    lag = claim.decision_lag_days
+    return 0 if lag < 0 else _LAG_MAX if lag > _LAG_MAX else lag
 
 
 _NOTHING: frozenset[int] = frozenset()
@@ -214,16 +220,18 @@ class KeyWindows:
             self.dirty_buckets.add(bucket)
         lag = (packed >> 40) & _LAG_MAX
         cents = packed & _CENTS_MAX
-        rows = self.rows
+        sums = list(self.rows[at + 1 : at + _ROW])  # Python ints: a sum may outgrow int64
+        sums[N] += sign
+        if head & 1:  # denied
+            sums[DENIED] += sign
+        sums[LAG_SUM] += sign * lag
+        sums[LAG_SQ] += sign * lag * lag
         if cents > 0:
             log_amount = _log_micro(cents)
-            amounts = [rows[at + 5] + sign, rows[at + 6] + sign * log_amount,
-                       rows[at + 7] + sign * log_amount * log_amount]  # fmt: skip
-        else:
-            amounts = [rows[at + 5], rows[at + 6], rows[at + 7]]
-        sums = [rows[at + 1] + sign, rows[at + 2] + (sign if head & 1 else 0),
-                rows[at + 3] + sign * lag, rows[at + 4] + sign * lag * lag, *amounts]  # fmt: skip
-        self.rows = _store(rows, at + 1, sums)
+            sums[AMT_N] += sign
+            sums[AMT_LOG] += sign * log_amount
+            sums[AMT_LOG_SQ] += sign * log_amount * log_amount
+        self.rows = _store(self.rows, at + 1, sums)
 
     def _find(self, bucket: int) -> int:
         """Where ``bucket``'s row starts in ``rows``, or ``~start`` of where it would go."""

@@ -217,3 +217,24 @@ def test_sums_beyond_int64_turn_the_key_into_python_ints():
     assert list(key.buckets) == [3, 5]
     back = KeyWindows.from_dict(key.to_dict())
     assert back.buckets == key.buckets
+
+
+@given(
+    outcome=st.sampled_from(["PAID", "DENIED", "PARTIAL", "PENDED"]),
+    lag=st.integers(min_value=0, max_value=73_000),  # past 65,535, what a contribution holds
+    allowed=st.sampled_from(["0", "0.01", "70.00", "99999999.99"]),
+    bucket=st.integers(min_value=-20_000, max_value=2_000_000),
+)
+def test_the_hot_path_packs_a_claim_as_its_contribution_does(outcome, lag, allowed, bucket):
+    """packed_claim (one call per claim in the windows) is the claim's hash and packed
+    Contribution, lags past what a contribution holds included."""
+    from datetime import date, timedelta
+
+    from streams.domain.windows import claim_hash, packed_claim
+
+    decided = date(2100, 1, 1) - timedelta(days=1)
+    raw = raw_claim(outcome=outcome, allowed_amount=allowed, decided_date=decided.isoformat(),
+                    submitted_date=(decided - timedelta(days=lag)).isoformat())  # fmt: skip
+    claim = parse_claim(raw)
+    expected = (claim_hash(claim.claim_id), Contribution.of(claim, bucket).pack())
+    assert packed_claim(claim, bucket) == expected
