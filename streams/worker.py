@@ -78,6 +78,9 @@ from streams.state import (
 HEALTH_EVERY_S = 2.0
 # A routed claim: its source partition and offset, the validated claim.
 _Routed = tuple[int, int, Claim]
+# A step applied to a partition's windows: the partition, what it produced, the id of its
+# last claim (None for an idle tick), for the log line of each drift found.
+_Applied = tuple[PartitionWindows, StepResult, str | None]
 log = logging.getLogger("upstream.worker")
 
 
@@ -373,18 +376,26 @@ class WorkerAgents:
                     origins[id(arrival.claim)] = origin or message
         now_ms = int(time.time() * 1000)
         async with self.windows_lock:
-            for partition, arrivals in by_partition.items():
-                pw = self.state.get(partition, self.source_count())
-                # A flush per slice keeps each partition's changelog records within the one
-                # record batch that makes a flush atomic (see ChangelogTable).
-                for piece in flush_slices(arrivals):
-                    await self._apply(pw, piece, origins, now_ms)
+            sources = self.source_count()
+            # A flush per slice keeps each partition's changelog records within the one record
+            # batch that makes a flush atomic (see ChangelogTable). A round takes at most one
+            # slice of every partition, and its partitions share one wait for their outputs'
+            # delivery and one flush (a round per partition cost two round trips each).
+            slices = {partition: list(flush_slices(a)) for partition, a in by_partition.items()}
+            for i in range(max(map(len, slices.values()), default=0)):
+                applied = []
+                for partition, pieces in slices.items():
+                    if i < len(pieces):
+                        pw = self.state.get(partition, sources)
+                        applied.append(await self._apply(pw, pieces[i], origins, now_ms))
+                await self._emit(applied)
             ACTIVE_KEYS.set(self.state.key_count())
 
     async def _apply(
         self, pw: PartitionWindows, arrivals: list[Arrival], origins: dict[int, Any], now_ms: int
-    ) -> None:
-        """Apply ``arrivals`` to one partition's windows; dead-letter, emit, persist."""
+    ) -> _Applied:
+        """Apply ``arrivals`` to one partition's windows and dead-letter the late claims; the
+        outputs and state are for :meth:`_emit`."""
         closed_before = pw.watermark.closed_through
         result = pw.apply(arrivals, now_ms=now_ms)
         _count_closes(closed_before, pw.watermark.closed_through)
@@ -396,7 +407,7 @@ class WorkerAgents:
             await self._dead_letter_late(claim, origins[id(claim)])
         CLAIMS_PROCESSED.inc(len(claims) - len(result.late) - result.duplicates)
         CLAIMS_DUPLICATE.inc(result.duplicates)
-        await self._emit(pw, result, claims[-1].claim_id if claims else None)
+        return pw, result, claims[-1].claim_id if claims else None
 
     async def _dead_letter_late(self, claim: Claim, origin: Any) -> None:
         """The original claim (or, failing that, the claim as validated) to the DLQ."""
@@ -412,26 +423,29 @@ class WorkerAgents:
             origin = original
         await self.send_dlq(origin, "window", "late", reason)
 
-    async def _emit(
-        self, pw: PartitionWindows, result: StepResult, closing_claim: str | None = None
-    ) -> None:
-        """Deliver outputs, then persist the state that produced them."""
+    async def _emit(self, applied: list[_Applied]) -> None:
+        """Deliver the outputs of each applied step (in order), then persist the state that
+        produced them: one changelog flush, atomic per partition."""
         pending: list[Awaitable[Any]] = []
-        for drift in result.drifts:
-            DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
-            log.info(
-                "drift detected: %s %s", drift.kafka_key, drift.severity_level,
-                extra={"event_id": drift.event_id, "claim_id": closing_claim,
-                       "customer_id": drift.customer_id, "drift_type": drift.drift_type},
-            )  # fmt: skip
-            value = self.codec.encode("DriftEvent", self.settings.topic_drift, drift_record(drift))
-            pending.append(await self.drift_topic.send(key=drift.kafka_key.encode(), value=value))
-        for evaluation in result.evaluations:
-            message = envelopes.evaluation_message(evaluation)
-            key = evaluation.customer_id.encode()
-            pending.append(await self.alert_input_topic.send(key=key, value=message))
+        for _, result, closing_claim in applied:
+            for drift in result.drifts:
+                DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
+                log.info(
+                    "drift detected: %s %s", drift.kafka_key, drift.severity_level,
+                    extra={"event_id": drift.event_id, "claim_id": closing_claim,
+                           "customer_id": drift.customer_id, "drift_type": drift.drift_type},
+                )  # fmt: skip
+                record = drift_record(drift)
+                value = self.codec.encode("DriftEvent", self.settings.topic_drift, record)
+                key = drift.kafka_key.encode()
+                pending.append(await self.drift_topic.send(key=key, value=value))
+            for evaluation in result.evaluations:
+                message = envelopes.evaluation_message(evaluation)
+                key = evaluation.customer_id.encode()
+                pending.append(await self.alert_input_topic.send(key=key, value=message))
         await asyncio.gather(*pending)
-        self.state.save(pw, result.changed.values())
+        for pw, result, _ in applied:
+            self.state.save(pw, result.changed.values())
         await self.state.table.flush()
 
     async def advance_idle_partitions(self) -> None:
@@ -448,13 +462,16 @@ class WorkerAgents:
                 return
             assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
                               if tp.topic == topic)  # fmt: skip
+            closed: list[_Applied] = []
             for partition in assigned:
                 pw = self.state.get(partition, self.source_count())
                 closed_before = pw.watermark.closed_through
                 result = pw.idle_tick(now_ms, idle_ms)
                 _count_closes(closed_before, pw.watermark.closed_through)
                 if pw.watermark.closed_through != closed_before:
-                    await self._emit(pw, result)
+                    closed.append((pw, result, None))
+            if closed:
+                await self._emit(closed)
 
     async def commands(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """Validate operator commands and forward them next to the customer's evaluations."""

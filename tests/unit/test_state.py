@@ -240,3 +240,51 @@ def test_drop_forgets_faust_memory_store_partitions_too() -> None:
     table = ChangelogTable(fake, lambda: FakeProducer())
     table.drop(["b|1|k"])
     assert store.data == {"w|0": {}} and store._key_partition == {}
+
+
+class _HeldTopic:
+    """A Faust topic whose sends are delivered only when the test says so."""
+
+    def __init__(self) -> None:
+        self.sent: list[asyncio.Future[None]] = []
+
+    async def send(self, *, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self.sent.append(asyncio.get_running_loop().create_future())
+        return self.sent[-1]
+
+
+async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -> None:
+    """The windows' outputs of every partition in a round go out first; their state follows in
+    one flush, one atomic batch per partition, only once every output is delivered."""
+    from schemas.registry import ValueCodec
+    from streams.settings import Settings
+    from streams.worker import WorkerAgents
+
+    producer = FakeProducer()
+    agents: Any = object.__new__(WorkerAgents)  # only what _emit touches
+    agents.settings, agents.codec = Settings(), ValueCodec()
+    agents.drift_topic, agents.alert_input_topic = _HeldTopic(), _HeldTopic()
+    small = DriftConfig(bucket_ms=DAY_MS, short_window_buckets=2, long_window_buckets=3,
+                        baseline_buckets=5, min_current_n=2, min_baseline_n=2,
+                        min_expected_count=0)  # fmt: skip
+    agents.state = WindowsState(ChangelogTable(FakeTable(), lambda: producer), small, GRACE_MS)
+    applied = []
+    for partition in (0, 1):
+        pw = agents.state.get(partition, 1)
+        claims = [claim_on_day(d, denied=d > 12 and i < 2, payer=f"payer-{partition}", i=i)
+                  for d in range(1, 20) for i in range(4)]  # fmt: skip
+        arrivals = [ClaimFromSource(0, 1, claim) for claim in claims]
+        applied.append((pw, pw.apply(arrivals), None))
+    emitting = asyncio.ensure_future(agents._emit(applied))
+    await asyncio.sleep(0.01)
+    outputs = agents.drift_topic.sent + agents.alert_input_topic.sent
+    assert len(agents.alert_input_topic.sent) >= 2  # each partition's closes evaluated its key
+    assert producer.batches == [] and not emitting.done()
+    for future in outputs[:-1]:
+        future.set_result(None)
+    await asyncio.sleep(0.01)
+    assert producer.batches == []  # one output still in flight: no state yet
+    outputs[-1].set_result(None)
+    await emitting
+    with_values = [p for p, records in producer.batches if any(v is not None for _, v in records)]
+    assert with_values == [0, 1]  # each partition's values in one batch (tombstones follow)
