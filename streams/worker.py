@@ -73,6 +73,7 @@ from streams.state import (
     StandardJsonTable,
     TableAlertStore,
     WindowsState,
+    send_keyed,
 )
 
 HEALTH_EVERY_S = 2.0
@@ -426,7 +427,8 @@ class WorkerAgents:
     async def _emit(self, applied: list[_Applied]) -> None:
         """Deliver the outputs of each applied step (in order), then persist the state that
         produced them: one changelog flush, atomic per partition."""
-        pending: list[Awaitable[Any]] = []
+        drifts: list[tuple[bytes, bytes]] = []
+        evaluations: list[tuple[bytes, bytes]] = []
         for _, result, closing_claim in applied:
             for drift in result.drifts:
                 DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
@@ -437,12 +439,13 @@ class WorkerAgents:
                 )  # fmt: skip
                 record = drift_record(drift)
                 value = self.codec.encode("DriftEvent", self.settings.topic_drift, record)
-                key = drift.kafka_key.encode()
-                pending.append(await self.drift_topic.send(key=key, value=value))
+                drifts.append((drift.kafka_key.encode(), value))
             for evaluation in result.evaluations:
                 message = envelopes.evaluation_message(evaluation)
-                key = evaluation.customer_id.encode()
-                pending.append(await self.alert_input_topic.send(key=key, value=message))
+                evaluations.append((evaluation.customer_id.encode(), message))
+        producer = self.kafka_producer()
+        pending = await send_keyed(producer, self.drift_topic.get_topic_name(), drifts)
+        pending += await send_keyed(producer, self.alert_input_topic.get_topic_name(), evaluations)
         await asyncio.gather(*pending)
         for pw, result, _ in applied:
             self.state.save(pw, result.changed.values())

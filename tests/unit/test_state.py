@@ -242,28 +242,40 @@ def test_drop_forgets_faust_memory_store_partitions_too() -> None:
     assert store.data == {"w|0": {}} and store._key_partition == {}
 
 
-class _HeldTopic:
-    """A Faust topic whose sends are delivered only when the test says so."""
+class _HeldProducer:
+    """aiokafka's batch API: each batch's topic, partition and record count; delivery held."""
 
     def __init__(self) -> None:
-        self.sent: list[asyncio.Future[None]] = []
+        self.sent: list[tuple[str, int, int]] = []  # (topic, partition, records)
+        self.undelivered: list[asyncio.Future[None]] = []
 
-    async def send(self, *, key: bytes, value: bytes) -> asyncio.Future[None]:
-        self.sent.append(asyncio.get_running_loop().create_future())
-        return self.sent[-1]
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(16_384, 0)
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+        records = sum(len(list(b)) for b in _batches(batch._build()))
+        self.sent.append((topic, partition, records))
+        self.undelivered.append(asyncio.get_running_loop().create_future())
+        return self.undelivered[-1]
 
 
 async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -> None:
-    """The windows' outputs of every partition in a round go out first; their state follows in
-    one flush, one atomic batch per partition, only once every output is delivered."""
+    """The windows' outputs of every partition in a round go out first, a record batch per
+    output partition; their state follows in one flush, one atomic batch per windows
+    partition, only once every output is delivered."""
     from schemas.registry import ValueCodec
     from streams.settings import Settings
     from streams.worker import WorkerAgents
 
-    producer = FakeProducer()
+    producer = _HeldProducer()
     agents: Any = object.__new__(WorkerAgents)  # only what _emit touches
     agents.settings, agents.codec = Settings(), ValueCodec()
-    agents.drift_topic, agents.alert_input_topic = _HeldTopic(), _HeldTopic()
+    agents.kafka_producer = lambda: producer
+    agents.drift_topic = SimpleNamespace(get_topic_name=lambda: "drift.events")
+    agents.alert_input_topic = SimpleNamespace(get_topic_name=lambda: "app-alert-input")
     small = DriftConfig(bucket_ms=DAY_MS, short_window_buckets=2, long_window_buckets=3,
                         baseline_buckets=5, min_current_n=2, min_baseline_n=2,
                         min_expected_count=0)  # fmt: skip
@@ -275,16 +287,23 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
                   for d in range(1, 20) for i in range(4)]  # fmt: skip
         arrivals = [ClaimFromSource(0, 1, claim) for claim in claims]
         applied.append((pw, pw.apply(arrivals), None))
+    drifts = sum(len(result.drifts) for _, result, _ in applied)
+    evaluations = sum(len(result.evaluations) for _, result, _ in applied)
+    assert evaluations >= 2  # each partition's closes evaluated its key
     emitting = asyncio.ensure_future(agents._emit(applied))
     await asyncio.sleep(0.01)
-    outputs = agents.drift_topic.sent + agents.alert_input_topic.sent
-    assert len(agents.alert_input_topic.sent) >= 2  # each partition's closes evaluated its key
-    assert producer.batches == [] and not emitting.done()
-    for future in outputs[:-1]:
+    assert {topic for topic, _, _ in producer.sent} <= {"drift.events", "app-alert-input"}
+    assert sum(n for _, _, n in producer.sent) == drifts + evaluations
+    assert len(producer.sent) <= 8  # a batch per output partition, not a send per record
+    held, producer.undelivered = producer.undelivered, []
+    for future in held[:-1]:
         future.set_result(None)
     await asyncio.sleep(0.01)
-    assert producer.batches == []  # one output still in flight: no state yet
-    outputs[-1].set_result(None)
+    assert len(producer.sent) == len(held)  # one output still in flight: no state yet
+    held[-1].set_result(None)
+    await asyncio.sleep(0.01)
+    state = [(p, n) for topic, p, n in producer.sent[len(held) :]]
+    assert [p for p, _ in state][:2] == [0, 1]  # each windows partition's values: one batch
+    for future in producer.undelivered:
+        future.set_result(None)
     await emitting
-    with_values = [p for p, records in producer.batches if any(v is not None for _, v in records)]
-    assert with_values == [0, 1]  # each partition's values in one batch (tombstones follow)
