@@ -46,7 +46,7 @@ class Detection:
 
 def run_domain(claims: list[dict[str, Any]], settings: Settings, start: date) -> list[Detection]:
     """The domain core with the worker's key partitioning (murmur2, like Kafka clients)."""
-    from aiokafka.partitioner import murmur2
+    from streams.state import default_partition
 
     cfg = drift_config(settings)
     grace_ms = int(settings.grace_days * DAY_MS)
@@ -55,7 +55,7 @@ def run_domain(claims: list[dict[str, Any]], settings: Settings, start: date) ->
     out: list[Detection] = []
     for record in claims:
         claim = parse_claim(record)
-        partition = (murmur2(claim.window_key.encode()) & 0x7FFFFFFF) % settings.partitions
+        partition = default_partition(claim.window_key.encode(), settings.partitions)
         result = parts[partition].apply([ClaimFromSource(0, 1, claim)])
         out.extend(
             Detection(d.window_key, d.drift_type, (d.detected_at_ms - start_ms) // DAY_MS)

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bench.throughput import claims_for
@@ -40,7 +39,7 @@ from streams import envelopes
 from streams.domain.claims import parse_claim
 from streams.domain.windows import SourceClock
 from streams.settings import Settings
-from streams.state import ChangelogTable, WindowsState
+from streams.state import ChangelogTable, WindowsState, default_partition
 from streams.worker import drift_config
 
 SOURCES = 4  # claims partitions, as the throughput bench
@@ -90,7 +89,7 @@ def route(values: list[bytes], settings: Settings) -> list[tuple[int, bytes]]:
             key = claim.window_key
             partition = partitions.get(key)
             if partition is None:
-                partition = (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
+                partition = default_partition(key.encode(), settings.partitions)
                 partitions[key] = partition
             routed[partition].append((source, offset, claim))
         progress = [(s, c.max_event_ms) for s, c in enumerate(clocks) if c.max_event_ms]

@@ -148,6 +148,12 @@ class ChangelogTable:
         self._tombstones = await _send_batches(producer, topic, tombstones, atomic=False)
 
 
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition (of ``partitions``) Kafka's default partitioner picks for ``key``."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
 async def send_keyed(
     producer: Any, topic: str, records: list[tuple[bytes, bytes]]
 ) -> list[Awaitable[Any]]:
@@ -164,7 +170,7 @@ async def send_keyed(
     partitions = sorted(await producer.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for key, value in records:
-        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        partition = partitions[default_partition(key, len(partitions))]
         by_partition.setdefault(partition, []).append((key, value))
     return await _send_batches(producer, topic, by_partition, atomic=False)
 

@@ -37,7 +37,6 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
@@ -73,6 +72,7 @@ from streams.state import (
     StandardJsonTable,
     TableAlertStore,
     WindowsState,
+    default_partition,
     send_keyed,
 )
 
@@ -349,7 +349,7 @@ class WorkerAgents:
         if partition is None:
             if len(self._partitions) > 1_000_000:
                 self._partitions.clear()
-            partition = (murmur2(window_key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+            partition = default_partition(window_key.encode(), self.settings.partitions)
             self._partitions[window_key] = partition
         return partition
 

@@ -173,9 +173,7 @@ class KeyWindows:
 
     def classify(self, claim: Claim, bucket: int) -> Added:
         """Whether ``claim`` is new, a corrected resend, or an exact duplicate."""
-        return self.classify_packed(
-            claim_hash(claim.claim_id), Contribution.of(claim, bucket).pack()
-        )
+        return self.classify_packed(*packed_claim(claim, bucket))
 
     def classify_packed(self, ident: int, packed: int) -> Added:
         """:meth:`classify` for a claim already hashed and packed (see :func:`packed_claim`)."""
@@ -186,7 +184,7 @@ class KeyWindows:
 
     def add(self, claim: Claim, bucket: int) -> Added:
         """Count ``claim`` into ``bucket`` once per claim id; a resend replaces the original."""
-        return self.add_packed(claim_hash(claim.claim_id), Contribution.of(claim, bucket).pack())
+        return self.add_packed(*packed_claim(claim, bucket))
 
     def add_packed(self, ident: int, packed: int) -> Added:
         """:meth:`add` for a claim already hashed and packed (see :func:`packed_claim`)."""
