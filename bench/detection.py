@@ -49,7 +49,7 @@ def run_domain(claims: list[dict[str, Any]], settings: Settings, start: date) ->
     from streams.state import default_partition
 
     cfg = drift_config(settings)
-    grace_ms = int(settings.grace_days * DAY_MS)
+    grace_ms = settings.grace_ms
     parts = [PartitionWindows(p, cfg, grace_ms) for p in range(settings.partitions)]
     start_ms = _epoch_ms(start)
     out: list[Detection] = []

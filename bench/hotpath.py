@@ -73,7 +73,7 @@ def _memory_table() -> Any:
 def route(values: list[bytes], settings: Settings) -> list[tuple[int, bytes]]:
     """The route stage over ``values`` (source partition = index mod SOURCES)."""
     codec, cfg = ValueCodec(), drift_config(settings)
-    grace_ms = int(settings.grace_days * 86_400_000)
+    grace_ms = settings.grace_ms
     clocks = [SourceClock(grace_ms, cfg.bucket_ms) for _ in range(SOURCES)]
     partitions: dict[str, int] = {}
     out = []
@@ -102,7 +102,7 @@ def route(values: list[bytes], settings: Settings) -> list[tuple[int, bytes]]:
 def windows(messages: list[tuple[int, bytes]], settings: Settings) -> int:
     """The windows stage over route's messages; the changelog records written."""
     table = ChangelogTable(_memory_table(), _Delivered)
-    state = WindowsState(table, drift_config(settings), int(settings.grace_days * 86_400_000))
+    state = WindowsState(table, drift_config(settings), settings.grace_ms)
     records = 0
 
     async def run() -> None:

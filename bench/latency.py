@@ -64,7 +64,6 @@ from streams.settings import Settings
 from streams.topics import create_topics
 
 SECRET = "latency-bench-secret-of-at-least-32-bytes"  # noqa: S105 -- a throwaway local stack
-DAY_MS = 86_400_000
 
 
 class Sent:
@@ -287,7 +286,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         for proc in procs.values():
             stop_process(proc, timeout_s=30)
     sent.index()
-    grace_ms = int(settings.grace_days * DAY_MS)
+    grace_ms = settings.grace_ms
     latencies, by_idle, other = [], 0, 0
     samples: list[tuple[int, float, dict[str, Any]]] = []  # closing claim, arrival, alert
     for arrived, alert in clients.arrivals:

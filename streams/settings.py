@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     notifier_connections_per_operator: int = Field(default=20, ge=1)
     notifier_commands_per_second: float = Field(default=5.0, gt=0)
 
+    @property
+    def grace_ms(self) -> int:
+        """``grace_days`` in milliseconds: how far behind a partition's newest claim is late."""
+        return int(self.grace_days * 86_400_000)
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment, apply non-None ``overrides`` (CLI flags)."""
