@@ -19,8 +19,10 @@
 subscriptions (see :mod:`streams.batches`), not per-event agents; the low-volume ``commands``
 and ``alerts`` stay agents. Every stage works a batch at a time: outputs are delivered first,
 then the state that produced them goes to the changelog (record batches per partition,
-:class:`ChangelogTable`), then the batch is acked. A crash replays the batch and re-sends the
-same ids, never loses them; delivery is at-least-once and every output idempotent downstream.
+:class:`ChangelogTable`), then the batch is acked. (The route's clocks may go out beside its
+outputs: a replayed claim is judged against the clock before its offset, not the newest.) A
+crash replays the batch and re-sends the same ids, never loses them; delivery is at-least-once
+and every output idempotent downstream.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class WorkerAgents:
         self.changelogs = [ChangelogTable(t, self.kafka_producer) for t in self.tables]
         windows_table, route_table, self.alerts_table = self.changelogs
         cfg = drift_config(settings)
-        grace_ms = int(settings.grace_days * 86_400_000)
+        grace_ms = settings.grace_ms
         self.state = WindowsState(windows_table, cfg, grace_ms)
         self.clocks = SourceClocks(route_table, grace_ms, cfg.bucket_ms)
         self.windows_lock = asyncio.Lock()  # the idle timer and the windows agent share state
@@ -324,11 +326,13 @@ class WorkerAgents:
                 if chunk or (last and progress):
                     value = envelopes.routed_batch(sources, chunk, progress if last else [])
                     pending.append(await self.by_key_topic.send(value=value, partition=partition))
-        # Delivered before the clocks are saved and the batch is acked (at-least-once).
-        await asyncio.gather(*pending)
+        # The clocks go out beside the by-key messages, not after them (one round trip, not
+        # two); the batch is acked once both are delivered (at-least-once). A crash between
+        # the two replays the batch, and a replayed claim is judged against the clock as it
+        # stood before its own offset (ClockHistory), never against this save.
         for source, seen in batch.items():
             self.clocks.save(source, seen.last_offset, seen.clock, self._committed(seen.tp))
-        await self.clocks.table.flush()
+        await asyncio.gather(*pending, self.clocks.table.flush())
 
     def _valid_claim(self, message: Any) -> Claim | tuple[str, DecodeError | InvalidClaim]:
         """The claim a message carries, or the stage that refused it and why.
