@@ -28,6 +28,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, AppT, Message
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 
 class MessageBuffer:
@@ -221,10 +223,43 @@ class BatchSubscription:
             yield batch
 
     def ack(self, messages: list[Message]) -> None:
-        """Mark ``messages`` processed: their offsets may be committed."""
-        consumer = self.app.consumer
-        for message in messages:
-            message.ack(consumer)
+        """Mark ``messages`` processed: their offsets may be committed.
+
+        What ``Message.ack`` and Faust's ``Consumer.ack`` do for each message, in one critical
+        section for the batch: per message, Faust takes ``ack_lock`` four times and goes
+        through four calls (~4 % of the worker's samples at 5,000 claims/s). A message still
+        referenced elsewhere (``refcount`` above one) is not final-acked; an offset at or past
+        the committed one is recorded once, for the consumer to commit past.
+        """
+        consumer: Any = self.app.consumer
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        committed_offsets = consumer._committed_offset
+        acked, acked_index = consumer._acked, consumer._acked_index
+        unacked = consumer._unacked_messages
+        newly_acked = 0
+        with ack_lock:
+            try:
+                for message in messages:
+                    if message.acked:
+                        continue
+                    refcount = message.refcount = max(message.refcount - 1, 0)
+                    if refcount:
+                        continue  # another reference still holds it
+                    message.acked = True
+                    if not acks_enabled_for(message.topic):
+                        continue
+                    tp, offset = message.tp, message.offset
+                    committed = committed_offsets[tp]
+                    if committed is None or offset >= committed:
+                        index = acked_index[tp]
+                        if offset not in index:
+                            unacked.discard(message)
+                            index.add(offset)
+                            acked[tp].append(offset)
+                            newly_acked += 1
+            finally:
+                consumer._n_acked += newly_acked
+                notify(consumer._waiting_for_ack)
 
 
 class BatchingConsumer(AIOKafkaConsumer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -12,12 +13,14 @@ import pytest
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.batches import (
     BatchingConsumer,
     BatchSubscription,
+    BatchTopic,
     MessageBuffer,
     UpstreamApp,
     _ConsumerThread,
@@ -207,6 +210,47 @@ async def test_a_taken_batch_marks_its_partitions_in_faust_s_monitor():
     assert len(batch) == 3
     assert set(app.monitor.stream_inbound_time) == {TP("claims", 0), TP("claims", 2)}
     assert app.consumer._unacked_messages == set(batch)
+
+
+async def test_a_batch_ack_keeps_faust_s_bookkeeping():
+    """One ack for a batch leaves Faust's consumer as its per-message acks do: offsets at or
+    past the committed one recorded once, to commit past; one below it acked, not recorded; a
+    message referenced twice not acked yet; one acked already, or twice in a batch, once."""
+
+    async def consumer_after(ack: Callable[[BatchSubscription, list[Any]], None]) -> Any:
+        app = UpstreamApp("ack-test", broker="kafka://127.0.0.1:9", store="memory://",
+                          web_enabled=False)  # fmt: skip
+        subscription = BatchTopic(app, topics=["claims"]).subscribe(100)
+        await app.topics._update_indices()  # as on start: acks enabled for the topic
+        consumer: Any = app.consumer
+        tp = TP("claims", 0)
+        consumer._committed_offset[tp] = 3
+        messages = [ConsumerMessage("claims", 0, offset, 0.0, 0, None, b"k", b"v", None, tp=tp)
+                    for offset in range(8)]  # fmt: skip
+        for message in messages:
+            message.incref(1)  # as the consumer does when it buffers one
+        messages[5].incref(1)
+        messages[6].acked = True
+        consumer._unacked_messages.update(messages)
+        ack(subscription, [*messages[:7], messages[4]])
+        consumer._thread.thread_loop.close()  # never started: nothing else closes it
+        return {
+            "acked": dict(consumer._acked),
+            "index": dict(consumer._acked_index),
+            "n_acked": consumer._n_acked,
+            "unacked": sorted(m.offset for m in consumer._unacked_messages),
+            "messages": [(m.acked, m.refcount) for m in messages],
+        }
+
+    def one_by_one(subscription: BatchSubscription, messages: list[Any]) -> None:
+        for message in messages:
+            message.ack(subscription.app.consumer)
+
+    batched = await consumer_after(BatchSubscription.ack)
+    assert batched == await consumer_after(one_by_one)
+    assert batched["acked"] == {TP("claims", 0): [3, 4]} and batched["n_acked"] == 2
+    assert batched["unacked"] == [0, 1, 2, 5, 6, 7]
+    assert batched["messages"][5] == (False, 1)
 
 
 async def test_the_buffer_is_bounded_in_bytes_too():
