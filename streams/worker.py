@@ -386,13 +386,12 @@ class WorkerAgents:
             # batch that makes a flush atomic (see ChangelogTable). A round takes at most one
             # slice of every partition, and its partitions share one wait for their outputs'
             # delivery and one flush (a round per partition cost two round trips each).
-            slices = {partition: list(flush_slices(a)) for partition, a in by_partition.items()}
-            for i in range(max(map(len, slices.values()), default=0)):
-                applied = []
-                for partition, pieces in slices.items():
-                    if i < len(pieces):
-                        pw = self.state.get(partition, sources)
-                        applied.append(await self._apply(pw, pieces[i], origins, now_ms))
+            slices = [(self.state.get(partition, sources), pieces)
+                      for partition, arrivals in by_partition.items()
+                      if (pieces := list(flush_slices(arrivals)))]  # fmt: skip
+            for i in range(max((len(pieces) for _, pieces in slices), default=0)):
+                applied = [await self._apply(pw, pieces[i], origins, now_ms)
+                           for pw, pieces in slices if i < len(pieces)]  # fmt: skip
                 await self._emit(applied)
             ACTIVE_KEYS.set(self.state.key_count())
 
