@@ -68,8 +68,8 @@ class Contribution:
     @classmethod
     def of(cls, claim: Claim, bucket: int) -> Contribution:
         """The contribution of ``claim`` to ``bucket``."""
-        pended, denied = claim.outcome == "PENDED", claim.outcome == "DENIED"
-        return cls(bucket, pended, denied, _lag_days(claim), claim.allowed_cents)
+        pended = claim.outcome == "PENDED"
+        return cls(bucket, pended, claim.denied, _lag_days(claim), claim.allowed_cents)
 
     def pack(self) -> int:
         """One non-negative int: bucket | pended | denied | lag | cents."""
