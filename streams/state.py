@@ -353,8 +353,7 @@ class WindowsState:
             buckets, claims = windows.take_changes()
             for bucket in buckets:
                 self._write(p, f"{BUCKET}{bucket}|{windows.key}", windows.bucket(bucket))
-            for ident in claims:
-                packed = windows.claims.get(ident)
+            for ident, packed in claims.items():
                 self._write(
                     p, f"{CLAIM}{ident}|{windows.key}", None if packed is None else [packed]
                 )

@@ -79,14 +79,15 @@ class PartitionWindows:
                 if key is None:
                     key = KeyWindows(window_key, self.partition)
                 ident, packed = packed_claim(claim, bucket)
+                previous = key.claims.get(ident)
                 # An exact resend (or a redelivery after a restart) is a no-op, never "late".
-                if key.classify_packed(ident, packed) is Added.DUPLICATE:
+                if previous == packed:
                     result.duplicates += 1
                 elif self.watermark.is_late(claim.event_ms):
                     result.late.append(claim)
                 else:
                     self.keys[window_key] = key
-                    if key.add_packed(ident, packed) is Added.REPLACED:
+                    if key.add_known(ident, packed, previous) is Added.REPLACED:
                         result.replaced += 1
                     result.changed[window_key] = key
                 closing = self.watermark.advance(claim.event_ms, arrival.source, arrival.sources)

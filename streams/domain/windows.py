@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 from streams.domain.claims import Claim
@@ -113,6 +115,7 @@ def _lag_days(claim: Claim) -> int:
 
 
 _NOTHING: frozenset[int] = frozenset()
+_NO_CLAIMS: Mapping[int, int | None] = MappingProxyType({})
 _LAG_MAX = (1 << 16) - 1
 _CENTS_MAX = (1 << 40) - 1
 _BUCKET_OFFSET = 1 << 31
@@ -169,18 +172,8 @@ class KeyWindows:
     # Changed since the last take_changes(): what the changelog must rewrite or delete. None
     # when nothing is: an empty set costs 216 bytes, and most keys are idle between two flushes.
     dirty_buckets: set[int] | None = field(default=None, compare=False, repr=False)
-    dirty_claims: set[int] | None = field(default=None, compare=False, repr=False)
-
-    def classify(self, claim: Claim, bucket: int) -> Added:
-        """Whether ``claim`` is new, a corrected resend, or an exact duplicate."""
-        return self.classify_packed(*packed_claim(claim, bucket))
-
-    def classify_packed(self, ident: int, packed: int) -> Added:
-        """:meth:`classify` for a claim already hashed and packed (see :func:`packed_claim`)."""
-        previous = self.claims.get(ident)
-        if previous is None:
-            return Added.NEW
-        return Added.DUPLICATE if previous == packed else Added.REPLACED
+    # Claim hash → its packed contribution now, None once it has gone.
+    dirty_claims: dict[int, int | None] | None = field(default=None, compare=False, repr=False)
 
     def add(self, claim: Claim, bucket: int) -> Added:
         """Count ``claim`` into ``bucket`` once per claim id; a resend replaces the original."""
@@ -188,7 +181,11 @@ class KeyWindows:
 
     def add_packed(self, ident: int, packed: int) -> Added:
         """:meth:`add` for a claim already hashed and packed (see :func:`packed_claim`)."""
-        previous = self.claims.get(ident)
+        return self.add_known(ident, packed, self.claims.get(ident))
+
+    def add_known(self, ident: int, packed: int, previous: int | None) -> Added:
+        """:meth:`add_packed` when the caller has just read ``previous``, what ``claims``
+        holds for ``ident`` (None: nothing), and has not changed this key since."""
         if previous == packed:
             return Added.DUPLICATE
         if previous is not None:
@@ -196,9 +193,9 @@ class KeyWindows:
         self._apply(packed, +1)
         self.claims[ident] = packed
         if self.dirty_claims is None:
-            self.dirty_claims = {ident}
+            self.dirty_claims = {ident: packed}
         else:
-            self.dirty_claims.add(ident)
+            self.dirty_claims[ident] = packed
         return Added.NEW if previous is None else Added.REPLACED
 
     def _apply(self, packed: int, sign: int) -> None:
@@ -315,12 +312,13 @@ class KeyWindows:
         if stale:
             self.dirty_buckets = {*(self.dirty_buckets or ()), *stale}
         if old_claims:
-            self.dirty_claims = {*(self.dirty_claims or ()), *old_claims}
+            self.dirty_claims = {**(self.dirty_claims or {}), **dict.fromkeys(old_claims)}
         return bool(stale or old_claims)
 
-    def take_changes(self) -> tuple[AbstractSet[int], AbstractSet[int]]:
-        """Buckets and claim hashes changed (or removed) since the last call; resets them."""
-        changes = (self.dirty_buckets or _NOTHING, self.dirty_claims or _NOTHING)
+    def take_changes(self) -> tuple[AbstractSet[int], Mapping[int, int | None]]:
+        """Buckets changed (or removed) since the last call, and claim hashes changed since
+        then with their packed contribution now (None: removed); resets them."""
+        changes = (self.dirty_buckets or _NOTHING, self.dirty_claims or _NO_CLAIMS)
         self.dirty_buckets = self.dirty_claims = None
         return changes
 
