@@ -45,8 +45,8 @@ bench: install ## worker claims/s vs the client's ceiling, 1 and 2 processes (be
 bench-hotpath: install ## CPU per claim of the worker's route and windows stages, outside Kafka (JSON on stdout)
 	$(PY) -m bench.hotpath
 
-bench-memory: install ## worker RSS per key at 100k keys, and over a 10-minute soak (bench/results/memory.json)
-	$(PY) -m bench.memory > bench/results/memory.json
+bench-memory: install ## worker RSS per key at 100k keys, and over a 10-minute soak, on Apache Kafka (bench/results/memory.json)
+	$(PY) -m bench.memory --broker kafka > bench/results/memory.json
 
 bench-latency: install ## claim that closes a bucket → alert on a WebSocket, at 5,000 claims/s (bench/results/latency.json)
 	$(PY) -m bench.latency > bench/results/latency.json

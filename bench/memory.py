@@ -1,6 +1,7 @@
 """Worker memory: RSS per active window key, and RSS over a sustained run (issue 7).
 
-1. Per key: one worker on a fresh embedded broker reads ``--keys`` keys' claims
+1. Per key: one worker on a fresh broker (the embedded one, or Apache Kafka with ``--broker
+   kafka``, as for every measurement here) reads ``--keys`` keys' claims
    (``--claims-per-key`` each, over as many days), and, on another fresh broker, the claims
    of ``--small-keys`` keys the same way. RSS once every claim is counted; the cost of a key
    is the difference over the difference in keys (the process's fixed size cancels out).
@@ -32,9 +33,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.harness import COUNTED, ready_partitions, rss_mib, worker_totals
+from bench.harness import BROKERS, COUNTED, ready_partitions, rss_mib, start_broker, worker_totals
 from bench.throughput import run_workers
-from streams.devstack import EmbeddedKafka, free_port, spawn_service, stop_process
+from streams.devstack import free_port, spawn_service, stop_process
 from streams.generator import GROUPS, KeyProfile, Scenario, generate
 from streams.settings import Settings
 from streams.topics import create_topics
@@ -64,7 +65,7 @@ def per_key(args: argparse.Namespace) -> dict[str, Any]:
     for label, keys in (("small", args.small_keys), ("large", args.keys)):
         claims = claims_of(keys, args.claims_per_key)
         print(f"{label}: {keys:,} keys, {len(claims):,} claims...", file=sys.stderr)
-        broker = EmbeddedKafka().start()
+        broker = start_broker(args.broker)
         try:
             asyncio.run(create_topics(Settings(), broker.bootstrap))
             run = run_workers(broker.bootstrap, claims, 1, f"memory-{label}", args.timeout)
@@ -86,7 +87,7 @@ def per_key(args: argparse.Namespace) -> dict[str, Any]:
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     """RSS of one worker while claims stream at a steady rate for ``--soak-minutes``."""
-    broker = EmbeddedKafka().start()
+    broker = start_broker(args.broker)
     log_dir = Path(tempfile.mkdtemp(prefix="upstream-soak-"))
     port = free_port()
     topic = "claims.decided"
@@ -139,6 +140,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 [s["s"] / 60 for s in second_half], [s["rss_mib"] for s in second_half]
             ).slope
         return {
+            "broker": args.broker,
             "minutes": args.soak_minutes,
             "rate": args.soak_rate,
             "keys": args.soak_keys,
@@ -163,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-minutes", type=float, default=10, help="0 skips the soak (10)")
     parser.add_argument("--soak-rate", type=int, default=2_000, help="claims/s in the soak")
     parser.add_argument("--soak-keys", type=int, default=600, help="keys in the soak (600)")
+    parser.add_argument("--broker", choices=BROKERS, default="embedded",
+                        help="embedded (Tansu, memory only) or kafka (Apache Kafka 4)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     args = parser.parse_args(argv)
-    document: dict[str, Any] = {"benchmark": "memory", "per_key": per_key(args)}
+    document: dict[str, Any] = {"benchmark": "memory", "broker": args.broker,
+                                "per_key": per_key(args)}  # fmt: skip
     if args.soak_minutes > 0:
         document["soak"] = soak(args)
     document["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
