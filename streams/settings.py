@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    # The alerts and commands agents: few events, each an operator waits for.
+    alerts_batch_within_s: float = Field(default=0.01, gt=0)
     # How long the broker may hold a fetch with nothing new (Faust fixes aiokafka's at 1,500).
     fetch_max_wait_ms: int = Field(default=100, ge=0)
     # Standby copies of other workers' tables (Faust's default is 1). A standby reads every
