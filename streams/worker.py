@@ -113,9 +113,10 @@ def drift_config(settings: Settings) -> DriftConfig:
 
 
 def _take_events(stream: Any, settings: Settings) -> AsyncIterator[list[Any]]:
-    """Batches of events: up to ``batch_max``, or what arrived within
-    ``alerts_batch_within_s`` (Faust's take yields every that many seconds, so an event
-    waits half of it on average)."""
+    """Batches of events for the commands and alerts agents: up to ``batch_max``, or what
+    arrived within ``alerts_batch_within_s`` (Faust's take yields every that many seconds, so
+    an event waits half of it on average). The route and windows read through
+    :class:`BatchSubscription` instead."""
     batches: AsyncIterator[list[Any]] = stream.take_events(
         settings.batch_max, within=settings.alerts_batch_within_s
     )
