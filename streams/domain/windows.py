@@ -177,15 +177,13 @@ class KeyWindows:
 
     def add(self, claim: Claim, bucket: int) -> Added:
         """Count ``claim`` into ``bucket`` once per claim id; a resend replaces the original."""
-        return self.add_packed(*packed_claim(claim, bucket))
-
-    def add_packed(self, ident: int, packed: int) -> Added:
-        """:meth:`add` for a claim already hashed and packed (see :func:`packed_claim`)."""
+        ident, packed = packed_claim(claim, bucket)
         return self.add_known(ident, packed, self.claims.get(ident))
 
     def add_known(self, ident: int, packed: int, previous: int | None) -> Added:
-        """:meth:`add_packed` when the caller has just read ``previous``, what ``claims``
-        holds for ``ident`` (None: nothing), and has not changed this key since."""
+        """:meth:`add` for a claim already hashed and packed (see :func:`packed_claim`), when
+        the caller has just read ``previous``, what ``claims`` holds for ``ident`` (None:
+        nothing), and has not changed this key since."""
         if previous == packed:
             return Added.DUPLICATE
         if previous is not None:
