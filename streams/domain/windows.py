@@ -80,19 +80,31 @@ class Contribution:
     @classmethod
     def unpack(cls, packed: int) -> Contribution:
         """Inverse of :meth:`pack`."""
-        head = packed >> 56
+        head = packed >> _HEAD_SHIFT
         return cls(
             bucket=(head >> 2) - _BUCKET_OFFSET,
-            pended=bool(head & 2),
-            denied=bool(head & 1),
-            lag_days=(packed >> 40) & _LAG_MAX,
+            pended=bool(head & _PENDED),
+            denied=bool(head & _DENIED),
+            lag_days=(packed >> _LAG_SHIFT) & _LAG_MAX,
             allowed_cents=packed & _CENTS_MAX,
         )
 
 
+# A packed contribution, from the high bits down: the bucket (offset by _BUCKET_OFFSET, so
+# never negative), pended, denied (together the "head", from bit _HEAD_SHIFT), the lag in days
+# (16 bits from _LAG_SHIFT), the allowed cents (40 bits). The bucket leads so that the packed
+# ints of one bucket sort before those of every later one (see KeyWindows.prune_before).
+_HEAD_SHIFT = 56
+_LAG_SHIFT = 40
+_PENDED, _DENIED = 2, 1  # bits of the head
+_LAG_MAX = (1 << 16) - 1
+_CENTS_MAX = (1 << 40) - 1
+_BUCKET_OFFSET = 1 << 31
+
+
 def _pack(bucket: int, pended: bool, denied: bool, lag_days: int, allowed_cents: int) -> int:
-    head = ((bucket + _BUCKET_OFFSET) << 2) | (pended << 1) | denied
-    return (head << 56) | (lag_days << 40) | min(allowed_cents, _CENTS_MAX)
+    head = ((bucket + _BUCKET_OFFSET) << 2) | (pended * _PENDED) | (denied * _DENIED)
+    return (head << _HEAD_SHIFT) | (lag_days << _LAG_SHIFT) | min(allowed_cents, _CENTS_MAX)
 
 
 def packed_claim(claim: Claim, bucket: int) -> tuple[int, int]:
@@ -116,9 +128,6 @@ def _lag_days(claim: Claim) -> int:
 
 _NOTHING: frozenset[int] = frozenset()
 _NO_CLAIMS: Mapping[int, int | None] = MappingProxyType({})
-_LAG_MAX = (1 << 16) - 1
-_CENTS_MAX = (1 << 40) - 1
-_BUCKET_OFFSET = 1 << 31
 
 
 class Added(Enum):
@@ -198,8 +207,8 @@ class KeyWindows:
 
     def _apply(self, packed: int, sign: int) -> None:
         """Add (``sign`` +1) or remove (-1) a packed contribution to its bucket's sums."""
-        head = packed >> 56
-        if head & 2:
+        head = packed >> _HEAD_SHIFT
+        if head & _PENDED:
             return  # pended: not a decision yet, kept only so that the final decision replaces it
         bucket = (head >> 2) - _BUCKET_OFFSET
         at = self._find(bucket)
@@ -211,11 +220,11 @@ class KeyWindows:
             self.dirty_buckets = {bucket}
         else:
             self.dirty_buckets.add(bucket)
-        lag = (packed >> 40) & _LAG_MAX
+        lag = (packed >> _LAG_SHIFT) & _LAG_MAX
         cents = packed & _CENTS_MAX
         sums = list(self.rows[at + 1 : at + _ROW])  # Python ints: a sum may outgrow int64
         sums[N] += sign
-        if head & 1:  # denied
+        if head & _DENIED:
             sums[DENIED] += sign
         sums[LAG_SUM] += sign * lag
         sums[LAG_SQ] += sign * lag * lag
@@ -303,7 +312,7 @@ class KeyWindows:
             return False
         stale = list(rows[0:end:_ROW])
         del rows[:end]
-        bound = Contribution(bucket, False, False, 0, 0).pack() >> 56 << 56
+        bound = _pack(bucket, False, False, 0, 0)  # the least packed int of ``bucket``
         old_claims = [h for h, packed in self.claims.items() if packed < bound]
         for ident in old_claims:
             del self.claims[ident]
