@@ -6,8 +6,8 @@ runs the worker's own code for each stage over the same generated JSON claims, i
 process, and reports the best of ``--repeats`` passes in CPU time (``time.process_time``):
 
 1. **route**: decode the value, validate the claim, judge it against its source partition's
-   clock, pick its windows partition, pack one by-key message per partition and batch
-   (``streams.envelopes.routed_batch``);
+   clock, pick its windows partition, pack one by-key message per partition and batch: the
+   worker's own :meth:`streams.routing.Router.plan`, in batches of the worker's default size;
 2. **windows**: read those messages back (``envelopes.arrivals``), apply them to each
    partition's windows (``PartitionWindows.apply``: dedup, buckets, closes, drift
    evaluation), write the changed records through a real :class:`ChangelogTable` and build its
@@ -26,8 +26,8 @@ import os
 import platform
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,10 +36,10 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from bench.throughput import claims_for
 from schemas.registry import ValueCodec
 from streams import envelopes
-from streams.domain.claims import parse_claim
 from streams.domain.windows import SourceClock
+from streams.routing import Router
 from streams.settings import Settings
-from streams.state import ChangelogTable, WindowsState, default_partition
+from streams.state import ChangelogTable, WindowsState
 from streams.worker import drift_config
 
 SOURCES = 4  # claims partitions, as the throughput bench
@@ -70,32 +70,32 @@ def _memory_table() -> Any:
     )
 
 
-def route(values: list[bytes], settings: Settings) -> list[tuple[int, bytes]]:
-    """The route stage over ``values`` (source partition = index mod SOURCES)."""
-    codec, cfg = ValueCodec(), drift_config(settings)
-    grace_ms = settings.grace_ms
-    clocks = [SourceClock(grace_ms, cfg.bucket_ms) for _ in range(SOURCES)]
-    partitions: dict[str, int] = {}
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """What the route stage reads of a Kafka message."""
+
+    partition: int
+    offset: int
+    value: bytes
+    tp: Any = None
+
+
+def claims_messages(values: list[bytes]) -> list[_Message]:
+    """``values`` as messages of ``claims.decided`` (source partition = index mod SOURCES)."""
+    return [_Message(offset % SOURCES, offset, value) for offset, value in enumerate(values)]
+
+
+def route(messages: list[_Message], settings: Settings) -> list[tuple[int, bytes]]:
+    """The worker's route stage (:meth:`Router.plan`) over ``messages``, in batches of
+    ``BATCH``: its by-key messages, as (windows partition, value)."""
+    cfg = drift_config(settings)
+    clocks = [SourceClock(settings.grace_ms, cfg.bucket_ms) for _ in range(SOURCES)]
+    router = Router(
+        ValueCodec(), "claims.decided", settings.partitions, lambda source, _: clocks[source]
+    )
     out = []
-    for start in range(0, len(values), BATCH):
-        routed: dict[int, list[Any]] = defaultdict(list)
-        for offset in range(start, min(start + BATCH, len(values))):
-            source = offset % SOURCES
-            claim = parse_claim(codec.decode(values[offset], "ClaimDecided", "claims.decided"))
-            clock = clocks[source]
-            if clock.is_late(claim.event_ms):
-                continue  # the worker dead-letters it
-            clock.observe(claim.event_ms)
-            key = claim.window_key
-            partition = partitions.get(key)
-            if partition is None:
-                partition = default_partition(key.encode(), settings.partitions)
-                partitions[key] = partition
-            routed[partition].append((source, offset, claim))
-        progress = [(s, c.max_event_ms) for s, c in enumerate(clocks) if c.max_event_ms]
-        for partition in range(settings.partitions):
-            value = envelopes.routed_batch(SOURCES, routed.get(partition, []), progress)
-            out.append((partition, value))
+    for start in range(0, len(messages), BATCH):
+        out += router.plan(messages[start : start + BATCH], SOURCES).by_key
     return out
 
 
@@ -142,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     print(f"generating {args.claims:,} claims...", file=sys.stderr)
     values = [json.dumps(c, separators=(",", ":")).encode() for c in claims_for(args.claims)]
-    messages = route(values, settings)
+    claims = claims_messages(values)
+    messages = route(claims, settings)
     report: dict[str, Any] = {"benchmark": "hotpath", "claims": len(values)}
     if args.stage in ("route", "both"):
-        seconds, _ = best_of(args.repeats, lambda: route(values, settings))
+        seconds, _ = best_of(args.repeats, lambda: route(claims, settings))
         report["route_us_per_claim"] = round(seconds / len(values) * 1e6, 2)
     if args.stage in ("windows", "both"):
         seconds, records = best_of(args.repeats, lambda: windows(messages, settings))

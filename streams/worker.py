@@ -31,7 +31,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,11 +45,10 @@ from schemas.registry import ValueCodec
 from streams import envelopes
 from streams.batches import BatchSubscription, BatchTopic, UpstreamApp
 from streams.domain.alerts import AlertCommand, AlertLifecycle
-from streams.domain.claims import Claim, InvalidClaim, parse_claim
+from streams.domain.claims import Claim, InvalidClaim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import Arrival, ClaimFromSource, PartitionWindows, StepResult
 from streams.domain.rules import RuleBook
-from streams.domain.windows import SourceClock
 from streams.health import Health
 from streams.jobs import ScheduledJobs
 from streams.metrics import (
@@ -66,6 +65,7 @@ from streams.metrics import (
     EVENT_TIME_LAG,
 )
 from streams.records import alert_record, drift_record
+from streams.routing import Router
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
 from streams.state import (
@@ -74,13 +74,10 @@ from streams.state import (
     StandardJsonTable,
     TableAlertStore,
     WindowsState,
-    default_partition,
     send_keyed,
 )
 
 HEALTH_EVERY_S = 2.0
-# A routed claim: its source partition and offset, the validated claim.
-_Routed = tuple[int, int, Claim]
 # A step applied to a partition's windows: the partition, what it produced, the id of its
 # last claim (None for an idle tick), for the log line of each drift found.
 _Applied = tuple[PartitionWindows, StepResult, str | None]
@@ -143,7 +140,6 @@ class WorkerAgents:
         self.claims_topic = BatchTopic(app, topics=[settings.topic_claims], **raw)
         self.commands_topic = app.topic(settings.topic_commands, **raw)
         self.dlq_topic = app.topic(settings.topic_claims_dlq, **raw)
-        self._partitions: dict[str, int] = {}  # window key → by-key partition
         self.commands_dlq_topic = app.topic(settings.topic_commands_dlq, **raw)
         self.drift_topic = app.topic(settings.topic_drift, **raw)
         self.alerts_topic = app.topic(settings.topic_alerts, **raw)
@@ -166,6 +162,7 @@ class WorkerAgents:
         grace_ms = settings.grace_ms
         self.state = WindowsState(windows_table, cfg, grace_ms)
         self.clocks = SourceClocks(route_table, grace_ms, cfg.bucket_ms)
+        self.router = Router(codec, settings.topic_claims, settings.partitions, self.clocks.get)
         self.windows_lock = asyncio.Lock()  # the idle timer and the windows agent share state
         self.rules = RuleBook()
         self.rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, self.rules)
@@ -286,79 +283,22 @@ class WorkerAgents:
         await self.consume(self.by_key_batches, self.windows)
 
     async def route(self, messages: list[Any]) -> None:
-        """Validate claims, judge lateness per source partition, repartition by window key.
-
-        One by-key message per windows partition (chunked when large) carries the batch's
-        claims for it, then every source's progress: a windows partition needs each source's
-        progress, even with no claim from it, to move its watermark (the minimum of sources).
-        """
-        sources = self.source_count()
-        batch: dict[int, _SourceInBatch] = {}
-        routed: dict[int, list[_Routed]] = defaultdict(list)
-        outcomes: Counter[str] = Counter()
-        for message in messages:
-            source = message.partition
-            seen = batch.get(source)
-            if seen is None:
-                clock = self.clocks.get(source, message.offset)
-                seen = batch[source] = _SourceInBatch(message.tp, clock, message.offset)
-            seen.last_offset = message.offset
-            claim = self._valid_claim(message)
-            if not isinstance(claim, Claim):  # a (stage, error): dead-letter it
-                stage, error = claim
-                await self.send_dlq(message, stage, error.reason, error.message)
-                continue
-            outcomes[claim.outcome] += 1
-            if seen.clock.is_late(claim.event_ms):
-                await self.send_dlq(
-                    message, "route", "late", "later than the grace in its partition"
-                )
-                continue
-            seen.clock.observe(claim.event_ms)
-            partition = self.partition_of(claim.window_key)
-            routed[partition].append((source, message.offset, claim))
-        for outcome, count in outcomes.items():
+        """Route a batch (see :meth:`Router.plan`): dead-letter what it refuses, send its
+        by-key messages, save the clocks it moved."""
+        plan = self.router.plan(messages, self.source_count())
+        for refused in plan.refused:
+            await self.send_dlq(refused.message, refused.stage, refused.reason, refused.detail)
+        for outcome, count in plan.outcomes.items():
             CLAIMS_BY_OUTCOME.labels(outcome=outcome).inc(count)
-        progress = [(s, seen.clock.max_event_ms) for s, seen in sorted(batch.items())
-                    if seen.clock.max_event_ms is not None]  # fmt: skip
-        pending = []
-        for partition in range(self.settings.partitions):
-            chunks = _chunks(routed.get(partition, []))
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                if chunk or (last and progress):
-                    value = envelopes.routed_batch(sources, chunk, progress if last else [])
-                    pending.append(await self.by_key_topic.send(value=value, partition=partition))
+        pending = [await self.by_key_topic.send(value=value, partition=partition)
+                   for partition, value in plan.by_key]  # fmt: skip
         # The clocks go out beside the by-key messages, not after them (one round trip, not
         # two); the batch is acked once both are delivered (at-least-once). A crash between
         # the two replays the batch, and a replayed claim is judged against the clock as it
         # stood before its own offset (ClockHistory), never against this save.
-        for source, seen in batch.items():
+        for source, seen in plan.sources.items():
             self.clocks.save(source, seen.last_offset, seen.clock, self._committed(seen.tp))
         await asyncio.gather(*pending, self.clocks.table.flush())
-
-    def _valid_claim(self, message: Any) -> Claim | tuple[str, DecodeError | InvalidClaim]:
-        """The claim a message carries, or the stage that refused it and why.
-
-        Not a coroutine: it runs once per claim, and only a refusal needs to await (the DLQ).
-        """
-        try:
-            raw_claim = self.codec.decode(message.value, "ClaimDecided", self.settings.topic_claims)
-            return parse_claim(raw_claim)
-        except DecodeError as exc:
-            return "decode", exc
-        except InvalidClaim as exc:
-            return "validate", exc
-
-    def partition_of(self, window_key: str) -> int:
-        """The by-key partition of ``window_key``: Kafka's default (murmur2) partitioner."""
-        partition = self._partitions.get(window_key)
-        if partition is None:
-            if len(self._partitions) > 1_000_000:
-                self._partitions.clear()
-            partition = default_partition(window_key.encode(), self.settings.partitions)
-            self._partitions[window_key] = partition
-        return partition
 
     def _committed(self, tp: Any) -> int | None:
         """The group's committed offset of ``tp`` as the consumer last committed or read it."""
@@ -573,15 +513,8 @@ def flush_slices(arrivals: list[Arrival]) -> Iterator[list[Arrival]]:
 
 
 # Fetched but not yet taken, per batch topic: by messages alone, a backlog of by-key messages
-# (up to CHUNK_CLAIMS claims each) could hold millions of claims in memory.
+# (up to routing.CHUNK_CLAIMS claims each) could hold millions of claims in memory.
 BUFFER_BYTES = 16 << 20
-
-CHUNK_CLAIMS = 1000  # claims per by-key message (~150 bytes each; Kafka's default limit 1 MiB)
-
-
-def _chunks(items: list[_Routed]) -> list[list[_Routed]]:
-    """``items`` in order, in parts of at most ``CHUNK_CLAIMS`` (one empty part if none)."""
-    return [items[i : i + CHUNK_CLAIMS] for i in range(0, len(items), CHUNK_CLAIMS)] or [[]]
 
 
 class Originals:
@@ -627,15 +560,6 @@ class _Rebuilt:
     offset: int
     key: bytes
     value: bytes
-
-
-@dataclass(slots=True)
-class _SourceInBatch:
-    """A claims partition seen in a route batch: its clock and the last offset read."""
-
-    tp: Any
-    clock: SourceClock
-    last_offset: int
 
 
 def _count_closes(before: int | None, after: int | None) -> None:

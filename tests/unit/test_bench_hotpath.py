@@ -25,6 +25,6 @@ def test_route_carries_every_claim_once() -> None:
     from streams.settings import Settings
 
     values = [json.dumps(c).encode() for c in claims_for(2500)]
-    messages = hotpath.route(values, Settings())
+    messages = hotpath.route(hotpath.claims_messages(values), Settings())
     offsets = [o for _, v in messages for _, o, _ in json.loads(v)["claims"]]
     assert sorted(offsets) == list(range(2500))
