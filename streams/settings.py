@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    # The windows read what the routes sent: a burst of by-key messages per route batch, which
+    # a short wait takes whole (batches of the routes' size, without waiting another 50 ms).
+    windows_batch_within_s: float = Field(default=0.01, gt=0)
     # The alerts and commands agents: few events, each an operator waits for.
     alerts_batch_within_s: float = Field(default=0.01, gt=0)
     # How long the broker may hold a fetch with nothing new (Faust fixes aiokafka's at 1,500).

@@ -259,14 +259,16 @@ class WorkerAgents:
         await self.dlq_topic.send(key=message.key, value=message.value, headers=headers)
 
     async def consume(
-        self, subscription: BatchSubscription, handle: Callable[[list[Any]], Awaitable[None]]
+        self,
+        subscription: BatchSubscription,
+        handle: Callable[[list[Any]], Awaitable[None]],
+        within_s: float,
     ) -> None:
-        """Hand each batch of ``subscription`` to ``handle``, then ack it; crash on an error."""
+        """Hand each batch of ``subscription`` (waiting up to ``within_s`` for more messages)
+        to ``handle``, then ack it; crash on an error."""
         await self.ensure_partition_metadata()
         try:
-            async for messages in subscription.batches(
-                self.settings.batch_max, self.settings.batch_within_s
-            ):
+            async for messages in subscription.batches(self.settings.batch_max, within_s):
                 await handle(messages)
                 subscription.ack(messages)
         except Exception as exc:  # a bug or an unreachable broker: stop, be restarted
@@ -276,11 +278,11 @@ class WorkerAgents:
 
     async def route_claims(self) -> None:
         """Task: :meth:`route` every batch of ``claims.decided``."""
-        await self.consume(self.claims_batches, self.route)
+        await self.consume(self.claims_batches, self.route, self.settings.batch_within_s)
 
     async def window_claims(self) -> None:
         """Task: :meth:`windows` every batch of the by-key topic."""
-        await self.consume(self.by_key_batches, self.windows)
+        await self.consume(self.by_key_batches, self.windows, self.settings.windows_batch_within_s)
 
     async def route(self, messages: list[Any]) -> None:
         """Route a batch (see :meth:`Router.plan`): dead-letter what it refuses, send its

@@ -413,3 +413,26 @@ def test_the_worker_keeps_standby_tables_only_when_asked(
         monkeypatch.setenv(name, value)
     worker = build_worker(Settings(), "127.0.0.1:9", ValueCodec())
     assert worker.app.conf.table_standby_replicas == expected
+
+
+async def test_the_route_and_the_windows_wait_for_their_own_batches(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The route waits UPSTREAM_BATCH_WITHIN_S for more claims; the windows, which read the
+    routes' bursts of by-key messages, UPSTREAM_WINDOWS_BATCH_WITHIN_S."""
+    from schemas.registry import ValueCodec
+    from streams.settings import Settings
+    from streams.worker import WorkerAgents
+
+    monkeypatch.setenv("UPSTREAM_BATCH_WITHIN_S", "0.07")
+    monkeypatch.setenv("UPSTREAM_WINDOWS_BATCH_WITHIN_S", "0.003")
+    agents = WorkerAgents(UpstreamApp("t"), Settings(), "127.0.0.1:9", ValueCodec())
+    waits: dict[Any, float] = {}
+
+    async def consume(subscription: Any, handle: Any, within_s: float) -> None:
+        waits[subscription] = within_s
+
+    monkeypatch.setattr(agents, "consume", consume)
+    await agents.route_claims()
+    await agents.window_claims()
+    assert waits == {agents.claims_batches: 0.07, agents.by_key_batches: 0.003}
