@@ -1,14 +1,17 @@
 """The sink service: claims, drift events and alert transitions from Kafka into Postgres.
 
-Reads a batch, writes it (drift events and alerts in one transaction, the claims split over
-``UPSTREAM_SINK_CLAIM_LANES`` transactions at once: :class:`~sinks.writer.PostgresWriter`), and
-only once all have committed commits its offsets; while one batch is being written the next is
-polled and decoded, so Python and Postgres work at the same time (one batch in flight at most).
-If Postgres is unreachable the batch is retried with backoff and no offset is committed, so
-nothing is lost; the writes are idempotent (keys and versions), so nothing is doubled when a
-batch is redelivered, or written again after some of its transactions committed. A message that
-cannot be decoded, or a row Postgres rejects (a constraint, an encoding), goes to ``sink.dlq``
-with the reason, and the rest of the batch is written.
+Two consumer groups, each with its own loop: drift events and alert transitions
+(``<UPSTREAM_SINK_GROUP>-events``), and the claims (``UPSTREAM_SINK_GROUP``), so an alert never
+waits behind a batch of claims. Each loop reads a batch, writes it (drift events and alerts in
+one transaction, the claims split over ``UPSTREAM_SINK_CLAIM_LANES`` transactions at once:
+:class:`~sinks.writer.PostgresWriter`), and only once all have committed commits its offsets,
+while it writes the next batch. While one batch is being written the next is polled and
+decoded, so Python and Postgres work at the same time (one batch in flight at most). If
+Postgres is unreachable the batch is retried with backoff and no offset is committed, so nothing
+is lost; the writes are idempotent (keys and versions), so nothing is doubled when a batch is
+redelivered, or written again after some of its transactions committed. A message that cannot
+be decoded, or a row Postgres rejects (a constraint, an encoding), goes to ``sink.dlq`` with the
+reason, and the rest of the batch is written.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -97,9 +100,24 @@ def _log_stored(batch: Batch) -> None:
                  "version": row[_A_VERSION], "event_id": row[_A_EVENT_ID]})  # fmt: skip
 
 
+async def _finish(*tasks: asyncio.Task[None] | None) -> None:
+    """Await each task in turn (the first that failed raises)."""
+    for task in tasks:
+        if task is not None:
+            await task
+
+
 def _reason(exc: Exception) -> str:
     """The database's own message, without SQLAlchemy's wrapping."""
     return str(getattr(exc, "orig", None) or exc)[:500]
+
+
+class ConsumerGroup(NamedTuple):
+    """One of the sink's consumer groups: its topics, and how often its loop polls at most."""
+
+    group_id: str
+    topics: tuple[str, ...]
+    poll_every_s: float
 
 
 class SinkService:
@@ -132,29 +150,53 @@ class SinkService:
         """Finish the batch in flight, commit, and return from :meth:`run`."""
         self._stopping.set()
 
+    def consumer_groups(self) -> list[ConsumerGroup]:
+        """The consumer groups the sink reads with.
+
+        Drift events and alert transitions have a group of their own, ``<sink_group>-events``,
+        polled as soon as a batch is written, so that an alert is written as soon as it arrives,
+        not after the claims polled before it. The claims (when stored) keep ``sink_group``, and
+        are polled every ``sink_claims_poll_every_s`` at most, in fewer, larger batches.
+        """
+        s = self.settings
+        groups = [ConsumerGroup(f"{s.sink_group}-events", (s.topic_drift, s.topic_alerts), 0.0)]
+        if s.sink_claims:
+            groups.append(
+                ConsumerGroup(s.sink_group, (s.topic_claims,), s.sink_claims_poll_every_s)
+            )
+        return groups
+
     async def run(self) -> None:
-        """Consume until :meth:`stop`."""
-        consumer = AIOKafkaConsumer(
-            *self._decoders,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.settings.sink_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
-        )
+        """Consume until :meth:`stop`: one loop per consumer group, each one batch in flight."""
+        groups = self.consumer_groups()
+        consumers = [
+            AIOKafkaConsumer(
+                *group.topics,
+                bootstrap_servers=self.bootstrap,
+                group_id=group.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+                heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
+            )
+            for group in groups
+        ]
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         await producer.start()
-        await consumer.start()
-        checking = asyncio.create_task(self._check_health(consumer))
+        for consumer in consumers:
+            await consumer.start()
+        checking = asyncio.create_task(self._check_health(consumers))
         try:
-            await self.consume(consumer, producer)
+            async with asyncio.TaskGroup() as loops:  # one failing stops the other
+                for group, consumer in zip(groups, consumers, strict=True):
+                    loops.create_task(self.consume(consumer, producer, group.poll_every_s))
         finally:
             checking.cancel()
-            await consumer.stop()
+            for consumer in consumers:
+                await consumer.stop()
             await producer.stop()
 
-    async def _check_health(self, consumer: AIOKafkaConsumer) -> None:
+    async def _check_health(self, consumers: list[AIOKafkaConsumer]) -> None:
         """Every few seconds: Postgres answers, partitions assigned, lag below the limit."""
         while True:
             started = time.monotonic()
@@ -163,47 +205,83 @@ class SinkService:
                 self.health.record("postgres", True, (time.monotonic() - started) * 1000)
             except (TimeoutError, *UNAVAILABLE, OSError) as exc:
                 self.health.record("postgres", False, error=str(exc)[:200])
-            lag = 0
-            assigned = consumer.assignment()
-            for tp in assigned:
-                end = consumer.highwater(tp)
-                if end is not None:
-                    behind = max(0, end - await consumer.position(tp))
-                    SINK_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
-                    lag += behind
-            self.health.record("kafka", bool(assigned), partitions=len(assigned))
+            lag, partitions, every_group_assigned = 0, 0, True
+            for consumer in consumers:
+                assigned = consumer.assignment()
+                partitions += len(assigned)
+                every_group_assigned = every_group_assigned and bool(assigned)
+                for tp in assigned:
+                    end = consumer.highwater(tp)
+                    if end is not None:
+                        behind = max(0, end - await consumer.position(tp))
+                        SINK_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
+                        lag += behind
+            self.health.record("kafka", every_group_assigned, partitions=partitions)
             self.health.record("lag", lag <= self.settings.ready_max_lag, messages=lag,
                                limit=self.settings.ready_max_lag)  # fmt: skip
             await asyncio.sleep(HEALTH_EVERY_S)
 
-    async def consume(self, consumer: Any, producer: Any) -> None:
-        """Poll, decode and store batches until :meth:`stop`; one batch is written at a time."""
-        in_flight: asyncio.Task[None] | None = None
+    async def consume(self, consumer: Any, producer: Any, poll_every_s: float = 0.0) -> None:
+        """Poll (at most every ``poll_every_s``), decode and store batches until :meth:`stop`.
+
+        One batch is written at a time, and the next one is polled and decoded meanwhile. A
+        batch's offsets are committed once it is written (its rejects dead-lettered) and the
+        batch before it committed, while the next batch is being written: the commit is a
+        round trip to Kafka that the next batch's rows need not wait for.
+        """
+        writing: asyncio.Task[None] | None = None
+        committing: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
         try:
             while not self._stopping.is_set():
+                if (wait := next_poll - loop.time()) > 0:
+                    await asyncio.sleep(wait)
                 polled = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.sink_batch_max
                 )
+                next_poll = loop.time() + poll_every_s
                 if not polled:
-                    if in_flight is not None:
-                        await in_flight
-                        in_flight = None
+                    await _finish(writing, committing)
+                    writing = committing = None
                     continue
                 batch = await self._decode(polled)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.create_task(self._store(consumer, producer, batch))
-        finally:
-            if in_flight is not None:
-                await in_flight
+                if writing is not None:
+                    await writing
+                if committing is not None and committing.done():
+                    committing.result()  # a commit that failed stops the loop here
+                writing = asyncio.create_task(self._store(producer, batch))
+                committing = asyncio.create_task(
+                    self._commit_after(consumer, writing, committing, batch.offsets)
+                )
+        except BaseException:
+            # Let what is in flight end (the error raised is the loop's own).
+            await asyncio.gather(*(t for t in (writing, committing) if t), return_exceptions=True)
+            raise
+        await _finish(writing, committing)
 
-    async def _store(self, consumer: Any, producer: Any, batch: Batch) -> None:
-        """Write, dead-letter the rejects, then commit the batch's offsets."""
+    async def _store(self, producer: Any, batch: Batch) -> None:
+        """Write the batch, then dead-letter its rejects."""
         await self._write(batch)
         for message, reason, detail in batch.rejected:
             await self._dead_letter(producer, message, reason, detail)
+
+    @staticmethod
+    async def _commit_after(
+        consumer: Any,
+        stored: asyncio.Task[None],
+        previous: asyncio.Task[None] | None,
+        offsets: dict[Any, int],
+    ) -> None:
+        """Commit ``offsets`` once the ``previous`` commit is done and their batch is ``stored``;
+        nothing if the batch was not stored (the loop raises the store's error)."""
+        if previous is not None:
+            await previous
+        await asyncio.wait({stored})
+        if stored.cancelled() or stored.exception() is not None:
+            return
         try:
-            await consumer.commit(batch.offsets)
+            await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # Rebalanced away: the new owner redelivers, and the writes are idempotent.
             log.warning("offsets not committed (%s); the batch will be redelivered", exc)

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("worker", help="run the Faust stream worker")
-    sub.add_parser("sink", help="write drift events and alerts to Postgres")
+    sub.add_parser("sink", help="write claims, drift events and alerts to Postgres")
     sub.add_parser("notifier", help="serve operators over WebSocket and HTTP")
 
     gen = sub.add_parser("generate", help="produce synthetic claims with a drift scenario")

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine
@@ -77,6 +78,19 @@ async def _until_signalled(start: Callable[[asyncio.Event], Awaitable[None]]) ->
     await start(stop)
 
 
+async def until_stopped(task: asyncio.Task[Any], stop: asyncio.Event) -> None:
+    """Wait until ``stop`` is set or ``task`` ends by itself, whichever comes first.
+
+    A service whose task failed must not leave its process idling until a signal, its health
+    checks frozen at their last (good) values.
+    """
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+
+
 def run_worker(settings: Settings) -> None:
     """Run the Faust worker in this process until SIGINT/SIGTERM."""
     _exit_cleanly_on_sigterm()  # until Faust installs its own handlers
@@ -118,9 +132,10 @@ def run_sink(settings: Settings) -> None:
     health = _serve_health("sink", settings)
 
     async def main(stop: asyncio.Event) -> None:
-        # pre_ping: after a Postgres restart, pooled connections are checked before use.
+        # pre_ping: after a Postgres restart, pooled connections are checked before use. A
+        # connection per claim lane, one for the drift and alert loop, one for the health check.
         engine = create_async_engine(
-            database_url, pool_size=max(4, settings.sink_claim_lanes + 1), pool_pre_ping=True
+            database_url, pool_size=max(4, settings.sink_claim_lanes + 2), pool_pre_ping=True
         )
         service = SinkService(
             settings,
@@ -130,10 +145,12 @@ def run_sink(settings: Settings) -> None:
             health,
         )
         task = asyncio.create_task(service.run())
-        await stop.wait()
+        await until_stopped(task, stop)
         service.stop()
-        await task
-        await engine.dispose()
+        try:
+            await task  # a sink that failed raises here: the process exits non-zero
+        finally:
+            await engine.dispose()
         log.info("sink stopped after %d rows", service.rows_written)
 
     asyncio.run(_until_signalled(main))

@@ -112,21 +112,24 @@ def _claims() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("merge_after_conflict", "min_lane_rows"), [(0, 1000), (20, 1000), (0, 3), (20, 3)]
+    ("merge_after_conflict", "min_lane_rows", "few_rows"),
+    [(0, 1000, 0), (20, 1000, 0), (0, 3, 0), (20, 3, 0), (0, 3, 100)],
 )
 async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
-    database, merge_after_conflict: int, min_lane_rows: int
+    database, merge_after_conflict: int, min_lane_rows: int, few_rows: int
 ) -> None:
     """Deliver everything twice, shuffled: the tables equal one delivery in order.
 
     With ``merge_after_conflict`` 0 every redelivered batch first tries the straight COPY and
     falls back to the merge; with 20 the writer stays on the merge path after the first one.
     With ``min_lane_rows`` 3 every batch's claims are written by two transactions at once.
+    With ``few_rows`` 100 every batch's drift events and alerts are inserted as values.
     """
     url, engine = database
     writer = PostgresWriter(engine, claim_lanes=2)
     writer.MERGE_AFTER_CONFLICT = merge_after_conflict
     writer.MIN_LANE_ROWS = min_lane_rows
+    writer.FEW_ROWS = few_rows
     drifts = [drift_row(_drift(i)) for i in range(20)]
     alerts = [
         alert_row(_alert("a1", v, t))
@@ -363,10 +366,13 @@ HOSTILE = [
 ]  # fmt: skip
 
 
-async def test_hostile_strings_in_every_field_are_stored_verbatim(database) -> None:
-    """COPY escaping and bound parameters: every text field round-trips byte for byte."""
+@pytest.mark.parametrize("few_rows", [0, 100], ids=["copied", "inserted-as-values"])
+async def test_hostile_strings_in_every_field_are_stored_verbatim(database, few_rows) -> None:
+    """COPY escaping and bound parameters: every text field round-trips byte for byte (the
+    drift and alert rows copied, then inserted as values)."""
     url, engine = database
     writer = PostgresWriter(engine)
+    writer.FEW_ROWS = few_rows
     claims, drift, alerts = [], [], []
     for i, text in enumerate(HOSTILE):
         short = text[:32]
@@ -391,3 +397,56 @@ async def test_hostile_strings_in_every_field_are_stored_verbatim(database) -> N
         assert stored[f"h{i}-{text}"[:128]] == (short, text, short, [text, short])
         assert messages[f"a{i}-{short}"] == (text, text)
         assert payers[f"e{i}-{short}"] == text[:120]
+
+
+async def test_alerts_are_stored_while_the_claims_wait_for_postgres(
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
+) -> None:
+    """The claims' table locked by another session, so their writes wait: a drift event and its
+    alert sent after the claims are stored meanwhile (their consumer group is their own), and
+    the claims follow once the lock is gone."""
+    database_url = create_database(postgres_url, f"sinklanes_{unique}")
+    await asyncio.to_thread(migrate_database, database_url)
+    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    s = stack.settings()
+    await create_topics(s, kafka_bootstrap)
+    locker = await psycopg.AsyncConnection.connect(database_url.replace("+psycopg", ""))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    stack.start("sink")
+    try:
+        await locker.execute("LOCK TABLE claim_records IN EXCLUSIVE MODE")  # reads still pass
+        for i in range(200):
+            await producer.send(
+                s.topic_claims, json.dumps(raw_claim(claim_id=f"c{i}")).encode(), key=b"c%d" % i
+            )
+        await producer.flush()
+
+        async def claims_waiting() -> bool:  # a write of claims is queued behind the lock
+            rows = await locker.execute(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'claim_records'::regclass "
+                "AND NOT granted"
+            )
+            return (await rows.fetchone() or (0,))[0] > 0
+
+        await wait_until(claims_waiting, 60, "the sink's claims to wait for the lock")
+        await producer.send_and_wait(
+            s.topic_drift, encode_single_object("DriftEvent", _drift(1)), key=b"d"
+        )
+        await producer.send_and_wait(
+            s.topic_alerts, encode_single_object("AlertEvent", _alert("a1", 1, "triggered")),
+            key=b"acme",
+        )  # fmt: skip
+
+        async def stored(table: str, count: int) -> bool:
+            return len((await asyncio.to_thread(table_rows, database_url))[table]) == count
+
+        await wait_until(lambda: stored("alert_transitions", 1), 30, "the alert stored")
+        assert await stored("drift_events", 1)
+        assert await claims_waiting(), "the claims were not waiting all along"
+        await locker.rollback()
+        await wait_until(lambda: stored("claim_records", 200), 60, "the claims after the lock")
+    finally:
+        await producer.stop()
+        await locker.close()
+        assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]

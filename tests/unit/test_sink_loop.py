@@ -1,0 +1,121 @@
+"""The sink's loop: a batch's offsets are committed after it is stored, in order, and while the
+next batch is being written; a batch that fails is never committed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, NamedTuple
+
+import pytest
+
+from schemas.registry import ValueCodec
+from sinks.service import SinkService
+from streams.settings import Settings
+from tests.unit.claims import raw_claim
+
+
+class _Partition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class _Message(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+class _Log:
+    """What happened, in order: ("write", n), ("written", n), ("commit", n), ("committed", n)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def index(self, event: str, batch: int) -> int:
+        return self.events.index((event, batch))
+
+
+class _Consumer:
+    """Polls ``batches`` one by one, then stops the service; a commit takes a while."""
+
+    def __init__(self, batches: int, log: _Log, service: SinkService) -> None:
+        self.tp = _Partition("claims.decided", 0)
+        self.polled_at: list[float] = []
+        self.polls = [
+            [self._message(10 * b + i) for i in range(10)] for b in range(batches)
+        ]  # fmt: skip
+        self.log, self.service = log, service
+
+    @staticmethod
+    def _message(offset: int) -> _Message:
+        value = json.dumps(raw_claim(claim_id=f"c{offset}")).encode()
+        return _Message("claims.decided", 0, offset, b"k", value)
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[_Message]]:
+        self.polled_at.append(asyncio.get_running_loop().time())
+        if not self.polls:
+            self.service.stop()
+            return {}
+        return {self.tp: self.polls.pop(0)}
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        batch = offsets[self.tp] // 10 - 1
+        self.log.events.append(("commit", batch))
+        await asyncio.sleep(0.05)  # a round trip to the group coordinator
+        self.log.events.append(("committed", batch))
+
+
+class _Writer:
+    """Writes instantly, except the batch numbered ``fails``, which raises."""
+
+    def __init__(self, log: _Log, fails: int | None = None) -> None:
+        self.log, self.fails, self.batches = log, fails, 0
+
+    async def write(self, drift: list[Any], alerts: list[Any], claims: list[Any]) -> None:
+        batch = self.batches
+        self.batches += 1
+        self.log.events.append(("write", batch))
+        await asyncio.sleep(0)
+        if batch == self.fails:
+            raise RuntimeError(f"batch {batch} broke")
+        self.log.events.append(("written", batch))
+
+
+def _service(log: _Log, fails: int | None = None) -> SinkService:
+    writer: Any = _Writer(log, fails)
+    return SinkService(Settings(), "unused:9092", writer, ValueCodec())
+
+
+async def test_offsets_commit_in_order_after_their_batch_while_the_next_is_written() -> None:
+    log = _Log()
+    service = _service(log)
+    await service.consume(_Consumer(4, log, service), producer=None)
+    for batch in range(4):
+        assert log.index("written", batch) < log.index("commit", batch)
+    for batch in range(1, 4):
+        assert log.index("committed", batch - 1) < log.index("commit", batch)
+        # the next batch did not wait for the commit before it
+        assert log.index("write", batch) < log.index("committed", batch - 1)
+    assert log.events[-1] == ("committed", 3)  # nothing left uncommitted at the stop
+
+
+async def test_a_batch_that_fails_is_not_committed_and_stops_the_loop() -> None:
+    log = _Log()
+    service = _service(log, fails=2)
+    with pytest.raises(RuntimeError, match="batch 2 broke"):
+        await service.consume(_Consumer(5, log, service), producer=None)
+    assert [b for event, b in log.events if event == "committed"] == [0, 1]
+    assert ("write", 3) not in log.events
+
+
+async def test_a_loop_polls_at_most_as_often_as_it_is_told() -> None:
+    log = _Log()
+    service = _service(log)
+    consumer = _Consumer(4, log, service)
+    await service.consume(consumer, producer=None, poll_every_s=0.03)
+    gaps = [b - a for a, b in zip(consumer.polled_at, consumer.polled_at[1:], strict=False)]
+    assert len(gaps) == 4 and min(gaps) >= 0.03 - 0.001
+    assert [b for event, b in log.events if event == "committed"] == [0, 1, 2, 3]
