@@ -1,4 +1,4 @@
-"""How a service process waits: for its signal, or for its own task to end."""
+"""How a service process waits (for its signal, or for its own task to end); the sink's groups."""
 
 from __future__ import annotations
 
