@@ -405,7 +405,7 @@ async def test_alerts_are_stored_while_the_claims_wait_for_postgres(
     """The claims' table locked by another session, so their writes wait: a drift event and its
     alert sent after the claims are stored meanwhile (their consumer group is their own), and
     the claims follow once the lock is gone."""
-    database_url = create_database(postgres_url, f"sinklanes_{unique}")
+    database_url = create_database(postgres_url, f"sinkgroups_{unique}")
     await asyncio.to_thread(migrate_database, database_url)
     stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
     s = stack.settings()
