@@ -359,20 +359,25 @@ class PostgresWriter:
     async def _alerts(self, cur: Any, rows: Sequence[Row]) -> None:
         await self._insert(cur, _TRANSITIONS, _first_by(rows, itemgetter(_A_ID, _A_VERSION)))
         latest = _latest(rows, itemgetter(_A_ID), itemgetter(_A_VERSION))
-        if len(latest) <= self.FEW_ROWS:
-            await cur.executemany(_LATEST.insert_values, latest)
-        else:
+        if not await self._as_values(cur, _LATEST, latest):
             await self._merge(cur, _LATEST, latest)
         judged = [r for r in rows if r[_A_TRANSITION] == "judged" and r[_A_VERDICT] is not None]
         if judged:  # rare: one statement per alert judged
             judged = _latest(judged, itemgetter(_A_ID), itemgetter(_A_VERSION))
             await cur.executemany(_UPSERT_JUDGMENT, [_JUDGMENT(r) for r in judged])
 
+    async def _as_values(self, cur: Any, bulk: _Bulk, rows: Sequence[Row]) -> bool:
+        """Insert ``rows`` one statement each, pipelined, if they are few enough for that
+        (True); otherwise leave them (False)."""
+        if not bulk.few_as_values or len(rows) > self.FEW_ROWS:
+            return False
+        await cur.executemany(bulk.insert_values, rows)
+        return True
+
     async def _insert(self, cur: Any, bulk: _Bulk, rows: Sequence[Row]) -> None:
         """COPY straight into the table; on a key already stored, merge instead. A few rows are
-        inserted one statement each, pipelined, which takes fewer round trips."""
-        if bulk.few_as_values and len(rows) <= self.FEW_ROWS:
-            await cur.executemany(bulk.insert_values, rows)
+        inserted as values (:meth:`_as_values`), which takes fewer round trips."""
+        if await self._as_values(cur, bulk, rows):
             return
         left = self._merge_for.get(bulk.table, 0)
         if left:
