@@ -42,7 +42,7 @@ test-integration: install ## integration tests only (real broker and Postgres)
 bench: install ## worker claims/s vs the client's ceiling, 1 and 2 processes (bench/results/throughput.json)
 	$(PY) -m bench.throughput > bench/results/throughput.json
 
-bench-hotpath: install ## CPU per claim of the worker's route and windows stages, outside Kafka (JSON on stdout)
+bench-hotpath: install ## CPU per claim of the worker's route and windows stages and per evaluation of its alerts stage, outside Kafka (JSON on stdout)
 	$(PY) -m bench.hotpath
 
 bench-memory: install ## worker RSS per key at 100k keys, and over a 10-minute soak, on Apache Kafka (bench/results/memory.json)

@@ -11,7 +11,12 @@ process, and reports the best of ``--repeats`` passes in CPU time (``time.proces
 2. **windows**: read those messages back (``envelopes.arrivals``), apply them to each
    partition's windows (``PartitionWindows.apply``: dedup, buckets, closes, drift
    evaluation), write the changed records through a real :class:`ChangelogTable` and build its
-   record batches (delivered to nowhere).
+   record batches (delivered to nowhere);
+3. **alerts**: the key evaluations those closes sent to the alert input, applied as the alerts
+   stage applies them (decode, :class:`AlertLifecycle` with the default rules over a real
+   :class:`TableAlertStore`, each transition encoded as an AlertEvent), one flush per
+   bucket close. Reported per evaluation (a close evaluates every key with enough history:
+   the scenario needs ~35 days of it, about 85,000 claims at 20 customers).
 
 Prints one JSON document on stdout and a line per stage on stderr. ``python -m bench.hotpath
 --help``. Profile a stage with ``py-spy record -- python -m bench.hotpath --stage windows``.
@@ -27,7 +32,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,10 +41,14 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from bench.throughput import claims_for
 from schemas.registry import ValueCodec
 from streams import envelopes
+from streams.domain.alerts import AlertLifecycle
+from streams.domain.events import KeyEvaluated
+from streams.domain.rules import RuleBook
 from streams.domain.windows import SourceClock
+from streams.records import alert_record
 from streams.routing import Router
 from streams.settings import Settings
-from streams.state import ChangelogTable, WindowsState
+from streams.state import ChangelogTable, TableAlertStore, WindowsState
 from streams.worker import drift_config
 
 SOURCES = 4  # claims partitions, as the throughput bench
@@ -99,24 +108,60 @@ def route(messages: list[_Message], settings: Settings) -> list[tuple[int, bytes
     return out
 
 
-def windows(messages: list[tuple[int, bytes]], settings: Settings) -> int:
-    """The windows stage over route's messages; the changelog records written."""
+@dataclass
+class WindowsOutput:
+    """What the windows stage wrote and sent on: changelog records, and the alert input of
+    each by-key message whose claims closed buckets (as (partition, message values))."""
+
+    records: int = 0
+    alert_input: list[tuple[int, list[bytes]]] = field(default_factory=list)
+
+
+def windows(messages: list[tuple[int, bytes]], settings: Settings) -> WindowsOutput:
+    """The windows stage over route's messages."""
     table = ChangelogTable(_memory_table(), _Delivered)
     state = WindowsState(table, drift_config(settings), settings.grace_ms)
-    records = 0
+    out = WindowsOutput()
 
     async def run() -> None:
-        nonlocal records
         for partition, value in messages:
             items = envelopes.arrivals(envelopes.loads(value), "claims.decided")
             pw = state.get(partition, SOURCES)
             result = pw.apply([arrival for arrival, _ in items], now_ms=0)
             state.save(pw, result.changed.values())
-            records += table.pending
+            out.records += table.pending
+            if result.evaluations:
+                sent = [envelopes.evaluation_message(e) for e in result.evaluations]
+                out.alert_input.append((partition, sent))
             await table.flush()
 
     asyncio.run(run())
-    return records
+    return out
+
+
+def alerts(closes: list[tuple[int, list[bytes]]]) -> int:
+    """The alerts stage's work over the alert input of each close (a flush per close); the
+    transitions it sent."""
+    table = ChangelogTable(_memory_table(), _Delivered)
+    codec, rules = ValueCodec(), RuleBook()
+    transitions = 0
+
+    async def run() -> None:
+        nonlocal transitions
+        for partition, values in closes:
+            lifecycle = AlertLifecycle(TableAlertStore(table, partition))
+            for value in values:
+                item = envelopes.alert_input(json.loads(value))
+                assert isinstance(item, KeyEvaluated)
+                for transition in lifecycle.apply_evaluation(
+                    item, rules.for_customer(item.customer_id)
+                ):
+                    codec.encode("AlertEvent", "alerts.events", alert_record(transition))
+                    transitions += 1
+            await table.flush()
+
+    asyncio.run(run())
+    return transitions
 
 
 def best_of(repeats: int, stage: Callable[[], Any]) -> tuple[float, Any]:
@@ -135,29 +180,43 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--claims", type=int, default=50_000, help="claims (50000)")
+    parser.add_argument("--claims", type=int, default=150_000, help="claims (150000)")
+    parser.add_argument("--customers", type=int, default=20, help="customers, 6 keys each (20)")
     parser.add_argument("--repeats", type=int, default=5, help="passes; the best counts (5)")
-    parser.add_argument("--stage", choices=("route", "windows", "both"), default="both")
+    parser.add_argument(
+        "--stage", choices=("route", "windows", "alerts", "all"), default="all",
+        help="the stage to time (all)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = Settings()
     print(f"generating {args.claims:,} claims...", file=sys.stderr)
-    values = [json.dumps(c, separators=(",", ":")).encode() for c in claims_for(args.claims)]
+    values = [
+        json.dumps(c, separators=(",", ":")).encode()
+        for c in claims_for(args.claims, args.customers)
+    ]
     claims = claims_messages(values)
     messages = route(claims, settings)
     report: dict[str, Any] = {"benchmark": "hotpath", "claims": len(values)}
-    if args.stage in ("route", "both"):
+    if args.stage in ("route", "all"):
         seconds, _ = best_of(args.repeats, lambda: route(claims, settings))
         report["route_us_per_claim"] = round(seconds / len(values) * 1e6, 2)
-    if args.stage in ("windows", "both"):
-        seconds, records = best_of(args.repeats, lambda: windows(messages, settings))
+    if args.stage in ("windows", "all"):
+        seconds, output = best_of(args.repeats, lambda: windows(messages, settings))
         report["windows_us_per_claim"] = round(seconds / len(values) * 1e6, 2)
-        report["changelog_records_per_claim"] = round(records / len(values), 3)
+        report["changelog_records_per_claim"] = round(output.records / len(values), 3)
+    if args.stage in ("alerts", "all"):
+        closes = windows(messages, settings).alert_input
+        evaluations = sum(len(sent) for _, sent in closes)
+        seconds, transitions = best_of(args.repeats, lambda: alerts(closes))
+        report["evaluations"], report["alert_transitions"] = evaluations, transitions
+        per_evaluation = seconds / evaluations * 1e6 if evaluations else None
+        report["alerts_us_per_evaluation"] = per_evaluation and round(per_evaluation, 2)
     report["by_key_bytes_per_claim"] = round(sum(len(v) for _, v in messages) / len(values), 1)
     report["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                          "platform": platform.platform()}  # fmt: skip
     print(json.dumps(report, indent=2))
-    for name in ("route_us_per_claim", "windows_us_per_claim"):
-        if name in report:
+    for name in ("route_us_per_claim", "windows_us_per_claim", "alerts_us_per_evaluation"):
+        if report.get(name) is not None:
             print(f"{name:<26}{report[name]:>10.2f}", file=sys.stderr)
     return 0
 

@@ -8,15 +8,18 @@ from bench import hotpath
 
 
 def test_hotpath_bench_smoke_run(capsys: pytest.CaptureFixture[str]) -> None:
-    """3,000 claims once through route and windows: both timed, every claim on a by-key
-    message, at least one changelog record per claim (its claim id)."""
-    assert hotpath.main(["--claims", "3000", "--repeats", "1"]) == 0
+    """6,000 claims of one customer (50 days) once through route, windows and alerts: each
+    timed, every claim on a by-key message, at least one changelog record per claim (its
+    claim id), the closes' evaluations applied and some of them alerting."""
+    assert hotpath.main(["--claims", "6000", "--customers", "1", "--repeats", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["claims"] == 3000
+    assert report["claims"] == 6000
     assert report["route_us_per_claim"] > 0
     assert report["windows_us_per_claim"] > 0
     assert report["changelog_records_per_claim"] >= 1
     assert report["by_key_bytes_per_claim"] > 50
+    assert report["evaluations"] > 0 and report["alerts_us_per_evaluation"] > 0
+    assert report["alert_transitions"] > 0
 
 
 def test_route_carries_every_claim_once() -> None:
