@@ -175,7 +175,7 @@ async def _sample_backlog(port: int, sent: Sent, backlog: list[float]) -> None:
 HOPS = {
     "route": "claim sent → the by-key message carrying it sent (worker: fetch, batch, route)",
     "windows": "by-key message → the drift event sent (worker: fetch, batch, windows, close)",
-    "alerts": "drift event → the alert transition sent (worker: the alerts agent)",
+    "alerts": "drift event → the alert transition sent (worker: the alerts stage)",
     "delivery": "alert transition sent → at the client (sink, Postgres NOTIFY, notifier)",
 }
 

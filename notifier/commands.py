@@ -149,8 +149,8 @@ def rejected_command_id(value: bytes | None, codec: Any, topic: str) -> str | No
     """The ``command_id`` of a dead-lettered command, or None if it cannot be read.
 
     The commands DLQ holds either the operator's AlertCommand as sent (refused by the
-    ``commands`` agent) or the worker's internal alert-input envelope ``{"kind": "command",
-    "command": {...}}`` (refused by the ``alerts`` agent, e.g. an unknown alert).
+    ``commands`` stage) or the worker's internal alert-input envelope ``{"kind": "command",
+    "command": {...}}`` (refused by the ``alerts`` stage, e.g. an unknown alert).
     """
     if not value:
         return None

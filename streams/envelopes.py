@@ -91,7 +91,7 @@ def command_message(record: Mapping[str, Any]) -> bytes:
     """An alert-input message carrying an AlertCommand record.
 
     ``issued_at`` goes as epoch milliseconds: an Avro record carries a datetime, which JSON
-    would turn into a string the alerts agent cannot read back.
+    would turn into a string the alerts stage cannot read back.
     """
     command = {**record, "issued_at": to_epoch_ms(record.get("issued_at") or 0)}
     return dumps({"kind": "command", "command": command})

@@ -2,7 +2,7 @@
 
 :meth:`Router.plan` decodes and validates each claim, judges it against its source
 partition's clock, picks its windows partition and packs the by-key messages; the worker
-(``WorkerAgents.route``) sends what the plan says and saves the clocks, and the CPU bench
+(``WorkerStages.route``) sends what the plan says and saves the clocks, and the CPU bench
 (``bench.hotpath``) times this same code.
 """
 

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     # The windows read what the routes sent: a burst of by-key messages per route batch, which
     # a short wait takes whole (batches of the routes' size, without waiting another 50 ms).
     windows_batch_within_s: float = Field(default=0.01, gt=0)
-    # The alerts and commands agents: few events, each an operator waits for.
+    # The alerts and commands stages: few messages, each an operator waits for (a bucket close
+    # sends its evaluations at once: one batch takes them whole).
     alerts_batch_within_s: float = Field(default=0.01, gt=0)
     # How long the broker may hold a fetch with nothing new (Faust fixes aiokafka's at 1,500).
     fetch_max_wait_ms: int = Field(default=100, ge=0)

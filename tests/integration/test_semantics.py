@@ -78,7 +78,8 @@ async def _cli(stack: ServiceStack, *args: str) -> str:
 async def test_rules_and_operator_commands(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
-    """A custom rule names the alert; commands apply once; bad commands are dead-lettered."""
+    """A custom rule names the alert; commands apply once; bad commands, and garbage on the
+    alert input, are dead-lettered."""
     stack = ServiceStack(kafka_bootstrap, "", unique, tmp_path)
     s = stack.settings()
     await create_topics(s, kafka_bootstrap)
@@ -138,6 +139,8 @@ async def test_rules_and_operator_commands(
             b"{not json",
         ):
             await producer.send_and_wait(s.topic_commands, value=value, key=b"demo")
+        # Garbage on the internal alert input (a stray producer, say) is dead-lettered too.
+        await producer.send_and_wait(f"{s.app_id}-alert-input", value=b"[1", key=b"demo")
         await producer.stop()
 
         async def transitions() -> list[str] | None:
@@ -153,7 +156,9 @@ async def test_rules_and_operator_commands(
         dlq = await wait_until(
             lambda: _dlq_reasons(kafka_bootstrap, s.topic_commands_dlq), 30, "rejected commands"
         )
-        assert sorted(dlq) == ["foreign_customer", "invalid_command", "unknown_alert"]
+        assert sorted(dlq) == [
+            "foreign_customer", "invalid_alert_input", "invalid_command", "unknown_alert"
+        ]  # fmt: skip
     finally:
         assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
 
@@ -161,7 +166,7 @@ async def test_rules_and_operator_commands(
 async def _dlq_reasons(bootstrap: str, topic: str) -> list[str] | None:
     messages = await read_all(bootstrap, topic, idle_s=0.5)
     reasons = [dict(m.headers)["error.reason"].decode() for m in messages]
-    return reasons if len(reasons) >= 3 else None
+    return reasons if len(reasons) >= 4 else None
 
 
 async def test_quiet_source_partition_is_advanced_past_by_the_idle_timer(

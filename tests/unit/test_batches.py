@@ -415,24 +415,33 @@ def test_the_worker_keeps_standby_tables_only_when_asked(
     assert worker.app.conf.table_standby_replicas == expected
 
 
-async def test_the_route_and_the_windows_wait_for_their_own_batches(
-    monkeypatch: pytest.MonkeyPatch,
-):
+async def test_each_stage_waits_for_its_own_batches(monkeypatch: pytest.MonkeyPatch):
     """The route waits UPSTREAM_BATCH_WITHIN_S for more claims; the windows, which read the
-    routes' bursts of by-key messages, UPSTREAM_WINDOWS_BATCH_WITHIN_S."""
+    routes' bursts of by-key messages, UPSTREAM_WINDOWS_BATCH_WITHIN_S; the alerts (once the
+    rules are loaded) and the commands, UPSTREAM_ALERTS_BATCH_WITHIN_S."""
     from schemas.registry import ValueCodec
     from streams.settings import Settings
-    from streams.worker import WorkerAgents
+    from streams.worker import WorkerStages
 
     monkeypatch.setenv("UPSTREAM_BATCH_WITHIN_S", "0.07")
     monkeypatch.setenv("UPSTREAM_WINDOWS_BATCH_WITHIN_S", "0.003")
-    agents = WorkerAgents(UpstreamApp("t"), Settings(), "127.0.0.1:9", ValueCodec())
+    monkeypatch.setenv("UPSTREAM_ALERTS_BATCH_WITHIN_S", "0.004")
+    stages = WorkerStages(UpstreamApp("t"), Settings(), "127.0.0.1:9", ValueCodec())
     waits: dict[Any, float] = {}
 
     async def consume(subscription: Any, handle: Any, within_s: float) -> None:
         waits[subscription] = within_s
 
-    monkeypatch.setattr(agents, "consume", consume)
-    await agents.route_claims()
-    await agents.window_claims()
-    assert waits == {agents.claims_batches: 0.07, agents.by_key_batches: 0.003}
+    monkeypatch.setattr(stages, "consume", consume)
+    await stages.route_claims()
+    await stages.window_claims()
+    await stages.forward_commands()
+    alerts = asyncio.ensure_future(stages.apply_alert_input())
+    await asyncio.sleep(0.01)
+    assert not alerts.done()  # the rules first
+    stages.rules_feed.ready.set()
+    await alerts
+    assert waits == {
+        stages.claims_batches: 0.07, stages.by_key_batches: 0.003,
+        stages.commands_batches: 0.004, stages.alert_input_batches: 0.004,
+    }  # fmt: skip

@@ -268,21 +268,21 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     partition, only once every output is delivered."""
     from schemas.registry import ValueCodec
     from streams.settings import Settings
-    from streams.worker import WorkerAgents
+    from streams.worker import WorkerStages
 
     producer = _HeldProducer()
-    agents: Any = object.__new__(WorkerAgents)  # only what _emit touches
-    agents.settings, agents.codec = Settings(), ValueCodec()
-    agents.kafka_producer = lambda: producer
-    agents.drift_topic = SimpleNamespace(get_topic_name=lambda: "drift.events")
-    agents.alert_input_topic = SimpleNamespace(get_topic_name=lambda: "app-alert-input")
+    stages: Any = object.__new__(WorkerStages)  # only what _emit touches
+    stages.settings, stages.codec = Settings(), ValueCodec()
+    stages.kafka_producer = lambda: producer
+    stages.drift_topic = SimpleNamespace(get_topic_name=lambda: "drift.events")
+    stages.alert_input_topic = SimpleNamespace(get_topic_name=lambda: "app-alert-input")
     small = DriftConfig(bucket_ms=DAY_MS, short_window_buckets=2, long_window_buckets=3,
                         baseline_buckets=5, min_current_n=2, min_baseline_n=2,
                         min_expected_count=0)  # fmt: skip
-    agents.state = WindowsState(ChangelogTable(FakeTable(), lambda: producer), small, GRACE_MS)
+    stages.state = WindowsState(ChangelogTable(FakeTable(), lambda: producer), small, GRACE_MS)
     applied = []
     for partition in (0, 1):
-        pw = agents.state.get(partition, 1)
+        pw = stages.state.get(partition, 1)
         claims = [claim_on_day(d, denied=d > 12 and i < 2, payer=f"payer-{partition}", i=i)
                   for d in range(1, 20) for i in range(4)]  # fmt: skip
         arrivals = [ClaimFromSource(0, 1, claim) for claim in claims]
@@ -290,7 +290,7 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     drifts = sum(len(result.drifts) for _, result, _ in applied)
     evaluations = sum(len(result.evaluations) for _, result, _ in applied)
     assert evaluations >= 2  # each partition's closes evaluated its key
-    emitting = asyncio.ensure_future(agents._emit(applied))
+    emitting = asyncio.ensure_future(stages._emit(applied))
     await asyncio.sleep(0.01)
     assert {topic for topic, _, _ in producer.sent} <= {"drift.events", "app-alert-input"}
     assert sum(n for _, _, n in producer.sent) == drifts + evaluations
