@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -78,17 +78,27 @@ async def _until_signalled(start: Callable[[asyncio.Event], Awaitable[None]]) ->
     await start(stop)
 
 
-async def until_stopped(task: asyncio.Task[Any], stop: asyncio.Event) -> None:
-    """Wait until ``stop`` is set or ``task`` ends by itself, whichever comes first.
+async def until_stopped(stop: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
+    """Wait until ``stop`` is set or one of ``tasks`` ends by itself, whichever comes first.
 
     A service whose task failed must not leave its process idling until a signal, its health
     checks frozen at their last (good) values.
     """
     stopping = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
+
+
+def raise_if_ended(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Raise the error of the first of ``tasks`` that ended by itself (before any signal): a
+    service's process then exits non-zero, to be restarted. One that returned, though it was
+    to run until cancelled, is an error too."""
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.result()  # its own error, if it failed
+            raise RuntimeError(f"the {task.get_name()} task ended by itself")
 
 
 def run_worker(settings: Settings) -> None:
@@ -145,7 +155,7 @@ def run_sink(settings: Settings) -> None:
             health,
         )
         task = asyncio.create_task(service.run())
-        await until_stopped(task, stop)
+        await until_stopped(stop, task)
         service.stop()
         try:
             await task  # a sink that failed raises here: the process exits non-zero
@@ -157,7 +167,9 @@ def run_sink(settings: Settings) -> None:
 
 
 def run_notifier(settings: Settings) -> None:
-    """Run the WebSocket/HTTP notifier until SIGINT/SIGTERM."""
+    """Run the WebSocket/HTTP notifier until SIGINT/SIGTERM, or until its alert hub or its
+    rejections reader fails (then it exits non-zero: a notifier fanning out nothing must not
+    look healthy)."""
     _exit_cleanly_on_sigterm()
     database_url = require_database(settings)
     bootstrap = require_bootstrap(settings)
@@ -166,7 +178,7 @@ def run_notifier(settings: Settings) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         hub = Hub(database_url)
-        hub_task = asyncio.create_task(hub.run())
+        hub_task = asyncio.create_task(hub.run(), name="alert hub")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
         commands = KafkaCommands(
@@ -188,17 +200,23 @@ def run_notifier(settings: Settings) -> None:
         rejections = Rejections(
             bootstrap, settings.topic_commands_dlq, commands.codec, notifier.rejected
         )
-        rejections_task = asyncio.create_task(rejections.run())
+        rejections_task = asyncio.create_task(rejections.run(), name="command rejections")
         for sock in server.sockets:
             log.info("notifier listening on %s", sock.getsockname())
-        await stop.wait()
+        tasks = (hub_task, rejections_task)
+        await until_stopped(stop, *tasks)
+        ended = [task for task in tasks if task.done()]  # by themselves: a failure
+        for task in ended:
+            error = None if task.cancelled() else task.exception()
+            log.error("the notifier's %s task ended; stopping", task.get_name(), exc_info=error)
         server.close()
         await server.wait_closed()
         await commands.close()
         await producer.stop()
         await engine.dispose()
-        for task in (hub_task, rejections_task):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(hub_task, rejections_task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise_if_ended(ended)  # the process exits non-zero, to be restarted
 
     asyncio.run(_until_signalled(main))

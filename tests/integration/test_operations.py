@@ -145,3 +145,39 @@ async def test_rule_changes_are_audited(
                                      ("demo", "ann", "rule.delete", "r1")]  # fmt: skip
     assert all(r[4].startswith("cli@") and r[6] is not None for r in rows)
     assert rows[0][5]["min_severity_level"] == "critical" and rows[1][5] == {}
+
+
+async def test_a_notifier_whose_alert_hub_fails_exits_non_zero(
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
+) -> None:
+    """The hub retries a lost connection, but an error it does not expect (here: its table
+    dropped under it) stops the notifier with a non-zero status, to be restarted, instead of
+    leaving it serving and ready while no alert reaches anyone."""
+    database_url = create_database(postgres_url, f"it_{unique}")
+    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    await create_topics(stack.settings(), kafka_bootstrap)
+    notifier = stack.start("notifier")
+    try:
+
+        async def ready() -> bool:
+            try:
+                status, _ = await asyncio.to_thread(
+                    get_json, f"http://127.0.0.1:{stack.notifier_port}/readyz"
+                )
+            except OSError:
+                return False
+            return status == 200
+
+        await wait_until(ready, 60, "the notifier ready")
+        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("DROP TABLE alert_transitions CASCADE")
+
+        async def exited() -> tuple[int] | None:
+            code = notifier.poll()
+            return None if code is None else (code,)
+
+        (code,) = await wait_until(exited, 30, "the notifier to exit")
+        assert code != 0, stack.log("notifier")[-3000:]
+        assert "alert hub task ended" in stack.log("notifier")
+    finally:
+        stack.stop_all()

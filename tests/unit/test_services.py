@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sinks.service import ConsumerGroup, SinkService
-from streams.services import until_stopped
+from streams.services import raise_if_ended, until_stopped
 from streams.settings import Settings
 
 
@@ -17,7 +17,7 @@ async def test_a_failed_service_task_ends_the_wait_before_any_signal() -> None:
         raise RuntimeError("the sink's loop broke")
 
     task = asyncio.create_task(fails())
-    await asyncio.wait_for(until_stopped(task, asyncio.Event()), 5)
+    await asyncio.wait_for(until_stopped(asyncio.Event(), task), 5)
     with pytest.raises(RuntimeError, match="loop broke"):
         await task
 
@@ -26,9 +26,36 @@ async def test_the_signal_ends_the_wait_and_leaves_the_task_running() -> None:
     task = asyncio.create_task(asyncio.sleep(60))
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(0.01, stop.set)
-    await asyncio.wait_for(until_stopped(task, stop), 5)
+    await asyncio.wait_for(until_stopped(stop, task), 5)
     assert not task.done()
     task.cancel()
+
+
+async def test_any_of_several_tasks_ending_ends_the_wait() -> None:
+    forever = asyncio.create_task(asyncio.sleep(60))
+    ends = asyncio.create_task(asyncio.sleep(0.01))
+    await asyncio.wait_for(until_stopped(asyncio.Event(), forever, ends), 5)
+    assert ends.done() and not forever.done()
+    forever.cancel()
+
+
+async def test_a_task_that_ended_by_itself_is_raised_as_an_error() -> None:
+    async def fails() -> None:
+        raise LookupError("relation does not exist")  # any error the task did not catch
+
+    async def returns() -> None:
+        return None
+
+    failed, returned = asyncio.create_task(fails()), asyncio.create_task(returns(), name="hub")
+    running = asyncio.create_task(asyncio.sleep(60))
+    await asyncio.wait({failed, returned})
+    with pytest.raises(LookupError, match="does not exist"):
+        raise_if_ended([running, failed, returned])
+    with pytest.raises(RuntimeError, match="the hub task ended by itself"):
+        raise_if_ended([running, returned])
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    raise_if_ended([running])  # cancelled (by the shutdown): not an error
 
 
 @pytest.mark.parametrize("store_claims", [True, False])
