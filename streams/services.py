@@ -106,8 +106,9 @@ def run_worker(settings: Settings) -> None:
     _exit_cleanly_on_sigterm()  # until Faust installs its own handlers
     import faust
 
-    from streams.worker import build_worker
+    from streams.worker import build_worker, tune_gc
 
+    tune_gc(settings)
     health = _serve_health("worker", settings)
     # Internal topics exist before the group forms (see streams.topics.worker_topics).
     asyncio.run(create_topics(settings, require_bootstrap(settings), public=False))

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # and a takeover re-reads the windows changelog from its start anyway (WindowsState).
     standby_replicas: int = Field(default=0, ge=0)
     worker_data_dir: str = ".cache/worker"
+    # Allocations past frees before the worker's youngest-generation garbage collection
+    # (Python's default is 700): a batch allocates tens of thousands of short-lived objects,
+    # nearly all freed by reference counting, and each collection also walks the young
+    # survivors. 700 restores Python's behaviour.
+    gc_threshold: int = Field(default=50_000, ge=1)
 
     # Semantics (DESIGN.md "Semantics").
     bucket_hours: int = Field(default=24, ge=1)

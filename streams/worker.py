@@ -29,6 +29,7 @@ and every output idempotent downstream.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -572,6 +573,13 @@ class _Rebuilt:
 def _count_closes(before: int | None, after: int | None) -> None:
     if after is not None:
         BUCKET_CLOSES.inc(after - before if before is not None else 1)
+
+
+def tune_gc(settings: Settings) -> None:
+    """The worker process's garbage-collection threshold (``UPSTREAM_GC_THRESHOLD``); the
+    older generations keep Python's."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(settings.gc_threshold, older, oldest)
 
 
 def build_worker(

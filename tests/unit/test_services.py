@@ -66,3 +66,20 @@ def test_drift_and_alerts_have_a_consumer_group_apart_from_the_claims(store_clai
     if store_claims:
         expected.append(ConsumerGroup("g", (settings.topic_claims,), 0.2))
     assert groups == expected
+
+
+def test_the_worker_collects_its_youngest_generation_at_the_configured_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """UPSTREAM_GC_THRESHOLD sets the youngest generation's threshold; the older keep theirs."""
+    import gc
+
+    from streams.worker import tune_gc
+
+    before = gc.get_threshold()
+    monkeypatch.setenv("UPSTREAM_GC_THRESHOLD", "12345")
+    try:
+        tune_gc(Settings())
+        assert gc.get_threshold() == (12345, *before[1:])
+    finally:
+        gc.set_threshold(*before)
