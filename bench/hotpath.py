@@ -13,9 +13,9 @@ process, and reports the best of ``--repeats`` passes in CPU time (``time.proces
    evaluation), write the changed records through a real :class:`ChangelogTable` and build its
    record batches (delivered to nowhere);
 3. **alerts**: the key evaluations those closes sent to the alert input, applied as the alerts
-   stage applies them (decode, :class:`AlertLifecycle` with the default rules over a real
-   :class:`TableAlertStore`, each transition encoded as an AlertEvent), one flush per
-   bucket close. Reported per evaluation (a close evaluates every key with enough history:
+   stage applies them (its own ``apply_alert_input``: decode, :class:`AlertLifecycle` with the
+   default rules over a real :class:`TableAlertStore`; each transition encoded as an
+   AlertEvent), one flush per bucket close. Reported per evaluation (a close evaluates every key with enough history:
    the scenario needs ~35 days of it, about 85,000 claims at 20 customers).
 
 Prints one JSON document on stdout and a line per stage on stderr. ``python -m bench.hotpath
@@ -42,15 +42,13 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from bench.throughput import claims_for
 from schemas.registry import ValueCodec
 from streams import envelopes
-from streams.domain.alerts import AlertLifecycle
-from streams.domain.events import KeyEvaluated
 from streams.domain.rules import RuleBook
 from streams.domain.windows import SourceClock
 from streams.records import alert_record
 from streams.routing import Router
 from streams.settings import Settings
-from streams.state import ChangelogTable, TableAlertStore, WindowsState
-from streams.worker import drift_config, tune_gc
+from streams.state import ChangelogTable, WindowsState
+from streams.worker import apply_alert_input, drift_config, tune_gc
 
 SOURCES = 4  # claims partitions, as the throughput bench
 BATCH = 2_000  # claims per route batch (the worker's default batch_max)
@@ -141,8 +139,8 @@ def windows(messages: list[tuple[int, bytes]], settings: Settings) -> WindowsOut
 
 
 def alerts(closes: list[tuple[int, list[bytes]]]) -> int:
-    """The alerts stage's work over the alert input of each close (a flush per close); the
-    transitions it sent."""
+    """The alerts stage's work (the worker's own :func:`apply_alert_input`, each transition
+    encoded) over the alert input of each close, a flush per close; the transitions sent."""
     table = ChangelogTable(_memory_table(), _Delivered)
     codec, rules = ValueCodec(), RuleBook()
     transitions = 0
@@ -150,15 +148,12 @@ def alerts(closes: list[tuple[int, list[bytes]]]) -> int:
     async def run() -> None:
         nonlocal transitions
         for partition, values in closes:
-            lifecycle = AlertLifecycle(TableAlertStore(table, partition))
-            for value in values:
-                item = envelopes.alert_input(json.loads(value))
-                assert isinstance(item, KeyEvaluated)
-                for transition in lifecycle.apply_evaluation(
-                    item, rules.for_customer(item.customer_id)
-                ):
-                    codec.encode("AlertEvent", "alerts.events", alert_record(transition))
-                    transitions += 1
+            messages = [_Message(partition, offset, value) for offset, value in enumerate(values)]
+            applied = apply_alert_input(messages, table, rules)
+            assert not applied.rejected, applied.rejected[:1]
+            for transition in applied.transitions:
+                codec.encode("AlertEvent", "alerts.events", alert_record(transition))
+            transitions += len(applied.transitions)
             await table.flush()
 
     asyncio.run(run())
