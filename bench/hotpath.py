@@ -15,8 +15,9 @@ process, and reports the best of ``--repeats`` passes in CPU time (``time.proces
 3. **alerts**: the key evaluations those closes sent to the alert input, applied as the alerts
    stage applies them (its own ``apply_alert_input``: decode, :class:`AlertLifecycle` with the
    default rules over a real :class:`TableAlertStore`; each transition encoded as an
-   AlertEvent), one flush per bucket close. Reported per evaluation (a close evaluates every key with enough history:
-   the scenario needs ~35 days of it, about 85,000 claims at 20 customers).
+   AlertEvent), one flush per bucket close. Reported per evaluation (a close evaluates every
+   key with enough history: the scenario needs ~35 days of it, about 85,000 claims at 20
+   customers).
 
 Prints one JSON document on stdout and a line per stage on stderr. ``python -m bench.hotpath
 --help``. Profile a stage with ``py-spy record -- python -m bench.hotpath --stage windows``.
