@@ -8,12 +8,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 10001 upstream
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY streams ./streams
 COPY schemas ./schemas
 COPY sinks ./sinks
 COPY notifier ./notifier
-RUN pip install . && rm -rf /root/.cache
+# The domain core is compiled with mypyc (setup.py): a C compiler for the build only.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* /root/.cache
 
 USER upstream
 # Faust keeps its local table state here; a volume keeps it across restarts (faster recovery).

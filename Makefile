@@ -2,20 +2,26 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The domain core is compiled with mypyc (setup.py), and a compiled module shadows its source:
+# any domain source newer than the last install builds it again.
+DOMAIN  := $(wildcard streams/domain/*.py)
 
-.PHONY: help install run test test-kafka test-unit test-integration lint fmt bench bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
+.PHONY: help install pure run test test-kafka test-unit test-integration lint fmt bench bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(DOMAIN)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP) ## create .venv and install Upstream with its dev tools
+install: $(STAMP) ## create .venv and install Upstream with its dev tools (domain compiled with mypyc)
+
+pure: ## remove the compiled domain (line-level py-spy profiles) until the next make install
+	rm -f streams/domain/*.so upstream_domain__mypyc*.so $(VENV)/.installed-*
 
 run: install ## the whole stack on embedded Kafka + Postgres, with the denial-spike demo
 	$(VENV)/bin/upstream dev
@@ -73,5 +79,6 @@ fmt: install ## format and auto-fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-clean: ## remove the venv and caches
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove the venv, caches and compiled modules
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache build
+	rm -f streams/domain/*.so upstream_domain__mypyc*.so

@@ -18,12 +18,27 @@ import pytest
 
 from streams.apache_kafka import ApacheKafka
 from streams.devstack import EmbeddedKafka, EmbeddedPostgres
+from streams.native import domain_compiled, stale_sources
 from streams.topics import create_topics
 from tests.integration.stack import ServiceStack, create_database
 
 BROKER = os.environ.get("UPSTREAM_TEST_BROKER", "tansu")
 if BROKER not in ("tansu", "kafka"):
     raise pytest.UsageError(f"UPSTREAM_TEST_BROKER must be tansu or kafka, not {BROKER!r}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a compiled domain module older than its source: the old build would run."""
+    stale = stale_sources()
+    if stale:
+        names = ", ".join(str(path.relative_to(Path(__file__).parents[1])) for path in stale)
+        pytest.exit(f"{names} changed since the domain was compiled: run `make install` "
+                    "(or `make pure` to test the sources as Python)", returncode=4)  # fmt: skip
+
+
+def pytest_report_header() -> str:
+    """Say which domain this run tests."""
+    return f"domain core: {'compiled (mypyc)' if domain_compiled() else 'Python (not compiled)'}"
 
 
 @pytest.fixture(scope="session")

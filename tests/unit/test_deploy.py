@@ -108,4 +108,5 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     for package in ("streams", "schemas", "sinks", "notifier"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert 'ENTRYPOINT ["upstream"]' in dockerfile
+    assert "COPY pyproject.toml setup.py" in dockerfile  # setup.py compiles the domain
     assert 'upstream = "streams.cli:main"' in (ROOT / "pyproject.toml").read_text()
