@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from bench.machine import machine
 from bench.workloads import DAYS, ONSET_DAY, Group, detection_scenario
 from streams.domain.claims import parse_claim
 from streams.domain.processor import ClaimFromSource, PartitionWindows
@@ -144,23 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         "onset_day": ONSET_DAY,
         "fdr_q_max": settings.fdr_q_max,
         "seconds": round(time.monotonic() - began, 1),
-        "machine": _machine(),
+        "machine": machine(),
         "groups": score(detections, truth),
     }
     print(json.dumps(report, indent=2))
     print(_table(report["groups"]), file=sys.stderr)
     return 0
-
-
-def _machine() -> dict[str, Any]:
-    model = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"python": sys.version.split()[0], "cpus": os.cpu_count(), "cpu": model,
-            "platform": platform.platform()}  # fmt: skip
 
 
 def _table(groups: dict[str, Any]) -> str:

@@ -29,8 +29,8 @@ import psutil
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.detection import _machine
 from bench.harness import percentiles
+from bench.machine import machine
 from notifier.tokens import mint_token
 from sinks.writer import PostgresWriter, alert_row
 from streams.devstack import (
@@ -162,7 +162,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         "messages_delivered": len(latencies_ms),
         "latency_ms": percentiles(latencies_ms),
         "notifier_cpu_share_of_one_core": round(cpu_s / wall, 3),
-        "machine": _machine(),
+        "machine": machine(),
     }
 
 

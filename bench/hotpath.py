@@ -20,7 +20,8 @@ process, and reports the best of ``--repeats`` passes in CPU time (``time.proces
    customers).
 
 Prints one JSON document on stdout and a line per stage on stderr. ``python -m bench.hotpath
---help``. Profile a stage with ``py-spy record -- python -m bench.hotpath --stage windows``.
+--help``. Profile a stage with ``py-spy record -- python -m bench.hotpath --stage windows``
+after ``make pure`` (py-spy sees no lines inside the compiled domain).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from bench.machine import machine
 from bench.throughput import claims_for
 from schemas.registry import ValueCodec
 from streams import envelopes
@@ -197,8 +197,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         per_evaluation = seconds / evaluations * 1e6 if evaluations else None
         report["alerts_us_per_evaluation"] = per_evaluation and round(per_evaluation, 2)
     report["by_key_bytes_per_claim"] = round(sum(len(v) for _, v in messages) / len(values), 1)
-    report["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "platform": platform.platform()}  # fmt: skip
+    report["machine"] = machine()
     return report
 
 

@@ -38,7 +38,6 @@ from typing import Any
 from confluent_kafka import Producer
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.detection import _machine
 from bench.harness import (
     BROKERS,
     COUNTED,
@@ -49,6 +48,7 @@ from bench.harness import (
     start_broker,
     worker_totals,
 )
+from bench.machine import machine
 from bench.throughput import claims_for
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
@@ -317,7 +317,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         "other_transitions": other,
         "latency_ms": percentiles(latencies),
         "hops_ms": hops,
-        "machine": _machine(),
+        "machine": machine(),
     }  # fmt: skip
 
 

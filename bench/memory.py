@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from bench.harness import BROKERS, COUNTED, ready_partitions, rss_mib, start_broker, worker_totals
+from bench.machine import machine
 from bench.throughput import run_workers
 from streams.devstack import free_port, spawn_service, stop_process
 from streams.generator import GROUPS, KeyProfile, Scenario, generate
@@ -173,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "per_key": per_key(args)}  # fmt: skip
     if args.soak_minutes > 0:
         document["soak"] = soak(args)
-    document["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                           "platform": platform.platform()}  # fmt: skip
+    document["machine"] = machine()
     print(json.dumps(document, indent=2))
     p = document["per_key"]
     print(f"\nRSS {p['small']['rss_mib']} MiB at {p['small']['active_keys']:,.0f} keys, "

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import psycopg
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.detection import _machine
+from bench.machine import machine
 from schemas.codec import encode_single_object
 from schemas.registry import ValueCodec
 from sinks.service import SinkService
@@ -213,7 +213,7 @@ def _report(n: int, runs: int, times: dict[str, list[float]]) -> dict[str, Any]:
                              "copy_without_latest_rows_per_s": rate["copy_messages"],
                              "ratio_to_copy_without_latest": _ratio(times["events"],
                                                                     times["copy_messages"])},
-        "machine": _machine(),
+        "machine": machine(),
     }  # fmt: skip
 
 

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
 
 from bench.harness import BROKERS, COUNTED, ready_partitions, rss_mib, start_broker, worker_totals
+from bench.machine import machine
 from streams.devstack import free_port, spawn_service, stop_process
 from streams.generator import Scenario, generate
 from streams.settings import Settings
@@ -269,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "partitions": Settings().partitions,
         "summary": summary,
         "runs": runs,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
+        "machine": machine(),
     }  # fmt: skip
     print(json.dumps(document, indent=2))
     print(f"\n{'measure':<34}{'value':>14}", file=sys.stderr)
