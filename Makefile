@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py $(DOMAIN)
 
 install: $(STAMP) ## create .venv and install Upstream with its dev tools (domain compiled with mypyc)
 
-pure: ## remove the compiled domain (line-level py-spy profiles) until the next make install
+pure: ## remove the compiled domain (for line-level py-spy profiles) until a make target installs again
 	rm -f streams/domain/*.so upstream_domain__mypyc*.so $(VENV)/.installed-*
 
 run: install ## the whole stack on embedded Kafka + Postgres, with the denial-spike demo

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,30 @@ async def _burst(
     return written
 
 
+async def _until_burst_read(
+    ws: ClientConnection, burst: asyncio.Task[int], read: Callable[[], int]
+) -> AsyncIterator[dict[str, Any]]:
+    """The messages on ``ws`` until ``burst`` has returned and ``read()`` (what the caller has
+    counted) equals what it wrote: a duplicate makes it wait for more, and fail.
+
+    The last transition can arrive before the burst's task returns (it sleeps and disposes its
+    engine after the last write): a loop that then waited for a message alone would wait for
+    one that never comes. So this waits for a message or the burst's end, whichever is first
+    (cancelling ``recv`` loses nothing, websockets says), and fails after 30 s of neither.
+    """
+    while not (burst.done() and read() == burst.result()):
+        receive = asyncio.ensure_future(ws.recv())
+        waiting = {receive} if burst.done() else {receive, burst}
+        done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if receive in done:
+            yield json.loads(receive.result())
+            continue
+        receive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receive
+        assert done, f"no message for 30 s, {read()} read"
+
+
 async def test_resume_during_a_burst_has_no_gap_and_no_duplicate(
     notifier_stack: ServiceStack,
 ) -> None:
@@ -216,8 +241,7 @@ async def test_resume_during_a_burst_has_no_gap_and_no_duplicate(
     second = await connect(ws_url(stack, mint_token(SECRET, "demo", "alice")))
     await second.send(json.dumps({"type": "subscribe", "since": cursors[-1]}))
     client_back.set()  # the burst goes on for 10 more batches
-    while not (burst.done() and len(cursors) == burst.result()):
-        message = json.loads(await asyncio.wait_for(second.recv(), 30))
+    async for message in _until_burst_read(second, burst, lambda: len(cursors)):
         assert message["type"] == "alert" and message["alert"]["customer_id"] == "demo"
         check_ws_message(message)
         cursors.append(message["cursor"])
@@ -253,8 +277,7 @@ async def test_a_client_that_stops_reading_is_cut_off_without_slowing_the_others
     burst = asyncio.create_task(
         _burst(stack.database_url, 500, client_back, written_at.update, tail_batches=20)
     )
-    while not (burst.done() and len(latencies) == burst.result()):
-        message = json.loads(await asyncio.wait_for(fast.recv(), 30))
+    async for message in _until_burst_read(fast, burst, lambda: len(latencies)):
         latencies.append(time.monotonic() - written_at[message["alert"]["message"]])
     # Cut while it was still stalled, not when it finally reads again.
     metrics = f"http://127.0.0.1:{stack.notifier_port}/metrics"
@@ -303,8 +326,8 @@ async def test_two_notifiers_serve_the_same_feed_and_a_client_fails_over(
         await failed_over.send(json.dumps({"type": "subscribe", "since": seen_one[-1]}))
         client_back.set()
         seen_two: list[int] = []
-        while not (burst.done() and len(seen_one) == burst.result()):
-            seen_one.append(json.loads(await asyncio.wait_for(failed_over.recv(), 30))["cursor"])
+        async for message in _until_burst_read(failed_over, burst, lambda: len(seen_one)):
+            seen_one.append(message["cursor"])
         while len(seen_two) < burst.result():
             seen_two.append(json.loads(await asyncio.wait_for(on_two.recv(), 30))["cursor"])
         assert seen_one == seen_two == sorted(set(seen_two))  # the same feed, gap-free, once
