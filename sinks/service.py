@@ -51,6 +51,9 @@ _D_EVENT_ID = DRIFT_COLUMNS.index("event_id")
 _A_ID, _A_VERSION = ALERT_FIELDS.index("alert_id"), ALERT_FIELDS.index("version")
 _A_EVENT_ID = ALERT_FIELDS.index("drift_event_id")
 HEALTH_EVERY_S = 2.0
+# The longest a batch reads on for the drift events its alert transitions name (see
+# SinkService.with_their_drift_events): they are in Kafka already, unless another sink owns them.
+DRIFT_WAIT_S = 2.0
 BATCH_SECONDS = Histogram(
     "upstream_sink_batch_duration_seconds", "Time to write one batch (retries included)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
@@ -79,6 +82,14 @@ class Batch:
     claims: list[tuple[Any, Row]] = field(default_factory=list)
     rejected: list[tuple[Any, str, str]] = field(default_factory=list)  # message, reason, detail
     offsets: dict[Any, int] = field(default_factory=dict)  # partition -> next offset to commit
+
+    def extend(self, more: Batch) -> None:
+        """Add the rows of a later poll (its offsets come after this batch's)."""
+        self.drift += more.drift
+        self.alerts += more.alerts
+        self.claims += more.claims
+        self.rejected += more.rejected
+        self.offsets.update(more.offsets)
 
     def rows(self) -> tuple[list[Row], list[Row], list[Row]]:
         """The rows by table: drift, alerts, claims."""
@@ -246,6 +257,7 @@ class SinkService:
                     writing = committing = None
                     continue
                 batch = await self._decode(polled)
+                await self.with_their_drift_events(consumer, batch)
                 if writing is not None:
                     await writing
                 if committing is not None and committing.done():
@@ -259,6 +271,36 @@ class SinkService:
             await asyncio.gather(*(t for t in (writing, committing) if t), return_exceptions=True)
             raise
         await _finish(writing, committing)
+
+    async def with_their_drift_events(self, consumer: Any, batch: Batch) -> None:
+        """Read on in ``drift.events`` until every drift event that the batch's alert
+        transitions name is in the batch or stored, for at most :data:`DRIFT_WAIT_S`.
+
+        The worker delivers a drift event before the evaluation that leads to its alert is even
+        sent, but one poll can bring the alert without it (a poll takes what each partition's
+        fetch has brought). Written first, the alert would reach operators without its baseline
+        and current values: the notifier joins them from ``drift_events`` as it fans the
+        transition out, and a CI run showed the console "– → –" so. Past the bound (a drift
+        partition owned by another sink) the alert is written all the same: nothing waits for
+        good.
+        """
+        wanted = {row[_A_EVENT_ID] for _, row in batch.alerts if row[_A_EVENT_ID]}
+        wanted -= {row[_D_EVENT_ID] for _, row in batch.drift}
+        if not wanted:
+            return
+        wanted -= await self.writer.stored_drift_events(wanted)
+        drift = [tp for tp in consumer.assignment() if tp.topic == self.settings.topic_drift]
+        deadline = time.monotonic() + DRIFT_WAIT_S
+        while wanted and drift and (left_s := deadline - time.monotonic()) > 0:
+            polled = await consumer.getmany(*drift, timeout_ms=int(min(left_s, 0.2) * 1000) + 1)
+            more = await self._decode(polled)
+            batch.extend(more)
+            wanted -= {row[_D_EVENT_ID] for _, row in more.drift}
+        if wanted:
+            log.warning(
+                "alert transitions stored before their drift events (not read here within "
+                "%.0f s): %s", DRIFT_WAIT_S, sorted(wanted)[:5],
+            )  # fmt: skip
 
     async def _store(self, producer: Any, batch: Batch) -> None:
         """Write the batch, then dead-letter its rejects."""

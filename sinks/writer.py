@@ -29,7 +29,7 @@ from operator import itemgetter
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, String, Table, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sinks.tables import ALERT_FIELDS, NOTIFY_CHANNEL, alert_events, drift_events
@@ -311,6 +311,12 @@ class PostgresWriter:
         """One round trip to Postgres (readiness); raises when it is unreachable."""
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
+
+    async def stored_drift_events(self, event_ids: Iterable[str]) -> set[str]:
+        """Those of ``event_ids`` that ``drift_events`` holds."""
+        query = select(drift_events.c.event_id).where(drift_events.c.event_id.in_(event_ids))
+        async with self.engine.connect() as conn:
+            return set((await conn.execute(query)).scalars())
 
     async def write(
         self,

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.harness import read_all
 from schemas.codec import encode_single_object
-from sinks.service import REJECTED
+from sinks.service import DRIFT_WAIT_S, REJECTED
 from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from streams.devstack import free_port
 from streams.services import migrate_database
@@ -449,4 +449,62 @@ async def test_alerts_are_stored_while_the_claims_wait_for_postgres(
     finally:
         await producer.stop()
         await locker.close()
+        assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
+
+
+async def test_an_alert_waits_for_its_drift_event_and_is_never_held_for_good(
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
+) -> None:
+    """An alert transition polled before the drift event it names is written together with it
+    (the notifier joins the event's baseline and current values as it fans the alert out); one
+    whose drift event never comes is written after the sink's bound all the same."""
+    database_url = create_database(postgres_url, f"sinkorder_{unique}")
+    await asyncio.to_thread(migrate_database, database_url)
+    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    s = stack.settings()
+    await create_topics(s, kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    stack.start("sink")
+
+    async def send_alert(alert: str, drift_event_id: str) -> None:
+        record = {**_alert(alert, 1, "triggered"), "drift_event_id": drift_event_id}
+        value = encode_single_object("AlertEvent", record)
+        await producer.send_and_wait(s.topic_alerts, value, key=b"acme")
+
+    async def send_drift(i: int) -> None:
+        value = encode_single_object("DriftEvent", _drift(i))
+        await producer.send_and_wait(s.topic_drift, value, key=b"d%d" % i)
+
+    def stored() -> tuple[set[str], set[str]]:
+        with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+            alerts = {r[0] for r in conn.execute("SELECT alert_id FROM alert_transitions")}
+            drift = {r[0] for r in conn.execute("SELECT event_id FROM drift_events")}
+        return alerts, drift
+
+    async def alert_stored(alert: str) -> bool:
+        return alert in (await asyncio.to_thread(stored))[0]
+
+    try:
+        await send_drift(0)
+        await send_alert("a0", "e-0")
+        await wait_until(lambda: alert_stored("a0"), 60, "the sink to store a first alert")
+
+        await send_alert("a1", "e-1")  # its drift event a second late: within the sink's bound
+        late_until = time.monotonic() + 1.0
+        while time.monotonic() < late_until:
+            alerts, drift = await asyncio.to_thread(stored)
+            assert "a1" not in alerts or "e-1" in drift, "the alert stored before its drift event"
+            await asyncio.sleep(0.05)
+        await send_drift(1)
+        await wait_until(lambda: alert_stored("a1"), 30, "the alert whose drift came late")
+        assert "e-1" in (await asyncio.to_thread(stored))[1], "stored before its drift event"
+
+        began = time.monotonic()
+        await send_alert("a2", "e-never")
+        await wait_until(lambda: alert_stored("a2"), 30, "the alert whose drift never comes")
+        assert time.monotonic() - began >= DRIFT_WAIT_S * 0.9  # it waited the bound, no longer
+        assert "e-never" in stack.log("sink")  # and said so
+    finally:
+        await producer.stop()
         assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
