@@ -106,16 +106,27 @@ class _Feed:
 
     def __init__(self, topics: dict[str, list[_Message]], service: SinkService) -> None:
         self.topics = {_Partition(topic, 0): messages for topic, messages in topics.items()}
-        self.read = 0
+        self.read = dict.fromkeys(self.topics, 0)  # partition -> messages read
         self.service = service
         self.committed: dict[Any, int] = {}
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[_Message]]:
-        share = max_records // len(self.topics)
-        polled = {tp: ms[self.read : self.read + share] for tp, ms in self.topics.items()}
-        self.read += share
-        polled = {tp: ms for tp, ms in polled.items() if ms}
-        if not polled:
+    def assignment(self) -> set[Any]:
+        return set(self.topics)
+
+    async def getmany(
+        self, *partitions: Any, timeout_ms: int, max_records: int = BATCH
+    ) -> dict[Any, list[_Message]]:
+        """An equal share of ``max_records`` from each of ``partitions`` (default: all); a poll
+        of all that finds nothing stops the service."""
+        wanted = partitions or tuple(self.topics)
+        share = max_records // len(wanted)
+        polled = {}
+        for tp in wanted:
+            messages = self.topics[tp][self.read[tp] : self.read[tp] + share]
+            self.read[tp] += len(messages)
+            if messages:
+                polled[tp] = messages
+        if not polled and not partitions:
             self.service.stop()
         return polled
 
