@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -54,6 +55,9 @@ HEALTH_EVERY_S = 2.0
 # The longest a batch reads on for the drift events its alert transitions name (see
 # SinkService.with_their_drift_events): they are in Kafka already, unless another sink owns them.
 DRIFT_WAIT_S = 2.0
+# Drift event ids this sink has handed to its writer, most recent last, that a batch's alerts
+# are checked against before Postgres is asked (see SinkService.with_their_drift_events).
+RECENT_DRIFT_EVENTS = 10_000
 BATCH_SECONDS = Histogram(
     "upstream_sink_batch_duration_seconds", "Time to write one batch (retries included)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
@@ -150,6 +154,9 @@ class SinkService:
         self.rows_written = 0
         self.dead_lettered = 0
         self._stopping = asyncio.Event()
+        # Drift event ids of the batches handed to the writer (the one in flight included),
+        # oldest first, at most RECENT_DRIFT_EVENTS: see with_their_drift_events.
+        self._handed_on: OrderedDict[str, None] = OrderedDict()
         self._decoders: dict[str, Callable[[Batch, Any], None]] = {
             settings.topic_drift: self._drift,
             settings.topic_alerts: self._alert,
@@ -262,11 +269,13 @@ class SinkService:
                     await writing
                 if committing is not None and committing.done():
                     committing.result()  # a commit that failed stops the loop here
+                self._hand_on(batch)
                 writing = asyncio.create_task(self._store(producer, batch))
                 committing = asyncio.create_task(
                     self._commit_after(consumer, writing, committing, batch.offsets)
                 )
         except BaseException:
+            self._handed_on.clear()  # the batch in flight may not have been stored
             # Let what is in flight end (the error raised is the loop's own).
             await asyncio.gather(*(t for t in (writing, committing) if t), return_exceptions=True)
             raise
@@ -274,7 +283,8 @@ class SinkService:
 
     async def with_their_drift_events(self, consumer: Any, batch: Batch) -> None:
         """Read on in ``drift.events`` until every drift event that the batch's alert
-        transitions name is in the batch or stored, for at most :data:`DRIFT_WAIT_S`.
+        transitions name is in the batch, in one written before it (:meth:`_hand_on`) or
+        stored, for at most :data:`DRIFT_WAIT_S`.
 
         The worker delivers a drift event before the evaluation that leads to its alert is even
         sent, but one poll can bring the alert without it (a poll takes what each partition's
@@ -286,6 +296,7 @@ class SinkService:
         """
         wanted = {row[_A_EVENT_ID] for _, row in batch.alerts if row[_A_EVENT_ID]}
         wanted -= {row[_D_EVENT_ID] for _, row in batch.drift}
+        wanted -= self._handed_on.keys()  # stored before this batch is, or the loop stops
         if not wanted:
             return
         wanted -= await self.writer.stored_drift_events(wanted)
@@ -301,6 +312,20 @@ class SinkService:
                 "alert transitions stored before their drift events (not read here within "
                 "%.0f s): %s", DRIFT_WAIT_S, sorted(wanted)[:5],
             )  # fmt: skip
+
+    def _hand_on(self, batch: Batch) -> None:
+        """Remember the drift events of ``batch``, about to be written.
+
+        The loop writes one batch at a time, and stops when one fails: an alert of a later
+        batch whose drift event is here needs neither a query nor a read-on. Without this, an
+        alert polled while its drift event's batch was still being written found it neither
+        in its own batch nor in Postgres, and waited DRIFT_WAIT_S for a message already read.
+        """
+        handed_on = self._handed_on
+        for _, row in batch.drift:
+            handed_on[row[_D_EVENT_ID]] = None
+        while len(handed_on) > RECENT_DRIFT_EVENTS:
+            handed_on.popitem(last=False)
 
     async def _store(self, producer: Any, batch: Batch) -> None:
         """Write the batch, then dead-letter its rejects."""

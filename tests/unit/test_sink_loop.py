@@ -1,16 +1,21 @@
 """The sink's loop: a batch's offsets are committed after it is stored, in order, and while the
-next batch is being written; a batch that fails is never committed."""
+next batch is being written; a batch that fails is never committed; an alert transition is
+never written before its drift event, nor held for one already on its way."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import pytest
 
+from schemas.codec import encode_single_object
 from schemas.registry import ValueCodec
+from sinks import service as service_module
 from sinks.service import SinkService
+from sinks.tables import ALERT_FIELDS
+from sinks.writer import DRIFT_COLUMNS
 from streams.settings import Settings
 from tests.unit.claims import raw_claim
 
@@ -119,3 +124,119 @@ async def test_a_loop_polls_at_most_as_often_as_it_is_told() -> None:
     gaps = [b - a for a, b in zip(consumer.polled_at, consumer.polled_at[1:], strict=False)]
     assert len(gaps) == 4 and min(gaps) >= 0.03 - 0.001
     assert [b for event, b in log.events if event == "committed"] == [0, 1, 2, 3]
+
+
+class _EventsConsumer:
+    """Polls a drift event, then an alert transition naming it; records any read-on."""
+
+    def __init__(self, service: SinkService) -> None:
+        s = service.settings
+        self.drift, self.alerts = _Partition(s.topic_drift, 0), _Partition(s.topic_alerts, 0)
+        drift = encode_single_object("DriftEvent", _drift_event("e-1"))
+        alert = encode_single_object("AlertEvent", _alert_event("a1", "e-1"))
+        self.polls = [
+            {self.drift: [_Message(s.topic_drift, 0, 0, b"k", drift)]},
+            {self.alerts: [_Message(s.topic_alerts, 0, 0, b"k", alert)]},
+        ]
+        self.read_on: list[tuple[Any, ...]] = []
+        self.service = service
+
+    def assignment(self) -> set[_Partition]:
+        return {self.drift, self.alerts}
+
+    async def getmany(
+        self, *partitions: Any, timeout_ms: int, max_records: int | None = None
+    ) -> dict[Any, list[_Message]]:
+        if partitions:  # reading on in drift.events for a drift event not seen
+            self.read_on.append(partitions)
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        if not self.polls:
+            self.service.stop()
+            return {}
+        return self.polls.pop(0)
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        pass
+
+
+class _SlowWriter:
+    """Takes a while per batch; knows which drift events it has committed."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[list[str], list[str]]] = []  # (drift ids, alert ids) per batch
+        self.stored: set[str] = set()
+        self.asked: list[set[str]] = []
+
+    async def write(self, drift: list[Any], alerts: list[Any], claims: list[Any]) -> None:
+        await asyncio.sleep(0.05)  # a transaction's round trips
+        self.written.append(([r[DRIFT_COLUMNS.index("event_id")] for r in drift],
+                             [r[ALERT_FIELDS.index("alert_id")] for r in alerts]))  # fmt: skip
+        self.stored |= {r[DRIFT_COLUMNS.index("event_id")] for r in drift}
+
+    async def stored_drift_events(self, event_ids: set[str]) -> set[str]:
+        self.asked.append(set(event_ids))
+        return self.stored & event_ids
+
+
+async def test_an_alert_polled_while_its_drift_event_is_written_neither_waits_nor_asks() -> None:
+    writer = _SlowWriter()
+    service = SinkService(Settings(), "unused:9092", cast(Any, writer), ValueCodec())
+    consumer = _EventsConsumer(service)
+    await service.consume(consumer, producer=None)
+    assert writer.written == [(["e-1"], []), ([], ["a1"])]  # the drift event first
+    assert consumer.read_on == []  # the drift event was in the batch being written
+    assert writer.asked == []  # and Postgres was not asked for it
+
+
+async def test_an_alert_whose_drift_event_was_not_handed_on_asks_postgres() -> None:
+    writer = _SlowWriter()
+    writer.stored.add("e-1")  # stored by an earlier run of the sink
+    service = SinkService(Settings(), "unused:9092", cast(Any, writer), ValueCodec())
+    consumer = _EventsConsumer(service)
+    consumer.polls.pop(0)  # only the alert is polled
+    await service.consume(consumer, producer=None)
+    assert writer.asked == [{"e-1"}]
+    assert consumer.read_on == []
+    assert writer.written == [([], ["a1"])]
+
+
+async def test_only_the_latest_drift_events_handed_on_are_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service_module, "RECENT_DRIFT_EVENTS", 2)
+    writer = _SlowWriter()
+    service = SinkService(Settings(), "unused:9092", cast(Any, writer), ValueCodec())
+    consumer = _EventsConsumer(service)
+    alert = consumer.polls.pop()
+    s = service.settings
+    for i in (2, 3):  # two more drift events push e-1 out of what the sink remembers
+        value = encode_single_object("DriftEvent", _drift_event(f"e-{i}"))
+        consumer.polls.append({consumer.drift: [_Message(s.topic_drift, 0, i, b"k", value)]})
+    consumer.polls.append(alert)
+    await service.consume(consumer, producer=None)
+    assert writer.asked == [{"e-1"}]  # e-1 was stored, as Postgres answers
+    assert consumer.read_on == []
+
+
+def _drift_event(event_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id, "customer_id": "acme", "payer_id": "p1",
+        "cpt_group": "radiology", "drift_type": "denial_rate", "window_days": 7.0,
+        "baseline_start": 0, "baseline_end": 1, "current_start": 2, "current_end": 3,
+        "baseline_value": 0.1, "current_value": 0.3, "delta_value": 0.2, "baseline_n": 100,
+        "current_n": 40, "p_value": 1e-6, "q_value": 1e-5, "severity": 0.8,
+        "severity_level": "critical", "confidence": 0.99, "detected_at": 86_400_000,
+    }  # fmt: skip
+
+
+def _alert_event(alert_id: str, event_id: str) -> dict[str, Any]:
+    return {
+        "alert_id": alert_id, "version": 1, "dedup_key": f"acme|default|{alert_id}",
+        "customer_id": "acme", "rule_id": "default", "drift_event_id": event_id,
+        "payer_id": "p1", "cpt_group": "radiology", "drift_type": "denial_rate",
+        "status": "active", "transition": "triggered", "severity": 0.5,
+        "severity_level": "warning", "occurrence_count": 1, "first_seen": 0, "last_seen": 1000,
+        "acknowledged_by": None, "resolved_by": None, "resolution": None, "verdict": None,
+        "message": "m", "notify": True,
+    }  # fmt: skip
