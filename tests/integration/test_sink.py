@@ -21,6 +21,7 @@ from sinks.service import DRIFT_WAIT_S, REJECTED
 from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from streams.devstack import free_port
 from streams.services import migrate_database
+from streams.settings import Settings
 from streams.topics import create_topics
 from tests.integration.stack import (
     ServiceStack,
@@ -45,6 +46,18 @@ async def database(postgres_url: str, unique: str) -> AsyncIterator[tuple[str, A
         yield url, engine
     finally:
         await engine.dispose()
+
+
+async def _sink_stack(
+    kafka_bootstrap: str, postgres_url: str, name: str, unique: str, tmp_path: Path
+) -> tuple[str, ServiceStack, Settings]:
+    """A fresh database ``<name>_<unique>``, migrated; a service stack on it, and its topics."""
+    database_url = create_database(postgres_url, f"{name}_{unique}")
+    await asyncio.to_thread(migrate_database, database_url)
+    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    settings = stack.settings()
+    await create_topics(settings, kafka_bootstrap)
+    return database_url, stack, settings
 
 
 def _drift(i: int) -> dict[str, Any]:
@@ -186,11 +199,9 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
     kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
 ) -> None:
     """A NUL byte Postgres rejects and an undecodable value: dead-lettered; the rest stored."""
-    database_url = create_database(postgres_url, f"sinkdlq_{unique}")
-    await asyncio.to_thread(migrate_database, database_url)
-    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
-    s = stack.settings()
-    await create_topics(s, kafka_bootstrap)
+    database_url, stack, s = await _sink_stack(
+        kafka_bootstrap, postgres_url, "sinkdlq", unique, tmp_path
+    )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     for i in range(30):
@@ -405,11 +416,9 @@ async def test_alerts_are_stored_while_the_claims_wait_for_postgres(
     """The claims' table locked by another session, so their writes wait: a drift event and its
     alert sent after the claims are stored meanwhile (their consumer group is their own), and
     the claims follow once the lock is gone."""
-    database_url = create_database(postgres_url, f"sinkgroups_{unique}")
-    await asyncio.to_thread(migrate_database, database_url)
-    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
-    s = stack.settings()
-    await create_topics(s, kafka_bootstrap)
+    database_url, stack, s = await _sink_stack(
+        kafka_bootstrap, postgres_url, "sinkgroups", unique, tmp_path
+    )
     locker = await psycopg.AsyncConnection.connect(database_url.replace("+psycopg", ""))
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
     await producer.start()
@@ -458,11 +467,9 @@ async def test_an_alert_waits_for_its_drift_event_and_is_never_held_for_good(
     """An alert transition polled before the drift event it names is written together with it
     (the notifier joins the event's baseline and current values as it fans the alert out); one
     whose drift event never comes is written after the sink's bound all the same."""
-    database_url = create_database(postgres_url, f"sinkorder_{unique}")
-    await asyncio.to_thread(migrate_database, database_url)
-    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
-    s = stack.settings()
-    await create_topics(s, kafka_bootstrap)
+    database_url, stack, s = await _sink_stack(
+        kafka_bootstrap, postgres_url, "sinkorder", unique, tmp_path
+    )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     stack.start("sink")
