@@ -136,6 +136,21 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) that ``pid`` has used: ``main`` (its main thread, where the
+    event loop runs), ``threads`` (all the others: Faust's consumer thread, /metrics) and
+    ``process`` (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    process = used(Path(f"/proc/{pid}/stat"))
+    main = used(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return {"main": main, "threads": process - main, "process": process}
+
+
 def ready_partitions(port: int) -> int:
     """Partitions the worker on ``port`` reports assigned (0 when not answering yet)."""
     try:
