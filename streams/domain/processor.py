@@ -13,7 +13,14 @@ from typing import NamedTuple
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig, evaluate_close
 from streams.domain.events import DriftDetected, KeyEvaluated
-from streams.domain.windows import Added, KeyWindows, Watermark, bucket_of, packed_claim
+from streams.domain.windows import (
+    Added,
+    KeyWindows,
+    Watermark,
+    bucket_of,
+    claims_floor,
+    packed_claim,
+)
 
 
 # Arrivals are named tuples: one is built per claim, and a frozen dataclass costs several
@@ -51,6 +58,14 @@ class StepResult:
     replaced: int = 0
 
 
+# A close scans the keys' claim ids for those that left the history only when the bucket it
+# closes is a multiple of this (or a key has no bucket left); until then the ids older than
+# the history stay in memory, ignored (PartitionWindows.claims_floor). At most this many
+# buckets' worth of ids stay so, about a tenth of a key's ids with the default 90-bucket
+# history; the scans cost an eighth of one per close.
+CLAIM_SCAN_BUCKETS = 8
+
+
 class PartitionWindows:
     """Windows of every key in one partition plus the partition's watermark."""
 
@@ -59,6 +74,9 @@ class PartitionWindows:
         self.cfg = cfg
         self.watermark = Watermark(grace_ms=grace_ms, bucket_ms=cfg.bucket_ms, sources=sources)
         self.keys: dict[str, KeyWindows] = {}
+        # A key's remembered claim packed below this is older than the history: gone, though
+        # its id may stay until the next scan (see CLAIM_SCAN_BUCKETS). Follows the watermark.
+        self.claims_floor = 0
 
     def apply(self, arrivals: Sequence[Arrival], now_ms: int | None = None) -> StepResult:
         """Apply claims and source progress in order; evaluate each bucket that closes.
@@ -66,6 +84,7 @@ class PartitionWindows:
         ``now_ms`` (wall clock) only feeds idle detection; results never depend on it.
         """
         result = StepResult()
+        self._follow_history()  # the watermark may have been restored since
         for arrival in arrivals:
             if isinstance(arrival, SourceProgressed):
                 closing = self.watermark.advance(
@@ -80,6 +99,8 @@ class PartitionWindows:
                     key = KeyWindows(window_key, self.partition)
                 ident, packed = packed_claim(claim, bucket)
                 previous = key.claims.get(ident)
+                if previous is not None and previous < self.claims_floor:
+                    previous = None  # older than the history: forgotten, if not yet scanned
                 # An exact resend (or a redelivery after a restart) is a no-op, never "late".
                 if previous == packed:
                     result.duplicates += 1
@@ -97,6 +118,12 @@ class PartitionWindows:
                 self._close(closed, result)
         return result
 
+    def _follow_history(self) -> None:
+        """Set :attr:`claims_floor` to the oldest bucket of the history the watermark closed."""
+        closed = self.watermark.closed_through
+        if closed is not None:
+            self.claims_floor = claims_floor(closed - self.cfg.history_buckets + 1)
+
     def idle_tick(self, now_ms: int, idle_after_ms: int) -> StepResult:
         """Advance past quiet sources by the wall clock (see :meth:`Watermark.idle_tick`)."""
         result = StepResult()
@@ -106,9 +133,11 @@ class PartitionWindows:
 
     def _close(self, closed: int, result: StepResult) -> None:
         oldest = closed - self.cfg.history_buckets + 1
+        self._follow_history()
+        scan = closed % CLAIM_SCAN_BUCKETS == 0
         active = []
         for name, key in list(self.keys.items()):
-            if key.prune_before(oldest):
+            if key.prune_before(oldest, scan):
                 result.changed[name] = key
             if key.is_empty:
                 del self.keys[name]

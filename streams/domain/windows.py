@@ -107,6 +107,12 @@ def _pack(bucket: int, pended: bool, denied: bool, lag_days: int, allowed_cents:
     return (head << _HEAD_SHIFT) | (lag_days << _LAG_SHIFT) | min(allowed_cents, _CENTS_MAX)
 
 
+def claims_floor(bucket: int) -> int:
+    """The least packed contribution of ``bucket``: a key's claim ids packed below it are in
+    older buckets (see :meth:`KeyWindows.prune_before`)."""
+    return _pack(bucket, False, False, 0, 0)
+
+
 def packed_claim(claim: Claim, bucket: int) -> tuple[int, int]:
     """``(claim_hash, packed contribution)``: what a key remembers of ``claim`` in ``bucket``.
 
@@ -192,7 +198,8 @@ class KeyWindows:
     def add_known(self, ident: int, packed: int, previous: int | None) -> Added:
         """:meth:`add` for a claim already hashed and packed (see :func:`packed_claim`), when
         the caller has just read ``previous``, what ``claims`` holds for ``ident`` (None:
-        nothing), and has not changed this key since."""
+        nothing, or only a claim older than the history), and has not changed this key
+        since."""
         if previous == packed:
             return Added.DUPLICATE
         if previous is not None:
@@ -301,21 +308,28 @@ class KeyWindows:
             total[AMT_LOG_SQ] / (LOG_SCALE * LOG_SCALE),
         )
 
-    def prune_before(self, bucket: int) -> bool:
-        """Forget buckets (and claim ids) older than ``bucket``; return whether any went.
+    def prune_before(self, bucket: int, claims: bool = True) -> bool:
+        """Forget buckets older than ``bucket`` and, with ``claims`` or once no bucket is left,
+        the claim ids older too; return whether any went.
 
-        Claim ids are scanned only when a bucket goes, which keeps a close O(buckets) per key.
+        Claim ids are found by a scan of every id the key remembers, which a close of each
+        bucket made the largest cost of a claim (a claim is scanned once per bucket of the
+        history). So :class:`~streams.domain.processor.PartitionWindows` scans them only
+        every few closes, and reads the ones older than the history as gone until then
+        (:func:`claims_floor`). Buckets alone are cheap: a slice of the rows.
         """
         rows = self.rows
         end = self._start_of(bucket)
-        if not end and rows:
+        if not end and rows and not claims:
             return False
         stale = list(rows[0:end:_ROW])
         del rows[:end]
-        bound = _pack(bucket, False, False, 0, 0)  # the least packed int of ``bucket``
-        old_claims = [h for h, packed in self.claims.items() if packed < bound]
-        for ident in old_claims:
-            del self.claims[ident]
+        old_claims: list[int] = []
+        if claims or not rows:  # no bucket left: whether the key is empty depends on its ids
+            bound = claims_floor(bucket)
+            old_claims = [h for h, packed in self.claims.items() if packed < bound]
+            for ident in old_claims:
+                del self.claims[ident]
         if stale:
             self.dirty_buckets = {*(self.dirty_buckets or ()), *stale}
         if old_claims:

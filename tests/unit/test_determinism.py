@@ -6,12 +6,19 @@ import itertools
 import json
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig
-from streams.domain.processor import ClaimFromSource, PartitionWindows, SourceProgressed
-from streams.domain.windows import ClockHistory, KeyWindows, SourceClock
+from streams.domain.processor import (
+    CLAIM_SCAN_BUCKETS,
+    ClaimFromSource,
+    PartitionWindows,
+    SourceProgressed,
+)
+from streams.domain.windows import ClockHistory, KeyWindows, SourceClock, claim_hash
 from tests.unit.claims import DAY_MS, claim_on_day
 
 CFG = DriftConfig(
@@ -85,9 +92,9 @@ def _run(arrivals: list, cuts: list[int], restart_at: int | None = None) -> tupl
     return drifts, evaluations, late
 
 
-def _restarted(pw: PartitionWindows) -> PartitionWindows:
+def _restarted(pw: PartitionWindows, sources: int = 2) -> PartitionWindows:
     """A new instance rebuilt from the JSON shape of the state, as after a worker restart."""
-    fresh = PartitionWindows(pw.partition, pw.cfg, GRACE, sources=2)
+    fresh = PartitionWindows(pw.partition, pw.cfg, GRACE, sources=sources)
     fresh.watermark.restore(json.loads(json.dumps(pw.watermark.to_dict())))
     for name, key in pw.keys.items():
         fresh.keys[name] = KeyWindows.from_dict(json.loads(json.dumps(key.to_dict())))
@@ -187,3 +194,54 @@ def test_clock_history_keeps_only_what_a_resume_needs():
     history.record(29, 350, committed=25)  # replayed from 20 after a crash: the later run wins
     assert history.entries == [(19, 200), (29, 350)]
     assert ClockHistory.restore(7).before(0) == 7  # a clock saved before offsets were kept
+
+
+def _past_the_history(closed: int) -> tuple[PartitionWindows, Claim]:
+    """One source; a claim of day 1, then one of day 19, and progress until bucket ``closed``
+    has closed (with the test's 16-bucket history, day 1 leaves it at the close of day 17)."""
+    pw = PartitionWindows(0, CFG, GRACE, sources=1)
+    old, recent = claim_on_day(1, i=1), claim_on_day(19, i=2)
+    until = (closed + 1) * DAY_MS + GRACE  # the watermark reaches the end of bucket ``closed``
+    pw.apply([ClaimFromSource(0, 1, old), ClaimFromSource(0, 1, recent),
+              SourceProgressed(0, 1, until)])  # fmt: skip
+    assert pw.watermark.closed_through == closed
+    return pw, old
+
+
+@pytest.mark.parametrize("how", ["as is", "scanned", "restarted"])
+def test_a_claim_older_than_the_history_is_forgotten_before_its_id_is_scanned_away(how):
+    """A close scans the keys' claim ids only every CLAIM_SCAN_BUCKETS buckets; until then an id
+    older than the history stays in memory but counts as gone: an exact resend of its claim is
+    late, as after the scan, and as after a restart."""
+    pw, old = _past_the_history(closed=17)
+    assert 17 % CLAIM_SCAN_BUCKETS != 0
+    key = pw.keys[old.window_key]
+    assert claim_hash(old.claim_id) in key.claims  # not scanned away yet
+    if how == "scanned":
+        key.prune_before(2)
+        assert claim_hash(old.claim_id) not in key.claims
+    elif how == "restarted":
+        pw = _restarted(pw, sources=1)
+    result = pw.apply([ClaimFromSource(0, 1, old)])
+    assert (result.late, result.duplicates) == ([old], 0)
+
+
+def test_ids_older_than_the_history_are_scanned_away_every_few_buckets():
+    """At the first close on a multiple of CLAIM_SCAN_BUCKETS the id goes, with a tombstone."""
+    pw, old = _past_the_history(closed=CLAIM_SCAN_BUCKETS * 3 - 1)
+    key = pw.keys[old.window_key]
+    assert claim_hash(old.claim_id) in key.claims
+    key.take_changes()
+    result = pw.apply([SourceProgressed(0, 1, (CLAIM_SCAN_BUCKETS * 3 + 1) * DAY_MS + GRACE)])
+    assert claim_hash(old.claim_id) not in key.claims
+    assert result.changed[old.window_key] is key
+    assert key.take_changes()[1] == {claim_hash(old.claim_id): None}
+
+
+def test_a_key_with_no_bucket_left_is_scanned_at_once_and_removed():
+    """Emptiness cannot wait for a scan: a key whose buckets have all gone loses its ids."""
+    pw = PartitionWindows(0, CFG, GRACE, sources=1)
+    old = claim_on_day(1, i=1)
+    pw.apply([ClaimFromSource(0, 1, old), SourceProgressed(0, 1, 18 * DAY_MS + GRACE)])
+    assert pw.watermark.closed_through == 17
+    assert old.window_key not in pw.keys
