@@ -31,6 +31,7 @@ from tests.integration.stack import (
     wait_until,
 )
 from tests.unit.claims import raw_claim
+from tests.unit.events import alert_event, drift_event
 
 pytestmark = pytest.mark.integration
 OUTAGE_S = 30.0  # how long Postgres stays down in the outage test (issue 8)
@@ -58,59 +59,6 @@ async def _sink_stack(
     settings = stack.settings()
     await create_topics(settings, kafka_bootstrap)
     return database_url, stack, settings
-
-
-def _drift(i: int) -> dict[str, Any]:
-    return {
-        "event_id": f"e-{i}",
-        "customer_id": "acme",
-        "payer_id": f"p{i % 3}",
-        "cpt_group": "radiology",
-        "drift_type": "denial_rate",
-        "window_days": 7.0,
-        "baseline_start": 0,
-        "baseline_end": 1,
-        "current_start": 2,
-        "current_end": 3,
-        "baseline_value": 0.1,
-        "current_value": 0.3,
-        "delta_value": 0.2,
-        "baseline_n": 100,
-        "current_n": 40,
-        "p_value": 1e-6,
-        "q_value": 1e-5,
-        "severity": 0.8,
-        "severity_level": "critical",
-        "confidence": 0.99,
-        "detected_at": 86_400_000 * i,
-    }
-
-
-def _alert(alert: str, version: int, transition: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "alert_id": alert,
-        "version": version,
-        "dedup_key": f"acme|default|{alert}",
-        "customer_id": "acme",
-        "rule_id": "default",
-        "drift_event_id": "e-1",
-        "payer_id": "p1",
-        "cpt_group": "radiology",
-        "drift_type": "denial_rate",
-        "status": kw.get("status", "active"),
-        "transition": transition,
-        "severity": 0.5,
-        "severity_level": "warning",
-        "occurrence_count": version,
-        "first_seen": 0,
-        "last_seen": 1000 * version,
-        "acknowledged_by": None,
-        "resolved_by": None,
-        "resolution": None,
-        "verdict": kw.get("verdict"),
-        "message": "m",
-        "notify": True,
-    }
 
 
 def _claims() -> list[dict[str, Any]]:
@@ -143,12 +91,12 @@ async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
     writer.MERGE_AFTER_CONFLICT = merge_after_conflict
     writer.MIN_LANE_ROWS = min_lane_rows
     writer.FEW_ROWS = few_rows
-    drifts = [drift_row(_drift(i)) for i in range(20)]
+    drifts = [drift_row(drift_event(i)) for i in range(20)]
     alerts = [
-        alert_row(_alert("a1", v, t))
+        alert_row(alert_event("a1", v, t))
         for v, t in ((1, "triggered"), (2, "updated"), (3, "acknowledged"))
     ]
-    alerts.append(alert_row(_alert("a1", 4, "judged", verdict="true_positive")))
+    alerts.append(alert_row(alert_event("a1", 4, "judged", verdict="true_positive")))
     claims = _claims()
     await writer.write(drifts, alerts, claims)
     once = table_rows(url)
@@ -215,7 +163,7 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
     await producer.send_and_wait(s.topic_claims, json.dumps(far_future).encode(), key=b"future")
     await producer.send_and_wait(s.topic_drift, b"\x07 not avro", key=b"junk")
     await producer.send_and_wait(
-        s.topic_drift, encode_single_object("DriftEvent", _drift(1)), key=b"good-drift"
+        s.topic_drift, encode_single_object("DriftEvent", drift_event(1)), key=b"good-drift"
     )
     await producer.stop()
     stack.start("sink")
@@ -266,12 +214,12 @@ async def test_read_side_queries_against_fixtures(database) -> None:
         claim_row(raw_claim(claim_id="pended", decided_date="2026-02-11", outcome="PENDED"), 0, 999)
     )
     drifts = [
-        drift_row(dict(_drift(i), severity_level=("info", "warning", "critical")[i % 3]))
+        drift_row(dict(drift_event(i), severity_level=("info", "warning", "critical")[i % 3]))
         for i in range(9)
     ]
     alerts = [
-        alert_row(_alert("open", 1, "triggered")),
-        alert_row(_alert("done", 2, "resolved", status="resolved")),
+        alert_row(alert_event("open", 1, "triggered")),
+        alert_row(alert_event("done", 2, "resolved", status="resolved")),
     ]
     await writer.write(drifts, alerts, claims)
     async with engine.connect() as conn:
@@ -391,8 +339,10 @@ async def test_hostile_strings_in_every_field_are_stored_verbatim(database, few_
                                           payer_id=short.replace("|", "/"), payer_name=text,
                                           place_of_service=short,
                                           denial_reason_codes=[text, short]), 0, i))  # fmt: skip
-        drift.append(drift_row(_drift(i) | {"event_id": f"e{i}-{short}", "payer_id": text[:120]}))
-        alerts.append(alert_row(_alert(f"a{i}-{short}", 1, "triggered")
+        drift.append(
+            drift_row(drift_event(i) | {"event_id": f"e{i}-{short}", "payer_id": text[:120]})
+        )
+        alerts.append(alert_row(alert_event(f"a{i}-{short}", 1, "triggered")
                                 | {"message": text, "acknowledged_by": text}))  # fmt: skip
     await writer.write(drift, alerts, claims)
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
@@ -440,10 +390,10 @@ async def test_alerts_are_stored_while_the_claims_wait_for_postgres(
 
         await wait_until(claims_waiting, 60, "the sink's claims to wait for the lock")
         await producer.send_and_wait(
-            s.topic_drift, encode_single_object("DriftEvent", _drift(1)), key=b"d"
+            s.topic_drift, encode_single_object("DriftEvent", drift_event(1)), key=b"d"
         )
         await producer.send_and_wait(
-            s.topic_alerts, encode_single_object("AlertEvent", _alert("a1", 1, "triggered")),
+            s.topic_alerts, encode_single_object("AlertEvent", alert_event("a1", 1, "triggered")),
             key=b"acme",
         )  # fmt: skip
 
@@ -475,12 +425,12 @@ async def test_an_alert_waits_for_its_drift_event_and_is_never_held_for_good(
     stack.start("sink")
 
     async def send_alert(alert: str, drift_event_id: str) -> None:
-        record = {**_alert(alert, 1, "triggered"), "drift_event_id": drift_event_id}
+        record = {**alert_event(alert, 1, "triggered"), "drift_event_id": drift_event_id}
         value = encode_single_object("AlertEvent", record)
         await producer.send_and_wait(s.topic_alerts, value, key=b"acme")
 
     async def send_drift(i: int) -> None:
-        value = encode_single_object("DriftEvent", _drift(i))
+        value = encode_single_object("DriftEvent", drift_event(i))
         await producer.send_and_wait(s.topic_drift, value, key=b"d%d" % i)
 
     def stored() -> tuple[set[str], set[str]]:

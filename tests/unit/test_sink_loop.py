@@ -18,6 +18,7 @@ from sinks.tables import ALERT_FIELDS
 from sinks.writer import DRIFT_COLUMNS
 from streams.settings import Settings
 from tests.unit.claims import raw_claim
+from tests.unit.events import alert_event, drift_event
 
 
 class _Partition(NamedTuple):
@@ -132,8 +133,8 @@ class _EventsConsumer:
     def __init__(self, service: SinkService) -> None:
         s = service.settings
         self.drift, self.alerts = _Partition(s.topic_drift, 0), _Partition(s.topic_alerts, 0)
-        drift = encode_single_object("DriftEvent", _drift_event("e-1"))
-        alert = encode_single_object("AlertEvent", _alert_event("a1", "e-1"))
+        drift = encode_single_object("DriftEvent", drift_event(1))
+        alert = encode_single_object("AlertEvent", alert_event("a1", 1, "triggered"))
         self.polls = [
             {self.drift: [_Message(s.topic_drift, 0, 0, b"k", drift)]},
             {self.alerts: [_Message(s.topic_alerts, 0, 0, b"k", alert)]},
@@ -211,32 +212,9 @@ async def test_only_the_latest_drift_events_handed_on_are_remembered(
     alert = consumer.polls.pop()
     s = service.settings
     for i in (2, 3):  # two more drift events push e-1 out of what the sink remembers
-        value = encode_single_object("DriftEvent", _drift_event(f"e-{i}"))
+        value = encode_single_object("DriftEvent", drift_event(i))
         consumer.polls.append({consumer.drift: [_Message(s.topic_drift, 0, i, b"k", value)]})
     consumer.polls.append(alert)
     await service.consume(consumer, producer=None)
     assert writer.asked == [{"e-1"}]  # e-1 was stored, as Postgres answers
     assert consumer.read_on == []
-
-
-def _drift_event(event_id: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id, "customer_id": "acme", "payer_id": "p1",
-        "cpt_group": "radiology", "drift_type": "denial_rate", "window_days": 7.0,
-        "baseline_start": 0, "baseline_end": 1, "current_start": 2, "current_end": 3,
-        "baseline_value": 0.1, "current_value": 0.3, "delta_value": 0.2, "baseline_n": 100,
-        "current_n": 40, "p_value": 1e-6, "q_value": 1e-5, "severity": 0.8,
-        "severity_level": "critical", "confidence": 0.99, "detected_at": 86_400_000,
-    }  # fmt: skip
-
-
-def _alert_event(alert_id: str, event_id: str) -> dict[str, Any]:
-    return {
-        "alert_id": alert_id, "version": 1, "dedup_key": f"acme|default|{alert_id}",
-        "customer_id": "acme", "rule_id": "default", "drift_event_id": event_id,
-        "payer_id": "p1", "cpt_group": "radiology", "drift_type": "denial_rate",
-        "status": "active", "transition": "triggered", "severity": 0.5,
-        "severity_level": "warning", "occurrence_count": 1, "first_seen": 0, "last_seen": 1000,
-        "acknowledged_by": None, "resolved_by": None, "resolution": None, "verdict": None,
-        "message": "m", "notify": True,
-    }  # fmt: skip
