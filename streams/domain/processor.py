@@ -60,7 +60,7 @@ class StepResult:
 
 # A close scans the keys' claim ids for those that left the history only when the bucket it
 # closes is a multiple of this (or a key has no bucket left); until then the ids older than
-# the history stay in memory, ignored (PartitionWindows.claims_floor). At most this many
+# the history stay in memory, ignored (PartitionWindows._claims_floor). At most this many
 # buckets' worth of ids stay so, about a tenth of a key's ids with the default 90-bucket
 # history; the scans cost an eighth of one per close.
 CLAIM_SCAN_BUCKETS = 8
@@ -74,9 +74,6 @@ class PartitionWindows:
         self.cfg = cfg
         self.watermark = Watermark(grace_ms=grace_ms, bucket_ms=cfg.bucket_ms, sources=sources)
         self.keys: dict[str, KeyWindows] = {}
-        # A key's remembered claim packed below this is older than the history: gone, though
-        # its id may stay until the next scan (see CLAIM_SCAN_BUCKETS). Follows the watermark.
-        self.claims_floor = 0
 
     def apply(self, arrivals: Sequence[Arrival], now_ms: int | None = None) -> StepResult:
         """Apply claims and source progress in order; evaluate each bucket that closes.
@@ -84,7 +81,7 @@ class PartitionWindows:
         ``now_ms`` (wall clock) only feeds idle detection; results never depend on it.
         """
         result = StepResult()
-        self._follow_history()  # the watermark may have been restored since
+        floor = self._claims_floor()
         for arrival in arrivals:
             if isinstance(arrival, SourceProgressed):
                 closing = self.watermark.advance(
@@ -99,7 +96,7 @@ class PartitionWindows:
                     key = KeyWindows(window_key, self.partition)
                 ident, packed = packed_claim(claim, bucket)
                 previous = key.claims.get(ident)
-                if previous is not None and previous < self.claims_floor:
+                if previous is not None and previous < floor:
                     previous = None  # older than the history: forgotten, if not yet scanned
                 # An exact resend (or a redelivery after a restart) is a no-op, never "late".
                 if previous == packed:
@@ -116,13 +113,15 @@ class PartitionWindows:
                 self.watermark.touch(arrival.source, now_ms)
             for closed in closing:
                 self._close(closed, result)
+            if closing:
+                floor = self._claims_floor()
         return result
 
-    def _follow_history(self) -> None:
-        """Set :attr:`claims_floor` to the oldest bucket of the history the watermark closed."""
+    def _claims_floor(self) -> int:
+        """A key's remembered claim packed below this is older than the history the watermark
+        has closed: gone, though its id may stay until the next scan (CLAIM_SCAN_BUCKETS)."""
         closed = self.watermark.closed_through
-        if closed is not None:
-            self.claims_floor = claims_floor(closed - self.cfg.history_buckets + 1)
+        return 0 if closed is None else claims_floor(closed - self.cfg.history_buckets + 1)
 
     def idle_tick(self, now_ms: int, idle_after_ms: int) -> StepResult:
         """Advance past quiet sources by the wall clock (see :meth:`Watermark.idle_tick`)."""
@@ -133,7 +132,6 @@ class PartitionWindows:
 
     def _close(self, closed: int, result: StepResult) -> None:
         oldest = closed - self.cfg.history_buckets + 1
-        self._follow_history()
         scan = closed % CLAIM_SCAN_BUCKETS == 0
         active = []
         for name, key in list(self.keys.items()):
