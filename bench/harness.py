@@ -24,15 +24,10 @@ from streams.topics import create_topics
 
 def routed_claims(value: bytes) -> list[dict[str, Any]]:
     """The claims a by-key message carries, as ``{"claim_id", "source", "offset"}``."""
-    if b'"claims":' in value:
-        return [
-            {"claim_id": packed[0], "source": source, "offset": offset}
-            for source, offset, packed in json.loads(value)["claims"]
-        ]
-    if b'"claim":' in value:  # one claim per message (before batches)
-        envelope = json.loads(value)
-        return [{"claim_id": envelope["claim"]["claim_id"], "source": envelope["source"]}]
-    return []
+    return [
+        {"claim_id": packed[0], "source": source, "offset": offset}
+        for source, offset, packed in json.loads(value)["claims"]
+    ]
 
 
 class TopicTail:
@@ -111,10 +106,13 @@ def percentiles(samples: list[float]) -> dict[str, float | None]:
     return {"p50": round(q[49], 1), "p99": round(q[98], 1), "max": round(ordered[-1], 1)}
 
 
+# Every claim read is, once, one of these (a pending claim moves to one of the first two when
+# it takes effect, so a sum over them all never counts it twice).
 COUNTED = (
     "upstream_claims_processed_total",
     "upstream_claims_duplicate_total",
     "upstream_claims_dlq_total",
+    "upstream_claims_pending",
 )
 
 
@@ -257,8 +255,9 @@ async def read_all(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[Any]
 
 async def worker_run(
     claims: list[dict[str, Any]], settings: Settings, timeout_s: float = 1800
-) -> list[dict[str, Any]]:
-    """Start a broker and a worker, stream ``claims``, wait until all is consumed; drifts out."""
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Start a broker and a worker, stream ``claims``, wait until all is consumed; the drift
+    events (decoded) and the dead letters (messages) out."""
     broker = EmbeddedKafka().start()
     log_dir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
     worker = None
@@ -277,7 +276,7 @@ async def worker_run(
             record = codec.decode(message.value, "DriftEvent", settings.topic_drift)
             record["detected_at_ms"] = to_epoch_ms(record["detected_at"])
             records.append(record)
-        return records
+        return records, await read_all(broker.bootstrap, settings.topic_claims_dlq)
     finally:
         if worker is not None:
             stop_process(worker, timeout_s=30)

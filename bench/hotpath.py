@@ -5,13 +5,13 @@ per-message plumbing and whose machine speed drifts by a third between minutes. 
 runs the worker's own code for each stage over the same generated JSON claims, in this
 process, and reports the best of ``--repeats`` passes in CPU time (``time.process_time``):
 
-1. **route**: decode the value, validate the claim, judge it against its source partition's
-   clock, pick its windows partition, pack one by-key message per partition and batch: the
-   worker's own :meth:`streams.routing.Router.plan`, in batches of the worker's default size;
+1. **route**: decode the value, validate the claim, pick its windows partition (by
+   customer), pack one by-key message per partition and batch: the worker's own
+   :meth:`streams.routing.Router.plan`, in batches of the worker's default size;
 2. **windows**: read those messages back (``envelopes.arrivals``), apply them to each
-   partition's windows (``PartitionWindows.apply``: dedup, buckets, closes, drift
-   evaluation), write the changed records through a real :class:`ChangelogTable` and build its
-   record batches (delivered to nowhere);
+   partition's windows (``PartitionWindows.apply``: per-customer event time, dedup, buckets,
+   amendments, closes, drift evaluation), write the changed records through a real
+   :class:`ChangelogTable` and build its record batches (delivered to nowhere);
 3. **alerts**: the key evaluations those closes sent to the alert input, applied as the alerts
    stage applies them (its own ``apply_alert_input``: decode, :class:`AlertLifecycle` with the
    default rules over a real :class:`TableAlertStore`; each transition encoded as an
@@ -48,7 +48,6 @@ from bench.throughput import claims_for
 from schemas.registry import ValueCodec
 from streams import envelopes
 from streams.domain.rules import RuleBook
-from streams.domain.windows import SourceClock
 from streams.records import alert_record
 from streams.routing import Router
 from streams.settings import Settings
@@ -101,11 +100,7 @@ def claims_messages(values: list[bytes]) -> list[_Message]:
 def route(messages: list[_Message], settings: Settings) -> list[tuple[int, bytes]]:
     """The worker's route stage (:meth:`Router.plan`) over ``messages``, in batches of
     ``BATCH``: its by-key messages, as (windows partition, value)."""
-    cfg = drift_config(settings)
-    clocks = [SourceClock(settings.grace_ms, cfg.bucket_ms) for _ in range(SOURCES)]
-    router = Router(
-        ValueCodec(), "claims.decided", settings.partitions, lambda source, _: clocks[source]
-    )
+    router = Router(ValueCodec(), "claims.decided", settings.partitions)
     out = []
     for start in range(0, len(messages), BATCH):
         out += router.plan(messages[start : start + BATCH], SOURCES).by_key
@@ -129,10 +124,10 @@ def windows(messages: list[tuple[int, bytes]], settings: Settings) -> WindowsOut
 
     async def run() -> None:
         for partition, value in messages:
-            items = envelopes.arrivals(envelopes.loads(value), "claims.decided")
+            items = envelopes.arrivals(envelopes.loads(value))
             pw = state.get(partition, SOURCES)
-            result = pw.apply([arrival for arrival, _ in items], now_ms=0)
-            state.save(pw, result.changed.values())
+            result = pw.apply(items, now_ms=0)
+            state.save(pw, result)
             out.records += table.pending
             if result.evaluations:
                 sent = [envelopes.evaluation_message(e) for e in result.evaluations]

@@ -8,12 +8,20 @@ WebSocket client per customer (subscribed). Then produces the denial-spike scena
 
 An alert transition of a detection (``triggered`` or ``updated``) carries ``last_seen``: the
 end of the bucket whose close found the drift. That bucket closed when every claims partition
-had seen a claim at least ``grace`` past its end (the watermark is the lowest partition's max
-event time minus the grace), so the claim that closed it is, over the partitions, the last of
-each partition's first such claim. Latency = arrival at the client − that claim's send time;
-one clock, since producer and clients share this process. Transitions whose bucket no claim
-closed (the idle timer did) are counted apart. Each latency is also split into hops at the
+had seen a claim *of that customer* at least ``grace`` past its end (a customer's watermark is
+the lowest over the partitions of its claims' max event time, minus the grace), so the claim
+that closed it is, over the partitions, the last of each partition's first such claim.
+Latency = arrival at the client − that claim's send time; one clock, since producer and
+clients share this process. Transitions whose bucket no claim closed (the idle timer did) are
+counted apart. Each latency is also split into hops at the
 Kafka timestamps of the records it passed through (:data:`HOPS`, ``hops_ms``).
+
+With ``--flood N``, a customer onboards in the middle of it: ``--flood-at`` seconds into
+sending, its history of N claims (sorted by decision date) is produced at once, as fast as
+the producer goes. The live customers' latencies are then reported apart for the claims sent
+while the worker read that backlog (from the burst's start until the worker is back within a
+second of the live rate), with how long that took: a live customer's alert should wait no
+longer than the flood's backlog takes to read.
 
 Prints one JSON document on stdout (p50 / p99 / max, samples, how far the worker fell behind)
 and a table on stderr. ``python -m bench.latency --help``; ``make bench-latency``.
@@ -59,6 +67,7 @@ from streams.devstack import (
     stop_process,
     wait_for_port,
 )
+from streams.generator import Scenario, generate
 from streams.services import migrate_database
 from streams.settings import Settings
 from streams.topics import create_topics
@@ -67,30 +76,35 @@ SECRET = "latency-bench-secret-of-at-least-32-bytes"  # noqa: S105 -- a throwawa
 
 
 class Sent:
-    """When each claim was handed to the producer, its event time, and (once delivered) its
-    partition; then, per partition, the send time of the first claim reaching a given time."""
+    """When each claim was handed to the producer, its customer and event time, and (once
+    delivered) its partition; then, per customer and partition, the send time of the first
+    claim reaching a given time."""
 
     def __init__(self, count: int) -> None:
         self.at = [0.0] * count
         self.event_ms = [0] * count
+        self.customer = [""] * count
         self.partition = [-1] * count
         self.handed = 0  # claims handed to the producer so far
-        self._running: dict[int, tuple[list[int], list[int]]] = {}
+        self._running: dict[str, dict[int, tuple[list[int], list[int]]]] = {}
 
     def index(self) -> None:
-        """Per partition: running max event time (non-decreasing) and the claims' indexes."""
+        """Per customer and partition: running max event time (non-decreasing) and the claims'
+        indexes."""
         for i, p in enumerate(self.partition):
             if p < 0:
                 continue
-            maxima, claims = self._running.setdefault(p, ([], []))
+            partitions = self._running.setdefault(self.customer[i], {})
+            maxima, claims = partitions.setdefault(p, ([], []))
             top = max(self.event_ms[i], maxima[-1]) if maxima else self.event_ms[i]
             maxima.append(top)
             claims.append(i)
 
-    def closed_by(self, event_ms: int) -> int | None:
-        """The claim (index) after which every partition had reached ``event_ms``."""
+    def closed_by(self, customer: str, event_ms: int) -> int | None:
+        """The claim (index) after which every partition had reached ``event_ms`` for
+        ``customer``."""
         latest: int | None = None
-        for maxima, claims in self._running.values():
+        for maxima, claims in self._running.get(customer, {}).values():
             i = bisect.bisect_left(maxima, event_ms)
             if i == len(maxima):
                 return None  # never reached by a claim: the idle timer closed it, if anything
@@ -107,6 +121,7 @@ def produce_paced(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate
                 for c in claims]  # fmt: skip
     for i, claim in enumerate(claims):
         sent.event_ms[i] = int(datetime.fromisoformat(claim["decided_at"]).timestamp() * 1000)
+        sent.customer[i] = claim["customer_id"]
 
     def delivered(i: int) -> Any:
         def report(err: Any, msg: Any) -> None:
@@ -163,13 +178,57 @@ class Clients:
                 self.arrivals.append((arrived, message["alert"]))
 
 
-async def _sample_backlog(port: int, sent: Sent, backlog: list[float]) -> None:
+class Flood:
+    """An onboarding customer's history, produced at once while the live claims stream."""
+
+    def __init__(self, claims: list[dict[str, Any]]) -> None:
+        self.claims = claims
+        self.handed = 0
+        self.started: float | None = None
+        self.produced: float | None = None
+
+    def send(self, bootstrap: str, topic: str, after_s: float, stop: threading.Event) -> None:
+        """After ``after_s`` seconds, produce every claim as fast as the producer goes."""
+        if stop.wait(after_s):
+            return
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+        self.started = time.monotonic()
+        for claim in self.claims:
+            value = json.dumps(claim, separators=(",", ":")).encode()
+            while True:
+                try:
+                    producer.produce(topic, value, claim["claim_id"].encode())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            self.handed += 1
+        producer.flush(120)
+        self.produced = time.monotonic()
+        print(f"  flood of {len(self.claims):,} claims produced in "
+              f"{self.produced - self.started:.1f} s", file=sys.stderr)  # fmt: skip
+
+
+def flood_claims(count: int) -> list[dict[str, Any]]:
+    """An onboarding customer's history of ``count`` claims, in decision order."""
+    days = 365
+    per_day = -(-count // (days * len(Scenario().key_profiles())))
+    scenario = Scenario(customer_id="onboarding", days=days, spike_day=300, seed=99,
+                        claims_per_key_per_day=per_day)  # fmt: skip
+    return generate(scenario)[:count]
+
+
+async def _sample_backlog(
+    port: int, sent: Sent, backlog: list[float], flood: Flood | None = None,
+    at: list[float] | None = None,
+) -> None:  # fmt: skip
     """Every second: claims handed to the producer that the worker has not counted yet."""
     while True:
         await asyncio.sleep(1)
-        handed = sent.handed
+        handed = sent.handed + (flood.handed if flood else 0)
         totals = await asyncio.to_thread(worker_totals, port)
         backlog.append(max(0.0, handed - sum(totals.get(name, 0.0) for name in COUNTED)))
+        if at is not None:
+            at.append(time.monotonic())
 
 
 HOPS = {
@@ -265,10 +324,21 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         sent = Sent(len(claims))
         print(f"sending {len(claims):,} claims at {args.rate:,}/s...", file=sys.stderr)
         backlog: list[float] = []  # claims sent but not yet counted by the worker, each second
-        sampling = asyncio.create_task(_sample_backlog(worker_port, sent, backlog))
+        sampled_at: list[float] = []
+        flood = Flood(flood_claims(args.flood)) if args.flood else None
+        sampling = asyncio.create_task(
+            _sample_backlog(worker_port, sent, backlog, flood, sampled_at)
+        )
+        flooding = None
+        if flood is not None:
+            flooding = asyncio.create_task(asyncio.to_thread(
+                flood.send, bootstrap, settings.topic_claims, args.flood_at, stop
+            ))  # fmt: skip
         achieved = await asyncio.to_thread(
             produce_paced, bootstrap, settings.topic_claims, claims, args.rate, sent, stop
         )
+        if flooding is not None:
+            await flooding
         sampling.cancel()
         behind_at_end = len(claims) - sum(
             worker_totals(worker_port).get(name, 0.0) for name in COUNTED
@@ -294,13 +364,14 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
             other += 1
             continue
         last_seen = datetime.fromisoformat(alert["last_seen"].replace("Z", "+00:00"))
-        closing = sent.closed_by(int(last_seen.timestamp() * 1000) + grace_ms)
+        closing = sent.closed_by(alert["customer_id"], int(last_seen.timestamp() * 1000) + grace_ms)
         if closing is None:
             by_idle += 1
         else:
             latencies.append((arrived - sent.at[closing]) * 1000)
             samples.append((closing, arrived, alert))
     hops = await _hops(bootstrap, settings, base["UPSTREAM_APP_ID"], claims, sent, samples)
+    flooded = _flood_report(flood, args.rate, backlog, sampled_at, samples, sent)
     return {
         "benchmark": "latency",
         "broker": args.broker,
@@ -317,8 +388,34 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         "other_transitions": other,
         "latency_ms": percentiles(latencies),
         "hops_ms": hops,
+        **({"flood": flooded} if flooded else {}),
         "machine": machine(),
     }  # fmt: skip
+
+
+def _flood_report(
+    flood: Flood | None, rate: int, backlog: list[float], sampled_at: list[float],
+    samples: list[tuple[int, float, dict[str, Any]]], sent: Sent,
+) -> dict[str, Any] | None:  # fmt: skip
+    """How long the worker took to read the flood, and the live latencies meanwhile."""
+    if flood is None or flood.started is None or flood.produced is None:
+        return None
+    after = [t for t, b in zip(sampled_at, backlog, strict=True)
+             if t > flood.produced and b < rate]  # fmt: skip
+    drained = after[0] if after else None
+    until = drained if drained is not None else float("inf")
+    during = [(arrived - sent.at[c]) * 1000 for c, arrived, _ in samples
+              if flood.started <= sent.at[c] <= until]  # fmt: skip
+    outside = [(arrived - sent.at[c]) * 1000 for c, arrived, _ in samples
+               if not flood.started <= sent.at[c] <= until]  # fmt: skip
+    return {
+        "claims": len(flood.claims),
+        "produce_s": round(flood.produced - flood.started, 1),
+        "read_s": None if drained is None else round(drained - flood.started, 1),
+        "live_samples_during": len(during),
+        "live_latency_during_ms": percentiles(during),
+        "live_latency_outside_ms": percentiles(outside),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=120, help="days of claims, 20/key/day (120)")
     parser.add_argument("--settle-s", type=float, default=15, help="quiet seconds to end (15)")
     parser.add_argument("--broker", choices=BROKERS, default="embedded")
+    parser.add_argument("--flood", type=int, default=0,
+                        help="an onboarding history of this many claims (0: none)")  # fmt: skip
+    parser.add_argument("--flood-at", type=float, default=20.0,
+                        help="seconds into sending when the flood starts (20)")  # fmt: skip
     args = parser.parse_args(argv)
     server, kafka = EmbeddedPostgres().start(), start_broker(args.broker)
     try:
@@ -353,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|", file=sys.stderr)
     for hop, what in hops["hops"].items():
         print(f"| {hop} | {hops[hop]['p50']} | {hops[hop]['p99']} | {what} |", file=sys.stderr)
+    if flood := report.get("flood"):
+        during, outside = flood["live_latency_during_ms"], flood["live_latency_outside_ms"]
+        print(f"\nflood of {flood['claims']:,} claims: read in {flood['read_s']} s; live alerts "
+              f"meanwhile p50 {during['p50']} / max {during['max']} ms "
+              f"({flood['live_samples_during']} samples), otherwise p50 {outside['p50']} / "
+              f"max {outside['max']} ms", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -1,13 +1,12 @@
 """Messages of the worker's internal topics, and dead-letter headers.
 
 ``<app>-claims-by-key`` carries, per route batch and windows partition,
-``{"sources": N, "claims": [[source, offset, claim], ...], "progress": [[source,
-max_event_ms], ...]}``: the batch's claims for that partition in their order (the claims
-partition and offset they came from — where a dead letter finds the original — and the
-validated claim packed by :meth:`Claim.to_compact`), then each source's progress. Messages of
-earlier versions — ``{"source", "sources", "claim"}`` or ``{"source", "sources",
-"max_event_ms"}`` — are still read. ``<app>-alert-input`` carries ``{"kind": "evaluation",
-...}`` or ``{"kind": "command", "command": {...}}``, keyed by ``customer_id``.
+``{"sources": N, "claims": [[source, offset, claim], ...]}``: the batch's claims for that
+partition in their order, each with the claims partition and offset it was read at (which
+the windows use to skip a redelivery, and a dead letter to find the original) and the
+validated claim packed by :meth:`Claim.to_compact`. ``<app>-alert-input`` carries
+``{"kind": "evaluation", ...}`` or ``{"kind": "command", "command": {...}}``, keyed by
+``customer_id``.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from streams.domain.alerts import AlertCommand
-from streams.domain.claims import Claim, parse_claim
+from streams.domain.claims import Claim
 from streams.domain.events import KeyEvaluated
-from streams.domain.processor import Arrival, ClaimFromSource, SourceProgressed
+from streams.domain.processor import ClaimFromSource
 from streams.records import to_epoch_ms
 
 
@@ -41,10 +40,8 @@ class Origin(NamedTuple):
     offset: int
 
 
-def routed_batch(
-    sources: int, claims: Iterable[tuple[int, int, Claim]], progress: Iterable[tuple[int, int]]
-) -> bytes:
-    """A by-key message: ``(source, offset, claim)`` items, then each source's progress.
+def routed_batch(sources: int, claims: Iterable[tuple[int, int, Claim]]) -> bytes:
+    """A by-key message of ``(source, offset, claim)`` items.
 
     Written by orjson (~5x the standard library's speed; one message carries up to a thousand
     claims), or by the standard library for what orjson refuses (an integer beyond 64 bits).
@@ -52,7 +49,6 @@ def routed_batch(
     envelope = {
         "sources": sources,
         "claims": [[source, offset, claim.to_compact()] for source, offset, claim in claims],
-        "progress": [[source, max_ms] for source, max_ms in progress],
     }
     try:
         return orjson.dumps(envelope)
@@ -65,21 +61,13 @@ def loads(value: bytes) -> Any:
     return orjson.loads(value)
 
 
-def arrivals(envelope: Mapping[str, Any], claims_topic: str) -> list[tuple[Arrival, Origin | None]]:
+def arrivals(envelope: Mapping[str, Any]) -> list[ClaimFromSource]:
     """Decode a message of the by-key topic (raises InvalidClaim, KeyError, ValueError, ...)."""
     sources = int(envelope["sources"])
-    if "claims" in envelope:
-        out: list[tuple[Arrival, Origin | None]] = []
-        for source, offset, packed in envelope["claims"]:
-            origin = Origin(claims_topic, int(source), int(offset))
-            out.append((ClaimFromSource(int(source), sources, Claim.from_compact(packed)), origin))
-        for source, max_ms in envelope["progress"]:
-            out.append((SourceProgressed(int(source), sources, int(max_ms)), None))
-        return out
-    source = int(envelope["source"])
-    if "claim" in envelope:  # one claim per message (before batches)
-        return [(ClaimFromSource(source, sources, parse_claim(envelope["claim"])), None)]
-    return [(SourceProgressed(source, sources, int(envelope["max_event_ms"])), None)]
+    return [
+        ClaimFromSource(int(source), sources, int(offset), Claim.from_compact(packed))
+        for source, offset, packed in envelope["claims"]
+    ]
 
 
 def evaluation_message(evaluation: KeyEvaluated) -> bytes:

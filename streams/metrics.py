@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CLAIMS_PROCESSED = Counter("upstream_claims_processed_total", "Valid claims applied to the windows")
+CLAIMS_PROCESSED = Counter(
+    "upstream_claims_processed_total", "Claims counted into the windows (new, or corrected)"
+)
 CLAIMS_DLQ = Counter(
     "upstream_claims_dlq_total", "Claims sent to the dead-letter topic", ["reason"]
 )
@@ -35,7 +37,21 @@ EVENT_TIME_LAG = Histogram(
     "Wall clock minus a claim's event time when its windows are updated",
     buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 365 * 86_400),
 )
-BUCKET_CLOSES = Counter("upstream_bucket_closes_total", "Buckets closed by watermarks")
+CLAIMS_AMENDED = Counter(
+    "upstream_claims_amended_total",
+    "Claims counted into a bucket that had already closed (late claims inside the history)",
+)
+CLAIMS_PENDING = Gauge(
+    "upstream_claims_pending",
+    "Claims waiting for their customer's watermark to reach their source's clock",
+)
+CLAIMS_REDELIVERED = Counter(
+    "upstream_claims_redelivered_total",
+    "Claims skipped by the windows as already applied (a replay after a crash or rebalance)",
+)
+BUCKET_CLOSES = Counter(
+    "upstream_bucket_closes_total", "Buckets closed by customers' watermarks (one per customer)"
+)
 ACTIVE_KEYS = Gauge("upstream_active_window_keys", "(customer, payer, CPT group) keys in memory")
 CHANGELOG_SPLIT_FLUSHES = Counter(
     "upstream_changelog_split_flushes_total",

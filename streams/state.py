@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import sys
@@ -17,15 +18,17 @@ from faust.serializers import codecs
 
 from streams.domain.alerts import AlertState
 from streams.domain.drift import DriftConfig
-from streams.domain.processor import PartitionWindows
-from streams.domain.windows import ClockHistory, Contribution, KeyWindows, SourceClock
+from streams.domain.processor import PartitionWindows, Pending, StepResult
+from streams.domain.windows import KeyWindows, packed_bucket
 from streams.metrics import CHANGELOG_SPLIT_FLUSHES
 
 log = logging.getLogger("upstream.worker")
 # Windows table keys. Values carry their partition, so a partition can be rebuilt by a scan.
-WATERMARK = "w|"  # w|<partition> → watermark dict
+WATERMARK = "w|"  # w|<customer> → {"partition": p, watermark...}
+OFFSETS = "o|"  # o|<partition> → [partition, last offset applied of source 0, 1, ... (-1: none)]
 BUCKET = "b|"  # b|<bucket>|<window key> → [partition, *sums]
 CLAIM = "c|"  # c|<claim hash>|<window key> → [partition, packed contribution]
+PENDING = "p|"  # p|<source>|<offset>|<window key> → [partition, effective, claim hash, packed]
 
 
 class _StandardJson(codecs.Codec):
@@ -257,45 +260,20 @@ class TableAlertStore:
         self.table.put(self.partition, f"dedup|{dedup_key}", alert_id)
 
 
-class SourceClocks:
-    """Each claims partition's :class:`SourceClock`, kept in the route table as a history.
-
-    ``source|<partition>`` → :class:`ClockHistory`, so that a claim redelivered after a crash
-    is judged against the clock as it stood at its own offset.
-    """
-
-    def __init__(self, table: ChangelogTable, grace_ms: int, bucket_ms: int) -> None:
-        self.table = table
-        self.grace_ms = grace_ms
-        self.bucket_ms = bucket_ms
-
-    def _history(self, source: int) -> ClockHistory:
-        return ClockHistory.restore(self.table.get(f"source|{source}"))
-
-    def get(self, source: int, offset: int) -> SourceClock:
-        """The clock of claims partition ``source`` just before ``offset``."""
-        return SourceClock(self.grace_ms, self.bucket_ms, self._history(source).before(offset))
-
-    def save(
-        self, source: int, last_offset: int, clock: SourceClock, committed: int | None
-    ) -> None:
-        """Persist the clock after ``last_offset`` (to the changelog partition of its source)."""
-        history = self._history(source)
-        history.record(last_offset, clock.max_event_ms, committed)
-        self.table.put(source, f"source|{source}", history.to_list())
-
-
 class WindowsState:
     """The in-memory :class:`PartitionWindows` of assigned partitions, kept in a table.
 
-    The changelog gets one small record per changed bucket and per remembered claim id, not
-    the whole key: a batch writes what it changed, a close deletes what it pruned.
+    The changelog gets one small record per changed bucket, remembered claim id and pending
+    claim, one per customer for its watermark, and one per partition for the last offset
+    applied of each source: a batch writes what it changed, a close deletes what it pruned.
+    A flush writes a partition's values as one record batch (:class:`ChangelogTable`), so the
+    windows and the offsets they include never part.
 
-    Those records live in memory once, as :class:`KeyWindows`: a partition's records are
-    dropped from the table's memory when it is loaded, and later ones are written to the
-    changelog only (keeping both took ~1.4 KB more per key of three claims). So a partition
-    can be loaded again only from a recovery that read its changelog from the start, which
-    :meth:`forget` (for a revoke) asks Faust for.
+    Those records live in memory once, as domain objects: a partition's records are dropped
+    from the table's memory when it is loaded, and later ones are written to the changelog only
+    (keeping both took ~1.4 KB more per key of three claims). So a partition can be loaded again
+    only from a recovery that read its changelog from the start, which :meth:`forget` (for a
+    revoke) asks Faust for.
     """
 
     def __init__(self, table: ChangelogTable, cfg: DriftConfig, grace_ms: int) -> None:
@@ -306,50 +284,74 @@ class WindowsState:
 
     def key_count(self) -> int:
         """Keys held in memory over every partition."""
-        return sum(len(pw.keys) for pw in self.partitions.values())
+        return sum(pw.key_count() for pw in self.partitions.values())
 
     def get(self, partition: int, sources: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the changelog table on first use."""
         pw = self.partitions.get(partition)
         if pw is None:
-            pw = PartitionWindows(partition, self.cfg, self.grace_ms, sources)
-            saved = self.table.get(f"{WATERMARK}{partition}")
-            if saved:
-                pw.watermark.restore(saved)
-            closed = pw.watermark.closed_through
-            oldest = None if closed is None else closed - self.cfg.history_buckets + 1
-            pruned = []  # tombstones a crash cut off (see ChangelogTable): deleted again
-            loaded = []  # held as KeyWindows from now on
-            for name, value in self.table.items():
-                if name.startswith(WATERMARK) or value[0] != partition:
-                    continue
-                loaded.append(name)
-                kind, number, key = name.split("|", 2)
-                key = sys.intern(key)  # as Claim.window_key: one string per key in the process
-                packed = None if kind == "b" else int(value[1])
-                bucket = int(number) if packed is None else Contribution.unpack(packed).bucket
-                if oldest is not None and bucket < oldest:
-                    pruned.append(name)
-                    continue
-                windows = pw.keys.get(key)
-                if windows is None:
-                    windows = pw.keys[key] = KeyWindows(key, partition)
-                if packed is None:
-                    windows.set_bucket(bucket, [int(x) for x in value[1:]])
-                else:
-                    windows.claims[int(number)] = packed
-            for name in pruned:
-                self.table.delete(partition, name)
-            self.table.drop(loaded)
-            log.info("partition %d: loaded %d keys (%d records pruned)",
-                     partition, len(pw.keys), len(pruned))  # fmt: skip
+            pw = self._load(partition, sources)
             self.partitions[partition] = pw
         return pw
 
-    def save(self, pw: PartitionWindows, changed: Iterable[KeyWindows]) -> None:
-        """Write what changed in each key, then the partition's watermark."""
+    def _load(self, partition: int, sources: int) -> PartitionWindows:
+        pw = PartitionWindows(partition, self.cfg, self.grace_ms, sources)
+        mine = [(name, value) for name, value in self.table.items()
+                if _partition_of(value) == partition]  # fmt: skip
+        for name, value in mine:
+            if name.startswith(WATERMARK):
+                customer = pw.customer(sys.intern(name[len(WATERMARK) :]))
+                customer.watermark.restore(value)
+                customer.watermark.sources = max(customer.watermark.sources, sources)
+            elif name.startswith(OFFSETS):
+                pw.offsets = {s: o for s, o in enumerate(value[1:]) if o >= 0}
+        pruned = []  # tombstones a crash cut off (see ChangelogTable): deleted again
+        for name, value in mine:
+            kind = name[:2]
+            if kind in (WATERMARK, OFFSETS):
+                continue
+            _, number, rest = name.split("|", 2)
+            if kind == PENDING:
+                offset, key = rest.split("|", 1)
+                key = sys.intern(key)
+                customer = pw.customer(key.split("|", 1)[0])
+                closed = customer.watermark.closed_through
+                effective, ident, waiting = (int(x) for x in value[1:4])
+                if closed is not None and effective <= closed:
+                    pruned.append(name)  # taken effect already
+                else:
+                    customer.pending.append(
+                        Pending(effective, int(number), int(offset), key, ident, waiting)
+                    )
+                continue
+            key = sys.intern(rest)  # as Claim.window_key: one string per key in the process
+            customer = pw.customer(key.split("|", 1)[0])
+            closed = customer.watermark.closed_through
+            packed = None if kind == BUCKET else int(value[1])
+            bucket = int(number) if packed is None else packed_bucket(packed)
+            if closed is not None and bucket < closed - self.cfg.history_buckets + 1:
+                pruned.append(name)
+                continue
+            windows = customer.keys.get(key)
+            if windows is None:
+                windows = customer.keys[key] = KeyWindows(key, partition)
+            if packed is None:
+                windows.set_bucket(bucket, [int(x) for x in value[1:]])
+            else:
+                windows.claims[int(number)] = packed
+        for customer in pw.customers.values():
+            heapq.heapify(customer.pending)
+        for name in pruned:
+            self.table.delete(partition, name)
+        self.table.drop([name for name, _ in mine])
+        log.info("partition %d: loaded %d customers, %d keys (%d records pruned)",
+                 partition, len(pw.customers), pw.key_count(), len(pruned))  # fmt: skip
+        return pw
+
+    def save(self, pw: PartitionWindows, result: StepResult) -> None:
+        """Write what a step changed: keys, pending claims, watermarks, the offsets applied."""
         p = pw.partition
-        for windows in changed:
+        for windows in result.changed.values():
             buckets, claims = windows.take_changes()
             for bucket in buckets:
                 self._write(p, f"{BUCKET}{bucket}|{windows.key}", windows.bucket(bucket))
@@ -357,7 +359,17 @@ class WindowsState:
                 self._write(
                     p, f"{CLAIM}{ident}|{windows.key}", None if packed is None else [packed]
                 )
-        self.table.put(p, f"{WATERMARK}{p}", pw.watermark.to_dict())
+        for waiting in result.pending_added:
+            self._write(p, _pending_name(waiting),
+                        [waiting.effective, waiting.ident, waiting.packed])  # fmt: skip
+        for waiting in result.pending_done:
+            self._write(p, _pending_name(waiting), None)
+        for customer in result.customers.values():
+            self.table.put(p, f"{WATERMARK}{customer.customer_id}", customer.to_dict(),
+                           keep=False)  # fmt: skip
+        if pw.offsets:
+            offsets = [pw.offsets.get(s, -1) for s in range(max(pw.offsets) + 1)]
+            self.table.put(p, f"{OFFSETS}{p}", [p, *offsets], keep=False)
 
     def _write(self, partition: int, name: str, payload: list[int] | None) -> None:
         if payload is None:
@@ -370,3 +382,16 @@ class WindowsState:
         read from its start)."""
         self.partitions.clear()
         self.table.read_again_from_start()
+
+
+def _pending_name(waiting: Pending) -> str:
+    return f"{PENDING}{waiting.source}|{waiting.offset}|{waiting.window_key}"
+
+
+def _partition_of(value: Any) -> int | None:
+    """The partition a windows record belongs to (its first item, or ``partition``)."""
+    if isinstance(value, list) and value:
+        return int(value[0])
+    if isinstance(value, dict):
+        return int(value.get("partition", -1))
+    return None

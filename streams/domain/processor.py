@@ -1,14 +1,41 @@
-"""One partition's window state: claims in, late claims and bucket-close evaluations out.
+"""One windows partition's state: claims in; amendments, dead letters and evaluations out.
 
-Claims are applied strictly in the order given, so the result depends only on the input
-order within the partition, never on how it was batched.
+Event time is kept **per customer** (:class:`CustomerWindows`): a customer's watermark moves
+with its own claims only, its buckets close on it, and its keys are evaluated together (one
+Benjamini–Hochberg family per customer and close). Claims are applied in the order given, so
+the result depends only on each customer's claims and their order within each source (claims)
+partition: never on other customers, on how the sources were interleaved or batched, or on
+restarts.
+
+When a claim takes effect
+-------------------------
+A claim read from source ``s`` carries that source's clock for its customer: the latest event
+time of the customer's claims in ``s`` up to and including it, ``c``. The customer's
+watermark never passes any source's clock minus the grace, so when the claim arrives no
+bucket after ``a = last_closable_bucket(c - grace)`` has closed yet — but buckets up to ``a``
+may or may not have, depending on how the sources were interleaved. So the claim takes effect
+right after the close of bucket ``a``:
+
+- a claim in a bucket after ``a`` is counted at once (no close up to ``a`` reads its bucket);
+- a claim in a bucket up to ``a`` (an amendment: its bucket has closed or will have by then)
+  waits until bucket ``a`` has closed, then is counted, before the next close;
+- a claim whose bucket is older than the history at that moment (``a - history + 1``) is not
+  windowed: it comes back in ``StepResult.beyond_history`` for the DLQ.
+
+Every replay therefore counts each claim before the same closes. The one exception is the
+wall clock: a customer whose feed is idle advances by it (:meth:`Watermark.idle_tick`), and a
+claim arriving from a source the idle clock had passed takes effect at once.
+
+Redeliveries (the same source offset again after a crash) are skipped: the partition keeps,
+per source, the last offset it applied, in the same changelog flush as the windows.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig, evaluate_close
@@ -19,6 +46,8 @@ from streams.domain.windows import (
     Watermark,
     bucket_of,
     claims_floor,
+    last_closable_bucket,
+    packed_bucket,
     packed_claim,
 )
 
@@ -26,111 +55,148 @@ from streams.domain.windows import (
 # Arrivals are named tuples: one is built per claim, and a frozen dataclass costs several
 # times as much to build.
 class ClaimFromSource(NamedTuple):
-    """A claim, and the upstream (source) partition, of ``sources``, it was read from."""
+    """A claim, and the upstream (source) partition of ``sources`` and offset it was read at."""
 
     source: int
     sources: int
+    offset: int
     claim: Claim
 
 
-class SourceProgressed(NamedTuple):
-    """Source partition ``source`` (of ``sources``) has reached event time ``max_event_ms``."""
+class Pending(NamedTuple):
+    """A claim waiting for the close of bucket ``effective`` (see the module). Ordered by
+    ``(effective, source, offset)``: the order pending claims take effect in."""
 
+    effective: int
     source: int
-    sources: int
-    max_event_ms: int
-
-
-Arrival = ClaimFromSource | SourceProgressed
+    offset: int
+    window_key: str
+    ident: int  # claim_hash of the claim id
+    packed: int  # its packed contribution
 
 
 @dataclass(slots=True)
 class StepResult:
-    """What applying a batch produced: late claims, drifts, evaluations, changed keys."""
+    """What applying a batch produced."""
 
-    late: list[Claim] = field(default_factory=list)
+    beyond_history: list[ClaimFromSource] = field(default_factory=list)
     drifts: list[DriftDetected] = field(default_factory=list)
     evaluations: list[KeyEvaluated] = field(default_factory=list)
     # Keys with changes to persist (take_changes()), including keys that were just removed.
     changed: dict[str, KeyWindows] = field(default_factory=dict)
     removed_keys: set[str] = field(default_factory=set)
-    duplicates: int = 0
-    replaced: int = 0
+    # Customers whose watermark moved or whose pending claims changed.
+    customers: dict[str, CustomerWindows] = field(default_factory=dict)
+    pending_added: list[Pending] = field(default_factory=list)
+    pending_done: list[Pending] = field(default_factory=list)
+    closes: int = 0
+    counted: int = 0  # claims counted into their key (new, or replacing what a resend added)
+    duplicates: int = 0  # a resend with the same values as the claim it repeats
+    replaced: int = 0  # a resend with corrected values
+    amended: int = 0  # counted into a bucket that had closed
+    redelivered: int = 0  # a source offset applied before (a replay after a crash)
 
 
 # A close scans the keys' claim ids for those that left the history only when the bucket it
 # closes is a multiple of this (or a key has no bucket left); until then the ids older than
-# the history stay in memory, ignored (PartitionWindows._claims_floor). At most this many
+# the history stay in memory, ignored (CustomerWindows.claims_floor). At most this many
 # buckets' worth of ids stay so, about a tenth of a key's ids with the default 90-bucket
 # history; the scans cost an eighth of one per close.
 CLAIM_SCAN_BUCKETS = 8
 
 
-class PartitionWindows:
-    """Windows of every key in one partition plus the partition's watermark."""
+class CustomerWindows:
+    """One customer's keys, watermark and pending claims."""
 
-    def __init__(self, partition: int, cfg: DriftConfig, grace_ms: int, sources: int = 1) -> None:
+    __slots__ = ("_floor", "cfg", "customer_id", "keys", "partition", "pending", "watermark")
+
+    def __init__(
+        self, customer_id: str, partition: int, cfg: DriftConfig, grace_ms: int, sources: int
+    ) -> None:
+        self.customer_id = customer_id
         self.partition = partition
         self.cfg = cfg
         self.watermark = Watermark(grace_ms=grace_ms, bucket_ms=cfg.bucket_ms, sources=sources)
         self.keys: dict[str, KeyWindows] = {}
+        self.pending: list[Pending] = []  # a heap
+        self._floor: tuple[int | None, int] = (None, 0)  # (closed_through, its claims floor)
 
-    def apply(self, arrivals: Sequence[Arrival], now_ms: int | None = None) -> StepResult:
-        """Apply claims and source progress in order; evaluate each bucket that closes.
-
-        ``now_ms`` (wall clock) only feeds idle detection; results never depend on it.
-        """
-        result = StepResult()
-        floor = self._claims_floor()
-        for arrival in arrivals:
-            if isinstance(arrival, SourceProgressed):
-                closing = self.watermark.advance(
-                    arrival.max_event_ms, arrival.source, arrival.sources
-                )
-            else:
-                claim = arrival.claim
-                bucket = bucket_of(claim.event_ms, self.cfg.bucket_ms)
-                window_key = claim.window_key
-                key = self.keys.get(window_key)
-                if key is None:
-                    key = KeyWindows(window_key, self.partition)
-                ident, packed = packed_claim(claim, bucket)
-                previous = key.claims.get(ident)
-                if previous is not None and previous < floor:
-                    previous = None  # older than the history: forgotten, if not yet scanned
-                # An exact resend (or a redelivery after a restart) is a no-op, never "late".
-                if previous == packed:
-                    result.duplicates += 1
-                elif self.watermark.is_late(claim.event_ms):
-                    result.late.append(claim)
-                else:
-                    self.keys[window_key] = key
-                    if key.add_known(ident, packed, previous) is Added.REPLACED:
-                        result.replaced += 1
-                    result.changed[window_key] = key
-                closing = self.watermark.advance(claim.event_ms, arrival.source, arrival.sources)
-            if now_ms is not None:
-                self.watermark.touch(arrival.source, now_ms)
-            for closed in closing:
-                self._close(closed, result)
-            if closing:
-                floor = self._claims_floor()
-        return result
-
-    def _claims_floor(self) -> int:
+    @property
+    def claims_floor(self) -> int:
         """A key's remembered claim packed below this is older than the history the watermark
         has closed: gone, though its id may stay until the next scan (CLAIM_SCAN_BUCKETS)."""
         closed = self.watermark.closed_through
-        return 0 if closed is None else claims_floor(closed - self.cfg.history_buckets + 1)
+        at, floor = self._floor
+        if at != closed:
+            floor = 0 if closed is None else claims_floor(closed - self.cfg.history_buckets + 1)
+            self._floor = (closed, floor)
+        return floor
 
-    def idle_tick(self, now_ms: int, idle_after_ms: int) -> StepResult:
-        """Advance past quiet sources by the wall clock (see :meth:`Watermark.idle_tick`)."""
-        result = StepResult()
-        for closed in self.watermark.idle_tick(now_ms, idle_after_ms):
-            self._close(closed, result)
-        return result
+    def take(self, arrival: ClaimFromSource, result: StepResult, now_ms: int | None) -> None:
+        """Apply one claim (see the module), then any closes it brings."""
+        source, sources, offset, claim = arrival
+        watermark = self.watermark
+        event_ms = claim.event_ms
+        bucket = bucket_of(event_ms, self.cfg.bucket_ms)
+        clock = watermark.source_max_ms.get(source)
+        if clock is None or event_ms > clock:
+            clock = event_ms
+        effective = last_closable_bucket(clock - watermark.grace_ms, self.cfg.bucket_ms)
+        closed = watermark.closed_through
+        if closed is not None and closed >= effective:
+            # Only after an idle advance (the wall clock) can the closes be ahead of a clock.
+            if bucket < closed - self.cfg.history_buckets + 1:
+                result.beyond_history.append(arrival)
+            else:
+                self._count(claim.window_key, *packed_claim(claim, bucket), result)
+        elif bucket > effective:
+            self._count(claim.window_key, *packed_claim(claim, bucket), result)
+        elif bucket < effective - self.cfg.history_buckets + 1:
+            result.beyond_history.append(arrival)
+        else:
+            ident, packed = packed_claim(claim, bucket)
+            waiting = Pending(effective, source, offset, claim.window_key, ident, packed)
+            heapq.heappush(self.pending, waiting)
+            result.pending_added.append(waiting)
+        closing = watermark.advance(event_ms, source, sources)
+        if now_ms is not None:
+            watermark.touch(source, now_ms)
+        result.customers[self.customer_id] = self
+        for bucket_closed in closing:
+            self._close(bucket_closed, result)
+
+    def idle_tick(self, now_ms: int, idle_after_ms: int, result: StepResult) -> None:
+        """Advance by the wall clock if the feed is idle (see :meth:`Watermark.idle_tick`)."""
+        closing = self.watermark.idle_tick(now_ms, idle_after_ms)
+        if closing:
+            result.customers[self.customer_id] = self
+        for bucket_closed in closing:
+            self._close(bucket_closed, result)
+
+    def _count(self, window_key: str, ident: int, packed: int, result: StepResult) -> None:
+        """Count a claim into its key once per claim id; a resend replaces what it added."""
+        key = self.keys.get(window_key)
+        if key is None:
+            key = KeyWindows(window_key, self.partition)
+        previous = key.claims.get(ident)
+        if previous is not None and previous < self.claims_floor:
+            previous = None  # older than the history: forgotten, if not yet scanned
+        if previous == packed:  # an exact resend: counted once already
+            result.duplicates += 1
+            return
+        self.keys[window_key] = key
+        result.counted += 1
+        if key.add_known(ident, packed, previous) is Added.REPLACED:
+            result.replaced += 1
+        closed = self.watermark.closed_through
+        if closed is not None and packed_bucket(packed) <= closed:
+            result.amended += 1
+        result.changed[window_key] = key
 
     def _close(self, closed: int, result: StepResult) -> None:
+        """Close bucket ``closed``: prune, evaluate every key, then count the claims that were
+        waiting for this close."""
+        result.closes += 1
         oldest = closed - self.cfg.history_buckets + 1
         scan = closed % CLAIM_SCAN_BUCKETS == 0
         active = []
@@ -145,3 +211,73 @@ class PartitionWindows:
         drifts, evaluations = evaluate_close(self.cfg, closed, active)
         result.drifts.extend(drifts)
         result.evaluations.extend(evaluations)
+        pending = self.pending
+        while pending and pending[0].effective <= closed:
+            waiting = heapq.heappop(pending)
+            self._count(waiting.window_key, waiting.ident, waiting.packed, result)
+            result.pending_done.append(waiting)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The customer's watermark, JSON-ready (keys and pending claims are kept apart)."""
+        return {"partition": self.partition, **self.watermark.to_dict()}
+
+
+class PartitionWindows:
+    """The customers of one windows partition, and the last offset applied per source."""
+
+    def __init__(self, partition: int, cfg: DriftConfig, grace_ms: int, sources: int = 1) -> None:
+        self.partition = partition
+        self.cfg = cfg
+        self.grace_ms = grace_ms
+        self.sources = sources
+        self.customers: dict[str, CustomerWindows] = {}
+        self.offsets: dict[int, int] = {}  # source → the last offset applied
+
+    def customer(self, customer_id: str) -> CustomerWindows:
+        """The customer's windows, created empty on first use."""
+        found = self.customers.get(customer_id)
+        if found is None:
+            found = CustomerWindows(
+                customer_id, self.partition, self.cfg, self.grace_ms, self.sources
+            )
+            self.customers[customer_id] = found
+        return found
+
+    @property
+    def keys(self) -> dict[str, KeyWindows]:
+        """Every key of every customer (a new dict)."""
+        return {name: key for c in self.customers.values() for name, key in c.keys.items()}
+
+    def key_count(self) -> int:
+        """Keys held, over every customer."""
+        return sum(len(c.keys) for c in self.customers.values())
+
+    def apply(self, arrivals: Sequence[ClaimFromSource], now_ms: int | None = None) -> StepResult:
+        """Apply claims in order; evaluate each bucket that closes for their customer.
+
+        ``now_ms`` (wall clock) only feeds idle detection; results never depend on it.
+        """
+        result = StepResult()
+        offsets = self.offsets
+        customers = self.customers
+        for arrival in arrivals:
+            source, offset = arrival.source, arrival.offset
+            if offset <= offsets.get(source, -1):
+                result.redelivered += 1
+                continue
+            offsets[source] = offset
+            if arrival.sources > self.sources:
+                self.sources = arrival.sources
+            customer_id = arrival.claim.customer_id
+            customer = customers.get(customer_id)
+            if customer is None:
+                customer = self.customer(customer_id)
+            customer.take(arrival, result, now_ms)
+        return result
+
+    def idle_tick(self, now_ms: int, idle_after_ms: int) -> StepResult:
+        """Advance idle customers by the wall clock (see :meth:`Watermark.idle_tick`)."""
+        result = StepResult()
+        for customer_id in sorted(self.customers):
+            self.customers[customer_id].idle_tick(now_ms, idle_after_ms, result)
+        return result

@@ -1,9 +1,9 @@
-"""Event-time buckets per window key, and a partition's watermark.
+"""Event-time buckets per window key, and a customer's watermark.
 
 A bucket is ``bucket_ms`` of event time; bucket ``i`` covers ``[i * bucket_ms, (i + 1) *
 bucket_ms)``. Each key keeps running sums per bucket, so any window is a sum of buckets.
-The watermark of a partition is the max event time seen minus the grace; bucket ``i`` closes
-when the watermark reaches its end.
+A customer's watermark is the lowest, over the claims partitions, of the max event time of
+its claims read there, minus the grace; bucket ``i`` closes when the watermark reaches its end.
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ _BUCKET_OFFSET = 1 << 31
 def _pack(bucket: int, pended: bool, denied: bool, lag_days: int, allowed_cents: int) -> int:
     head = ((bucket + _BUCKET_OFFSET) << 2) | (pended * _PENDED) | (denied * _DENIED)
     return (head << _HEAD_SHIFT) | (lag_days << _LAG_SHIFT) | min(allowed_cents, _CENTS_MAX)
+
+
+def packed_bucket(packed: int) -> int:
+    """The bucket of a packed contribution (see :meth:`Contribution.unpack`)."""
+    return (packed >> (_HEAD_SHIFT + 2)) - _BUCKET_OFFSET
 
 
 def claims_floor(bucket: int) -> int:
@@ -373,96 +378,15 @@ def last_closable_bucket(watermark_ms: int, bucket_ms: int) -> int:
 
 
 @dataclass(slots=True)
-class SourceClock:
-    """Lateness as judged in one source partition's own order (deterministic).
-
-    A claim is late when its bucket has ended more than the grace before the max event time
-    seen *before it in the same source partition*. Judging it there, and not where several
-    sources meet, makes the verdict independent of how the sources were interleaved; and since
-    a windows partition's watermark never passes any source's own max minus the grace, a claim
-    that is not late here never meets a closed bucket downstream.
-    """
-
-    grace_ms: int
-    bucket_ms: int
-    max_event_ms: int | None = None
-
-    def is_late(self, timestamp_ms: int) -> bool:
-        """Whether a claim at ``timestamp_ms`` is later than the grace."""
-        if self.max_event_ms is None:
-            return False
-        closable = last_closable_bucket(self.max_event_ms - self.grace_ms, self.bucket_ms)
-        return bucket_of(timestamp_ms, self.bucket_ms) <= closable
-
-    def observe(self, timestamp_ms: int) -> None:
-        """Note an on-time claim's event time."""
-        if self.max_event_ms is None or timestamp_ms > self.max_event_ms:
-            self.max_event_ms = timestamp_ms
-
-
-CLOCK_HISTORY_MAX = 1024
-
-
-@dataclass(slots=True)
-class ClockHistory:
-    """A source partition's clock after each batch, by the last offset the batch covered.
-
-    The clock is saved after every batch but offsets are committed later, so after a crash the
-    claims since the last commit come again. Judged against the newest clock they could be
-    "late" behind claims that came *after* them in the first run, and a claim that was
-    forwarded would now be dead-lettered. Each is judged instead against the clock as it stood
-    just before its own offset: the same verdict as in the first run.
-    """
-
-    entries: list[tuple[int, int | None]] = field(default_factory=list)  # (offset, max ms)
-
-    @classmethod
-    def restore(cls, saved: Any) -> ClockHistory:
-        """From :meth:`to_list`; a bare int is the max of a clock saved with no offsets."""
-        if saved is None:
-            return cls()
-        if isinstance(saved, int):
-            return cls([(-1, saved)])
-        return cls([(int(offset), value) for offset, value in saved])
-
-    def to_list(self) -> list[list[int | None]]:
-        """JSON-ready ``[[offset, max_event_ms], ...]``, oldest first."""
-        return [[offset, value] for offset, value in self.entries]
-
-    def before(self, offset: int) -> int | None:
-        """The clock's max event time after every offset below ``offset`` (None: unknown)."""
-        found: int | None = None
-        for last, value in self.entries:
-            if last >= offset:
-                break
-            found = value
-        return found
-
-    def record(self, last_offset: int, max_event_ms: int | None, committed: int | None) -> None:
-        """Note the clock after ``last_offset``; forget what a resume from ``committed`` skips.
-
-        Entries at or past ``last_offset`` belong to a run that was cut short and are replaced.
-        """
-        while self.entries and self.entries[-1][0] >= last_offset:
-            self.entries.pop()
-        self.entries.append((last_offset, max_event_ms))
-        if committed is not None:  # keep the newest entry below the committed offset
-            keep = 0
-            while keep + 1 < len(self.entries) and self.entries[keep + 1][0] < committed:
-                keep += 1
-            del self.entries[:keep]
-        del self.entries[:-CLOCK_HISTORY_MAX]
-
-
-@dataclass(slots=True)
 class Watermark:
-    """Event-time progress of one partition that is fed by ``sources`` upstream partitions.
+    """Event-time progress of one customer, whose claims are read from ``sources`` claims
+    partitions.
 
-    Each source partition reports its max event time (with its claims, or alone when it has
-    nothing for this partition). The watermark is the *lowest* source max minus the grace, as
-    in Flink: a source consumed behind the others holds closes back instead of making its
-    claims late, so results do not depend on how the sources were interleaved.
-    ``closed_through`` is the last closed bucket index, or None before every source reported.
+    Each source's clock is the max event time of the customer's claims read there. The
+    watermark is the *lowest* clock minus the grace, as in Flink: a source consumed behind the
+    others holds closes back, so which closes a claim precedes does not depend on how the
+    sources were interleaved (see :mod:`streams.domain.processor`). ``closed_through`` is the
+    last closed bucket index, or None before every source reported.
     """
 
     grace_ms: int
@@ -484,18 +408,11 @@ class Watermark:
             return None
         return min(self.source_max_ms.values())
 
-    def is_late(self, timestamp_ms: int) -> bool:
-        """A claim is late when its bucket has already closed."""
-        return (
-            self.closed_through is not None
-            and bucket_of(timestamp_ms, self.bucket_ms) <= self.closed_through
-        )
-
     def advance(self, timestamp_ms: int, source: int = 0, sources: int | None = None) -> list[int]:
-        """Record that ``source`` reached ``timestamp_ms``; return buckets that close, in order."""
+        """Record a claim of ``source`` at ``timestamp_ms``; return buckets that close, in order."""
         if sources is not None and sources > self.sources:
             self.sources = sources
-        self.note_claim(timestamp_ms)  # progress times are claim times too
+        self.note_claim(timestamp_ms)
         if timestamp_ms <= self.source_max_ms.get(source, -(2**62)):
             return []
         self.source_max_ms[source] = timestamp_ms
@@ -515,18 +432,20 @@ class Watermark:
         """Advance past sources that have been quiet for ``idle_after_ms`` of wall time.
 
         While other sources deliver, quiet ones stop holding the watermark back (as Flink's
-        idle sources). When the whole partition is quiet, event time advances with the wall
-        clock from the last max event time, so keys that went quiet still get evaluated.
+        idle sources). When the customer's whole feed is quiet, event time advances with the
+        wall clock from the last max event time, so keys that went quiet still get evaluated.
         """
-        if self.last_arrival_wall_ms is None or self.max_at_last_arrival_ms is None:
+        first_seen = self.first_arrival_wall_ms
+        if (
+            first_seen is None
+            or self.last_arrival_wall_ms is None
+            or self.max_at_last_arrival_ms is None
+        ):
             return []
-        # A source not heard from yet counts as quiet since the partition's first arrival: it
+        # A source not heard from yet counts as quiet since the customer's first arrival: it
         # too holds the watermark back until then + idle_after_ms (treating it as idle at once
         # closed buckets before its claims could arrive, e.g. while the worker that routes it
         # starts or is replaced).
-        first_seen = self.first_arrival_wall_ms
-        if first_seen is None:  # saved before the field existed
-            first_seen = min(self.source_seen_wall_ms.values())
         active = [
             s for s in range(self.sources)
             if now_ms - self.source_seen_wall_ms.get(s, first_seen) < idle_after_ms

@@ -200,7 +200,7 @@ async def outputs(stack: ServiceStack) -> dict[str, Any]:
     for m in await read_all(stack.bootstrap, s.topic_alerts):
         record = codec.decode(m.value, "AlertEvent", s.topic_alerts)
         alerts[(record["alert_id"], record["version"])] = record
-    # A set: a restart may dead-letter a redelivered late claim twice (at-least-once).
+    # A set: a restart may dead-letter a claim the route refused twice (at-least-once).
     dlq = {
         (m.key, dict(m.headers)["error.reason"])
         for m in await read_all(stack.bootstrap, s.topic_claims_dlq)

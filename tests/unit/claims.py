@@ -4,6 +4,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from streams.domain.claims import Claim, parse_claim
+from streams.domain.processor import ClaimFromSource
 
 DAY_MS = 86_400_000
 EPOCH = date(1970, 1, 1)
@@ -40,3 +41,37 @@ def claim_on_day(day: int, *, denied: bool = False, payer: str = "payer-a", i: i
             allowed_amount="0" if denied else "70.00",
         )
     )
+
+
+class Feed:
+    """Claims as the windows receive them: each source (claims partition) numbers its own
+    offsets, in the order claims are read from it."""
+
+    def __init__(self, sources: int = 1) -> None:
+        self.sources = sources
+        self.next_offset = [0] * sources
+
+    def read(self, claims: list[Claim], source: int = 0) -> list[ClaimFromSource]:
+        """``claims`` read from ``source``, in order."""
+        out = []
+        for claim in claims:
+            out.append(ClaimFromSource(source, self.sources, self.next_offset[source], claim))
+            self.next_offset[source] += 1
+        return out
+
+
+def day_of_claims(
+    day: int, rate: float, payer: str = "payer-b", customer: str = "acme", per_day: int = 20
+) -> list[Claim]:
+    """``per_day`` claims of ``customer`` decided on ``day``, ``rate`` of them denied."""
+    return [
+        claim_for(customer, day, denied=i < round(per_day * rate), payer=payer, i=i)
+        for i in range(per_day)
+    ]
+
+
+def claim_for(customer: str, day: int, *, denied: bool = False, payer: str = "payer-a",
+              i: int = 0) -> Claim:  # fmt: skip
+    """:func:`claim_on_day` for ``customer``."""
+    claim = claim_on_day(day, denied=denied, payer=payer, i=i)
+    return claim._replace(customer_id=customer, claim_id=f"{customer}-{claim.claim_id}")

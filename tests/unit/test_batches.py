@@ -26,8 +26,8 @@ from streams.batches import (
     _ConsumerThread,
 )
 from streams.domain.claims import InvalidClaim, _cents, parse_claim
-from streams.domain.processor import ClaimFromSource, SourceProgressed
-from streams.envelopes import Origin, arrivals, dumps, routed_batch
+from streams.domain.processor import ClaimFromSource
+from streams.envelopes import arrivals, routed_batch
 from streams.state import _dump
 from tests.unit.claims import raw_claim
 
@@ -69,20 +69,13 @@ def test_the_fast_amount_path_agrees_with_decimal(text):
     assert fast == _decimal_cents(text) or (text.strip() == "" and fast == "invalid")
 
 
-def test_the_by_key_message_keeps_order_origins_and_progress():
-    """Claims in their order with where they came from, then progress; old forms still read."""
-    value = routed_batch(4, [(2, 17, CLAIM), (0, 5, CLAIM)], [(0, 99), (2, 123)])
-    items = arrivals(json.loads(value), "claims.decided")
-    assert items == [
-        (ClaimFromSource(2, 4, CLAIM), Origin("claims.decided", 2, 17)),
-        (ClaimFromSource(0, 4, CLAIM), Origin("claims.decided", 0, 5)),
-        (SourceProgressed(0, 4, 99), None),
-        (SourceProgressed(2, 4, 123), None),
+def test_the_by_key_message_keeps_order_and_origins():
+    """Claims in their order, each with the claims partition and offset it was read at."""
+    value = routed_batch(4, [(2, 17, CLAIM), (0, 5, CLAIM)])
+    assert arrivals(json.loads(value)) == [
+        ClaimFromSource(2, 4, 17, CLAIM),
+        ClaimFromSource(0, 4, 5, CLAIM),
     ]
-    old_claim = json.loads(dumps({"source": 1, "sources": 4, "claim": raw_claim()}))
-    assert arrivals(old_claim, "t") == [(ClaimFromSource(1, 4, parse_claim(raw_claim())), None)]
-    old_progress = {"source": 1, "sources": 4, "max_event_ms": 7}
-    assert arrivals(old_progress, "t") == [(SourceProgressed(1, 4, 7), None)]
 
 
 @pytest.mark.parametrize("value", ["w|0", 'quote"d|é', [1, 2, 3], [], [True, 1], {"a": [1]}])

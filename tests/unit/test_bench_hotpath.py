@@ -28,7 +28,7 @@ def test_hotpath_bench_smoke_run(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_route_carries_every_claim_once() -> None:
-    """Every generated claim (none late) rides on exactly one by-key message."""
+    """Every generated claim rides on exactly one by-key message."""
     from bench.throughput import claims_for
 
     values = [json.dumps(c).encode() for c in claims_for(2500)]

@@ -1,9 +1,8 @@
-"""Drift evaluation at a bucket close and the partition processor around it."""
+"""Drift evaluation at a bucket close."""
 
 import pytest
 
 from streams.domain.drift import DriftConfig, evaluate_close, severity_level
-from streams.domain.processor import ClaimFromSource, PartitionWindows, SourceProgressed
 from streams.domain.windows import KeyWindows
 from tests.unit.claims import DAY_MS, claim_on_day
 
@@ -71,116 +70,3 @@ def test_event_ids_are_deterministic():
 def test_severity_levels(severity, level):
     """Documented mapping: info < 0.3 ≤ warning < 0.6 ≤ critical."""
     assert severity_level(severity) == level
-
-
-def _claims(days: range, rate: float, payer: str = "payer-b", source: int = 0, sources: int = 1):
-    out = []
-    for day in days:
-        for i in range(20):
-            claim = claim_on_day(day, denied=i < round(20 * rate), payer=payer, i=i)
-            out.append(ClaimFromSource(source, sources, claim))
-    return out
-
-
-def test_processor_closes_buckets_and_detects_in_order():
-    """Applying claims day by day closes buckets behind the grace and reports the drift."""
-    pw = PartitionWindows(0, CFG, grace_ms=3 * DAY_MS)
-    result = pw.apply(_claims(range(0, 90), 0.10) + _claims(range(90, 100), 0.35))
-    assert pw.watermark.closed_through == 95
-    assert result.drifts and all(d.payer_id == "payer-b" for d in result.drifts)
-    assert min(d.detected_at_ms for d in result.drifts) > 90 * DAY_MS
-
-
-def test_processor_result_does_not_depend_on_batching():
-    """One batch or many: the same drifts in the same order."""
-    claims = _claims(range(0, 90), 0.10) + _claims(range(90, 100), 0.35)
-    whole = PartitionWindows(0, CFG, 3 * DAY_MS).apply(claims).drifts
-    pw = PartitionWindows(0, CFG, 3 * DAY_MS)
-    pieces = []
-    for start in range(0, len(claims), 137):
-        pieces.extend(pw.apply(claims[start : start + 137]).drifts)
-    assert pieces == whole
-
-
-def test_late_claims_are_returned_not_counted():
-    """A claim for a closed bucket comes back as late and changes no window."""
-    pw = PartitionWindows(0, CFG, grace_ms=3 * DAY_MS)
-    pw.apply(_claims(range(0, 20), 0.1))
-    late = claim_on_day(2)
-    result = pw.apply([ClaimFromSource(0, 1, late)])
-    assert result.late == [late]
-    assert result.changed == {}
-
-
-def test_lagging_source_holds_closes_back_instead_of_making_claims_late():
-    """Source 1 consumed after source 0 in full: nothing is late, the drift is the same."""
-    a = _claims(range(0, 90), 0.10, source=0, sources=2) + _claims(
-        range(90, 100), 0.35, source=0, sources=2
-    )
-    b = _claims(range(0, 100), 0.10, payer="payer-a", source=1, sources=2)
-    interleaved = [x for pair in zip(a, b, strict=True) for x in pair]
-    sequential = a + b
-    results = []
-    for order in (interleaved, sequential):
-        pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
-        result = pw.apply(order)
-        assert result.late == []
-        results.append(result.drifts)
-    assert results[0] == results[1]
-    assert results[0] and {d.payer_id for d in results[0]} == {"payer-b"}
-
-
-def test_source_progress_alone_moves_the_watermark():
-    """A progress message from a source with no claims here still closes buckets."""
-    pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
-    pw.apply(_claims(range(0, 20), 0.1, source=0, sources=2))
-    assert pw.watermark.closed_through is None
-    pw.apply([SourceProgressed(1, 2, 25 * DAY_MS)])
-    assert pw.watermark.closed_through == 15
-
-
-MIN = 60_000
-
-
-def test_quiet_partition_advances_by_wall_clock_after_idle_close_after():
-    """With no arrivals for idle_close_after, event time moves with the wall clock."""
-    pw = PartitionWindows(0, CFG, 3 * DAY_MS)
-    pw.apply(_claims(range(0, 100), 0.1), now_ms=1_000 * MIN)
-    assert pw.watermark.closed_through == 95  # last event day 99.5, grace 3 days
-    assert pw.idle_tick(1_005 * MIN, idle_after_ms=10 * MIN).drifts == []
-    assert pw.watermark.closed_through == 95  # not idle long enough yet
-    pw.idle_tick(1_010 * MIN + 2 * DAY_MS, idle_after_ms=10 * MIN)
-    assert pw.watermark.closed_through == 97
-    pw.idle_tick(1_010 * MIN + 2 * DAY_MS, idle_after_ms=10 * MIN)
-    assert pw.watermark.closed_through == 97  # repeated ticks do not compound
-
-
-def test_quiet_source_stops_holding_back_the_others():
-    """A source silent for idle_close_after no longer holds the watermark at its last time."""
-    pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
-    pw.apply(_claims(range(0, 10), 0.1, source=1, sources=2), now_ms=0)
-    pw.apply(_claims(range(0, 60), 0.1, source=0, sources=2), now_ms=20 * MIN)
-    assert pw.watermark.closed_through == 5  # held back by source 1 at day 9
-    pw.idle_tick(21 * MIN, idle_after_ms=10 * MIN)
-    assert pw.watermark.closed_through == 55
-
-
-def test_a_source_not_heard_from_yet_holds_back_until_quiet_for_idle_close_after():
-    """A source with nothing here yet is not idle at once: its claims may still be coming
-    (say, while the worker that routes it starts, or after it was killed)."""
-    pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
-    pw.apply(_claims(range(0, 60), 0.1, source=0, sources=2), now_ms=0)
-    assert pw.watermark.closed_through is None  # source 1 has not reported
-    pw.idle_tick(9 * MIN, idle_after_ms=10 * MIN)
-    assert pw.watermark.closed_through is None  # quiet for 9 minutes only
-    late_start = pw.apply(_claims(range(0, 10), 0.1, source=1, sources=2), now_ms=9 * MIN)
-    assert late_start.late == []  # none of its claims met a closed bucket
-    assert pw.watermark.closed_through == 5
-
-
-def test_a_source_never_heard_from_stops_holding_back_after_idle_close_after():
-    pw = PartitionWindows(0, CFG, 3 * DAY_MS, sources=2)
-    pw.apply(_claims(range(0, 60), 0.1, source=0, sources=2), now_ms=0)
-    pw.apply(_claims(range(60, 61), 0.1, source=0, sources=2), now_ms=10 * MIN)
-    pw.idle_tick(10 * MIN, idle_after_ms=10 * MIN)
-    assert pw.watermark.closed_through == 56

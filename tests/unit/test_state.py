@@ -8,90 +8,31 @@ leave their tombstones unsent.
 from __future__ import annotations
 
 import asyncio
-import json
 from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.record.memory_records import MemoryRecords
 from faust.types import TP
 
 from streams.domain.claims import parse_claim
 from streams.domain.drift import DriftConfig
-from streams.domain.processor import Arrival, ClaimFromSource, SourceProgressed
-from streams.state import (
-    ATOMIC_BATCH_BYTES,
-    BUCKET,
-    WATERMARK,
-    ChangelogTable,
-    WindowsState,
-)
+from streams.domain.processor import ClaimFromSource
+from streams.state import BUCKET, PENDING, ChangelogTable, WindowsState
 from streams.worker import flush_slices
+from tests.unit.changelog import FakeProducer, FakeTable, record_batches, recovered
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
 
 CFG = DriftConfig(bucket_ms=DAY_MS)
 GRACE_MS = 2 * DAY_MS
 
 
-class FakeTable:
-    """What ChangelogTable uses of a Faust table: its data, its changelog topic's name, and
-    the offsets Faust's recovery has read each changelog partition up to."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-windows-changelog")
-        self.recovered = {TP("app-windows-changelog", 0): 41, TP("app-route-changelog", 0): 7}
-        self.app = SimpleNamespace(
-            tables=SimpleNamespace(recovery=SimpleNamespace(active_offsets=self.recovered))
-        )
-
-
-class FakeProducer:
-    """aiokafka's batch API, keeping each batch's records; delivery waits for ``deliver()``."""
-
-    def __init__(self, deliver_at_once: bool = True) -> None:
-        self.deliver_at_once = deliver_at_once
-        self.batches: list[tuple[int, list[tuple[str, Any]]]] = []  # (partition, records)
-        self.undelivered: list[asyncio.Future[None]] = []
-
-    def create_batch(self) -> BatchBuilder:
-        return BatchBuilder(16_384, 0)  # aiokafka's default max_batch_size
-
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
-        assert batch.size() <= ATOMIC_BATCH_BYTES + 100
-        records = [
-            (json.loads(r.key), None if r.value is None else json.loads(r.value))
-            for records in _batches(batch._build())
-            for r in records
-        ]
-        self.batches.append((partition, records))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.deliver_at_once:
-            future.set_result(None)
-        else:
-            self.undelivered.append(future)
-        return future
-
-    def deliver(self) -> None:
-        for future in self.undelivered:
-            future.set_result(None)
-        self.undelivered.clear()
-
-
-def _batches(buffer: bytes) -> list[Any]:
-    records, found = MemoryRecords(bytes(buffer)), []
-    while records.has_next():
-        found.append(records.next_batch())
-    return found
-
-
-def _wide_claims(count: int, key_chars: int) -> list[Arrival]:
+def _wide_claims(count: int, key_chars: int) -> list[ClaimFromSource]:
     """Claims of ``count`` distinct keys, customer ids ``key_chars`` long (non-ASCII if > 20)."""
     claims = []
     for i in range(count):
         customer = f"{i:06d}" + ("é" if key_chars > 20 else "x") * (key_chars - 6)
         raw = raw_claim(claim_id=f"clm-{i:09d}", customer_id=customer)
-        claims.append(ClaimFromSource(0, 1, parse_claim(raw)))
+        claims.append(ClaimFromSource(0, 1, i, parse_claim(raw)))
     return claims
 
 
@@ -149,32 +90,24 @@ async def test_every_slice_of_worst_case_claims_flushes_as_one_batch() -> None:
     pw = state.get(0, 1)
     for piece in slices:
         result = pw.apply(piece)
-        state.save(pw, result.changed.values())
+        state.save(pw, result)
         sent_before = len(producer.batches)
         await table.flush()
         assert len(producer.batches) == sent_before + 1  # values of one partition: one batch
-    assert sum(len(records) for _, records in producer.batches) == 2 * 3_000 + len(slices)
+    # Per claim a bucket, a claim id and its customer's watermark; per slice the offsets.
+    assert sum(len(records) for _, records in producer.batches) == 3 * 3_000 + len(slices)
 
 
 async def test_ascii_claims_flush_in_few_slices() -> None:
-    assert len(list(flush_slices(_wide_claims(2_000, key_chars=20)))) == 1
+    """A batch of the worker's size (2,000 claims) of a few customers: one slice."""
+    claims = [ClaimFromSource(0, 4, i, claim_on_day(10, payer=f"payer-{i % 50}", i=i))
+              for i in range(2_000)]  # fmt: skip
+    assert len(list(flush_slices(claims))) == 1
 
 
-def _recovered(batches: list[tuple[int, list[tuple[str, Any]]]]) -> dict[str, Any]:
-    """What Faust's recovery puts in a table's memory: the changelog replayed from its start."""
-    data: dict[str, Any] = {}
-    for _, records in batches:
-        for key, value in records:
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
-    return data
-
-
-def _only_watermarks(table: ChangelogTable) -> bool:
-    """Whether the table's memory holds nothing but watermarks (windows live in KeyWindows)."""
-    return all(key.startswith(WATERMARK) for key in table._table.data)
+def _nothing_kept(table: ChangelogTable) -> bool:
+    """Whether the table's memory is empty (windows live in domain objects)."""
+    return not table._table.data
 
 
 async def test_rebuild_drops_records_the_watermark_pruned_and_deletes_them_again() -> None:
@@ -183,31 +116,35 @@ async def test_rebuild_drops_records_the_watermark_pruned_and_deletes_them_again
     table = ChangelogTable(FakeTable(), lambda: producer)
     state = WindowsState(table, CFG, GRACE_MS)
     pw = state.get(0, 1)
-    early = [ClaimFromSource(0, 1, claim_on_day(3, i=i)) for i in range(3)]
+    early = [ClaimFromSource(0, 1, i, claim_on_day(3, i=i)) for i in range(3)]
     later_day = 3 + CFG.history_buckets + 5
-    later = [ClaimFromSource(0, 1, claim_on_day(later_day, i=10))]
-    result = pw.apply([*early, SourceProgressed(0, 1, 3 * DAY_MS)])
-    state.save(pw, result.changed.values())
+    later = [ClaimFromSource(0, 1, 10, claim_on_day(later_day, i=10))]
+    state.save(pw, pw.apply(early))
     await table.flush()
     first = len(producer.batches)
-    result = pw.apply([*later, SourceProgressed(0, 1, (later_day + 1) * DAY_MS)])
-    state.save(pw, result.changed.values())
+    state.save(pw, pw.apply(later))
     await table.flush()
-    assert _only_watermarks(table)
+    assert _nothing_kept(table)
     # The values of the last flush reached the changelog, its tombstones did not.
     lost = [i for i, (_, records) in enumerate(producer.batches)
             if i >= first and all(value is None for _, value in records)]  # fmt: skip
     stale = {key for i in lost for key, _ in producer.batches[i][1]}
     assert any(key.startswith(BUCKET + "3|") for key in stale)
     state.forget()
-    table._table.data = _recovered([b for i, b in enumerate(producer.batches) if i not in lost])
+    table._table.data = recovered([b for i, b in enumerate(producer.batches) if i not in lost])
     rebuilt = state.get(0, 1)
+    floor = pw.customers["acme"].claims_floor  # ids below it are gone, if not yet scanned
     assert {k: (w.buckets, w.claims) for k, w in rebuilt.keys.items()} == {
-        k: (w.buckets, w.claims) for k, w in pw.keys.items()
+        k: (w.buckets, {i: c for i, c in w.claims.items() if c >= floor})
+        for k, w in pw.keys.items()
     }
-    assert rebuilt.watermark.closed_through == pw.watermark.closed_through
-    assert {k for k, (_, value) in table._pending.items() if value is None} == stale
-    assert _only_watermarks(table)
+    acme = rebuilt.customers["acme"].watermark
+    assert acme.to_dict() == pw.customers["acme"].watermark.to_dict()
+    assert rebuilt.offsets == pw.offsets == {0: 10}
+    deleted = {k for k, (_, value) in table._pending.items() if value is None}
+    # The lost tombstones again, and the ids the live windows had not scanned away yet.
+    assert stale <= deleted and all(k.startswith("c|") for k in deleted - stale)
+    assert _nothing_kept(table)
 
 
 async def test_rebuild_keeps_everything_inside_the_history() -> None:
@@ -215,31 +152,58 @@ async def test_rebuild_keeps_everything_inside_the_history() -> None:
     table = ChangelogTable(FakeTable(), lambda: producer)
     state = WindowsState(table, CFG, GRACE_MS)
     pw = state.get(0, 1)
-    arrivals: list[Arrival] = [ClaimFromSource(0, 1, claim_on_day(d, i=d)) for d in range(1, 9)]
-    result = pw.apply([*arrivals, SourceProgressed(0, 1, 9 * DAY_MS)])
-    state.save(pw, result.changed.values())
+    arrivals = [ClaimFromSource(0, 1, d, claim_on_day(d, i=d)) for d in range(1, 9)]
+    state.save(pw, pw.apply(arrivals))
     await table.flush()
-    assert _only_watermarks(table)
+    assert _nothing_kept(table)
     state.forget()
     # Faust is told to read the windows changelog from its start; other tables resume.
-    assert table._table.recovered == {TP("app-route-changelog", 0): 7}
-    table._table.data = _recovered(producer.batches)
+    assert table._table.recovered == {TP("app-alerts-changelog", 0): 7}
+    table._table.data = recovered(producer.batches)
     rebuilt = state.get(0, 1)
     assert {k: (w.buckets, w.claims) for k, w in rebuilt.keys.items()} == {
         k: (w.buckets, w.claims) for k, w in pw.keys.items()
     }
     assert not [v for _, v in table._pending.values() if v is None]
-    assert _only_watermarks(table)
+    assert _nothing_kept(table)
+
+
+async def test_pending_claims_survive_a_rebuild_and_go_once_they_took_effect() -> None:
+    """A claim waiting for its customer's watermark is a record of its own until it takes
+    effect; a rebuild restores it, or drops it when the watermark shows it was counted."""
+    producer = FakeProducer()
+    table = ChangelogTable(FakeTable(), lambda: producer)
+    state = WindowsState(table, CFG, GRACE_MS)
+    pw = state.get(0, 2)
+    # Source 0 runs ahead to day 20; a claim of day 5 read after it waits for source 1.
+    ahead = [ClaimFromSource(0, 2, d, claim_on_day(d, i=d)) for d in range(1, 21)]
+    amendment = ClaimFromSource(0, 2, 21, claim_on_day(5, i=99))
+    result = pw.apply([*ahead, amendment])
+    assert [p.offset for p in result.pending_added] == [21]
+    state.save(pw, result)
+    await table.flush()
+    state.forget()
+    table._table.data = recovered(producer.batches)
+    rebuilt = state.get(0, 2)
+    assert rebuilt.customers["acme"].pending == pw.customers["acme"].pending
+    assert any(name.startswith(PENDING) for _, records in producer.batches for name, _ in records)
+    behind = [ClaimFromSource(1, 2, d, claim_on_day(d, payer="payer-b", i=d))
+              for d in range(1, 25)]  # fmt: skip
+    result = rebuilt.apply(behind)
+    assert [p.offset for p in result.pending_done] == [21] and result.amended == 1
+    state.save(rebuilt, result)
+    await table.flush()
+    assert rebuilt.customers["acme"].pending == []
 
 
 def test_drop_forgets_faust_memory_store_partitions_too() -> None:
     """Faust's memory store remembers each recovered key's partition: drop() clears both."""
-    store = SimpleNamespace(data={"b|1|k": [0, 1], "w|0": {}}, _key_partition={"b|1|k": 0})
+    store = SimpleNamespace(data={"b|1|k": [0, 1], "w|a": {}}, _key_partition={"b|1|k": 0})
     store.pop = store.data.pop  # type: ignore[attr-defined]
     fake = SimpleNamespace(data=store)
     table = ChangelogTable(fake, lambda: FakeProducer())
     table.drop(["b|1|k"])
-    assert store.data == {"w|0": {}} and store._key_partition == {}
+    assert store.data == {"w|a": {}} and store._key_partition == {}
 
 
 class _HeldProducer:
@@ -256,7 +220,7 @@ class _HeldProducer:
         return BatchBuilder(16_384, 0)
 
     async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
-        records = sum(len(list(b)) for b in _batches(batch._build()))
+        records = sum(len(list(b)) for b in record_batches(batch._build()))
         self.sent.append((topic, partition, records))
         self.undelivered.append(asyncio.get_running_loop().create_future())
         return self.undelivered[-1]
@@ -285,7 +249,7 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
         pw = stages.state.get(partition, 1)
         claims = [claim_on_day(d, denied=d > 12 and i < 2, payer=f"payer-{partition}", i=i)
                   for d in range(1, 20) for i in range(4)]  # fmt: skip
-        arrivals = [ClaimFromSource(0, 1, claim) for claim in claims]
+        arrivals = [ClaimFromSource(0, 1, i, claim) for i, claim in enumerate(claims)]
         applied.append((pw, pw.apply(arrivals), None))
     drifts = sum(len(result.drifts) for _, result, _ in applied)
     evaluations = sum(len(result.evaluations) for _, result, _ in applied)

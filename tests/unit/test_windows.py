@@ -60,14 +60,6 @@ def test_watermark_closes_buckets_after_grace():
     assert wm.advance(12 * DAY_MS) == []  # older events never move the watermark back
 
 
-def test_late_means_bucket_already_closed():
-    """A claim is late exactly when its bucket has closed."""
-    wm = Watermark(grace_ms=3 * DAY_MS, bucket_ms=DAY_MS)
-    wm.advance(10 * DAY_MS)
-    assert wm.is_late(6 * DAY_MS + 1)
-    assert not wm.is_late(7 * DAY_MS)
-
-
 @given(st.lists(st.integers(min_value=0, max_value=400 * DAY_MS), min_size=1, max_size=60))
 def test_watermark_closes_each_bucket_once_in_order(times):
     """Whatever the arrival order, buckets close once each, in increasing order."""
