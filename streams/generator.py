@@ -12,6 +12,12 @@ Scenarios: ``steady``, ``denial-spike`` (payer-b × radiology 10 % → 35 % on `
 (40 keys with 2–4 claims a day), ``weekday-seasonal`` (denials 16 % on Mondays, 5 % at
 weekends), ``late-arrivals`` (3 % of claims 1–2 days late, 0.5 % 5–10 days late: beyond the
 grace), ``resends`` (6 % sent twice, 2 % re-sent with a corrected outcome).
+
+Feeds (how the claims reach Upstream, whatever the scenario): ``on-time`` (sent when
+decided), ``remittance`` (sent 5–20 days after the decision, as 835 remittances arrive), and
+``onboarding`` (nothing until ``onboard_day``, then the whole history in one burst sorted by
+decision date, then daily). The claims are the same in every feed; only when they are sent
+differs. :func:`generate_mix` merges several customers' scenarios into one stream.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ SCENARIOS = (
     "steady", "denial-spike", "lag-creep", "amount-drop", "low-volume", "weekday-seasonal",
     "late-arrivals", "resends",
 )  # fmt: skip
+FEEDS = ("on-time", "remittance", "onboarding")
+REMITTANCE_LAG_DAYS = (5, 20)
 PAYERS = ("payer-a", "payer-b", "payer-c")
 # (group, a representative CPT code, typical billed dollars)
 GROUPS = (("radiology", "71046", 180.0), ("evaluation_management", "99213", 140.0))
@@ -102,12 +110,23 @@ class Scenario:
     resend_fraction: float = 0.0
     correction_fraction: float = 0.0
     profiles: tuple[KeyProfile, ...] = field(default=())
+    feed: str = "on-time"
+    onboard_day: int | None = None  # the onboarding burst's day (default: two thirds in)
 
     def __post_init__(self) -> None:
         if self.name not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.name!r}; choose from {list(SCENARIOS)}")
+        if self.feed not in FEEDS:
+            raise ValueError(f"unknown feed {self.feed!r}; choose from {list(FEEDS)}")
         if self.days < 1 or self.claims_per_key_per_day < 1:
             raise ValueError("days and claims per key per day must be positive")
+        if self.onboard_day is not None and not 0 <= self.onboard_day < self.days:
+            raise ValueError(f"the onboarding day must be within the {self.days} days")
+
+    @property
+    def onboarding_day(self) -> int:
+        """The day the onboarding feed sends the history before it."""
+        return self.onboard_day if self.onboard_day is not None else self.days * 2 // 3
 
     @property
     def spike_key(self) -> str | None:
@@ -196,11 +215,32 @@ def _claim(p: KeyProfile, rng: random.Random, day: int, start: date, i: int) -> 
 def generate(scenario: Scenario) -> list[dict[str, Any]]:
     """ClaimDecided records (JSON field names) in sending order.
 
-    Claims are sent at their decision time, except late ones (sent 1–2 or 5–10 days later)
-    and resends (sent again 1–3 days later, some with a corrected outcome).
+    On time, claims are sent at their decision time, except late ones (sent 1–2 or 5–10 days
+    later) and resends (sent again 1–3 days later, some with a corrected outcome); the other
+    feeds move every sending time (see the module).
     """
+    return [claim for _, _, claim in sorted(_sending(scenario), key=lambda x: (x[0], x[1]))]
+
+
+def generate_mix(scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    """Several customers' claims in one stream, in sending order (each customer's own order
+    is the one :func:`generate` gives it alone)."""
+    customers = [s.customer_id for s in scenarios]
+    if len(set(customers)) != len(customers):
+        raise ValueError("each scenario of a mix needs its own customer_id")
+    sending = [(at, n, seq, claim) for n, s in enumerate(scenarios)
+               for at, seq, claim in _sending(s)]  # fmt: skip
+    sending.sort(key=lambda x: (x[0], x[1], x[2]))
+    return [claim for _, _, _, claim in sending]
+
+
+def _sending(scenario: Scenario) -> list[tuple[float, int, dict[str, Any]]]:
+    """``(sending time, sequence, claim)`` of every claim of ``scenario``, unordered."""
     s = _defaults(scenario)
     rng = random.Random(s.seed)
+    feed_rng = random.Random(f"{s.seed}-{s.feed}")  # the feed moves sending times only
+    onboard_at = datetime.combine(s.start + timedelta(days=s.onboarding_day), datetime.min.time(),
+                                  UTC).timestamp()  # fmt: skip
     sending: list[tuple[float, int, dict[str, Any]]] = []
     for day in range(s.days):
         for p in s.key_profiles():
@@ -213,6 +253,7 @@ def generate(scenario: Scenario) -> list[dict[str, Any]]:
                     at += rng.uniform(5, 10) * DAY_S
                 elif roll < s.very_late_fraction + s.late_fraction:
                     at += rng.uniform(1, 2) * DAY_S
+                at = _fed(s, at, onboard_at, feed_rng)
                 sending.append((at, len(sending), claim))
                 roll = rng.random() if s.resend_fraction or s.correction_fraction else 1.0
                 if roll < s.resend_fraction + s.correction_fraction:
@@ -224,8 +265,17 @@ def generate(scenario: Scenario) -> list[dict[str, Any]]:
                             if again["outcome"] == "PAID" else "0.00"
                         )  # fmt: skip
                     sending.append((at + rng.uniform(1, 3) * DAY_S, len(sending), again))
-    sending.sort(key=lambda item: (item[0], item[1]))
-    return [claim for _, _, claim in sending]
+    return sending
+
+
+def _fed(s: Scenario, at: float, onboard_at: float, rng: random.Random) -> float:
+    """When the feed sends a claim the customer had at ``at``."""
+    if s.feed == "remittance":
+        return at + rng.uniform(*REMITTANCE_LAG_DAYS) * DAY_S
+    if s.feed == "onboarding" and at < onboard_at:
+        # The history goes in the burst, in its own order, just before the onboarding day.
+        return onboard_at - (onboard_at - at) / 1e6
+    return at
 
 
 def encode_claim(record: dict[str, Any], fmt: str, codec: ValueCodec, topic: str) -> bytes:
