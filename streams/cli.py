@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from streams.error_reporting import init_error_reporting
-from streams.generator import SCENARIOS
+from streams.generator import FEEDS, SCENARIOS
 from streams.logs import configure as configure_logging
 from streams.settings import Settings, SettingsError, load_settings
 
@@ -48,6 +48,26 @@ def _parser() -> argparse.ArgumentParser:
         help="drift scenario (default denial-spike)",
     )
     gen.add_argument("--customer", default="demo", help="customer_id (default demo)")
+    gen.add_argument(
+        "--customers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N customers in one stream, named CUSTOMER-1..N, each with its own seed (default 1)",
+    )
+    gen.add_argument(
+        "--feed",
+        default="on-time",
+        metavar="FEED[,FEED...]",
+        help=f"how claims reach Upstream: {', '.join(FEEDS)}; a list is cycled over the "
+        "customers (default on-time)",
+    )
+    gen.add_argument(
+        "--onboard-day",
+        type=int,
+        default=None,
+        help="day of the onboarding feed's history burst (default: two thirds of --days)",
+    )
     gen.add_argument("--days", type=int, default=120, help="days of event time (default 120)")
     gen.add_argument("--spike-day", type=int, default=75, help="day the spike starts (default 75)")
     gen.add_argument("--per-day", type=int, default=20, help="claims per key per day (default 20)")
@@ -132,9 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", default="read,act", help="comma-separated: read,act")
     token.add_argument("--ttl-hours", type=float, default=12.0, help="validity (default 12 h)")
 
-    from streams import rules_cli
+    from streams import dlq, rules_cli
 
     rules_cli.add_parser(sub)
+    dlq.add_parser(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -222,6 +243,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from streams import rules_cli
 
         return asyncio.run(rules_cli.run(args, settings, services.require_bootstrap(settings)))
+    elif command == "dlq":
+        from streams import dlq
+
+        return dlq.run(args, settings, services.require_bootstrap(settings))
     elif command == "db":
         services.migrate_database(services.require_database(settings))
         print("database schema is up to date")
@@ -281,29 +306,37 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _generate(args: argparse.Namespace, settings: object) -> int:
     from schemas.registry import ValueCodec
     from streams import services
-    from streams.generator import Scenario, produce
+    from streams.generator import Scenario, generate, generate_mix, produce
     from streams.settings import Settings
 
     assert isinstance(settings, Settings)
+    feeds = [f.strip() for f in args.feed.split(",") if f.strip()]
     try:
-        scenario = Scenario(
-            args.scenario,
-            args.customer,
-            args.start,
-            args.days,
-            args.spike_day,
-            args.per_day,
-            args.seed,
-        )
+        if args.customers < 1 or not feeds:
+            raise ValueError("--customers must be at least 1, and --feed name a feed")
+        scenarios = [
+            Scenario(
+                args.scenario,
+                args.customer if args.customers == 1 else f"{args.customer}-{n + 1}",
+                args.start,
+                args.days,
+                args.spike_day,
+                args.per_day,
+                args.seed + n,
+                feed=feeds[n % len(feeds)],
+                onboard_day=args.onboard_day,
+            )
+            for n in range(args.customers)
+        ]
     except ValueError as exc:
         print(f"upstream generate: {exc}", file=sys.stderr)
         return 2
+    claims = generate(scenarios[0]) if len(scenarios) == 1 else generate_mix(scenarios)
 
     if args.to_csv:
-        from streams.generator import generate
         from streams.ingest import write_csv
 
-        count = write_csv(args.to_csv, generate(scenario))
+        count = write_csv(args.to_csv, claims)
         print(f"wrote {count} claims to {args.to_csv}", file=sys.stderr)
         return 0
 
@@ -312,13 +345,14 @@ def _generate(args: argparse.Namespace, settings: object) -> int:
 
     sent = asyncio.run(
         produce(
-            scenario,
+            scenarios[0],
             services.require_bootstrap(settings),
             settings.topic_claims,
             fmt=args.format,
             codec=ValueCodec(settings.schema_registry_url),
             duration_s=args.duration,
             progress=progress,
+            claims=claims,
         )
     )
     print(f"\nsent {sent} claims to {settings.topic_claims}", file=sys.stderr)
