@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # any domain source newer than the last install builds it again.
 DOMAIN  := $(wildcard streams/domain/*.py)
 
-.PHONY: help install pure run test test-kafka test-unit test-integration lint fmt bench bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
+.PHONY: help install pure run test test-kafka test-unit test-integration lint fmt bench bench-customers bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test-integration: install ## integration tests only (real broker and Postgres)
 
 bench: install ## worker claims/s vs the client's ceiling, 1 and 2 processes (bench/results/throughput.json)
 	$(PY) -m bench.throughput > bench/results/throughput.json
+
+bench-customers: install ## worker RSS and CPU per claim: 1,000 customers of 10 keys against one customer of 10,000 (bench/results/customers.json)
+	$(PY) -m bench.customers > bench/results/customers.json
 
 bench-hotpath: install ## CPU per claim of the worker's route and windows stages and per evaluation of its alerts stage, outside Kafka (JSON on stdout)
 	$(PY) -m bench.hotpath

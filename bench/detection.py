@@ -1,9 +1,15 @@
-"""Detection quality: recall, false alarms per 1,000 key-days, detection delay.
+"""Detection quality per feed: recall, false alarms per 1,000 key-days, delay, dead letters.
 
-Runs the workload of :mod:`bench.workloads` either through the real worker on the embedded
-broker (``--engine worker``, what the README reports) or straight through the domain core with
-the same partitioning (``--engine domain``, seconds, for tuning), and scores the drift events
-against the known shifts. Prints one JSON document and a table.
+The workload of :mod:`bench.workloads` (groups of keys with known shifts, each group its own
+customer) is sent three times in one stream, once per feed of :mod:`streams.generator`:
+``on-time``, ``remittance`` (5–20 days late) and ``onboarding`` (history in one burst on
+day 110, ten days after the onsets). Each copy's customers are named ``<feed>.<group>``. The
+stream runs through the real worker on the embedded broker (``--engine worker``, what the
+README reports) or straight through the domain core with the worker's partitioning
+(``--engine domain``, minutes, for tuning); the drift events are scored per feed and group
+against the known shifts. ``--alone`` also runs each feed's customers without the others and
+checks that every customer's drift events are the same as in the mixed run. Prints one JSON
+document and a table.
 
     python -m bench.detection --engine worker
 """
@@ -16,8 +22,8 @@ import json
 import statistics
 import sys
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -25,12 +31,16 @@ from bench.machine import machine
 from bench.workloads import DAYS, ONSET_DAY, Group, detection_scenario
 from streams.domain.claims import parse_claim
 from streams.domain.processor import ClaimFromSource, PartitionWindows
-from streams.generator import generate
+from streams.generator import FEEDS, REMITTANCE_LAG_DAYS, Scenario, generate_mix
 from streams.settings import Settings
+from streams.state import default_partition
 from streams.worker import drift_config
 
 DAY_MS = 86_400_000
 FOUND_WITHIN_DAYS = 30
+ONBOARD_DAY = ONSET_DAY + 10  # the onboarding burst carries the shifts' first days
+# How much later than on time a feed may find a shift and still count (its lag).
+FEED_LAG_DAYS = {"on-time": 0, "remittance": REMITTANCE_LAG_DAYS[1], "onboarding": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,32 +52,89 @@ class Detection:
     day: int  # event day (since the scenario start) of the close that detected it
 
 
-def run_domain(claims: list[dict[str, Any]], settings: Settings, start: date) -> list[Detection]:
-    """The domain core with the worker's key partitioning (murmur2, like Kafka clients)."""
-    from streams.state import default_partition
+@dataclass
+class Outcome:
+    """What a run produced: each customer's drift events (as comparable tuples, in order) and
+    the claims dead-lettered per customer."""
 
+    drifts: dict[str, list[tuple[Any, ...]]]
+    dead_letters: Counter[str]
+
+    def detections(self, start: date) -> list[Detection]:
+        start_ms = _epoch_ms(start)
+        return [
+            Detection(f"{d[0]}|{d[1]}|{d[2]}", d[3], (d[4] - start_ms) // DAY_MS)
+            for events in self.drifts.values()
+            for d in events
+        ]
+
+
+def feed_scenarios(scenario: Scenario, feeds: list[str]) -> list[Scenario]:
+    """One copy of ``scenario`` per feed, its customers named ``<feed>.<customer>``."""
+    out = []
+    for feed in feeds:
+        profiles = tuple(replace(p, customer_id=f"{feed}.{p.customer_id}")
+                         for p in scenario.key_profiles())  # fmt: skip
+        out.append(replace(scenario, profiles=profiles, feed=feed, onboard_day=ONBOARD_DAY,
+                           customer_id=feed))  # fmt: skip
+    return out
+
+
+def run_domain(claims: list[dict[str, Any]], settings: Settings, sources: int = 4) -> Outcome:
+    """The domain core as the worker runs it: claims keyed by claim id over ``sources`` claims
+    partitions, windows partitioned by customer (murmur2, like Kafka clients)."""
     cfg = drift_config(settings)
-    grace_ms = settings.grace_ms
-    parts = [PartitionWindows(p, cfg, grace_ms) for p in range(settings.partitions)]
-    start_ms = _epoch_ms(start)
-    out: list[Detection] = []
+    parts = [PartitionWindows(p, cfg, settings.grace_ms) for p in range(settings.partitions)]
+    offsets = [0] * sources
+    outcome = Outcome(defaultdict(list), Counter())
     for record in claims:
         claim = parse_claim(record)
-        partition = default_partition(claim.window_key.encode(), settings.partitions)
-        result = parts[partition].apply([ClaimFromSource(0, 1, claim)])
-        out.extend(
-            Detection(d.window_key, d.drift_type, (d.detected_at_ms - start_ms) // DAY_MS)
-            for d in result.drifts
-        )
-    return out
+        source = default_partition(claim.claim_id.encode(), sources)
+        partition = default_partition(claim.customer_id.encode(), settings.partitions)
+        arrival = ClaimFromSource(source, sources, offsets[source], claim)
+        offsets[source] += 1
+        result = parts[partition].apply([arrival])
+        for d in result.drifts:
+            outcome.drifts[d.customer_id].append(
+                (d.customer_id, d.payer_id, d.cpt_group, d.drift_type, d.detected_at_ms,
+                 d.event_id, d.baseline_n, d.current_n, round(d.current_value, 9))
+            )  # fmt: skip
+        for dead in result.beyond_history:
+            outcome.dead_letters[dead.claim.customer_id] += 1
+    return outcome
+
+
+async def run_worker(claims: list[dict[str, Any]], settings: Settings) -> Outcome:
+    """The real worker process on the embedded broker; reads its outputs when it is done."""
+    from bench.harness import worker_run
+    from schemas.registry import ValueCodec
+    from streams.dlq import customer_of
+
+    records, letters = await worker_run(claims, settings)
+    outcome = Outcome(defaultdict(list), Counter())
+    for r in records:  # one partition per customer's drift keys: each customer's order kept
+        outcome.drifts[r["customer_id"]].append(
+            (r["customer_id"], r["payer_id"], r["cpt_group"], r["drift_type"],
+             r["detected_at_ms"], r["event_id"], r["baseline_n"], r["current_n"],
+             round(r["current_value"], 9))
+        )  # fmt: skip
+    for events in outcome.drifts.values():
+        events.sort(key=lambda d: (d[4], d[1], d[2], d[3]))
+    codec = ValueCodec()
+    for letter in letters:
+        outcome.dead_letters[customer_of(letter.value, codec, settings.topic_claims)] += 1
+    return outcome
 
 
 def _epoch_ms(day: date) -> int:
     return (day.toordinal() - date(1970, 1, 1).toordinal()) * DAY_MS
 
 
-def score(detections: list[Detection], truth: dict[str, Group]) -> dict[str, Any]:
-    """Recall, delay and false alarms per group of keys."""
+def score(
+    detections: list[Detection], truth: dict[str, Group], lag_days: int = 0
+) -> dict[str, Any]:
+    """Recall, delay and false alarms per group of keys; a shift found up to ``lag_days``
+    past the usual 30 days still counts (a late feed)."""
     by_key: dict[str, list[Detection]] = defaultdict(list)
     for d in detections:
         by_key[d.key].append(d)
@@ -82,10 +149,8 @@ def score(detections: list[Detection], truth: dict[str, Group]) -> dict[str, Any
             kind = group.shift.kind if group.shift else None
             key_days += onset
             false_days += len({d.day for d in events if d.day <= onset})
-            hits = sorted(
-                d.day for d in events
-                if d.drift_type == kind and onset < d.day <= onset + FOUND_WITHIN_DAYS
-            )  # fmt: skip
+            within = onset + FOUND_WITHIN_DAYS + lag_days
+            hits = sorted(d.day for d in events if d.drift_type == kind and onset < d.day <= within)
             if hits:
                 found += 1
                 delays.append(hits[0] - onset)
@@ -103,20 +168,34 @@ def score(detections: list[Detection], truth: dict[str, Group]) -> dict[str, Any
     return report
 
 
-async def run_worker(claims: list[dict[str, Any]], settings: Settings) -> list[Detection]:
-    """The real worker process on the embedded broker; reads drift.events when it is done."""
-    from bench.harness import worker_run
+def score_feeds(
+    outcome: Outcome, truth: dict[str, Group], feeds: list[str], start: date
+) -> dict[str, Any]:
+    """:func:`score` per feed, with the claims each feed had dead-lettered."""
+    detections = outcome.detections(start)
+    report: dict[str, Any] = {}
+    for feed in feeds:
+        mine = {f"{feed}.{key}": group for key, group in truth.items()}
+        found = [d for d in detections if d.key in mine]
+        dead = sum(n for c, n in outcome.dead_letters.items() if c.startswith(f"{feed}."))
+        report[feed] = {
+            "claims_dead_lettered": dead,
+            "groups": score(found, mine, FEED_LAG_DAYS[feed]),
+        }
+    return report
 
-    records = await worker_run(claims, settings)
-    start_ms = _epoch_ms(date(2026, 1, 1))
-    return [
-        Detection(
-            f"{r['customer_id']}|{r['payer_id']}|{r['cpt_group']}",
-            r["drift_type"],
-            (r["detected_at_ms"] - start_ms) // DAY_MS,
-        )
-        for r in records
-    ]
+
+def alone_equals_mixed(
+    mixed: Outcome, claims: list[dict[str, Any]], feeds: list[str], run: Any
+) -> dict[str, Any]:
+    """Run each feed's customers alone; which customers' drift events differ from the mix."""
+    differing: list[str] = []
+    for feed in feeds:
+        alone = run([c for c in claims if c["customer_id"].startswith(f"{feed}.")])
+        customers = {c for c in (*alone.drifts, *mixed.drifts) if c.startswith(f"{feed}.")}
+        differing += [c for c in sorted(customers)
+                      if alone.drifts.get(c, []) != mixed.drifts.get(c, [])]  # fmt: skip
+    return {"checked_feeds": feeds, "customers_differing": differing}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,41 +204,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["worker", "domain"], default="domain")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the key counts")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--feeds", default=",".join(FEEDS), help=f"comma-separated, of {', '.join(FEEDS)}"
+    )
+    parser.add_argument(
+        "--alone", action="store_true",
+        help="also run each feed alone and compare every customer's drift events",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    feeds = [f for f in args.feeds.split(",") if f]
+    if unknown := set(feeds) - set(FEEDS):
+        parser.error(f"unknown feed(s): {', '.join(sorted(unknown))}")
     settings = Settings()
     scenario, truth = detection_scenario(args.seed, args.scale)
-    claims = generate(scenario)
+    claims = generate_mix(feed_scenarios(scenario, feeds))
     began = time.monotonic()
-    if args.engine == "domain":
-        detections = run_domain(claims, settings, scenario.start)
-    else:
-        detections = asyncio.run(run_worker(claims, settings))
-    report = {
+
+    def run(some: list[dict[str, Any]]) -> Outcome:
+        if args.engine == "domain":
+            return run_domain(some, settings)
+        return asyncio.run(run_worker(some, settings))
+
+    print(f"{len(claims):,} claims through the {args.engine} engine ...", file=sys.stderr)
+    outcome = run(claims)
+    report: dict[str, Any] = {
         "benchmark": "detection",
         "engine": args.engine,
         "claims": len(claims),
         "days": DAYS,
         "onset_day": ONSET_DAY,
+        "onboard_day": ONBOARD_DAY,
         "fdr_q_max": settings.fdr_q_max,
         "seconds": round(time.monotonic() - began, 1),
         "machine": machine(),
-        "groups": score(detections, truth),
+        "feeds": score_feeds(outcome, truth, feeds, scenario.start),
     }
+    if args.alone:
+        print("each feed alone ...", file=sys.stderr)
+        report["alone_equals_mixed"] = alone_equals_mixed(outcome, claims, feeds, run)
     print(json.dumps(report, indent=2))
-    print(_table(report["groups"]), file=sys.stderr)
+    print(_table(report["feeds"]), file=sys.stderr)
     return 0
 
 
-def _table(groups: dict[str, Any]) -> str:
+def _table(feeds: dict[str, Any]) -> str:
     lines = [
-        "| keys | n | drift type | recall | median delay (days) | false alarms / 1000 key-days |",
-        "|---|---|---|---|---|---|",
+        "| feed | keys | n | drift type | recall | median delay (days) | false alarms / 1000 "
+        "key-days |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, g in groups.items():
-        lines.append(
-            f"| {name} | {g['keys']} | {g.get('drift_type', '—')} | {g.get('recall', '—')} | "
-            f"{g.get('median_delay_days', '—')} | {g['false_alarms_per_1000_key_days']} |"
-        )
+    for feed, found in feeds.items():
+        for name, g in found["groups"].items():
+            lines.append(
+                f"| {feed} | {name} | {g['keys']} | {g.get('drift_type', '—')} | "
+                f"{g.get('recall', '—')} | {g.get('median_delay_days', '—')} | "
+                f"{g['false_alarms_per_1000_key_days']} |"
+            )
+        lines.append(f"| {feed} | claims dead-lettered: {found['claims_dead_lettered']} |||||")
     return "\n".join(lines)
 
 

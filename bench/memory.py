@@ -34,7 +34,7 @@ from confluent_kafka import Producer
 
 from bench.harness import BROKERS, COUNTED, ready_partitions, rss_mib, start_broker, worker_totals
 from bench.machine import machine
-from bench.throughput import run_workers
+from bench.throughput import one_worker_on_a_fresh_broker
 from streams.devstack import free_port, spawn_service, stop_process
 from streams.generator import GROUPS, KeyProfile, Scenario, generate
 from streams.settings import Settings
@@ -65,12 +65,7 @@ def per_key(args: argparse.Namespace) -> dict[str, Any]:
     for label, keys in (("small", args.small_keys), ("large", args.keys)):
         claims = claims_of(keys, args.claims_per_key)
         print(f"{label}: {keys:,} keys, {len(claims):,} claims...", file=sys.stderr)
-        broker = start_broker(args.broker)
-        try:
-            asyncio.run(create_topics(Settings(), broker.bootstrap))
-            run = run_workers(broker.bootstrap, claims, 1, f"memory-{label}", args.timeout)
-        finally:
-            broker.stop()
+        run = one_worker_on_a_fresh_broker(args.broker, claims, f"memory-{label}", args.timeout)
         measured[label] = {"keys": keys, "claims": len(claims), "active_keys": run.active_keys,
                            "rss_mib": round(run.rss_mib[0], 1)}  # fmt: skip
         print(f"  {run.active_keys:,.0f} active keys, RSS {run.rss_mib[0]:,.1f} MiB",

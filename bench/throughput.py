@@ -228,6 +228,18 @@ def run_workers(
             stop_process(proc, timeout_s=30)
 
 
+def one_worker_on_a_fresh_broker(
+    broker: str, claims: list[dict[str, Any]], app_id: str, timeout_s: float
+) -> WorkerRun:
+    """:func:`run_workers` with one worker, on a broker of its own (stopped after)."""
+    started = start_broker(broker)
+    try:
+        asyncio.run(create_topics(Settings(), started.bootstrap))
+        return run_workers(started.bootstrap, claims, 1, app_id, timeout_s)
+    finally:
+        started.stop()
+
+
 async def one_run(
     args: argparse.Namespace, run: int, claims: list[dict[str, Any]]
 ) -> dict[str, Any]:

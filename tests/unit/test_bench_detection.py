@@ -53,9 +53,21 @@ def test_score(detections, recall, delay, shifted_fa, free_fa):
     assert report["free"]["false_alarms_per_1000_key_days"] == free_fa
 
 
-def test_smoke_run_prints_a_report(capsys):
-    """A tiny domain-engine run prints valid JSON with every group and finds the 12-point shift."""
-    assert detection.main(["--engine", "domain", "--scale", "0.05"]) == 0
+def test_a_late_feed_may_find_a_shift_later_by_its_lag():
+    found = [Detection("up|p1|g", "denial_rate", ONSET_DAY + 40)]
+    assert score(found, TRUTH)["up"]["recall"] == 0.0
+    assert score(found, TRUTH, lag_days=20)["up"]["recall"] == 0.5
+
+
+def test_smoke_run_prints_a_report_per_feed(capsys):
+    """A tiny domain-engine run of the three feeds: valid JSON with every group per feed, the
+    12-point shift found on each feed, nothing dead-lettered, each customer alone as mixed."""
+    assert detection.main(["--engine", "domain", "--scale", "0.05", "--alone"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["groups"]) >= {"denial+12", "steady", "low-volume", "weekday-seasonal"}
-    assert report["groups"]["denial+12"]["recall"] == 1.0
+    assert set(report["feeds"]) == {"on-time", "remittance", "onboarding"}
+    for feed, found in report["feeds"].items():
+        groups = found["groups"]
+        assert set(groups) >= {"denial+12", "steady", "low-volume", "weekday-seasonal"}, feed
+        assert groups["denial+12"]["recall"] == 1.0, feed
+        assert found["claims_dead_lettered"] == 0, feed
+    assert report["alone_equals_mixed"]["customers_differing"] == []
