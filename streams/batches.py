@@ -65,6 +65,7 @@ class MessageBuffer:
         self._filled = asyncio.Event()  # set when ``_want`` messages are buffered, or plenty
         self._want = 0
         self._on_drop: dict[Any, Callable[[], None]] = {}
+        self._clears = 0  # how many times clear() ran: a put waiting across one does not land
         flow_control.manage_queue(self)
 
     def __len__(self) -> int:
@@ -98,15 +99,21 @@ class MessageBuffer:
             on_pressure_high()
             self._on_drop[key] = on_pressure_drop
 
-    async def put(self, value: Message) -> None:
-        """Append a message once there is room."""
+    async def put(self, value: Message) -> bool:
+        """Append a message once there is room; False, and nothing added, if the buffer was
+        cleared meanwhile (a rebalance: the message belongs to the generation it ended)."""
+        clears = self._clears
         while self.full():
             self._space.clear()
             await self._space.wait()
+            if self._clears != clears:
+                return False
         self._add(value)
+        return True
 
     def clear(self) -> None:
         """Drop every buffered message (rebalance); note where to read them again."""
+        self._clears += 1
         for message in self._items:
             _note_rewind(self.rewinds, message.topic, message.partition, message.offset)
         self._items.clear()
@@ -300,6 +307,7 @@ class BatchingConsumer(AIOKafkaConsumer):
                 if rewinds and flow_active():
                     await self._rewind(rewinds)  # what the next fetch returns comes after it
                 rewound: set[tuple[str, int]] = set()  # sought back during this fetch's records
+                generation = app.consumer_generation_id
                 records = self.getmany(timeout=1.0)
                 await self.sleep(0)
                 if self.should_stop:
@@ -331,9 +339,25 @@ class BatchingConsumer(AIOKafkaConsumer):
                     if buffer is None:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     else:
+                        # A rebalance during an await above ended this fetch's generation: its
+                        # message is not delivered, and no read offset of that generation is
+                        # written over the new one's (which would drop what the new
+                        # generation reads below it as "already read").
+                        if not flow_active() or app.consumer_generation_id != generation:
+                            _note_rewind(rewinds, tp.topic, tp.partition, offset)
+                            continue
                         message.incref(1)
                         if buffer.full():
-                            await self.wait_first(buffer.put(message), self.suspend_flow.wait())
+                            putting = buffer.put(message)
+                            waited = await self.wait_first(putting, self.suspend_flow.wait())
+                            landed = putting in waited.done and bool(
+                                waited.results[waited.done.index(putting)]
+                            )
+                            if not landed:
+                                _note_rewind(rewinds, tp.topic, tp.partition, offset)
+                                continue
+                            if not flow_active() or app.consumer_generation_id != generation:
+                                continue  # buffered, then cleared: clear() noted it
                         else:
                             high_drop = pressure.get(tp)
                             if high_drop is None:  # Faust wants its TP, not aiokafka's
