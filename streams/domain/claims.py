@@ -258,7 +258,11 @@ def _event_ms(raw: Mapping[str, Any], decided: date) -> int:
         raise InvalidClaim("bad_value", f"decided_at is not RFC 3339: {value[:40]!r}") from None
     if moment.tzinfo is None:
         raise InvalidClaim("bad_value", "decided_at needs a UTC offset")
-    if not FIRST_DAY <= moment.astimezone(UTC).date() < END_DAY:
+    try:
+        day = moment.astimezone(UTC).date()
+    except OverflowError:  # an offset carries it past year 1 or 9999
+        day = END_DAY
+    if not FIRST_DAY <= day < END_DAY:
         raise InvalidClaim("bad_value", f"decided_at must be from {FIRST_DAY} to {END_DAY} (excl.)")
     return int(moment.timestamp() * 1000)
 

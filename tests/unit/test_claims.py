@@ -46,6 +46,9 @@ def test_decided_at_is_event_time_when_present():
         ({"decided_at": "2026-01-11T06:30:00"}, "bad_value"),  # no offset
         ({"decided_date": "9999-12-31"}, "bad_value"),  # would carry the watermark past all
         ({"decided_at": "2150-01-01T00:00:00Z"}, "bad_value"),  # the same through event time
+        ({"decided_at": "9999-12-31T23:59:59-01:00"}, "bad_value"),  # past datetime's range in UTC
+        ({"decided_at": "0001-01-01T00:00:00+01:00"}, "bad_value"),  # before it
+        ({"decided_at": {"t": 1}}, "wrong_type"),
         ({"submitted_date": "1850-01-01"}, "bad_value"),
     ],
 )
