@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -116,12 +117,16 @@ async def dead_letters(
     claims_topic: str,
     progress: Callable[[int], None] | None = None,
 ) -> AsyncIterator[DeadLetter]:
-    """Every dead letter in ``topic``, from its start, until nothing more comes."""
+    """Every dead letter in ``topic`` written before this call, from its start.
+
+    A partition is read until a message written since (a replay's own dead letters, say, which
+    must not be sent again) or until nothing more comes for a while."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
     await consumer.start()
     read = 0
+    began_ms = int(time.time() * 1000)
     try:
         await consumer.topics()  # fetches the cluster's metadata
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -131,9 +136,12 @@ async def dead_letters(
         await consumer.seek_to_beginning(*tps)
         # Until nothing more comes for a while: a broker's end offsets are not always to be
         # trusted (the embedded one can answer too low once producers batch).
-        while batch := await consumer.getmany(timeout_ms=IDLE_MS):
+        while tps and (batch := await consumer.getmany(*tps, timeout_ms=IDLE_MS)):
             for tp, messages in sorted(batch.items()):
                 for message in messages:
+                    if message.timestamp >= began_ms:
+                        tps.remove(tp)  # this partition is read up to when we began
+                        break
                     headers = {k: v for k, v in message.headers or ()}
                     yield DeadLetter(
                         partition=tp.partition,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import logging
 import sys
@@ -286,6 +285,10 @@ class WindowsState:
         """Keys held in memory over every partition."""
         return sum(pw.key_count() for pw in self.partitions.values())
 
+    def pending_count(self) -> int:
+        """Claims waiting to take effect over every partition."""
+        return sum(len(c.pending) for pw in self.partitions.values() for c in pw.customers.values())
+
     def get(self, partition: int, sources: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the changelog table on first use."""
         pw = self.partitions.get(partition)
@@ -306,6 +309,7 @@ class WindowsState:
             elif name.startswith(OFFSETS):
                 pw.offsets = {s: o for s, o in enumerate(value[1:]) if o >= 0}
         pruned = []  # tombstones a crash cut off (see ChangelogTable): deleted again
+        pending: dict[str, list[Pending]] = {}  # by customer
         for name, value in mine:
             kind = name[:2]
             if kind in (WATERMARK, OFFSETS):
@@ -320,7 +324,7 @@ class WindowsState:
                 if closed is not None and effective <= closed:
                     pruned.append(name)  # taken effect already
                 else:
-                    customer.pending.append(
+                    pending.setdefault(customer.customer_id, []).append(
                         Pending(effective, int(number), int(offset), key, ident, waiting)
                     )
                 continue
@@ -339,8 +343,8 @@ class WindowsState:
                 windows.set_bucket(bucket, [int(x) for x in value[1:]])
             else:
                 windows.claims[int(number)] = packed
-        for customer in pw.customers.values():
-            heapq.heapify(customer.pending)
+        for customer_id, entries in pending.items():
+            pw.customers[customer_id].restore_pending(entries)
         for name in pruned:
             self.table.delete(partition, name)
         self.table.drop([name for name, _ in mine])

@@ -159,6 +159,7 @@ class WorkerStages:
         self.state = WindowsState(windows_table, drift_config(settings), settings.grace_ms)
         self.router = Router(codec, settings.topic_claims, settings.partitions)
         self.windows_lock = asyncio.Lock()  # the idle timer and the windows stage share state
+        self._dead_letters: list[Any] = []  # the windows stage's, delivered before a flush
         self.rules = RuleBook()
         self.rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, self.rules)
         self.originals = Originals(bootstrap)
@@ -247,11 +248,12 @@ class WorkerStages:
         counted = self.app.consumer.topic_partitions(self.settings.topic_claims)
         return counted or self.settings.partitions
 
-    async def send_dlq(self, message: Any, stage: str, reason: str, detail: str) -> None:
-        """Dead-letter a claim (a Kafka message, or one rebuilt with its origin)."""
+    async def send_dlq(self, message: Any, stage: str, reason: str, detail: str) -> Any:
+        """Dead-letter a claim (a Kafka message, or one rebuilt with its origin); the future
+        of its delivery, which the caller awaits before it acks or persists past it."""
         CLAIMS_DLQ.labels(reason=reason).inc()
         headers = envelopes.dlq_headers(message, stage, reason, detail)
-        await self.dlq_topic.send(key=message.key, value=message.value, headers=headers)
+        return await self.dlq_topic.send(key=message.key, value=message.value, headers=headers)
 
     async def consume(
         self,
@@ -283,12 +285,12 @@ class WorkerStages:
         """Route a batch (see :meth:`Router.plan`): dead-letter what it refuses, send its
         by-key messages."""
         plan = self.router.plan(messages, self.source_count())
-        for refused in plan.refused:
-            await self.send_dlq(refused.message, refused.stage, refused.reason, refused.detail)
+        pending = [await self.send_dlq(r.message, r.stage, r.reason, r.detail)
+                   for r in plan.refused]  # fmt: skip
         for outcome, count in plan.outcomes.items():
             CLAIMS_BY_OUTCOME.labels(outcome=outcome).inc(count)
-        pending = [await self.by_key_topic.send(value=value, partition=partition)
-                   for partition, value in plan.by_key]  # fmt: skip
+        pending += [await self.by_key_topic.send(value=value, partition=partition)
+                    for partition, value in plan.by_key]  # fmt: skip
         await asyncio.gather(*pending)  # the batch is acked once they are delivered
 
     async def windows(self, messages: list[Any]) -> None:
@@ -298,7 +300,9 @@ class WorkerStages:
             try:
                 items = envelopes.arrivals(envelopes.loads(message.value))
             except (InvalidClaim, ValueError, KeyError, TypeError, IndexError) as exc:
-                await self.send_dlq(message, "window", "invalid", str(exc)[:200])
+                self._dead_letters.append(
+                    await self.send_dlq(message, "window", "invalid", str(exc)[:200])
+                )
                 continue
             by_partition[message.partition].extend(items)
         now_ms = int(time.time() * 1000)
@@ -315,7 +319,10 @@ class WorkerStages:
                 applied = [await self._apply(pw, pieces[i], now_ms)
                            for pw, pieces in slices if i < len(pieces)]  # fmt: skip
                 await self._emit(applied)
+            await asyncio.gather(*self._dead_letters)  # of a batch with nothing to apply
+            self._dead_letters = []
             ACTIVE_KEYS.set(self.state.key_count())
+            CLAIMS_PENDING.set(self.state.pending_count())
 
     async def _apply(
         self, pw: PartitionWindows, arrivals: list[ClaimFromSource], now_ms: int
@@ -347,7 +354,9 @@ class WorkerStages:
                     envelopes.dumps(claim.to_record()),
                 )  # fmt: skip
                 reason += " (original unreadable: the value is the claim as validated)"
-            await self.send_dlq(original, "window", "beyond_history", reason)
+            self._dead_letters.append(
+                await self.send_dlq(original, "window", "beyond_history", reason)
+            )
 
     async def _emit(self, applied: list[_Applied]) -> None:
         """Deliver the outputs of each applied step (in order), then persist the state that
@@ -371,6 +380,10 @@ class WorkerStages:
         producer = self.kafka_producer()
         pending = await send_keyed(producer, self.drift_topic.get_topic_name(), drifts)
         pending += await send_keyed(producer, self.alert_input_topic.get_topic_name(), evaluations)
+        # The dead letters too: once the state (and the offsets applied) is persisted, the
+        # claims are never windowed again, and a lost dead letter would be lost for good.
+        pending += self._dead_letters
+        self._dead_letters = []
         await asyncio.gather(*pending)
         for pw, result, _ in applied:
             self.state.save(pw, result)
@@ -400,6 +413,7 @@ class WorkerStages:
                     closed.append((pw, result, None))
             if closed:
                 await self._emit(closed)
+                CLAIMS_PENDING.set(self.state.pending_count())
 
     async def forward_commands(self) -> None:
         """Task: :meth:`commands` every batch of ``alerts.commands``."""
@@ -622,14 +636,13 @@ class _Rebuilt:
 
 def _count_claims(result: StepResult) -> None:
     """The claim and close counters of a step: every claim read is, once, counted
-    (processed), a duplicate, beyond the history or redelivered, after it waited (pending)
-    or not."""
+    (processed), a duplicate, beyond the history or redelivered, after it waited (the pending
+    gauge, set from the windows held) or not."""
     BUCKET_CLOSES.inc(result.closes)
     CLAIMS_PROCESSED.inc(result.counted)
     CLAIMS_DUPLICATE.inc(result.duplicates)
     CLAIMS_AMENDED.inc(result.amended)
     CLAIMS_REDELIVERED.inc(result.redelivered)
-    CLAIMS_PENDING.inc(len(result.pending_added) - len(result.pending_done))
 
 
 def tune_gc(settings: Settings) -> None:

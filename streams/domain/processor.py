@@ -108,7 +108,16 @@ CLAIM_SCAN_BUCKETS = 8
 class CustomerWindows:
     """One customer's keys, watermark and pending claims."""
 
-    __slots__ = ("_floor", "cfg", "customer_id", "keys", "partition", "pending", "watermark")
+    __slots__ = (
+        "_floor",
+        "cfg",
+        "customer_id",
+        "keys",
+        "partition",
+        "pending",
+        "pending_ids",
+        "watermark",
+    )
 
     def __init__(
         self, customer_id: str, partition: int, cfg: DriftConfig, grace_ms: int, sources: int
@@ -119,6 +128,8 @@ class CustomerWindows:
         self.watermark = Watermark(grace_ms=grace_ms, bucket_ms=cfg.bucket_ms, sources=sources)
         self.keys: dict[str, KeyWindows] = {}
         self.pending: list[Pending] = []  # a heap
+        # Claim hash → (copies pending, the latest close they wait for).
+        self.pending_ids: dict[int, tuple[int, int]] = {}
         self._floor: tuple[int | None, int] = (None, 0)  # (closed_through, its claims floor)
 
     @property
@@ -133,30 +144,42 @@ class CustomerWindows:
         return floor
 
     def take(self, arrival: ClaimFromSource, result: StepResult, now_ms: int | None) -> None:
-        """Apply one claim (see the module), then any closes it brings."""
+        """Apply one claim (see the module), then any closes it brings.
+
+        A claim that would replace what its claim id counted already (a correction), or whose
+        claim id has a copy still pending, takes effect at the close its copy waits for at the
+        earliest, and never at once: the replacement too happens before the same closes in
+        every replay, and a pending original never overwrites its later correction.
+        """
         source, sources, offset, claim = arrival
         watermark = self.watermark
+        history = self.cfg.history_buckets
         event_ms = claim.event_ms
         bucket = bucket_of(event_ms, self.cfg.bucket_ms)
         clock = watermark.source_max_ms.get(source)
         if clock is None or event_ms > clock:
             clock = event_ms
         effective = last_closable_bucket(clock - watermark.grace_ms, self.cfg.bucket_ms)
+        window_key = claim.window_key
+        ident, packed = packed_claim(claim, bucket)
+        copy = self.pending_ids.get(ident)  # (copies pending, the latest close they wait for)
+        if copy is not None and copy[1] > effective:
+            effective = copy[1]
         closed = watermark.closed_through
         if closed is not None and closed >= effective:
             # Only after an idle advance (the wall clock) can the closes be ahead of a clock.
-            if bucket < closed - self.cfg.history_buckets + 1:
+            if bucket < closed - history + 1:
                 result.beyond_history.append(arrival)
             else:
-                self._count(claim.window_key, *packed_claim(claim, bucket), result)
-        elif bucket > effective:
-            self._count(claim.window_key, *packed_claim(claim, bucket), result)
-        elif bucket < effective - self.cfg.history_buckets + 1:
+                self._count(window_key, ident, packed, result)
+        elif bucket < effective - history + 1:
             result.beyond_history.append(arrival)
+        elif bucket > effective and copy is None and not self._replaces(window_key, ident, packed):
+            self._count(window_key, ident, packed, result)
         else:
-            ident, packed = packed_claim(claim, bucket)
-            waiting = Pending(effective, source, offset, claim.window_key, ident, packed)
+            waiting = Pending(effective, source, offset, window_key, ident, packed)
             heapq.heappush(self.pending, waiting)
+            self._note_pending(waiting)
             result.pending_added.append(waiting)
         closing = watermark.advance(event_ms, source, sources)
         if now_ms is not None:
@@ -164,6 +187,24 @@ class CustomerWindows:
         result.customers[self.customer_id] = self
         for bucket_closed in closing:
             self._close(bucket_closed, result)
+
+    def _replaces(self, window_key: str, ident: int, packed: int) -> bool:
+        """Whether counting ``packed`` would replace another contribution of the claim id."""
+        key = self.keys.get(window_key)
+        previous = None if key is None else key.claims.get(ident)
+        return previous is not None and previous != packed and previous >= self.claims_floor
+
+    def _note_pending(self, waiting: Pending) -> None:
+        copies, latest = self.pending_ids.get(waiting.ident, (0, waiting.effective))
+        self.pending_ids[waiting.ident] = (copies + 1, max(latest, waiting.effective))
+
+    def restore_pending(self, entries: list[Pending]) -> None:
+        """The pending claims as read back from the changelog."""
+        self.pending = list(entries)
+        heapq.heapify(self.pending)
+        self.pending_ids = {}
+        for waiting in self.pending:
+            self._note_pending(waiting)
 
     def idle_tick(self, now_ms: int, idle_after_ms: int, result: StepResult) -> None:
         """Advance by the wall clock if the feed is idle (see :meth:`Watermark.idle_tick`)."""
@@ -214,6 +255,11 @@ class CustomerWindows:
         pending = self.pending
         while pending and pending[0].effective <= closed:
             waiting = heapq.heappop(pending)
+            copies, latest = self.pending_ids[waiting.ident]
+            if copies == 1:
+                del self.pending_ids[waiting.ident]
+            else:
+                self.pending_ids[waiting.ident] = (copies - 1, latest)
             self._count(waiting.window_key, waiting.ident, waiting.packed, result)
             result.pending_done.append(waiting)
 

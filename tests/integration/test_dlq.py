@@ -75,6 +75,12 @@ async def test_dead_letters_are_counted_and_replayed_once(
         counted = await wait_until(lambda: _counted(metrics, len(sent) - 7 + 400), 120,
                                    "the replayed claims")  # fmt: skip
         assert counted == {"processed": len(sent) - 7 + 200, "duplicate": 200}
+        # Claims still older than their customer's history come back to the DLQ; the replay
+        # sends what was there when it began, and ends.
+        again = await asyncio.to_thread(stack.cli, "dlq", "replay", "--reason", "beyond_history")
+        assert again.returncode == 0 and "republished 7 dead letter(s)" in again.stderr
+        letters = await wait_until(lambda: _letters(stack, 200 + 1 + 14), 120, "7 more letters")
+        assert ("beta", "beyond_history", 14) in letters
     finally:
         assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
 

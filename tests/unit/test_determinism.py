@@ -49,6 +49,11 @@ def _customer_claims(customer: str, rng: random.Random, days: int = 40) -> list[
             claim = claim_for(customer, decided, denied=rng.random() < rate, payer=payer,
                               i=day * 100 + i)  # fmt: skip
             published = {"ontime": day, "lagged": day + rng.randint(5, 12), "onboard": 45}
+            if rng.random() < 0.04:  # pended first, on an earlier day: the decision replaces it
+                pended = claim_for(customer, decided - rng.randint(1, 6), payer=payer,
+                                   i=day * 100 + i)._replace(outcome="PENDED")  # fmt: skip
+                early = 0 if customer == "onboard" else rng.randint(0, 2)  # a burst: in order
+                out.append((published[customer] - early, pended))
             out.append((published[customer], claim))
             if rng.random() < 0.05:  # a resend, sometimes corrected
                 again = claim._replace(outcome="DENIED") if rng.random() < 0.5 else claim

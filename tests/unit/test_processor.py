@@ -212,3 +212,24 @@ def test_a_source_never_heard_from_stops_holding_back_after_idle_close_after():
 def test_claims_from_source_and_offset_are_named_tuples():
     arrival = ClaimFromSource(1, 4, 17, claim_on_day(3))
     assert (arrival.source, arrival.sources, arrival.offset) == (1, 4, 17)
+
+
+def test_a_correction_never_loses_to_its_pending_original():
+    """Claim X (day 20) waits for the close its partition's clock allows; its correction
+    (day 40, denied) comes next on the same partition. Whichever partition is read first, X
+    is counted, then replaced by the correction, before the same closes."""
+    original = claim_for("acme", 20, payer="p")
+    corrected = claim_for("acme", 40, denied=True, payer="p")._replace(claim_id=original.claim_id)
+    feed = Feed(2)
+    ahead = feed.read([claim_for("acme", 30, payer="q", i=1), original, corrected], 0)
+    behind = feed.read([claim_for("acme", d, payer="q", i=2) for d in (31, 45)], 1)
+    last = feed.read([claim_for("acme", 50, payer="q", i=3)], 0)
+    outcomes = []
+    for order in (ahead + behind + last, behind + ahead + last):
+        pw = PartitionWindows(0, CFG, GRACE, sources=2)
+        results = [pw.apply([arrival]) for arrival in order]
+        key = pw.customers["acme"].keys["acme|p|radiology"]
+        evaluations = [e for r in results for e in r.evaluations]
+        outcomes.append(({b: sums[:2] for b, sums in key.buckets.items()}, evaluations))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == {20: [0, 0], 40: [1, 1]}  # the correction, denied, counted once

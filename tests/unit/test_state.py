@@ -237,6 +237,7 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     producer = _HeldProducer()
     stages: Any = object.__new__(WorkerStages)  # only what _emit touches
     stages.settings, stages.codec = Settings(), ValueCodec()
+    stages._dead_letters = []
     stages.kafka_producer = lambda: producer
     stages.drift_topic = SimpleNamespace(get_topic_name=lambda: "drift.events")
     stages.alert_input_topic = SimpleNamespace(get_topic_name=lambda: "app-alert-input")
