@@ -339,8 +339,8 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         )
         if flooding is not None:
             await flooding
-        sampling.cancel()
-        behind_at_end = len(claims) - sum(
+        sent_in_all = len(claims) + (flood.handed if flood else 0)
+        behind_at_end = sent_in_all - sum(
             worker_totals(worker_port).get(name, 0.0) for name in COUNTED
         )
         quiet_since, seen = time.monotonic(), 0
@@ -348,6 +348,10 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
             await asyncio.sleep(0.5)
             if len(clients.arrivals) != seen:
                 seen, quiet_since = len(clients.arrivals), time.monotonic()
+        if flood is not None:  # the backlog sampled until the flood is read, for read_s
+            while backlog and backlog[-1] >= args.rate and time.monotonic() - quiet_since < 600:  # noqa: ASYNC110 -- polling the sampler's list
+                await asyncio.sleep(1)
+        sampling.cancel()
         for ws in clients.connections:
             await ws.close()
         await listening
