@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     denial_rate_floor: float = Field(default=0.05, ge=0)
     decision_lag_floor_days: float = Field(default=2.0, ge=0)
     allowed_amount_floor: float = Field(default=0.10, ge=0)
-    # A partition (or one of its sources) quiet this long advances by the wall clock.
+    # A customer's feed (or one claims partition of it) quiet this long: wall clock advances it.
     idle_close_after_s: float = Field(default=600.0, gt=0)
     idle_check_interval_s: float = Field(default=5.0, gt=0)
     fdr_q_max: float = Field(default=0.001, gt=0, le=1)
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
 
     @property
     def grace_ms(self) -> int:
-        """``grace_days`` in milliseconds: how far behind a partition's newest claim is late."""
+        """``grace_days`` in ms: how far a customer's watermark stays behind its claims."""
         return int(self.grace_days * 86_400_000)
 
 
