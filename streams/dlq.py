@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
 from streams.settings import Settings
+from streams.topics import topic_partitions
 
 IDLE_MS = 2000  # the dead-letter topic is read until nothing more comes for this long
 UNKNOWN = "(unreadable)"  # the customer of a dead letter whose value cannot be decoded
@@ -124,14 +125,11 @@ async def dead_letters(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
-    await consumer.start()
     read = 0
     began_ms = int(time.time() * 1000)
+    tps = await topic_partitions(bootstrap, topic)  # asked for: a consumer's metadata may lack it
+    await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         # Until nothing more comes for a while: a broker's end offsets are not always to be

@@ -70,4 +70,4 @@ def test_smoke_run_prints_a_report_per_feed(capsys):
         assert set(groups) >= {"denial+12", "steady", "low-volume", "weekday-seasonal"}, feed
         assert groups["denial+12"]["recall"] == 1.0, feed
         assert found["claims_dead_lettered"] == 0, feed
-    assert report["alone_equals_mixed"]["customers_differing"] == []
+    assert report["alone_equals_mixed"] == {"customers_checked": 24, "customers_differing": []}
