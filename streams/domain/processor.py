@@ -19,6 +19,9 @@ right after the close of bucket ``a``:
 - a claim in a bucket after ``a`` is counted at once (no close up to ``a`` reads its bucket);
 - a claim in a bucket up to ``a`` (an amendment: its bucket has closed or will have by then)
   waits until bucket ``a`` has closed, then is counted, before the next close;
+- a claim that would replace what its claim id counted already (a correction), or whose
+  claim id has a copy still waiting, waits too (behind that copy), so that replacements also
+  happen before the same closes in every replay;
 - a claim whose bucket is older than the history at that moment (``a - history + 1``) is not
   windowed: it comes back in ``StepResult.beyond_history`` for the DLQ.
 
