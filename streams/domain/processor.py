@@ -166,6 +166,7 @@ class CustomerWindows:
         window_key = claim.window_key
         ident, packed = packed_claim(claim, bucket)
         copy = self.pending_ids.get(ident)  # (copies pending, the latest close they wait for)
+        previous = self._remembered(window_key, ident)
         if copy is not None and copy[1] > effective:
             effective = copy[1]
         closed = watermark.closed_through
@@ -174,11 +175,11 @@ class CustomerWindows:
             if bucket < closed - history + 1:
                 result.beyond_history.append(arrival)
             else:
-                self._count(window_key, ident, packed, result)
+                self._count(window_key, ident, packed, previous, result)
         elif bucket < effective - history + 1:
             result.beyond_history.append(arrival)
-        elif bucket > effective and copy is None and not self._replaces(window_key, ident, packed):
-            self._count(window_key, ident, packed, result)
+        elif bucket > effective and copy is None and previous in (None, packed):
+            self._count(window_key, ident, packed, previous, result)  # new, or an exact resend
         else:
             waiting = Pending(effective, source, offset, window_key, ident, packed)
             heapq.heappush(self.pending, waiting)
@@ -191,11 +192,12 @@ class CustomerWindows:
         for bucket_closed in closing:
             self._close(bucket_closed, result)
 
-    def _replaces(self, window_key: str, ident: int, packed: int) -> bool:
-        """Whether counting ``packed`` would replace another contribution of the claim id."""
+    def _remembered(self, window_key: str, ident: int) -> int | None:
+        """What the claim id counted in its key, None if nothing (or only a claim older than
+        the history, forgotten if not yet scanned away)."""
         key = self.keys.get(window_key)
         previous = None if key is None else key.claims.get(ident)
-        return previous is not None and previous != packed and previous >= self.claims_floor
+        return None if previous is None or previous < self.claims_floor else previous
 
     def _note_pending(self, waiting: Pending) -> None:
         copies, latest = self.pending_ids.get(waiting.ident, (0, waiting.effective))
@@ -217,14 +219,14 @@ class CustomerWindows:
         for bucket_closed in closing:
             self._close(bucket_closed, result)
 
-    def _count(self, window_key: str, ident: int, packed: int, result: StepResult) -> None:
-        """Count a claim into its key once per claim id; a resend replaces what it added."""
+    def _count(
+        self, window_key: str, ident: int, packed: int, previous: int | None, result: StepResult
+    ) -> None:
+        """Count a claim into its key once per claim id; a resend replaces what it added.
+        ``previous`` is what :meth:`_remembered` says the claim id counted, read just before."""
         key = self.keys.get(window_key)
         if key is None:
             key = KeyWindows(window_key, self.partition)
-        previous = key.claims.get(ident)
-        if previous is not None and previous < self.claims_floor:
-            previous = None  # older than the history: forgotten, if not yet scanned
         if previous == packed:  # an exact resend: counted once already
             result.duplicates += 1
             return
@@ -263,7 +265,8 @@ class CustomerWindows:
                 del self.pending_ids[waiting.ident]
             else:
                 self.pending_ids[waiting.ident] = (copies - 1, latest)
-            self._count(waiting.window_key, waiting.ident, waiting.packed, result)
+            previous = self._remembered(waiting.window_key, waiting.ident)
+            self._count(waiting.window_key, waiting.ident, waiting.packed, previous, result)
             result.pending_done.append(waiting)
 
     def to_dict(self) -> dict[str, Any]:
