@@ -1,4 +1,4 @@
-"""Worker memory: RSS per active window key, and RSS over a sustained run (issue 7).
+"""Worker memory: RSS per active window key, and RSS over a sustained run.
 
 1. Per key: one worker on a fresh broker (the embedded one, or Apache Kafka with ``--broker
    kafka``, as for every measurement here) reads ``--keys`` keys' claims

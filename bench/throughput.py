@@ -1,4 +1,4 @@
-"""Worker throughput against the client's ceiling, measured in the same run (issue 7).
+"""Worker throughput against the client's ceiling, measured in the same run.
 
 For each run: a fresh embedded broker (or Apache Kafka with ``--broker kafka``), ``--claims``
 generated JSON claims produced to ``claims.decided`` (4 partitions) before anything reads them;
@@ -172,9 +172,8 @@ def run_workers(
         # producer (and an embedded broker taking them in): some 60,000 of 300,000 claims
         # counted in those ~2 s, at under half their speed. The rate is taken on the backlog
         # left once producing is over, as the ceiling reads one: from the first poll after it
-        # to the last claim counted. (Before, the whole count was divided by the time after
-        # producing: the claims counted meanwhile were never timed, and the rate came out
-        # about a quarter high.)
+        # to the last claim counted. (Dividing the whole count by the time after producing
+        # would leave the claims counted meanwhile untimed: a rate about a quarter high.)
         start_done, started = -1, produced  # the first poll after producing sets both
         progress: list[list[int]] = []
         while True:

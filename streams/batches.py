@@ -3,7 +3,7 @@
 A Faust agent pays for every event: the consumer's drain loop runs each delivery as two tasks
 (``wait_first(callback, suspend_flow.wait())``), the conductor builds an ``Event``, the stream
 hops a queue and an iterator chain. At tens of thousands of claims a second that plumbing, not
-the work, is the cost (issue 7's profile: ~6k events/s). :class:`UpstreamApp` keeps everything
+the work, is the cost (profiled at ~6k events/s). :class:`UpstreamApp` keeps everything
 else Faust gives — group membership and its assignor, fetching, flow control on rebalance,
 acks and offset commits, tables, changelogs and recovery, timers — but its consumer
 (:class:`BatchingConsumer`) appends the messages of a :class:`BatchTopic` straight to a

@@ -11,8 +11,8 @@ offset), recovery resumes the flow with the partition still paused, then resumes
 seeks to the committed offsets — one offset lookup per assigned partition, while the drain
 loop fetches meanwhile.
 
-A SIGKILL test found this: a restarted worker routed a partition from its committed offset
-to 17,264, then from 19,366 on; 17,265–19,365 came only after a later restart.
+Without the guards, the sequence below routes the partition from its committed offset to
+17,264, then from 19,366 on: 17,265–19,365 would come only after a later restart.
 """
 
 from __future__ import annotations
