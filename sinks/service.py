@@ -9,9 +9,11 @@ while it writes the next batch. While one batch is being written the next is pol
 decoded, so Python and Postgres work at the same time (one batch in flight at most). If
 Postgres is unreachable the batch is retried with backoff and no offset is committed, so nothing
 is lost; the writes are idempotent (keys and versions), so nothing is doubled when a batch is
-redelivered, or written again after some of its transactions committed. A message that cannot
-be decoded, or a row Postgres rejects (a constraint, an encoding), goes to ``sink.dlq`` with the
-reason, and the rest of the batch is written.
+redelivered, or written again after some of its transactions committed. A claim is validated
+by the worker's own function (:func:`~streams.domain.claims.parse_claim_record`). A message
+that cannot be decoded or validated, or a row Postgres rejects (a constraint), goes to
+``sink.dlq`` with the reason (by reference if too large to copy), and the rest of the batch is
+written: no record stops the sink.
 """
 
 from __future__ import annotations
@@ -39,11 +41,10 @@ from sinks.writer import (
     Row,
     alert_row,
     claim_row,
-    claim_row_fast,
     drift_row,
 )
 from streams.domain.claims import InvalidClaim
-from streams.envelopes import dlq_headers
+from streams.envelopes import dead_letter
 from streams.health import Health
 from streams.settings import Settings
 
@@ -368,8 +369,10 @@ class SinkService:
                     decode(batch, message)
                 except (DecodeError, InvalidClaim) as exc:
                     batch.rejected.append((message, exc.reason, exc.message))
-                except (KeyError, ValueError, TypeError) as exc:
-                    batch.rejected.append((message, "bad_record", str(exc)))
+                except Exception as exc:
+                    log.warning("%s@%s:%s cannot be stored: %r", message.topic, message.partition,
+                                message.offset, exc)  # fmt: skip
+                    batch.rejected.append((message, "bad_record", f"{type(exc).__name__}: {exc}"))
                 if i % DECODE_SLICE == 0:
                     await asyncio.sleep(0)
         return batch
@@ -390,7 +393,7 @@ class SinkService:
 
     def _claim(self, batch: Batch, message: Any) -> None:
         record = self.codec.decode(message.value, "ClaimDecided", message.topic)
-        batch.claims.append((message, claim_row_fast(record, message.partition, message.offset)))
+        batch.claims.append((message, claim_row(record, message.partition, message.offset)))
 
     async def _write(self, batch: Batch) -> None:
         """Write the batch; on a rejected row, write row by row and dead-letter the rejects."""
@@ -410,15 +413,8 @@ class SinkService:
             await self._write_one(batch, message, [drift], [], [])
         for message, alert in batch.alerts:
             await self._write_one(batch, message, [], [alert], [])
-        for message, _ in batch.claims:
-            # Validated in Python this time, so a rejected claim is named precisely.
-            record = self.codec.decode(message.value, "ClaimDecided", message.topic)
-            try:
-                row = claim_row(record, message.partition, message.offset)
-            except InvalidClaim as exc:
-                batch.rejected.append((message, exc.reason, exc.message))
-                continue
-            await self._write_one(batch, message, [], [], [row])
+        for message, claim in batch.claims:
+            await self._write_one(batch, message, [], [], [claim])
 
     async def _write_one(
         self,
@@ -450,7 +446,8 @@ class SinkService:
         SINK_DLQ.labels(reason=reason).inc()
         log.error("dead-lettering %s@%s:%s: %s", message.topic, message.partition,
                   message.offset, detail)  # fmt: skip
-        headers = list(dlq_headers(message, "sink", reason, detail).items())
+        letter = dead_letter(message, "sink", reason, detail)
+        headers = list(letter.headers.items())
         await producer.send_and_wait(
-            self.settings.topic_sink_dlq, key=message.key, value=message.value, headers=headers
+            self.settings.topic_sink_dlq, key=letter.key, value=letter.value, headers=headers
         )

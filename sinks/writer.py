@@ -24,7 +24,6 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
@@ -33,8 +32,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Float, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sinks.tables import ALERT_FIELDS, NOTIFY_CHANNEL, alert_events, drift_events
-from streams.domain.claims import parse_claim
-from streams.domain.cpt import cpt_group_for
+from streams.domain.claims import parse_claim_record
 
 Row = tuple[Any, ...]
 
@@ -211,43 +209,26 @@ def _pg_array(values: Sequence[Any]) -> str:
     return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
-def claim_row_fast(record: dict[str, Any], partition: int, offset: int) -> tuple[Any, ...]:
-    """A ``claim_records`` row (:data:`CLAIM_COLUMNS`) with as little Python as possible.
+def _money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
 
-    Postgres parses dates, times and amounts during COPY and the migration's CHECKs reject what
-    :func:`streams.domain.claims.parse_claim` would; a batch that fails is retried row by row
-    through :func:`claim_row`, which names the reason.
-    """
-    cpt_code = str(record["cpt_code"])
-    decided_date = str(record["decided_date"])
-    paid = record.get("paid_amount")
-    codes = record.get("denial_reason_codes")
+
+def claim_row(record: dict[str, Any], partition: int, offset: int) -> Row:
+    """A ``claim_records`` row (:data:`CLAIM_COLUMNS`, as text for COPY) of a ClaimDecided
+    record, validated as the worker validates it (raises InvalidClaim): the sink stores exactly
+    the claims the worker counts, with the values it counts them by."""
+    claim, extras = parse_claim_record(record)
+    paid, decided_at = extras.paid_cents, record.get("decided_at")
+    decided = claim.decided_date.isoformat()
     return (
-        str(record["customer_id"]), str(record["claim_id"]), str(record["payer_id"]),
-        record.get("payer_name"), cpt_code, record.get("cpt_group") or cpt_group_for(cpt_code),
-        str(record["submitted_date"]), decided_date,
-        record.get("decided_at") or f"{decided_date}T00:00:00+00:00",
-        str(record["outcome"]).upper(), str(record["billed_amount"]),
-        str(record["allowed_amount"]), None if paid in (None, "") else str(paid),
-        _pg_array(codes) if codes else "{}", record.get("place_of_service"), partition, offset,
+        claim.customer_id, claim.claim_id, claim.payer_id, claim.payer_name, claim.cpt_code,
+        claim.cpt_group, claim.submitted_date.isoformat(), decided,
+        # validated as the event time: Postgres reads the same instant from it
+        decided_at.strip() if decided_at else f"{decided}T00:00:00+00:00", claim.outcome,
+        _money(claim.billed_cents), _money(claim.allowed_cents),
+        None if paid is None else _money(paid), _pg_array(extras.denial_reason_codes),
+        extras.place_of_service, partition, offset,
     )  # fmt: skip
-
-
-def claim_row(record: dict[str, Any], partition: int, offset: int) -> tuple[Any, ...]:
-    """A ``claim_records`` row from a ClaimDecided record, validated first (raises InvalidClaim)."""
-    claim = parse_claim(record)
-    return claim_row_fast(
-        {
-            **record,
-            "cpt_group": claim.cpt_group,
-            "decided_at": datetime.fromtimestamp(claim.event_ms / 1000, tz=UTC).isoformat(),
-            "outcome": claim.outcome,
-            "billed_amount": str(Decimal(claim.billed_cents) / 100),
-            "allowed_amount": str(Decimal(claim.allowed_cents) / 100),
-        },
-        partition,
-        offset,
-    )
 
 
 def _latest(

@@ -107,8 +107,44 @@ def command_from_record(record: Mapping[str, Any]) -> AlertCommand:
     )
 
 
+# The most key and value bytes a dead letter copies. Producers refuse a record over 1,000,000
+# bytes (headers and framing included), and a consumer can read one up to the broker's limit
+# (1 MiB): a record between the two, or any larger one a broker was set to take, is
+# dead-lettered by reference instead (see :func:`dead_letter`).
+DLQ_COPY_MAX_BYTES = 990_000
+DLQ_KEY_BY_REFERENCE_BYTES = 1024  # a record dead-lettered by reference keeps a key this short
+
+
+class DeadLetter(NamedTuple):
+    """What goes to a dead-letter topic for one record: its key, value and headers."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def dead_letter(message: Any, stage: str, reason: str, detail: str) -> DeadLetter:
+    """The dead letter of a Kafka ``message``: a copy of its key and value with the headers of
+    :func:`dlq_headers`; by reference if the copy would be too large to send.
+
+    By reference: no value (and no key, if the key alone is long), ``source.size`` and
+    ``error.by_reference: true``; ``source.topic``, ``source.partition`` and ``source.offset``
+    say where the record is, for as long as that topic keeps it.
+    """
+    key, value = message.key, message.value
+    headers = dlq_headers(message, stage, reason, detail)
+    size = len(key or b"") + len(value or b"")
+    if size <= DLQ_COPY_MAX_BYTES:
+        return DeadLetter(key, value, headers)
+    headers["source.size"] = str(size).encode()
+    headers["error.by_reference"] = b"true"
+    if key is not None and len(key) > DLQ_KEY_BY_REFERENCE_BYTES:
+        key = None
+    return DeadLetter(key, None, headers)
+
+
 def dlq_headers(message: Any, stage: str, reason: str, detail: str) -> dict[str, bytes]:
-    """The dead-letter headers of DESIGN.md for a Kafka ``message``."""
+    """The dead-letter headers for a Kafka ``message`` (the README's "Dead letters")."""
     return {
         "error.stage": stage.encode(),
         "error.reason": reason.encode(),

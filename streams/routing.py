@@ -9,6 +9,7 @@ takes effect is decided by the windows (:mod:`streams.domain.processor`).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from streams import envelopes
 from streams.domain.claims import Claim, InvalidClaim, parse_claim
 from streams.state import default_partition
 
+log = logging.getLogger("upstream.worker")
 CHUNK_CLAIMS = 1000  # claims per by-key message (~150 bytes each; Kafka's default limit 1 MiB)
 
 # A routed claim: its source partition and offset, the validated claim.
@@ -86,6 +88,10 @@ class Router:
             return "decode", exc
         except InvalidClaim as exc:
             return "validate", exc
+        except Exception as exc:
+            log.warning("%s@%s:%s refused: %r", self.topic, message.partition, message.offset,
+                        exc)  # fmt: skip
+            return "validate", InvalidClaim("bad_record", f"{type(exc).__name__}: {exc}")
 
     def partition_of(self, customer_id: str) -> int:
         """The by-key partition of ``customer_id``: Kafka's default (murmur2) partitioner."""

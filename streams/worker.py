@@ -252,8 +252,8 @@ class WorkerStages:
         """Dead-letter a claim (a Kafka message, or one rebuilt with its origin); the future
         of its delivery, which the caller awaits before it acks or persists past it."""
         CLAIMS_DLQ.labels(reason=reason).inc()
-        headers = envelopes.dlq_headers(message, stage, reason, detail)
-        return await self.dlq_topic.send(key=message.key, value=message.value, headers=headers)
+        letter = envelopes.dead_letter(message, stage, reason, detail)
+        return await self.dlq_topic.send(key=letter.key, value=letter.value, headers=letter.headers)
 
     async def consume(
         self,
@@ -440,8 +440,10 @@ class WorkerStages:
     async def _reject(self, message: Any, reason: str, detail: str) -> None:
         """Dead-letter a command or alert-input ``message`` (a Kafka message) it cannot apply."""
         COMMANDS.labels(outcome=reason).inc()
-        headers = envelopes.dlq_headers(message, "alerts", reason, detail)
-        await self.commands_dlq_topic.send(key=message.key, value=message.value, headers=headers)
+        letter = envelopes.dead_letter(message, "alerts", reason, detail)
+        await self.commands_dlq_topic.send(
+            key=letter.key, value=letter.value, headers=letter.headers
+        )
 
     async def apply_alert_input(self) -> None:
         """Task: :meth:`alerts` every batch of the alert input, once the rules are loaded."""

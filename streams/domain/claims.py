@@ -29,6 +29,10 @@ REQUIRED = (
     "allowed_amount",
 )
 MAX_ID_CHARS = 128
+MAX_CPT_CODE_CHARS = 16  # claim_records.cpt_code
+MAX_PLACE_CHARS = 32  # claim_records.place_of_service
+MAX_REASON_CODES = 64  # denial_reason_codes per claim
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # control characters: refused in every text field
 FIRST_DAY, END_DAY = date(1900, 1, 1), date(2100, 1, 1)  # plausible claim dates
 MAX_AMOUNT = Decimal("100000000")  # $100M: anything above is a data error, not a claim.
 
@@ -139,11 +143,13 @@ def _from_ordinal(ordinal: Any) -> date:
     return day
 
 
-def _text(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
+def _text(
+    raw: Mapping[str, Any], name: str, *, required: bool = True, limit: int = MAX_ID_CHARS
+) -> str | None:
     value = raw.get(name)
     if type(value) is str:  # the common case, checked first; anything off takes the long way
         text = value.strip()
-        if text and len(text) <= MAX_ID_CHARS and "|" not in text:
+        if text and len(text) <= limit and "|" not in text and text.isprintable():
             return text
     if value is None or value == "":
         if required:
@@ -152,10 +158,12 @@ def _text(raw: Mapping[str, Any], name: str, *, required: bool = True) -> str | 
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise InvalidClaim("wrong_type", f"{name} must be a string, got {type(value).__name__}")
     text = str(value).strip()
-    if not text or len(text) > MAX_ID_CHARS:
-        raise InvalidClaim("bad_value", f"{name} must be 1..{MAX_ID_CHARS} characters")
+    if not text or len(text) > limit:
+        raise InvalidClaim("bad_value", f"{name} must be 1..{limit} characters")
     if "|" in text:
         raise InvalidClaim("bad_value", f"{name} must not contain '|'")
+    if _CONTROL.search(text):
+        raise InvalidClaim("bad_value", f"{name} must not contain control characters")
     return text
 
 
@@ -267,8 +275,55 @@ def _event_ms(raw: Mapping[str, Any], decided: date) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def parse_claim(raw: Mapping[str, Any]) -> Claim:
-    """Validate a ClaimDecided mapping (JSON or Avro field names); raise :class:`InvalidClaim`."""
+class ClaimExtras(NamedTuple):
+    """What a ClaimDecided record carries beyond :class:`Claim`: stored, never windowed."""
+
+    paid_cents: int | None
+    denial_reason_codes: tuple[str, ...]
+    place_of_service: str | None
+
+
+NO_EXTRAS = ClaimExtras(None, (), None)
+
+
+def _reason_code(code: str) -> str:
+    """One denial reason code: 1..128 characters, no control characters."""
+    text = code.strip()
+    if not text or len(text) > MAX_ID_CHARS or _CONTROL.search(text):
+        raise InvalidClaim(
+            "bad_value", f"denial_reason_codes must be 1..{MAX_ID_CHARS} printable characters"
+        )
+    return text
+
+
+def _extras(raw: Mapping[str, Any]) -> ClaimExtras:
+    paid = raw.get("paid_amount")
+    codes = raw.get("denial_reason_codes")
+    place = raw.get("place_of_service")
+    if (paid is None or paid == "") and not codes and (place is None or place == ""):
+        return NO_EXTRAS
+    if codes is None or codes == []:
+        reasons: tuple[str, ...] = ()
+    elif type(codes) is not list or not all(type(code) is str for code in codes):
+        raise InvalidClaim("wrong_type", "denial_reason_codes must be a list of strings")
+    elif len(codes) > MAX_REASON_CODES:
+        raise InvalidClaim("bad_value", f"denial_reason_codes: at most {MAX_REASON_CODES}")
+    else:
+        reasons = tuple(_reason_code(code) for code in codes)
+    return ClaimExtras(
+        None if paid is None or paid == "" else _cents(raw, "paid_amount"),
+        reasons,
+        _text(raw, "place_of_service", required=False, limit=MAX_PLACE_CHARS),
+    )
+
+
+def parse_claim_record(raw: Mapping[str, Any]) -> tuple[Claim, ClaimExtras]:
+    """Validate a whole ClaimDecided mapping (JSON or Avro field names): the claim the windows
+    count and the fields only stored; raise :class:`InvalidClaim`.
+
+    The one validation of a claim: the worker counts and the sink stores exactly the claims it
+    accepts, and each dead-letters the rest with the same reason.
+    """
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidClaim("wrong_type", "a claim must be an object")
     outcome = _text(raw, "outcome")
@@ -278,12 +333,12 @@ def parse_claim(raw: Mapping[str, Any]) -> Claim:
     decided = _date(raw, "decided_date")
     if decided < submitted:
         raise InvalidClaim("bad_value", "decided_date is before submitted_date")
-    cpt_code = _text(raw, "cpt_code")
+    cpt_code = _text(raw, "cpt_code", limit=MAX_CPT_CODE_CHARS)
     assert cpt_code is not None
     cpt_group = _text(raw, "cpt_group", required=False) or cpt_group_for(cpt_code)
     if cpt_group is None:
         raise InvalidClaim("bad_value", f"cpt_code {cpt_code[:16]!r} maps to no CPT group")
-    return Claim(
+    claim = Claim(
         claim_id=_text(raw, "claim_id") or "",
         customer_id=_text(raw, "customer_id") or "",
         payer_id=_text(raw, "payer_id") or "",
@@ -297,3 +352,9 @@ def parse_claim(raw: Mapping[str, Any]) -> Claim:
         event_ms=_event_ms(raw, decided),
         payer_name=_text(raw, "payer_name", required=False),
     )
+    return claim, _extras(raw)
+
+
+def parse_claim(raw: Mapping[str, Any]) -> Claim:
+    """Validate a whole ClaimDecided mapping (see :func:`parse_claim_record`); the claim."""
+    return parse_claim_record(raw)[0]

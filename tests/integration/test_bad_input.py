@@ -10,16 +10,19 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import read_all, scrape
 from schemas.codec import DecodeError, encode_single_object
 from schemas.registry import ValueCodec
+from streams import envelopes
 from streams.devstack import free_port
 from streams.domain.claims import InvalidClaim, parse_claim
+from streams.services import migrate_database
 from streams.topics import create_topics
-from tests.integration.stack import ServiceStack, get_json, wait_until
+from tests.integration.stack import ServiceStack, create_database, get_json, wait_until
 from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
@@ -120,3 +123,101 @@ async def test_malformed_claims_reconcile_and_the_worker_keeps_going(
         await wait_until(ready, 60, "the worker still ready after the bad input")
     finally:
         assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
+
+
+def _poison() -> dict[bytes, bytes]:
+    """The records that crashed a process once, and records around each size limit."""
+    records = {
+        b"far-offset": raw_claim(claim_id="p1", decided_at="9999-12-31T23:59:59-01:00"),
+        b"dict-payer-name": raw_claim(claim_id="p2", payer_name={"t": 1}),
+        b"dict-cpt-group": raw_claim(claim_id="p3", cpt_group={"t": 1}),
+        b"dict-decided-at": raw_claim(claim_id="p4", decided_at={"t": 1}),
+        b"nul-payer-name": raw_claim(claim_id="p5", payer_name="Acme\x00"),
+        b"long-cpt-code": raw_claim(claim_id="p6", cpt_code="71046-" + "9" * 20),
+        b"valid-with-notes": raw_claim(claim_id="p7", notes="n" * 900_000),  # unknown: ignored
+    }
+    values = {key: json.dumps(record).encode() for key, record in records.items()}
+    limit = envelopes.DLQ_COPY_MAX_BYTES
+    for name, size in [("copied", limit - 1000), ("over-copy", limit + 1000),
+                       ("over-producer", 1_000_100)]:  # fmt: skip
+        key = f"big-{name}".encode()
+        body = json.dumps(raw_claim(claim_id="x" * 200)).encode()  # invalid: id too long
+        values[key] = body[:-1] + b', "pad": "' + b"p" * (size - len(key) - len(body) - 11) + b'"}'
+        assert len(key) + len(values[key]) == size
+    return values
+
+
+async def test_worker_and_sink_take_and_refuse_the_same_claims_and_never_crash(
+    kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
+) -> None:
+    """The mix above and every record that once crashed a process, through a worker and a sink.
+
+    Both keep running; both dead-letter exactly the records the one validation refuses, with
+    the same reason (records too large to copy by reference); the sink stores every other one.
+    """
+    database_url = create_database(postgres_url, f"poison_{unique}")
+    await asyncio.to_thread(migrate_database, database_url)
+    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    s = stack.settings()
+    await create_topics(s, kafka_bootstrap)
+    rng = random.Random(20261206)
+    values = {f"k{i}".encode(): _record(rng, i) for i in range(RECORDS)} | _poison()
+    reasons = {key: _reason(value) for key, value in values.items()}
+    refused = {key: reason for key, reason in reasons.items() if reason is not None}
+    big = {
+        key for key, value in values.items() if len(key) + len(value) > envelopes.DLQ_COPY_MAX_BYTES
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=2**21)
+    await producer.start()
+    try:
+        for key, value in values.items():
+            await producer.send(s.topic_claims, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    stack.start("worker")
+    stack.start("sink")
+    try:
+
+        async def letters(topic: str) -> dict[bytes, Any] | None:
+            messages = await read_all(kafka_bootstrap, topic, idle_s=0.5)
+            found = {m.key: m for m in messages}
+            return found if len(found) >= len(refused) else None
+
+        worker_dlq = await wait_until(lambda: letters(s.topic_claims_dlq), 180, "worker DLQ")
+        sink_dlq = await wait_until(lambda: letters(s.topic_sink_dlq), 180, "sink DLQ")
+
+        expected = {_identity(v) for k, v in values.items() if k not in refused}
+
+        async def stored() -> set[tuple[str, str]] | None:
+            with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+                query = "SELECT customer_id, claim_id FROM claim_records"
+                ids = {(r[0], r[1]) for r in conn.execute(query)}
+            return ids if len(ids) >= len(expected) else None
+
+        ids = await wait_until(stored, 180, "the valid claims in Postgres")
+        for dlq in (worker_dlq, sink_dlq):
+            assert {k: dict(m.headers)["error.reason"].decode() for k, m in dlq.items()} == refused
+            assert {k for k, m in dlq.items() if m.value is None} == big
+            for key in big:
+                headers = dict(dlq[key].headers)
+                assert headers["error.by_reference"] == b"true"
+                assert int(headers["source.size"]) == len(key) + len(values[key])
+        assert ids == expected
+        assert stack.procs["worker"].poll() is None and stack.procs["sink"].poll() is None
+    finally:
+        assert stack.stop_all() == {"worker": 0, "sink": 0}, stack.log("sink")[-3000:]
+
+
+def _identity(value: bytes) -> tuple[str, str]:
+    claim = parse_claim(ValueCodec().decode(value, "ClaimDecided", "claims.decided"))
+    return claim.customer_id, claim.claim_id
+
+
+def _reason(value: bytes) -> str | None:
+    """Why the one validation refuses ``value``, or None."""
+    try:
+        parse_claim(ValueCodec().decode(value, "ClaimDecided", "claims.decided"))
+    except (DecodeError, InvalidClaim) as exc:
+        return exc.reason
+    return None

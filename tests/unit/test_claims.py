@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.domain.claims import InvalidClaim, parse_claim
+from streams.domain.claims import ClaimExtras, InvalidClaim, parse_claim, parse_claim_record
 from streams.domain.cpt import cpt_group_for
 from tests.unit.claims import raw_claim
 
@@ -26,6 +26,21 @@ def test_decided_at_is_event_time_when_present():
     """decided_at (RFC 3339) wins over decided_date."""
     claim = parse_claim(raw_claim(decided_at="2026-01-11T06:30:00+00:00"))
     assert claim.event_ms == 1_768_089_600_000 + int(6.5 * 3_600_000)
+
+
+def test_the_fields_only_stored_are_validated_and_returned():
+    """paid_amount, denial_reason_codes and place_of_service: parsed with the claim."""
+    claim, extras = parse_claim_record(
+        raw_claim(
+            paid_amount="61.5",
+            denial_reason_codes=[" CO-97 ", "PR-1"],
+            place_of_service="11",
+            payer_name="Société Générale",
+        )
+    )
+    assert extras == ClaimExtras(6150, ("CO-97", "PR-1"), "11")
+    assert claim.payer_name == "Société Générale"
+    assert parse_claim_record(raw_claim())[1] == ClaimExtras(None, (), None)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +65,20 @@ def test_decided_at_is_event_time_when_present():
         ({"decided_at": "0001-01-01T00:00:00+01:00"}, "bad_value"),  # before it
         ({"decided_at": {"t": 1}}, "wrong_type"),
         ({"submitted_date": "1850-01-01"}, "bad_value"),
+        ({"payer_name": {"a": 1}}, "wrong_type"),
+        ({"cpt_group": {"a": 1}}, "wrong_type"),
+        ({"payer_name": "Acme\x00Health"}, "bad_value"),  # a NUL Postgres cannot store
+        ({"claim_id": "c\n1"}, "bad_value"),
+        ({"cpt_code": "71046" + "0" * 12}, "bad_value"),  # over claim_records' 16
+        ({"paid_amount": "ten"}, "bad_value"),
+        ({"paid_amount": "-1"}, "bad_value"),
+        ({"paid_amount": [1]}, "wrong_type"),
+        ({"denial_reason_codes": "CO-97"}, "wrong_type"),
+        ({"denial_reason_codes": ["CO-97", 4]}, "wrong_type"),
+        ({"denial_reason_codes": [""]}, "bad_value"),
+        ({"denial_reason_codes": ["x"] * 65}, "bad_value"),
+        ({"place_of_service": "x" * 33}, "bad_value"),
+        ({"place_of_service": {"a": 1}}, "wrong_type"),
     ],
 )
 def test_invalid_claims_name_their_reason(overrides, reason):

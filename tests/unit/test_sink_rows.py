@@ -10,7 +10,9 @@ import pytest
 
 from schemas.codec import decode_row, decode_single_object, encode_single_object, load_schema_json
 from sinks.tables import ALERT_FIELDS
-from sinks.writer import DRIFT_COLUMNS, PostgresWriter, alert_row, claim_row_fast, drift_row
+from sinks.writer import DRIFT_COLUMNS, PostgresWriter, alert_row, claim_row, drift_row
+from streams.domain.claims import InvalidClaim
+from tests.unit.claims import raw_claim
 
 
 def _drift(**changes: Any) -> dict[str, Any]:
@@ -75,8 +77,8 @@ def test_alert_row_defaults_notify_and_keeps_nullable_fields() -> None:
     assert row["last_seen"] == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
 
 
-def test_claim_row_fills_what_postgres_would_otherwise_coalesce() -> None:
-    row = claim_row_fast(
+def test_claim_row_is_the_claim_the_worker_counts() -> None:
+    row = claim_row(
         {"customer_id": "acme", "claim_id": "c1", "payer_id": "p1", "cpt_code": "99213",
          "submitted_date": "2026-01-01", "decided_date": "2026-01-05", "outcome": "denied",
          "billed_amount": "100.00", "allowed_amount": "0", "denial_reason_codes": ['CO "97"']},
@@ -85,8 +87,16 @@ def test_claim_row_fills_what_postgres_would_otherwise_coalesce() -> None:
     assert row[5] == "evaluation_management"  # the CPT group from the mapping
     assert row[8] == "2026-01-05T00:00:00+00:00"  # decided_at: midnight UTC of decided_date
     assert row[9] == "DENIED"
+    assert row[10:13] == ("100.00", "0.00", None)  # amounts as validated, in cents
     assert row[13] == '{"CO \\"97\\""}'  # a Postgres array literal, quotes escaped
     assert row[-2:] == (3, 42)
+
+
+def test_claim_row_refuses_what_the_worker_refuses() -> None:
+    """The sink's row and the worker's claim come from one validation."""
+    with pytest.raises(InvalidClaim) as refused:
+        claim_row(raw_claim(decided_at={"t": 1}), 0, 0)
+    assert refused.value.reason == "wrong_type"
 
 
 @pytest.mark.parametrize(
