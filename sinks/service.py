@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from schemas.codec import DecodeError, decode_row
 from schemas.registry import ValueCodec
@@ -431,15 +432,22 @@ class SinkService:
             batch.rejected.append((message, "rejected_by_database", _reason(exc)))
 
     async def _with_retry(self, write: Callable[[], Any]) -> None:
-        backoff = 0.2
-        while True:
-            try:
+        """``write()``, again with backoff for as long as Postgres is unreachable."""
+
+        def report(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            reason = _reason(error) if isinstance(error, Exception) else "?"
+            log.warning("postgres unavailable (%s); retrying in %.1fs", reason,
+                        state.upcoming_sleep)  # fmt: skip
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(UNAVAILABLE),
+            wait=wait_exponential_jitter(initial=0.2, max=MAX_BACKOFF_S),
+            before_sleep=report,
+            reraise=True,
+        ):
+            with attempt:
                 await write()
-                return
-            except UNAVAILABLE as exc:
-                log.warning("postgres unavailable (%s); retrying in %.1fs", _reason(exc), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
 
     async def _dead_letter(self, producer: Any, message: Any, reason: str, detail: str) -> None:
         self.dead_lettered += 1

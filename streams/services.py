@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from notifier.api import HttpApi
 from notifier.commands import KafkaCommands, Rejections
@@ -19,7 +21,7 @@ from notifier.hub import Hub, psycopg_conninfo
 from notifier.server import Limits, NotifierServer
 from schemas.registry import ValueCodec
 from sinks.migrate import migrate
-from sinks.service import SinkService
+from sinks.service import MAX_BACKOFF_S, UNAVAILABLE, SinkService
 from sinks.writer import PostgresWriter
 from streams.health import Health, serve
 from streams.logs import logging_config
@@ -68,6 +70,46 @@ def migrate_database(database_url: str) -> None:
         migrate(engine)
     finally:
         engine.dispose()
+
+
+async def migrate_when_reachable(
+    database_url: str, stop: asyncio.Event, health: Health | None = None
+) -> bool:
+    """Apply the migrations once Postgres answers; False if ``stop`` comes first.
+
+    Until then the service is not ready (check ``postgres``) and tries again with backoff, as
+    it does when Postgres goes away while it runs: a service started before its database, or
+    while it restarts, waits for it instead of exiting.
+    """
+
+    async def nap(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    def report(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if health is not None:
+            health.record("postgres", False, error=str(error)[:200])
+        log.warning("postgres unavailable (%s); trying again in %.1f s",
+                    str(error).splitlines()[0][:200], state.upcoming_sleep)  # fmt: skip
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(UNAVAILABLE),
+        wait=wait_exponential_jitter(initial=0.2, max=MAX_BACKOFF_S),
+        stop=lambda _: stop.is_set(),
+        sleep=nap,
+        before_sleep=report,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                await asyncio.to_thread(migrate_database, database_url)
+    except UNAVAILABLE:
+        if stop.is_set():
+            return False
+        raise
+    return True
 
 
 async def _until_signalled(start: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -139,10 +181,11 @@ def run_sink(settings: Settings) -> None:
     _exit_cleanly_on_sigterm()
     database_url = require_database(settings)
     bootstrap = require_bootstrap(settings)
-    migrate_database(database_url)
     health = _serve_health("sink", settings)
 
     async def main(stop: asyncio.Event) -> None:
+        if not await migrate_when_reachable(database_url, stop, health):
+            return
         # pre_ping: after a Postgres restart, pooled connections are checked before use. A
         # connection per claim lane, one for the drift and alert loop, one for the health check.
         engine = create_async_engine(
@@ -175,9 +218,10 @@ def run_notifier(settings: Settings) -> None:
     database_url = require_database(settings)
     bootstrap = require_bootstrap(settings)
     secret = require_secret(settings)
-    migrate_database(database_url)
 
     async def main(stop: asyncio.Event) -> None:
+        if not await migrate_when_reachable(database_url, stop):
+            return
         hub = Hub(database_url)
         hub_task = asyncio.create_task(hub.run(), name="alert hub")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")

@@ -319,6 +319,60 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
         await asyncio.to_thread(server.stop)
 
 
+async def test_a_sink_started_while_postgres_is_down_waits_for_it(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Postgres down when the sink starts: it stays up, not ready, trying again with backoff;
+    once Postgres is back it migrates and stores the claims sent meanwhile."""
+    from streams.devstack import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(lambda: server.stop(keep_data=True))
+    stack = ServiceStack(kafka_bootstrap, server.url, unique, tmp_path)
+    try:
+        s = stack.settings()
+        await create_topics(s, kafka_bootstrap)
+        metrics_port = free_port()
+        stack.start("sink", env={"UPSTREAM_METRICS_PORT": str(metrics_port)})
+        readyz = f"http://127.0.0.1:{metrics_port}/readyz"
+
+        async def postgres_ok() -> bool | None:
+            try:
+                status, body = await asyncio.to_thread(get_json, readyz)
+            except OSError:  # not listening yet
+                return None
+            check = body["checks"].get("postgres")
+            return None if check is None else (status == 200 and check["ok"])
+
+        async def tried_three_times() -> bool:
+            return stack.log("sink").count("postgres unavailable") >= 3
+
+        await wait_until(tried_three_times, 60, "the sink to try Postgres again and again")
+        assert await postgres_ok() is False  # /readyz 503, postgres not ok
+        assert stack.procs["sink"].poll() is None, stack.log("sink")[-3000:]
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        for i in range(100):
+            value = json.dumps(raw_claim(claim_id=f"c{i}")).encode()
+            await producer.send(s.topic_claims, value, key=f"c{i}".encode())
+        await producer.stop()
+        await asyncio.to_thread(server.start)
+        await wait_until(postgres_ok, 60, "/readyz ready once Postgres is up")
+
+        def claim_count() -> int:
+            with psycopg.connect(server.url.replace("+psycopg", "")) as conn:
+                row = conn.execute("SELECT count(*) FROM claim_records").fetchone()
+                return int(row[0]) if row else 0
+
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: claim_count() == 100), 60, "the claims stored"
+        )
+    finally:
+        assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
+        await asyncio.to_thread(server.stop)
+
+
 HOSTILE = [
     "'; DROP TABLE claim_records; --", 'quote " and \\ backslash', "\\N", "tab\there",
     "new\nline", "carriage\rreturn", "comma, {brace} [bracket]", "😀 émoji ünï", "%s %(x)s",
