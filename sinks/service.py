@@ -442,7 +442,7 @@ class SinkService:
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(UNAVAILABLE),
-            wait=wait_exponential_jitter(initial=0.2, max=MAX_BACKOFF_S),
+            wait=wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.2),
             before_sleep=report,
             reraise=True,
         ):

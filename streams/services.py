@@ -95,7 +95,7 @@ async def migrate_when_reachable(
 
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(UNAVAILABLE),
-        wait=wait_exponential_jitter(initial=0.2, max=MAX_BACKOFF_S),
+        wait=wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.2),
         stop=lambda _: stop.is_set(),
         sleep=nap,
         before_sleep=report,

@@ -23,7 +23,7 @@ from streams.metrics import CHANGELOG_SPLIT_FLUSHES
 
 log = logging.getLogger("upstream.worker")
 # Windows table keys. Values carry their partition, so a partition can be rebuilt by a scan.
-WATERMARK = "w|"  # w|<customer> → {"partition": p, watermark...}
+WATERMARK = "w|"  # w|<customer> → {"partition": p, watermark..., "released_through": ...}
 OFFSETS = "o|"  # o|<partition> → [partition, last offset applied of source 0, 1, ... (-1: none)]
 BUCKET = "b|"  # b|<bucket>|<window key> → [partition, *sums]
 CLAIM = "c|"  # c|<claim hash>|<window key> → [partition, packed contribution]
@@ -304,7 +304,7 @@ class WindowsState:
         for name, value in mine:
             if name.startswith(WATERMARK):
                 customer = pw.customer(sys.intern(name[len(WATERMARK) :]))
-                customer.watermark.restore(value)
+                customer.restore(value)
                 customer.watermark.sources = max(customer.watermark.sources, sources)
             elif name.startswith(OFFSETS):
                 pw.offsets = {s: o for s, o in enumerate(value[1:]) if o >= 0}
@@ -319,14 +319,12 @@ class WindowsState:
                 offset, key = rest.split("|", 1)
                 key = sys.intern(key)
                 customer = pw.customer(key.split("|", 1)[0])
-                closed = customer.watermark.closed_through
-                effective, ident, waiting = (int(x) for x in value[1:4])
-                if closed is not None and effective <= closed:
-                    pruned.append(name)  # taken effect already
+                effective, ident, contribution = (int(x) for x in value[1:4])
+                waiting = Pending(effective, int(number), int(offset), key, ident, contribution)
+                if customer.took_effect(waiting):
+                    pruned.append(name)  # released; its tombstone was cut off
                 else:
-                    pending.setdefault(customer.customer_id, []).append(
-                        Pending(effective, int(number), int(offset), key, ident, waiting)
-                    )
+                    pending.setdefault(customer.customer_id, []).append(waiting)
                 continue
             key = sys.intern(rest)  # as Claim.window_key: one string per key in the process
             customer = pw.customer(key.split("|", 1)[0])

@@ -32,7 +32,7 @@ import gc
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -312,12 +312,23 @@ class WorkerStages:
             # batch that makes a flush atomic (see ChangelogTable). A round takes at most one
             # slice of every partition, and its partitions share one wait for their outputs'
             # delivery and one flush (a round per partition cost two round trips each).
-            slices = [(self.state.get(partition, sources), pieces)
-                      for partition, arrivals in by_partition.items()
-                      if (pieces := list(flush_slices(arrivals)))]  # fmt: skip
-            for i in range(max((len(pieces) for _, pieces in slices), default=0)):
-                applied = [await self._apply(pw, pieces[i], now_ms)
-                           for pw, pieces in slices if i < len(pieces)]  # fmt: skip
+            # A step stops early when its release budget is spent: the rest of its slice
+            # waits for the next round, after the releases and closes left due.
+            work = {partition: (self.state.get(partition, sources), deque(flush_slices(arrivals)))
+                    for partition, arrivals in by_partition.items()}  # fmt: skip
+            while work:
+                applied = []
+                for partition, (pw, left) in list(work.items()):
+                    piece = left[0] if left else []
+                    step = await self._apply(pw, piece, now_ms)
+                    taken = step[1].taken
+                    if left and taken == len(piece):
+                        left.popleft()
+                    elif left:
+                        left[0] = piece[taken:]
+                    if not left and not step[1].budget_spent():
+                        del work[partition]
+                    applied.append(step)
                 await self._emit(applied)
             await asyncio.gather(*self._dead_letters)  # of a batch with nothing to apply
             self._dead_letters = []
@@ -329,13 +340,14 @@ class WorkerStages:
     ) -> _Applied:
         """Apply ``arrivals`` to one partition's windows and dead-letter the claims beyond
         their customer's history; the outputs and state are for :meth:`_emit`."""
-        result = pw.apply(arrivals, now_ms=now_ms)
+        result = pw.apply(arrivals, now_ms=now_ms, release_budget=RELEASE_BUDGET)
         observe = EVENT_TIME_LAG.observe
-        for arrival in arrivals:
+        taken = arrivals[: result.taken]
+        for arrival in taken:
             observe((now_ms - arrival.claim.event_ms) / 1000)
         await self._dead_letter_beyond_history(result.beyond_history)
         _count_claims(result)
-        return pw, result, arrivals[-1].claim.claim_id if arrivals else None
+        return pw, result, taken[-1].claim.claim_id if taken else None
 
     async def _dead_letter_beyond_history(self, arrivals: list[ClaimFromSource]) -> None:
         """The original claims (or, failing that, the claims as validated) to the DLQ."""
@@ -404,16 +416,23 @@ class WorkerStages:
                 return
             assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
                               if tp.topic == topic)  # fmt: skip
-            closed: list[_Applied] = []
-            for partition in assigned:
-                pw = self.state.get(partition, self.source_count())
-                result = pw.idle_tick(now_ms, idle_ms)
-                _count_claims(result)
-                if result.closes:
-                    closed.append((pw, result, None))
-            if closed:
-                await self._emit(closed)
-                CLAIMS_PENDING.set(self.state.pending_count())
+            behind = [self.state.get(partition, self.source_count()) for partition in assigned]
+            ticked = False
+            while behind:  # a tick, then catching up with what its budget left due
+                closed: list[_Applied] = []
+                for pw in behind:
+                    if ticked:
+                        result = pw.apply([], release_budget=RELEASE_BUDGET)
+                    else:
+                        result = pw.idle_tick(now_ms, idle_ms, release_budget=RELEASE_BUDGET)
+                    _count_claims(result)
+                    if result.closes or result.pending_done:
+                        closed.append((pw, result, None))
+                behind = [pw for pw, result, _ in closed if result.budget_spent()]
+                ticked = True
+                if closed:
+                    await self._emit(closed)
+                    CLAIMS_PENDING.set(self.state.pending_count())
 
     async def forward_commands(self) -> None:
         """Task: :meth:`commands` every batch of ``alerts.commands``."""
@@ -518,13 +537,14 @@ def apply_alert_input(
 
 # Bytes of changelog records a claim can cost at most where it arrives (a claim-id and a
 # bucket record, or a pending-claim record, less the window key twice), of a customer's
-# watermark record (plus per source of the claims topic), and the budget of one flush: under
-# ATOMIC_BATCH_BYTES, with room for the claims that were pending and take effect at a close
-# in the slice (a few hundred; more make the flush split, which is logged and counted).
+# watermark record (plus per source of the claims topic), and the budget of one slice's
+# flush. With the claims a step may release (RELEASE_BUDGET, at most CLAIM_RECORDS_BYTES and
+# their key each) a step stays under ATOMIC_BATCH_BYTES: one atomic flush.
 CLAIM_RECORDS_BYTES = 320
 CUSTOMER_RECORD_BYTES = 250
 CUSTOMER_RECORD_SOURCE_BYTES = 64
 FLUSH_BUDGET_BYTES = 760_000
+RELEASE_BUDGET = 500
 
 
 def flush_slices(arrivals: list[ClaimFromSource]) -> Iterator[list[ClaimFromSource]]:

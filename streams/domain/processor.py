@@ -31,6 +31,17 @@ claim arriving from a source the idle clock had passed takes effect at once.
 
 Redeliveries (the same source offset again after a crash) are skipped: the partition keeps,
 per source, the last offset it applied, in the same changelog flush as the windows.
+
+Steps of bounded size
+---------------------
+A step may be given a release budget: the most pending claims it releases. A close that would
+release more stops there, and so does the step (``StepResult.taken`` says how many arrivals it
+applied); the partition is then ``behind``, and its next steps release the rest and run the
+closes that follow, in order, before they apply another arrival. Where a claim takes effect
+does not change (the next close comes only after every claim due before it), so a budget
+changes how the work is cut into steps, never its outputs; and each step's state fits one
+atomic changelog flush. A customer remembers the last pending claim it released
+(``released_through``, in heap order), so a restart knows which pending claims took effect.
 """
 
 from __future__ import annotations
@@ -98,6 +109,16 @@ class StepResult:
     replaced: int = 0  # a resend with corrected values
     amended: int = 0  # counted into a bucket that had closed
     redelivered: int = 0  # a source offset applied before (a replay after a crash)
+    taken: int = 0  # arrivals applied (fewer than given when the release budget ran out)
+    releases_left: int = -1  # pending claims this step may still release; -1: no limit
+
+    def may_release(self) -> bool:
+        """Whether the step's release budget allows one more release."""
+        return self.releases_left != 0
+
+    def budget_spent(self) -> bool:
+        """Whether the release budget is used up (the step stops at the next arrival)."""
+        return self.releases_left == 0
 
 
 # A close scans the keys' claim ids for those that left the history only when the bucket it
@@ -119,6 +140,7 @@ class CustomerWindows:
         "partition",
         "pending",
         "pending_ids",
+        "released_through",
         "watermark",
     )
 
@@ -133,6 +155,9 @@ class CustomerWindows:
         self.pending: list[Pending] = []  # a heap
         # Claim hash → (copies pending, the latest close they wait for).
         self.pending_ids: dict[int, tuple[int, int]] = {}
+        # (effective, source, offset) of the last pending claim released: those up to it have
+        # taken effect (they are released in that order).
+        self.released_through: tuple[int, int, int] | None = None
         self._floor: tuple[int | None, int] = (None, 0)  # (closed_through, its claims floor)
 
     @property
@@ -189,8 +214,30 @@ class CustomerWindows:
         if now_ms is not None:
             watermark.touch(source, now_ms)
         result.customers[self.customer_id] = self
+        self._run_closes(closing, result)
+
+    @property
+    def behind(self) -> bool:
+        """Whether releases or closes are due that a step's budget left for the next."""
+        pending, closed = self.pending, self.watermark.closed_through
+        if pending and closed is not None and pending[0].effective <= closed:
+            return True
+        return self.watermark.closes_due()
+
+    def catch_up(self, result: StepResult) -> None:
+        """Release the pending claims due and run the closes due, as far as the budget goes."""
+        result.customers[self.customer_id] = self
+        if self._release(result):
+            self._run_closes(self.watermark.close_due(), result)
+
+    def _run_closes(self, closing: list[int], result: StepResult) -> None:
+        """Close ``closing`` in order; stop after a close whose releases the budget cut short
+        (the closes after it stay due: see :meth:`Watermark.close_due`)."""
+        watermark = self.watermark
         for bucket_closed in closing:
-            self._close(bucket_closed, result)
+            watermark.closed_through = bucket_closed  # what a release sees: this close's
+            if not self._close(bucket_closed, result):
+                return
 
     def _remembered(self, window_key: str, ident: int) -> int | None:
         """What the claim id counted in its key, None if nothing (or only a claim older than
@@ -216,8 +263,7 @@ class CustomerWindows:
         closing = self.watermark.idle_tick(now_ms, idle_after_ms)
         if closing:
             result.customers[self.customer_id] = self
-        for bucket_closed in closing:
-            self._close(bucket_closed, result)
+        self._run_closes(closing, result)
 
     def _count(
         self, window_key: str, ident: int, packed: int, previous: int | None, result: StepResult
@@ -239,9 +285,9 @@ class CustomerWindows:
             result.amended += 1
         result.changed[window_key] = key
 
-    def _close(self, closed: int, result: StepResult) -> None:
+    def _close(self, closed: int, result: StepResult) -> bool:
         """Close bucket ``closed``: prune, evaluate every key, then count the claims that were
-        waiting for this close."""
+        waiting for this close; False if the budget left some of them waiting."""
         result.closes += 1
         oldest = closed - self.cfg.history_buckets + 1
         scan = closed % CLAIM_SCAN_BUCKETS == 0
@@ -257,8 +303,18 @@ class CustomerWindows:
         drifts, evaluations = evaluate_close(self.cfg, closed, active)
         result.drifts.extend(drifts)
         result.evaluations.extend(evaluations)
-        pending = self.pending
+        return self._release(result)
+
+    def _release(self, result: StepResult) -> bool:
+        """Count the pending claims whose close has come, in order, as far as the budget goes;
+        whether none is left due."""
+        pending, closed = self.pending, self.watermark.closed_through
+        if closed is None:
+            return True
         while pending and pending[0].effective <= closed:
+            if not result.may_release():
+                return False
+            result.releases_left -= 1
             waiting = heapq.heappop(pending)
             copies, latest = self.pending_ids[waiting.ident]
             if copies == 1:
@@ -268,10 +324,26 @@ class CustomerWindows:
             previous = self._remembered(waiting.window_key, waiting.ident)
             self._count(waiting.window_key, waiting.ident, waiting.packed, previous, result)
             result.pending_done.append(waiting)
+            self.released_through = (waiting.effective, waiting.source, waiting.offset)
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         """The customer's watermark, JSON-ready (keys and pending claims are kept apart)."""
-        return {"partition": self.partition, **self.watermark.to_dict()}
+        return {"partition": self.partition, **self.watermark.to_dict(),
+                "released_through": self.released_through}  # fmt: skip
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Load what :meth:`to_dict` saved."""
+        self.watermark.restore(data)
+        released = data.get("released_through")
+        self.released_through = None if released is None else (
+            int(released[0]), int(released[1]), int(released[2]))  # fmt: skip
+
+    def took_effect(self, waiting: Pending) -> bool:
+        """Whether ``waiting`` (read back from the changelog) was released already."""
+        released = self.released_through
+        return released is not None and (waiting.effective, waiting.source,
+                                         waiting.offset) <= released  # fmt: skip
 
 
 class PartitionWindows:
@@ -284,6 +356,9 @@ class PartitionWindows:
         self.sources = sources
         self.customers: dict[str, CustomerWindows] = {}
         self.offsets: dict[int, int] = {}  # source → the last offset applied
+        # Whether a customer may be behind (see the module): after a load, or a step whose
+        # budget ran out. Spares every step a look at every customer.
+        self.maybe_behind = True
 
     def customer(self, customer_id: str) -> CustomerWindows:
         """The customer's windows, created empty on first use."""
@@ -304,15 +379,34 @@ class PartitionWindows:
         """Keys held, over every customer."""
         return sum(len(c.keys) for c in self.customers.values())
 
-    def apply(self, arrivals: Sequence[ClaimFromSource], now_ms: int | None = None) -> StepResult:
+    @property
+    def behind(self) -> bool:
+        """Whether a step's budget left releases or closes due (see the module): the next
+        steps do them first."""
+        return any(c.behind for c in self.customers.values())
+
+    def apply(
+        self,
+        arrivals: Sequence[ClaimFromSource],
+        now_ms: int | None = None,
+        release_budget: int | None = None,
+    ) -> StepResult:
         """Apply claims in order; evaluate each bucket that closes for their customer.
 
-        ``now_ms`` (wall clock) only feeds idle detection; results never depend on it.
+        With ``release_budget``, the step releases at most that many pending claims: it first
+        does what earlier steps left due, and stops before the next arrival once the budget is
+        spent (``StepResult.taken``). ``now_ms`` (wall clock) only feeds idle detection;
+        results never depend on it.
         """
-        result = StepResult()
+        result = StepResult(releases_left=-1 if release_budget is None else release_budget)
+        if not self._caught_up(result):
+            return result
         offsets = self.offsets
         customers = self.customers
         for arrival in arrivals:
+            if result.budget_spent():
+                break
+            result.taken += 1
             source, offset = arrival.source, arrival.offset
             if offset <= offsets.get(source, -1):
                 result.redelivered += 1
@@ -325,11 +419,34 @@ class PartitionWindows:
             if customer is None:
                 customer = self.customer(customer_id)
             customer.take(arrival, result, now_ms)
+        if result.budget_spent():
+            self.maybe_behind = True
         return result
 
-    def idle_tick(self, now_ms: int, idle_after_ms: int) -> StepResult:
-        """Advance idle customers by the wall clock (see :meth:`Watermark.idle_tick`)."""
-        result = StepResult()
+    def idle_tick(
+        self, now_ms: int, idle_after_ms: int, release_budget: int | None = None
+    ) -> StepResult:
+        """Advance idle customers by the wall clock (see :meth:`Watermark.idle_tick`), once
+        what earlier steps left due is done (``release_budget``: as :meth:`apply`)."""
+        result = StepResult(releases_left=-1 if release_budget is None else release_budget)
+        if not self._caught_up(result):
+            return result
         for customer_id in sorted(self.customers):
+            if result.budget_spent():
+                break
             self.customers[customer_id].idle_tick(now_ms, idle_after_ms, result)
+        if result.budget_spent():
+            self.maybe_behind = True
         return result
+
+    def _caught_up(self, result: StepResult) -> bool:
+        """Do what earlier steps left due, within the budget; whether all of it is done."""
+        if not self.maybe_behind:
+            return True
+        for customer in self.customers.values():
+            while customer.behind:
+                if result.budget_spent():
+                    return False
+                customer.catch_up(result)
+        self.maybe_behind = False
+        return True

@@ -472,6 +472,20 @@ class Watermark:
             if self.first_bucket is None or bucket < self.first_bucket:
                 self.first_bucket = bucket
 
+    def closes_due(self) -> bool:
+        """Whether buckets the sources' clocks allow to close are not closed yet (a step's
+        release budget stopped the closes: see :mod:`streams.domain.processor`)."""
+        low = self.max_event_ms
+        if low is None or (self.closed_through is None and self.first_bucket is None):
+            return False
+        last_closable = last_closable_bucket(low - self.grace_ms, self.bucket_ms)
+        return self.closed_through is None or last_closable > self.closed_through
+
+    def close_due(self) -> list[int]:
+        """Close the buckets :meth:`closes_due` finds; return them, in order."""
+        low = self.max_event_ms
+        return [] if low is None else self._close_until(low - self.grace_ms)
+
     def _close_until(self, watermark_ms: int) -> list[int]:
         last_closable = last_closable_bucket(watermark_ms, self.bucket_ms)
         if self.closed_through is None:

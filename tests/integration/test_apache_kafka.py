@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import random
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,15 +18,11 @@ import pytest
 from bench.harness import TopicTail, read_all, routed_claims
 from streams.apache_kafka import ApacheKafka
 from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
-from streams.services import migrate_database
 from streams.topics import create_topics
 from tests.integration.stack import (
     ServiceStack,
-    create_database,
     outputs,
-    table_rows,
     wait_consumed,
-    wait_until,
     worker_stack,
 )
 
@@ -163,80 +157,3 @@ async def test_two_workers_one_killed_the_other_takes_over(
     assert result["drifts"] == reference["drifts"]
     assert result["alerts"] == reference["alerts"]
     assert result["dlq"] == reference["dlq"]
-
-
-@pytest.mark.skipif(
-    os.environ.get("UPSTREAM_TEST_BROKER") != "kafka",
-    reason="runs in make test-kafka (and make chaos): once per CI is enough for 10 SIGKILLs",
-)
-async def test_worker_sigkilled_again_and_again_mid_stream_gives_the_same_outputs(
-    apache_kafka: ApacheKafka,
-    reference: dict[str, Any],
-    postgres_url: str,
-    unique: str,
-    tmp_path: Path,
-) -> None:
-    """``kill -9`` the worker at random moments while the claims stream, restart it each time.
-
-    ``UPSTREAM_CHAOS_KILLS`` kills (10; ``make chaos`` sets more), 2–6 s of work apart, while
-    the claims are produced over 40 s and after: the drift events, alerts and dead letters
-    equal the uninterrupted run's, and so do the Postgres tables a sink writes from each
-    run's topics. The seed is printed, to replay a failure.
-    """
-    kills = int(os.environ.get("UPSTREAM_CHAOS_KILLS", "10"))
-    seed = int(os.environ.get("UPSTREAM_CHAOS_SEED", str(random.randrange(1 << 30))))
-    print(f"chaos: {kills} kills, UPSTREAM_CHAOS_SEED={seed}")
-    rng = random.Random(seed)
-    stack = worker_stack(apache_kafka.bootstrap, unique, tmp_path, "")
-    settings = stack.settings()
-    await create_topics(settings, apache_kafka.bootstrap)
-    stack.start("worker")
-    producing = asyncio.create_task(
-        produce(SCENARIO, stack.bootstrap, settings.topic_claims, claims=CLAIMS, duration_s=40)
-    )
-    try:
-        for kill in range(kills):
-            await asyncio.sleep(rng.uniform(2, 6))
-            assert stack.procs["worker"].poll() is None, stack.log("worker")[-3000:]
-            stack.kill("worker")
-            print(f"chaos: kill {kill + 1}, producer done: {producing.done()}")
-            stack.start("worker")
-        await producing
-        await wait_consumed(stack, len(CLAIMS))
-        result = await outputs(stack)
-    finally:
-        producing.cancel()
-        assert stack.stop_all() == {"worker": 0}, stack.log("worker")[-3000:]
-    assert result["drifts"] == reference["drifts"]
-    assert result["alerts"] == reference["alerts"]
-    assert result["dlq"] == reference["dlq"]
-    # What the kills duplicated on the topics, the sink stores once: the same tables.
-    expected = {
-        "drift_events": len(reference["drifts"]), "alert_transitions": len(reference["alerts"]),
-        "claim_records": len({c["claim_id"] for c in CLAIMS}),
-    }  # fmt: skip
-    chaos_rows = await _sink_tables(apache_kafka, postgres_url, unique, tmp_path, expected)
-    reference_rows = await _sink_tables(
-        apache_kafka, postgres_url, "reference", tmp_path / "r", expected
-    )
-    assert chaos_rows == reference_rows
-
-
-async def _sink_tables(
-    broker: ApacheKafka, postgres_url: str, unique: str, tmp_path: Path, expected: dict[str, int]
-) -> dict[str, list[tuple[Any, ...]]]:
-    """Run a sink over the topics of stack ``unique`` into a new database; its tables."""
-    url = create_database(postgres_url, f"chaos_{unique}")
-    await asyncio.to_thread(migrate_database, url)
-    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
-    stack = ServiceStack(broker.bootstrap, url, unique, tmp_path)
-    stack.start("sink")
-    try:
-
-        async def stored() -> dict[str, list[tuple[Any, ...]]] | None:
-            rows = await asyncio.to_thread(table_rows, url)
-            return rows if all(len(rows[t]) == n for t, n in expected.items()) else None
-
-        return await wait_until(stored, 120, f"the sink to store {expected}")
-    finally:
-        assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]

@@ -89,33 +89,55 @@ def _read(streams: list[list[Claim]]) -> list[list[ClaimFromSource]]:
     return [feed.read(claims, source) for source, claims in enumerate(streams)]
 
 
-def _run(arrivals: list, cuts: list[int] = (), restarts: list[int] = ()) -> dict[str, tuple]:
+def _run(
+    arrivals: list,
+    cuts: list[int] = (),
+    restarts: list[int] = (),
+    budget: int | None = None,
+    step_restarts: frozenset[int] = frozenset(),
+) -> dict[str, tuple]:
     """Apply ``arrivals`` in batches cut at ``cuts``, rebuilt from the changelog (through
-    :class:`WindowsState`, as after a crash) at each of ``restarts``; outputs per customer."""
-    return asyncio.run(_run_async(arrivals, cuts, restarts))
+    :class:`WindowsState`, as after a crash) at each of ``restarts``; outputs per customer.
+
+    With a release ``budget`` a batch takes as many steps as the worker's: each flushed, and
+    a restart after each step numbered in ``step_restarts``."""
+    return asyncio.run(_run_async(arrivals, cuts, restarts, budget, step_restarts))
 
 
-async def _run_async(arrivals: list, cuts, restarts) -> dict[str, tuple]:
+async def _run_async(arrivals: list, cuts, restarts, budget, step_restarts) -> dict[str, tuple]:
     producer = FakeProducer()
     table = ChangelogTable(FakeTable(), lambda: producer)
     state = WindowsState(table, CFG, GRACE)
     outputs: dict[str, tuple[list, list, list]] = {c: ([], [], []) for c in CUSTOMERS}
     bounds = sorted({0, *cuts, *restarts, len(arrivals)})
+    steps = 0
+
+    def restart() -> None:
+        state.forget()
+        table._table.data = recovered(producer.batches)
+        table._pending.clear()
+
     for start, end in itertools.pairwise(bounds):
         if start in restarts:
-            state.forget()
-            table._table.data = recovered(producer.batches)
-            table._pending.clear()
-        pw = state.get(0, SOURCES)
-        result = pw.apply(arrivals[start:end])
-        for drift in result.drifts:
-            outputs[drift.customer_id][0].append(drift)
-        for evaluation in result.evaluations:
-            outputs[evaluation.customer_id][1].append(evaluation)
-        for arrival in result.beyond_history:
-            outputs[arrival.claim.customer_id][2].append(arrival.claim.claim_id)
-        state.save(pw, result)
-        await table.flush()
+            restart()
+        batch = arrivals[start:end]
+        while True:
+            pw = state.get(0, SOURCES)
+            result = pw.apply(batch, release_budget=budget)
+            for drift in result.drifts:
+                outputs[drift.customer_id][0].append(drift)
+            for evaluation in result.evaluations:
+                outputs[evaluation.customer_id][1].append(evaluation)
+            for arrival in result.beyond_history:
+                outputs[arrival.claim.customer_id][2].append(arrival.claim.claim_id)
+            state.save(pw, result)
+            await table.flush()
+            batch = batch[result.taken :]
+            steps += 1
+            if steps in step_restarts:
+                restart()
+            if not batch and not result.budget_spent():
+                break
     for _, _, beyond in outputs.values():
         beyond.sort()  # across sources, the order they are met in is the interleaving's
     return outputs
@@ -137,6 +159,26 @@ def test_outputs_do_not_depend_on_interleaving_batches_or_restarts(
     reference = _run(_interleave(streams, random.Random(1)))
     again = _run(_interleave(streams, random.Random(order_seed)), cuts, restarts)
     assert again == reference
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    budget=st.integers(1, 40),
+    cuts=st.lists(st.integers(0, 4000), max_size=4),
+    restart_every=st.integers(1, 4),
+)
+def test_a_release_budget_and_restarts_between_its_steps_change_no_output(
+    seed, budget, cuts, restart_every
+):
+    """Steps that may release only ``budget`` pending claims each (the worker's, so that a
+    step's state fits one atomic flush), restarts between them: the same outputs as steps
+    without a budget (the onboarding customer's burst alone releases hundreds at one close)."""
+    streams = _read(_sources(CUSTOMERS, seed))
+    arrivals = _interleave(streams, random.Random(seed))
+    reference = _run(arrivals)
+    step_restarts = frozenset(range(restart_every, 2000, restart_every))
+    assert _run(arrivals, cuts, budget=budget, step_restarts=step_restarts) == reference
 
 
 @settings(max_examples=10, deadline=None)
