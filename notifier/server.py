@@ -18,6 +18,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -34,13 +36,22 @@ from websockets.http11 import Request, Response
 from notifier.api import HttpApi, response
 from notifier.commands import COMMANDS, CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import LEVELS, Filters, Hub, Subscriber
-from notifier.tokens import CLOSE_FORBIDDEN, Operator, TokenError, verify_token
+from notifier.tokens import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHORIZED,
+    Operator,
+    TokenError,
+    verify_token,
+)
 
 log = logging.getLogger("upstream.notifier")
 AUTH_TIMEOUT_S = 10.0
+CLOSE_BAD_MESSAGE = 4400  # before authentication: the first message is not an auth object
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_DEPTH = 32  # how deep a client's JSON may nest (no message of the protocol needs 3)
+BAD_MESSAGE = f"expected a JSON object, nested at most {MAX_DEPTH} deep, with finite numbers"
 READY_TIMEOUT_S = 2.0
 PENDING_COMMANDS_MAX = 10_000  # commands remembered for a rejection notice, newest kept
 
@@ -77,6 +88,26 @@ STATIC = {  # path -> (file in notifier/static, content type)
 }
 
 
+def parse_message(raw: str | bytes) -> dict[str, Any] | None:
+    """A client's message: a JSON object nested at most :data:`MAX_DEPTH` deep, its numbers
+    finite; None for anything else (orjson refuses deeper than 1,024 levels and infinities
+    while it parses, so no input can exhaust the stack)."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    level: list[Any] = [message]
+    for _ in range(MAX_DEPTH):
+        level = [child for node in level
+                 for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]  # fmt: skip
+        if not level:
+            return message
+    return None
+
+
 class NotifierServer:
     """Serves operators from a :class:`Hub`."""
 
@@ -99,6 +130,7 @@ class NotifierServer:
         self._pending: collections.OrderedDict[str, ServerConnection] = collections.OrderedDict()
         self._by_address: collections.Counter[str] = collections.Counter()
         self._by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._closing: set[asyncio.Future[None]] = set()  # closes at token expiry, in flight
 
     async def start(self, host: str, port: int) -> Server:
         """Listen on ``host:port``; the caller closes the returned server."""
@@ -117,6 +149,9 @@ class NotifierServer:
     ) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
+        if request.method != "GET":  # every resource here is read-only; commands go by /ws
+            body = f"{request.method} is not allowed here; use GET\n".encode()
+            return response(HTTPStatus.METHOD_NOT_ALLOWED, body, "text/plain", {"Allow": "GET"})
         if path == "/ws":
             return None
         if self.api is not None and self.api.handles(path):
@@ -173,9 +208,10 @@ class NotifierServer:
         try:
             if not token:
                 first = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
-                message = json.loads(first)
-                if not isinstance(message, dict) or message.get("type") != "auth":
-                    raise TokenError('the first message must be {"type":"auth","token":…}')
+                message = parse_message(first)
+                if message is None or message.get("type") != "auth":
+                    raise TokenError('the first message must be {"type":"auth","token":…}',
+                                     CLOSE_BAD_MESSAGE)  # fmt: skip
                 token = str(message.get("token", ""))
             operator = verify_token(self.secret, token)
             wanted = (query.get("customer_id") or [operator.customer_id])[0]
@@ -220,11 +256,17 @@ class NotifierServer:
         subscriber: Subscriber | None = None
         sender: asyncio.Task[None] | None = None
         rate = RateLimit(self.limits.commands_per_second, self.limits.command_burst)
+        # At the token's expiry the connection closes (4401); a command racing it is refused.
+        expiry = None
+        if math.isfinite(left_s := operator.expires_at_s - time.time()):
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, left_s), lambda: self._close_later(ws, "token expired")
+            )
         try:
             async for raw in ws:
-                message = self._parse(raw)
+                message = parse_message(raw)
                 if message is None:
-                    await self._send(ws, {"type": "error", "message": "expected a JSON object"})
+                    await self._send(ws, {"type": "error", "message": BAD_MESSAGE})
                     continue
                 kind = message.get("type")
                 if kind == "subscribe" and subscriber is None:
@@ -240,6 +282,8 @@ class NotifierServer:
         except ConnectionClosed:
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             WS_CLIENTS.dec()
             if subscriber is not None:
                 self.hub.unsubscribe(subscriber)
@@ -247,6 +291,11 @@ class NotifierServer:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+
+    def _close_later(self, ws: ServerConnection, reason: str) -> None:
+        task = asyncio.ensure_future(ws.close(CLOSE_UNAUTHORIZED, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _command(
         self,
@@ -260,6 +309,8 @@ class NotifierServer:
         kind = str(message.get("type"))
         ack: dict[str, Any] = {"type": "ack", "command_id": message.get("command_id")}
         try:
+            if operator.expired():
+                raise CommandError("token expired")
             if not rate.allow():
                 raise CommandError("too many commands; slow down")
             if self.commands is None:
@@ -280,14 +331,6 @@ class NotifierServer:
         COMMAND_OUTCOMES.labels(command=kind, outcome="accepted").inc()
         await self._send(ws, {**ack, "status": "accepted"})
 
-    @staticmethod
-    def _parse(raw: str | bytes) -> dict[str, Any] | None:
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            return None
-        return message if isinstance(message, dict) else None
-
     async def _subscribe(
         self, ws: ServerConnection, operator: Operator, message: dict[str, Any]
     ) -> Subscriber | None:
@@ -300,7 +343,8 @@ class NotifierServer:
             if filters.min_severity_level not in LEVELS:
                 raise ValueError(f"min_severity_level must be one of {list(LEVELS)}")
             since = message.get("since")
-            since = None if since is None else int(since)
+            if since is not None and (type(since) is not int or not 0 <= since < 2**63):
+                raise ValueError("since must be a cursor: an integer from 0 to 2**63 - 1")
         except (TypeError, ValueError) as exc:
             await self._send(ws, {"type": "error", "message": f"bad subscribe: {exc}"})
             return None

@@ -38,10 +38,15 @@ class Operator:
     operator: str
     customer_id: str
     scopes: frozenset[str]
+    expires_at_s: float = float("inf")  # the token's ``exp``, seconds since the epoch
 
     def can(self, scope: str) -> bool:
         """Whether the token grants ``scope``."""
         return scope in self.scopes
+
+    def expired(self, now_s: float | None = None) -> bool:
+        """Whether the token has expired (at ``now_s``, default now)."""
+        return (time.time() if now_s is None else now_s) >= self.expires_at_s
 
 
 def mint_token(
@@ -86,4 +91,4 @@ def verify_token(secret: str, token: str) -> Operator:
     scopes = frozenset(str(claims["scope"]).split()) & SCOPES
     if "read" not in scopes:
         raise TokenError("token lacks the read scope", CLOSE_FORBIDDEN)
-    return Operator(str(claims["sub"]), str(claims["customer_id"]), scopes)
+    return Operator(str(claims["sub"]), str(claims["customer_id"]), scopes, float(claims["exp"]))
