@@ -98,9 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate every row of a claim export and publish the valid ones to "
         "claims.decided keyed by claim_id. Accepts the DESIGN.md columns and the legacy "
         "payer,cpt,submitted_date,decided_date,outcome,allowed_amount export. Rejected rows "
-        "are not published; they go to a report file with line number and reason. Exit code "
-        "1 when rows were rejected (unless --allow-rejects), 2 when the file cannot be read, "
-        "3 when publishing failed.",
+        "(invalid, or unreadable: bytes not in --encoding, a field over 128 KiB) are not "
+        "published; they go to a report file with line number and reason, and reading goes "
+        "on. Exit code 1 when rows were rejected (unless --allow-rejects), 2 when the file "
+        "cannot be opened or has no usable header, 3 when publishing failed.",
     )
     ingest.add_argument("file", help="CSV file, .csv.gz, or - for standard input")
     ingest.add_argument(
@@ -121,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="validate and write the report; publish nothing"
     )
     ingest.add_argument("--format", choices=["json", "avro"], default="json", help="value format")
+    ingest.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the file's text encoding (default utf-8; exports from billing systems are often "
+        "cp1252 or latin-1). A row with bytes that are not text in it is rejected, not published",
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress line")
 
     export = sub.add_parser(
@@ -282,6 +289,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                 report_path=report,
                 encode=lambda record: encode_claim(record, args.format, codec, topic),
                 quiet=args.quiet,
+                encoding=args.encoding,
             )
         )
     except (ingest.IngestError, ValueError) as exc:

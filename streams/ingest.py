@@ -3,7 +3,10 @@
 Streams the file: one row at a time is read, validated with the worker's own rules
 (:func:`streams.domain.claims.parse_claim`) and published keyed by ``claim_id``, so memory
 stays flat for any file size. Rejected rows are never published; each goes to the report file
-with its line number, reason and the row as read.
+with its line number, reason and the row as read. A row that cannot be read — bytes that are
+not text in the file's ``--encoding``, a field over the CSV field limit — is rejected the same
+way, and reading goes on: only a file that cannot be opened, or has no usable header, stops
+an ingest.
 
 Two layouts are accepted, told apart by the header:
 
@@ -20,18 +23,20 @@ CPT groups come from the customer's mapping (:mod:`streams.reference`) unless a 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import csv
 import gzip
 import hashlib
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 from streams.domain.claims import REQUIRED, InvalidClaim, parse_claim
 from streams.reference import Reference
@@ -41,6 +46,8 @@ OPTIONAL = ("payer_name", "cpt_group", "decided_at", "paid_amount", "denial_reas
 COLUMNS = (*REQUIRED, *OPTIONAL)
 LEGACY = ("payer", "cpt", "submitted_date", "decided_date", "outcome", "allowed_amount")
 IN_FLIGHT = 2000  # sends awaited together; bounds memory and delivery-error latency
+# Encodings billing systems export in, offered when a row is not text in the one given.
+OTHER_ENCODINGS = ("cp1252", "latin-1")
 
 
 class IngestError(Exception):
@@ -60,14 +67,24 @@ class Summary:
 
 
 def open_text(
-    path: str, stack: contextlib.ExitStack
+    path: str, stack: contextlib.ExitStack, encoding: str = "utf-8"
 ) -> tuple[IO[str], Callable[[], tuple[int, int]]]:
     """``path`` (``-`` for stdin, ``.gz`` decompressed) as text, and a (bytes read, size) probe.
 
-    Everything opened is closed by ``stack``.
+    Bytes that are not ``encoding`` come through as lone surrogates, for :func:`rows` to
+    refuse their row (a UTF-8 byte-order mark is skipped). Everything opened is closed by
+    ``stack``.
     """
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise IngestError(f"unknown encoding {encoding!r}") from None
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"
     if path == "-":
-        text = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        text = io.TextIOWrapper(
+            sys.stdin.buffer, encoding=encoding, errors="surrogateescape", newline=""
+        )
         stack.callback(text.detach)  # stdin stays open
         return text, lambda: (0, 0)
     file = Path(path)
@@ -78,7 +95,7 @@ def open_text(
     binary: IO[bytes] = raw
     if path.endswith(".gz"):
         binary = cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw)))
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
     stack.callback(text.detach)  # the binary streams are closed by their own entries
     return text, lambda: (raw.tell(), size)
 
@@ -200,12 +217,41 @@ class RejectReport:
             self._file.close()
 
 
-def rows(text: IO[str]) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each non-empty row; the header is the first row."""
+class Unreadable(NamedTuple):
+    """A row that could not be read as text and CSV: why, and what of it could be."""
+
+    reason: str  # "bad_encoding" or "bad_row"
+    message: str
+    values: list[str]
+
+
+def rows(text: IO[str], encoding: str = "utf-8") -> Iterator[tuple[int, list[str] | Unreadable]]:
+    """(line number, fields) of each non-empty row, or why it cannot be read; the header is
+    the first row. Reading goes on past an unreadable row."""
     reader = csv.reader(text)
-    for values in reader:
-        if values and any(v.strip() for v in values):
-            yield reader.line_num, values
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field over the limit: the rest of its line is skipped
+            yield reader.line_num, Unreadable("bad_row", str(exc), [])
+            continue
+        if not values or not any(v.strip() for v in values):
+            continue
+        if any(_SURROGATE.search(v) for v in values):
+            shown = [v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                     for v in values]  # fmt: skip
+            others = " or ".join(e for e in OTHER_ENCODINGS if e != encoding)
+            yield reader.line_num, Unreadable(
+                "bad_encoding", f"bytes that are not {encoding} text (try --encoding {others})",
+                shown,
+            )  # fmt: skip
+            continue
+        yield reader.line_num, values
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")  # a byte the encoding could not read
 
 
 class Progress:
@@ -235,24 +281,30 @@ async def ingest(
     send: Callable[[dict[str, Any]], Any] | None,
     report: RejectReport,
     progress: Progress,
+    encoding: str = "utf-8",
 ) -> Summary:
     """Read every row; publish each valid one through ``send`` (None: validate only)."""
     summary = Summary()
-    it = rows(text)
+    it = rows(text, encoding)
     first = next(it, None)
     if first is None:
         raise IngestError("the file is empty (no header row)")
+    if isinstance(first[1], Unreadable):
+        raise IngestError(f"line {first[0]}: the header cannot be read: {first[1].message}")
     reader = reader_for(first[1])
     summary.layout, summary.ignored_columns = reader.layout, reader.ignored
     pending: list[Any] = []
     for line, values in it:
         summary.rows += 1
         try:
+            if isinstance(values, Unreadable):
+                raise InvalidClaim(values.reason, values.message)
             record = reader.record(line, values)
         except InvalidClaim as exc:
             summary.rejected += 1
             summary.reasons[exc.reason] = summary.reasons.get(exc.reason, 0) + 1
-            report.add(line, exc.reason, exc.message, values)
+            shown = values.values if isinstance(values, Unreadable) else values
+            report.add(line, exc.reason, exc.message, shown)
             continue
         if send is not None:
             pending.append(await send(record))
@@ -287,12 +339,13 @@ async def run(
     report_path: Path,
     encode: Callable[[dict[str, Any]], bytes],
     quiet: bool = False,
+    encoding: str = "utf-8",
 ) -> Summary:
     """Ingest ``path`` into ``topic`` (``bootstrap`` None: validate only, publish nothing)."""
     from aiokafka import AIOKafkaProducer
 
     stack = contextlib.ExitStack()
-    text, probe = open_text(path, stack)
+    text, probe = open_text(path, stack, encoding)
     report = RejectReport(report_path)
     producer = None
     try:
@@ -315,8 +368,9 @@ async def run(
                 send,
                 report,
                 Progress(probe, quiet),
+                encoding,
             )
-        except (UnicodeDecodeError, csv.Error, EOFError, OSError) as exc:
+        except (EOFError, OSError) as exc:  # a truncated .gz, a read error: not a row's fault
             raise IngestError(f"{path}: unreadable: {exc}") from None
     finally:
         report.close()

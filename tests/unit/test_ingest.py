@@ -8,7 +8,7 @@ import csv
 import gzip
 import io
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -32,7 +32,7 @@ LEGACY = "payer,cpt,submitted_date,decided_date,outcome,allowed_amount"
 
 
 def _run(
-    text: str, tmp_path: Path, customer: str | None = None
+    text: str | IO[str], tmp_path: Path, customer: str | None = None, encoding: str = "utf-8"
 ) -> tuple[Any, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
 
@@ -46,11 +46,12 @@ def _run(
     reference = load_reference()
     summary = asyncio.run(
         ingest(
-            io.StringIO(text),
+            io.StringIO(text) if isinstance(text, str) else text,
             lambda header: RowReader(header, customer, reference),
             send,
             report,
             Progress(lambda: (0, 0), quiet=True),
+            encoding,
         )
     )
     report.close()
@@ -216,3 +217,54 @@ def test_a_clean_run_leaves_no_report_behind(tmp_path: Path) -> None:
     summary, _ = _run(FULL + "\nc1,acme,p1,71046,2026-01-01,2026-01-05,PAID,1,1,\n", tmp_path)
     assert summary.rejected == 0
     assert not (tmp_path / "rejects.csv").exists()
+
+
+def _ingest_file(path: Path, tmp_path: Path, encoding: str = "utf-8") -> tuple[Any, list[Any]]:
+    """Ingest ``path`` as ``upstream ingest`` reads files (bytes, decoded per row)."""
+    with contextlib.ExitStack() as stack:
+        text, _ = open_text(str(path), stack, encoding)
+        return _run(text, tmp_path, encoding=encoding)
+
+
+def _claim_line(i: int, payer_name: str = "Acme") -> str:
+    return f"c{i},acme,p1,71046,2026-01-01,2026-01-05,PAID,100.00,80.00,,{payer_name}"
+
+
+def test_a_byte_not_in_the_encoding_rejects_its_row_and_reading_goes_on(tmp_path: Path) -> None:
+    """One cp1252 byte near the end of a 3,010-row UTF-8 file: that row rejected with its line
+    number and the encodings to try; every other row published."""
+    lines = [f"{FULL},payer_name".encode()]
+    lines += [_claim_line(i).encode() for i in range(3010)]
+    lines[2990] = _claim_line(2989, "Soci\xe9t\xe9").encode("cp1252")
+    path = tmp_path / "claims.csv"
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    summary, sent = _ingest_file(path, tmp_path)
+    assert (summary.rows, summary.published, summary.rejected) == (3010, 3009, 1)
+    assert len({r["claim_id"] for r in sent}) == 3009
+    [reject] = _report(tmp_path)
+    assert (reject["line"], reject["reason"]) == ("2991", "bad_encoding")
+    assert "--encoding cp1252 or latin-1" in reject["message"]
+    assert "Soci\ufffdt\ufffd" in reject["row"]
+
+    summary, sent = _ingest_file(path, tmp_path, encoding="cp1252")  # as the message says
+    assert (summary.published, summary.rejected) == (3010, 0)  # ASCII rows read the same
+    assert sent[2989]["payer_name"] == "Société"
+
+
+def test_a_field_over_the_csv_limit_rejects_its_row_and_reading_goes_on(tmp_path: Path) -> None:
+    lines = [f"{FULL},payer_name"] + [_claim_line(i) for i in range(10)]
+    lines[5] = _claim_line(4, "x" * 1_000_000)
+    path = tmp_path / "claims.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary, _ = _ingest_file(path, tmp_path)
+    assert (summary.rows, summary.published, summary.rejected) == (10, 9, 1)
+    [reject] = _report(tmp_path)
+    assert (reject["line"], reject["reason"]) == ("6", "bad_row")
+    assert "field larger than field limit" in reject["message"]
+
+
+def test_an_unknown_encoding_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "claims.csv"
+    path.write_text(FULL + "\n", encoding="utf-8")
+    with pytest.raises(IngestError, match="unknown encoding 'klingon'"):
+        _ingest_file(path, tmp_path, encoding="klingon")
