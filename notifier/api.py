@@ -15,10 +15,11 @@ import gzip
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,7 +30,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from notifier.commands import RateLimit
-from notifier.tokens import Operator, TokenError, verify_token
+from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
     LEVELS,
     DriftFilter,
@@ -84,6 +85,20 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+SESSION_COOKIE = "upstream_session"  # the console's token, set by GET /session
+
+
+def session_token(headers: Any) -> str:
+    """The token of the session cookie in request ``headers``, or ""."""
+    cookies = SimpleCookie()
+    try:
+        cookies.load(headers.get("Cookie", ""))
+    except CookieError:
+        return ""
+    morsel = cookies.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None else ""
+
+
 def response(
     status: HTTPStatus, body: bytes, content_type: str, extra: dict[str, str] | None = None
 ) -> Response:
@@ -135,13 +150,15 @@ class HttpApi:
     def __init__(
         self,
         engine: AsyncEngine,
-        secret: str,
+        secret: Keys | str,
         version: Callable[[], int],
         requests_per_second: float = 20.0,
         burst: int = 40,
+        revoked: Container[str] = (),
     ) -> None:
         self.engine = engine
-        self.secret = secret
+        self.keys = Keys.of(secret)
+        self.revoked = revoked
         self.version = version  # the hub's last transition seq: a change drops the cache
         self.requests_per_second = requests_per_second
         self.burst = burst
@@ -204,6 +221,8 @@ class HttpApi:
     def _operator(self, request: Request) -> Operator:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
+        if not header and (cookie := session_token(request.headers)):
+            scheme, token = "bearer", cookie  # the console's session (GET /session)
         if scheme.lower() != "bearer" or not token:
             raise ApiError(
                 HTTPStatus.UNAUTHORIZED,
@@ -211,7 +230,7 @@ class HttpApi:
                 {"WWW-Authenticate": "Bearer"},
             )
         try:
-            return verify_token(self.secret, token.strip())
+            return verify_token(self.keys, token.strip(), self.revoked)
         except TokenError as exc:
             status = HTTPStatus.FORBIDDEN if exc.close_code == 4403 else HTTPStatus.UNAUTHORIZED
             raise ApiError(status, str(exc), {"WWW-Authenticate": "Bearer"}) from None

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -33,12 +33,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from notifier.api import HttpApi, response
+from notifier.api import SESSION_COOKIE, HttpApi, response, session_token
 from notifier.commands import COMMANDS, CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import LEVELS, Filters, Hub, Subscriber
 from notifier.tokens import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
+    Keys,
     Operator,
     TokenError,
     verify_token,
@@ -114,14 +115,16 @@ class NotifierServer:
     def __init__(
         self,
         hub: Hub,
-        secret: str,
+        secret: Keys | str,
         commands: CommandPort | None = None,
         limits: Limits | None = None,
         api: HttpApi | None = None,
         checks: Mapping[str, Callable[[], Awaitable[bool]]] | None = None,
+        revoked: Container[str] = (),
     ) -> None:
         self.hub = hub
-        self.secret = secret
+        self.keys = Keys.of(secret)
+        self.revoked = revoked  # token ids (jti) refused, e.g. :class:`Revocations`
         self.commands = commands
         self.api = api
         self.checks = checks or {}  # name -> readiness probe, besides Postgres
@@ -131,6 +134,7 @@ class NotifierServer:
         self._by_address: collections.Counter[str] = collections.Counter()
         self._by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
         self._closing: set[asyncio.Future[None]] = set()  # closes at token expiry, in flight
+        self._by_token: dict[str, set[ServerConnection]] = collections.defaultdict(set)
 
     async def start(self, host: str, port: int) -> Server:
         """Listen on ``host:port``; the caller closes the returned server."""
@@ -154,6 +158,8 @@ class NotifierServer:
             return response(HTTPStatus.METHOD_NOT_ALLOWED, body, "text/plain", {"Allow": "GET"})
         if path == "/ws":
             return None
+        if path == "/session":
+            return self._session(request)
         if self.api is not None and self.api.handles(path):
             return await self.api.respond(request, path, url.query)
         if path in STATIC:
@@ -167,6 +173,24 @@ class NotifierServer:
         if path == "/metrics":
             return response(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
         return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    def _session(self, request: Request) -> Response:
+        """Trade the token in ``Authorization: Bearer`` for a session cookie (HttpOnly,
+        SameSite=Strict, until the token expires): the console then drops the token from its
+        address bar, and the browser sends the cookie with the WebSocket and the API calls."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise TokenError("send the token as 'Authorization: Bearer <token>'")
+            operator = verify_token(self.keys, token.strip(), self.revoked)
+        except TokenError as exc:
+            body = json.dumps({"error": str(exc)}).encode()
+            return response(HTTPStatus.UNAUTHORIZED, body, "application/json")
+        max_age = max(0, int(operator.expires_at_s - time.time()))
+        cookie = (f"{SESSION_COOKIE}={token.strip()}; Max-Age={max_age}; Path=/; HttpOnly; "
+                  "SameSite=Strict")  # fmt: skip
+        who = json.dumps({"customer_id": operator.customer_id, "operator": operator.operator})
+        return response(HTTPStatus.OK, who.encode(), "application/json", {"Set-Cookie": cookie})
 
     def _remember(self, command_id: str, ws: ServerConnection) -> None:
         self._pending[command_id] = ws
@@ -206,6 +230,12 @@ class NotifierServer:
         query = parse_qs(urlsplit(ws.request.path).query)
         token = (query.get("token") or [""])[0]
         try:
+            if not token and (token := session_token(ws.request.headers)):
+                origin = ws.request.headers.get("Origin", "")
+                if urlsplit(origin).netloc != ws.request.headers.get("Host"):
+                    # A page of another site cannot borrow an operator's session.
+                    raise TokenError("a session cookie is accepted from the console's own "
+                                     "origin only", CLOSE_FORBIDDEN)  # fmt: skip
             if not token:
                 first = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
                 message = parse_message(first)
@@ -213,7 +243,7 @@ class NotifierServer:
                     raise TokenError('the first message must be {"type":"auth","token":…}',
                                      CLOSE_BAD_MESSAGE)  # fmt: skip
                 token = str(message.get("token", ""))
-            operator = verify_token(self.secret, token)
+            operator = verify_token(self.keys, token, self.revoked)
             wanted = (query.get("customer_id") or [operator.customer_id])[0]
             if wanted != operator.customer_id:
                 raise TokenError("token is for another customer", CLOSE_FORBIDDEN)
@@ -257,6 +287,7 @@ class NotifierServer:
         sender: asyncio.Task[None] | None = None
         rate = RateLimit(self.limits.commands_per_second, self.limits.command_burst)
         # At the token's expiry the connection closes (4401); a command racing it is refused.
+        self._by_token[operator.token_id].add(ws)
         expiry = None
         if math.isfinite(left_s := operator.expires_at_s - time.time()):
             expiry = asyncio.get_running_loop().call_later(
@@ -284,6 +315,10 @@ class NotifierServer:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            connections = self._by_token[operator.token_id]
+            connections.discard(ws)
+            if not connections:
+                del self._by_token[operator.token_id]
             WS_CLIENTS.dec()
             if subscriber is not None:
                 self.hub.unsubscribe(subscriber)
@@ -291,6 +326,12 @@ class NotifierServer:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+
+    def revoke(self, token_ids: set[str]) -> None:
+        """Close the connections that authenticated with one of ``token_ids`` (4401)."""
+        for token_id in token_ids:
+            for ws in list(self._by_token.get(token_id, ())):
+                self._close_later(ws, "token revoked")
 
     def _close_later(self, ws: ServerConnection, reason: str) -> None:
         task = asyncio.ensure_future(ws.close(CLOSE_UNAUTHORIZED, reason))
@@ -311,6 +352,8 @@ class NotifierServer:
         try:
             if operator.expired():
                 raise CommandError("token expired")
+            if operator.token_id in self.revoked:
+                raise CommandError("token revoked")
             if not rate.allow():
                 raise CommandError("too many commands; slow down")
             if self.commands is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -153,11 +154,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--quiet", action="store_true", help="no progress line")
 
-    token = sub.add_parser("token", help="mint an operator token (printed alone on the last line)")
-    token.add_argument("--customer", required=True, help="customer_id the token is for")
-    token.add_argument("--operator", required=True, help="operator name (the token's sub)")
+    token = sub.add_parser(
+        "token",
+        help="mint an operator token (printed alone on the last line), or revoke one",
+        description="Mint: upstream token --customer C --operator O (its jti on stderr). "
+        "Revoke: upstream token revoke JTI --customer C; the notifiers refuse the token and "
+        "close its connections within seconds.",
+    )
+    token.add_argument("--customer", help="customer_id the token is for")
+    token.add_argument("--operator", help="operator name (the token's sub)")
     token.add_argument("--scope", default="read,act", help="comma-separated: read,act")
     token.add_argument("--ttl-hours", type=float, default=12.0, help="validity (default 12 h)")
+    token_actions = token.add_subparsers(dest="tokens_verb", metavar="revoke")
+    revoke = token_actions.add_parser(
+        "revoke", help="revoke a token by its jti (needs UPSTREAM_DATABASE_URL)"
+    )
+    revoke.add_argument("jti", help="the token's jti (printed when it was minted), or the token")
+    revoke.add_argument("--customer", required=True, help="customer_id the token is for")
+    revoke.add_argument("--reason", default="", help="why, for the audit log")
 
     from streams import dlq, rules_cli
 
@@ -230,22 +244,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         where = "" if args.output == "-" else f" to {args.output}"
         print(f"exported {count} {args.kind} row(s){where}", file=sys.stderr)
     elif command == "token":
-        from notifier.tokens import mint_token
-
-        scopes = tuple(s.strip() for s in args.scope.split(",") if s.strip())
-        try:
-            print(
-                mint_token(
-                    services.require_secret(settings),
-                    args.customer,
-                    args.operator,
-                    scopes,
-                    int(args.ttl_hours * 3600),
-                )
-            )
-        except ValueError as exc:
-            print(f"upstream token: {exc}", file=sys.stderr)
-            return 2
+        return _token(args, settings)
     elif command == "rules":
         from streams import rules_cli
 
@@ -262,6 +261,34 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         created = asyncio.run(create_topics(settings, services.require_bootstrap(settings)))
         print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}")
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.tokens import mint_token, token_id
+    from streams import services
+
+    if args.tokens_verb == "revoke":
+        from notifier.revocations import revoke
+
+        jti = token_id(args.jti) if args.jti.count(".") == 2 else args.jti  # a whole token
+        actor = os.environ.get("USER") or "cli"
+        asyncio.run(revoke(services.require_database(settings), jti, args.customer, actor,
+                           args.reason))  # fmt: skip
+        print(f"revoked token {jti} of {args.customer}", file=sys.stderr)
+        return 0
+    if not args.customer or not args.operator:
+        print("upstream token: minting needs --customer and --operator", file=sys.stderr)
+        return 2
+    scopes = tuple(s.strip() for s in args.scope.split(",") if s.strip())
+    try:
+        token = mint_token(services.require_keys(settings), args.customer, args.operator, scopes,
+                           int(args.ttl_hours * 3600))  # fmt: skip
+    except ValueError as exc:
+        print(f"upstream token: {exc}", file=sys.stderr)
+        return 2
+    print(f"jti {token_id(token)} (upstream token revoke it to end it early)", file=sys.stderr)
+    print(token)
     return 0
 
 

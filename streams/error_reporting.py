@@ -20,7 +20,8 @@ from typing import Any
 
 FILTERED = "[Filtered]"
 DENYLIST = [
-    "notifier_secret", "upstream_notifier_secret", "database_url", "upstream_database_url",
+    "notifier_secret", "upstream_notifier_secret", "notifier_previous_secrets",
+    "upstream_notifier_previous_secrets", "database_url", "upstream_database_url",
     "conninfo", "dsn", "jwt", "bearer", "billed_amount", "allowed_amount", "paid_amount",
     "billed_cents", "allowed_cents",
 ]  # fmt: skip

@@ -18,7 +18,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from notifier.api import HttpApi
 from notifier.commands import KafkaCommands, Rejections
 from notifier.hub import Hub, psycopg_conninfo
+from notifier.revocations import Revocations
 from notifier.server import Limits, NotifierServer
+from notifier.tokens import Keys
 from schemas.registry import ValueCodec
 from sinks.migrate import migrate
 from sinks.service import MAX_BACKOFF_S, UNAVAILABLE, SinkService
@@ -49,6 +51,15 @@ def require_database(settings: Settings) -> str:
             "`upstream dev` starts an embedded Postgres"
         )
     return settings.database_url
+
+
+def require_keys(settings: Settings) -> Keys:
+    """The notifier's signing secret and the earlier ones still accepted, or a clear error."""
+    previous = settings.notifier_previous_secrets.get_secret_value().replace(",", " ").split()
+    try:
+        return Keys(require_secret(settings), previous)
+    except ValueError as exc:
+        raise SettingsError(f"UPSTREAM_NOTIFIER_PREVIOUS_SECRETS: {exc}") from None
 
 
 def require_secret(settings: Settings) -> str:
@@ -217,11 +228,13 @@ def run_notifier(settings: Settings) -> None:
     _exit_cleanly_on_sigterm()
     database_url = require_database(settings)
     bootstrap = require_bootstrap(settings)
-    secret = require_secret(settings)
+    keys = require_keys(settings)
 
     async def main(stop: asyncio.Event) -> None:
         if not await migrate_when_reachable(database_url, stop):
             return
+        revocations = Revocations(database_url, lambda jtis: notifier.revoke(jtis))
+        await revocations.load()  # before the first connection is served
         hub = Hub(database_url)
         hub_task = asyncio.create_task(hub.run(), name="alert hub")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -233,22 +246,23 @@ def run_notifier(settings: Settings) -> None:
             psycopg_conninfo(database_url),
         )
         engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
-        api = HttpApi(engine, secret, lambda: hub.last_seq)
+        api = HttpApi(engine, keys, lambda: hub.last_seq, revoked=revocations)
         checks = {"kafka": commands.kafka_ready}
         limits = Limits(
             connections_per_address=settings.notifier_connections_per_address,
             connections_per_operator=settings.notifier_connections_per_operator,
             commands_per_second=settings.notifier_commands_per_second,
         )
-        notifier = NotifierServer(hub, secret, commands, limits, api, checks)
+        notifier = NotifierServer(hub, keys, commands, limits, api, checks, revocations)
         server = await notifier.start(settings.notifier_host, settings.notifier_port)
         rejections = Rejections(
             bootstrap, settings.topic_commands_dlq, commands.codec, notifier.rejected
         )
         rejections_task = asyncio.create_task(rejections.run(), name="command rejections")
+        revocations_task = asyncio.create_task(revocations.run(), name="token revocations")
         for sock in server.sockets:
             log.info("notifier listening on %s", sock.getsockname())
-        tasks = (hub_task, rejections_task)
+        tasks = (hub_task, rejections_task, revocations_task)
         await until_stopped(stop, *tasks)
         ended = [task for task in tasks if task.done()]  # by themselves: a failure
         for task in ended:

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     notifier_host: str = "127.0.0.1"
     notifier_port: int = Field(default=8765, ge=0, le=65535)
     notifier_secret: SecretStr = SecretStr("")
+    # While the secret is rotated: earlier secrets (space or comma separated) whose tokens are
+    # still accepted; new tokens are signed with notifier_secret.
+    notifier_previous_secrets: SecretStr = SecretStr("")
     notifier_public_url: str = ""
     # Behind a reverse proxy every client has the proxy's address: raise the first.
     notifier_connections_per_address: int = Field(default=200, ge=1)

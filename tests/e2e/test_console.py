@@ -24,6 +24,13 @@ async def _open(browser: object, stack: ServiceStack, operator: str) -> Page:
     token = mint_token(SECRET, "demo", operator)
     await page.goto(f"http://127.0.0.1:{stack.notifier_port}/?token={token}")
     await page.locator("#status.live").wait_for(timeout=30_000)
+    assert "token" not in page.url  # traded for an HttpOnly cookie, out of the address bar
+    cookies = await page.context.cookies()
+    assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+        ("upstream_session", True, "Strict")
+    ]
+    await page.reload()  # the session alone serves the console again
+    await page.locator("#status.live").wait_for(timeout=30_000)
     return page
 
 

@@ -9,14 +9,22 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from notifier.tokens import mint_token
-from tests.integration.stack import SECRET, ServiceStack, notifier_ready, ws_url
+from notifier.tokens import mint_token, token_id
+from tests.integration.stack import (
+    SECRET,
+    ServiceStack,
+    get_json,
+    http_get,
+    notifier_ready,
+    ws_url,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +134,72 @@ async def test_methods_other_than_get_are_refused(
     refused.value.close()  # or the notifier's shutdown waits for this connection
     assert refused.value.code == 405
     assert refused.value.headers["Allow"] == "GET"
+
+
+async def test_a_revoked_token_is_refused_and_its_connections_closed(
+    notifier_stack: ServiceStack,
+) -> None:
+    """``upstream token revoke`` (by jti or the whole token): the open connection closes with
+    4401 within seconds, a new one and the HTTP API are refused, another token is unaffected,
+    and the audit log names who revoked it."""
+    stack = notifier_stack
+    await (await notifier_ready(stack)).close()
+    token, other = mint_token(SECRET, "demo", "alice"), mint_token(SECRET, "demo", "bob")
+    async with connect(ws_url(stack, token)) as ws, connect(ws_url(stack, other)) as kept:
+        for client in (ws, kept):
+            await client.send(json.dumps({"type": "subscribe"}))
+            assert (await _reply(client))["type"] == "snapshot"
+        revoked = await asyncio.to_thread(
+            stack.cli, "token", "revoke", token_id(token), "--customer", "demo", "--reason", "t"
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 30)
+        assert (ws.close_code, ws.close_reason) == (4401, "token revoked")
+        await kept.send('{"type":"no such type"}')
+        assert (await _reply(kept))["type"] == "error"  # still connected
+    async with connect(ws_url(stack, token)) as again:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(again.recv(), 30)
+    assert again.close_code == 4401
+    status, body = await asyncio.to_thread(
+        get_json, f"http://127.0.0.1:{stack.notifier_port}/api/alerts?customer_id=demo",
+        {"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    assert (status, body["error"]) == (401, "token revoked")
+    with psycopg.connect(stack.database_url.replace("+psycopg", "")) as conn:
+        audit = conn.execute("SELECT action, subject, customer_id FROM audit_log").fetchall()
+    assert ("revoke_token", token_id(token), "demo") in audit
+
+
+async def test_the_session_cookie_serves_the_console_origin_only(
+    notifier_stack: ServiceStack,
+) -> None:
+    """GET /session trades a token for an HttpOnly, SameSite=Strict cookie that the WebSocket
+    and the API accept; a WebSocket from another origin with it is refused (4403)."""
+    stack = notifier_stack
+    await (await notifier_ready(stack)).close()
+    base = f"127.0.0.1:{stack.notifier_port}"
+    token = mint_token(SECRET, "demo", "alice")
+    status, headers, _ = await asyncio.to_thread(
+        http_get, f"http://{base}/session", {"Authorization": f"Bearer {token}"}
+    )
+    assert status == 200
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith(f"upstream_session={token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    session = {"Cookie": f"upstream_session={token}"}
+    status, _ = await asyncio.to_thread(get_json, f"http://{base}/api/alerts?customer_id=demo",
+                                        session)  # fmt: skip
+    assert status == 200
+    own = {**session, "Origin": f"http://{base}"}
+    async with connect(f"ws://{base}/ws", additional_headers=own) as ws:
+        await ws.send(json.dumps({"type": "subscribe"}))
+        assert (await _reply(ws))["type"] == "snapshot"
+    foreign = {**session, "Origin": "http://evil.example"}
+    async with connect(f"ws://{base}/ws", additional_headers=foreign) as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 30)
+    assert ws.close_code == 4403
+    status, _, _ = await asyncio.to_thread(http_get, f"http://{base}/session")
+    assert status == 401
