@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.integration.stack import ServiceStack, create_database, get_json, wai
 from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
-RECORDS = 400
+RECORDS = int(os.environ.get("UPSTREAM_POISON_RECORDS", "400"))  # 10,000 by hand
 NASTY = ["", "-1", "1e309", "NaN", "9" * 400, "2026-02-30", "9999-12-31", "\x00", "💥" * 50,
          "DROP TABLE claim_records; --", "2026-01-01T25:00:00Z", 17, None, True, [1],
          {"a": 1}]  # fmt: skip
@@ -161,7 +162,8 @@ async def test_worker_and_sink_take_and_refuse_the_same_claims_and_never_crash(
     s = stack.settings()
     await create_topics(s, kafka_bootstrap)
     rng = random.Random(20261206)
-    values = {f"k{i}".encode(): _record(rng, i) for i in range(RECORDS)} | _poison()
+    # The poison first: at the end, the valid one among them would be beyond history.
+    values = _poison() | {f"k{i}".encode(): _record(rng, i) for i in range(RECORDS)}
     reasons = {key: _reason(value) for key, value in values.items()}
     refused = {key: reason for key, reason in reasons.items() if reason is not None}
     big = {
