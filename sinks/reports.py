@@ -85,17 +85,26 @@ async def store_summaries(conn: AsyncConnection, summaries: list[dict[str, Any]]
         )  # fmt: skip
 
 
-async def apply_retention(conn: AsyncConnection, cutoff: datetime) -> dict[str, int]:
-    """Delete rows older than ``cutoff`` from :data:`RETENTION`'s tables; counts per table.
+async def apply_retention(
+    conn: AsyncConnection, cutoff: datetime, age: timedelta
+) -> dict[str, int]:
+    """Delete rows older than ``cutoff`` (now less the retention ``age``) from
+    :data:`RETENTION`'s tables; counts per table.
 
-    Resolved alerts whose last transition is older also leave ``alert_events``; open ones stay.
+    A customer's rows within ``age`` of its own latest row stay: a feed that stalled, or a
+    customer onboarding months of history, keeps what its windows (which run on the customer's
+    event time) still hold. Resolved alerts whose last transition is older than ``cutoff`` also
+    leave ``alert_events``; open ones stay.
     """
     deleted = {}
     for table, column in RETENTION.items():
-        result = await conn.execute(
-            text(f"DELETE FROM {table} WHERE {column} < :cutoff"),  # noqa: S608 -- fixed names
-            {"cutoff": cutoff if column != "decided_date" else cutoff.date()},
+        statement = text(
+            f"DELETE FROM {table} t USING (SELECT customer_id, max({column}) AS latest "  # noqa: S608 -- fixed names
+            f"FROM {table} GROUP BY customer_id) m WHERE t.customer_id = m.customer_id "
+            f"AND t.{column} < :cutoff AND t.{column} < m.latest - :age"
         )
+        params = {"cutoff": cutoff if column != "decided_date" else cutoff.date(), "age": age}
+        result = await conn.execute(statement, params)
         deleted[table] = result.rowcount
     result = await conn.execute(
         text("DELETE FROM alert_events WHERE status = 'resolved' AND last_seen < :cutoff"),

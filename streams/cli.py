@@ -208,10 +208,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = load_settings()
     command = args.command
     if command == "dev":
-        from streams.dev import run_dev
+        from streams.dev import ending_today, run_dev
         from streams.generator import Scenario
 
-        return run_dev(settings, Scenario(name=args.scenario), args.duration)
+        return run_dev(settings, ending_today(Scenario(name=args.scenario)), args.duration)
     if command == "worker":
         services.run_worker(settings)
     elif command == "sink":

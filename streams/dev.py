@@ -2,8 +2,9 @@
 
 Starts (or uses, when ``UPSTREAM_KAFKA_BOOTSTRAP`` / ``UPSTREAM_DATABASE_URL`` are set) the
 broker and Postgres, creates topics, migrates, runs worker, sink and notifier as child
-processes, streams the ``denial-spike`` scenario for customer ``demo``, and prints the console
-URL with an operator token. Ctrl-C or SIGTERM stops every child and embedded server.
+processes, streams the ``denial-spike`` scenario for customer ``demo`` (its days ending today),
+and prints the console URL with an operator token. Ctrl-C or SIGTERM stops every child and
+embedded server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from notifier.tokens import mint_token
@@ -118,6 +120,13 @@ def start_stack(settings: Settings, log_dir: Path, say: Callable[[str], None]) -
         else:
             exit_stack.close()
         raise
+
+
+def ending_today(scenario: Scenario, today: date | None = None) -> Scenario:
+    """``scenario`` moved so that its last day is today (UTC): the demo's alerts are recent,
+    their age reads as an operator expects, and retention (by the wall clock) keeps them."""
+    last = today or datetime.now(UTC).date()
+    return replace(scenario, start=last - timedelta(days=scenario.days - 1))
 
 
 def run_dev(settings: Settings, scenario: Scenario, duration_s: float) -> int:

@@ -72,10 +72,11 @@ class ScheduledJobs:
 
     async def retention(self) -> None:
         """Delete rows older than the retention age."""
-        cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+        age = timedelta(days=self.settings.retention_days)
+        cutoff = datetime.now(UTC) - age
         try:
             async with self.engine().begin() as conn:
-                deleted = await apply_retention(conn, cutoff)
+                deleted = await apply_retention(conn, cutoff, age)
         except (SQLAlchemyError, OSError) as exc:
             log.error("retention failed: %s", exc)
             return

@@ -35,8 +35,8 @@ def _drift(event_id: str, customer: str, payer: str, detected: datetime) -> dict
             "severity_level": "critical", "confidence": 0.99, "detected_at": detected}  # fmt: skip
 
 
-def _claim(claim_id: str, decided: date) -> dict[str, Any]:
-    return {"claim_id": claim_id, "customer_id": "acme", "payer_id": "payer-a",
+def _claim(claim_id: str, decided: date, customer: str = "acme") -> dict[str, Any]:
+    return {"claim_id": claim_id, "customer_id": customer, "payer_id": "payer-a",
             "cpt_code": "71046", "submitted_date": (decided - timedelta(days=3)).isoformat(),
             "decided_date": decided.isoformat(), "outcome": "PAID", "billed_amount": "100",
             "allowed_amount": "80"}  # fmt: skip
@@ -51,9 +51,15 @@ async def _fixtures(database_url: str) -> None:
         _drift("w3", "acme", "payer-b", week + timedelta(days=3)),
         _drift("w4", "beta", "payer-c", week + timedelta(days=4)),
         _drift("old", "acme", "payer-a", now - timedelta(days=60)),  # past the 30-day retention
+        # A customer whose feed stalled 200 days ago: its windows still hold its last 30 days.
+        _drift("stalled-last", "stalled", "payer-a", now - timedelta(days=200)),
+        _drift("stalled-old", "stalled", "payer-a", now - timedelta(days=240)),
     ]
     claims = [_claim("recent", now.date() - timedelta(days=1)),
-              _claim("ancient", now.date() - timedelta(days=100))]  # fmt: skip
+              _claim("ancient", now.date() - timedelta(days=100)),
+              _claim("stalled-last", now.date() - timedelta(days=200), "stalled"),
+              _claim("stalled-within", now.date() - timedelta(days=215), "stalled"),
+              _claim("stalled-old", now.date() - timedelta(days=240), "stalled")]  # fmt: skip
     engine = create_async_engine(database_url)
     try:
         await PostgresWriter(engine).write(
@@ -115,14 +121,15 @@ async def test_jobs_run_on_the_leader_only_and_do_their_work(
             )
             claims = [r[0] for r in conn.execute("SELECT claim_id FROM claim_records")]
             drift = sorted(r[0] for r in conn.execute("SELECT event_id FROM drift_events"))
-        assert set(reports) == {"acme", "beta"}
+        assert set(reports) == {"acme", "beta"}  # "stalled" had nothing last week
         acme = reports["acme"]
         assert acme["week_start"] == last_full_week(datetime.now(UTC)).isoformat()
         assert acme["drift_events"] == 3
         assert acme["by_type_level"] == {"denial_rate:critical": 3}
         assert acme["top_payers"] == [{"payer_id": "payer-a", "drift_events": 2},
                                       {"payer_id": "payer-b", "drift_events": 1}]  # fmt: skip
-        assert claims == ["recent"] and drift == ["w1", "w2", "w3", "w4"]
+        assert sorted(claims) == ["recent", "stalled-last", "stalled-within"]
+        assert drift == ["stalled-last", "w1", "w2", "w3", "w4"]
         published = {m.key.decode(): json.loads(m.value)
                      for m in await read_all(kafka_bootstrap, s.topic_reports)}  # fmt: skip
         assert published["acme"]["drift_events"] == 3 and published["beta"]["drift_events"] == 1

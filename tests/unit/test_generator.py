@@ -60,3 +60,15 @@ def test_bad_feeds_are_refused():
 
 def _fields(s: Scenario) -> dict:
     return {f: getattr(s, f) for f in s.__dataclass_fields__}
+
+
+def test_the_dev_scenario_ends_today() -> None:
+    """``upstream dev`` streams a scenario whose last decision day is today."""
+    from datetime import date
+
+    from streams.dev import ending_today
+
+    scenario = ending_today(Scenario(days=30, spike_day=20, claims_per_key_per_day=1),
+                            today=date(2026, 12, 6))  # fmt: skip
+    days = {c["decided_date"] for c in generate(scenario)}
+    assert (min(days), max(days)) == ("2026-11-07", "2026-12-06")
