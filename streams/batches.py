@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from time import monotonic
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer as AIOKafkaConsumer_
+from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -432,6 +434,19 @@ class BatchingConsumer(AIOKafkaConsumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """Faust's end offsets, checked against the records (:func:`true_end_offsets`).
+
+        Faust's table recovery reads each changelog partition up to these and then takes its
+        table as restored: an end reported too low (the embedded Tansu reports the first offset
+        of a partition's last record batch) leaves out the last changelog flush, atomic batch
+        and all, while the offsets it covered stay committed. The worker restarted on that
+        state lost what the flush had counted (a chaos run's drift events came out different).
+        """
+        reported = await super().highwaters(*partitions)
+        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+        return await true_end_offsets(bootstrap, reported)
+
     async def _fetched_before_seek_back(self, tp: Any, offset: int) -> bool:
         """Whether a message past a gap lies at or beyond its partition's position: fetched
         before the partition was sought back (Faust seeks to the committed offsets at the end of
@@ -473,6 +488,36 @@ class BatchingConsumer(AIOKafkaConsumer):
                 await self.seek(tp, offset)
                 done.add((topic, partition))
         return done
+
+
+END_PROBE_MS = 300  # how long a partition read from its reported end stays quiet: the end
+
+
+async def true_end_offsets(bootstrap: str, reported: Mapping[TP, int]) -> dict[TP, int]:
+    """``reported`` end offsets, raised to one past the last record each partition holds.
+
+    A broker should report one past the last record; Tansu reports the first offset of the last
+    record batch. Each partition is read from its reported end until nothing more comes for
+    :data:`END_PROBE_MS` (on a broker that reports ends right, nothing comes at all).
+    """
+    ends = dict(reported)
+    if not ends:
+        return ends
+    consumer = AIOKafkaConsumer_(bootstrap_servers=bootstrap, group_id=None,
+                                 enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    try:
+        kafka_tps = {TopicPartition(tp.topic, tp.partition): tp for tp in ends}
+        consumer.assign(list(kafka_tps))
+        for kafka_tp, tp in kafka_tps.items():
+            consumer.seek(kafka_tp, ends[tp])
+        while fetched := await consumer.getmany(timeout_ms=END_PROBE_MS):
+            for kafka_tp, records in fetched.items():
+                tp = kafka_tps[kafka_tp]
+                ends[tp] = max(ends[tp], records[-1].offset + 1)
+    finally:
+        await consumer.stop()
+    return ends
 
 
 class _ConsumerThread(AIOKafkaConsumerThread):
