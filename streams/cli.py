@@ -317,6 +317,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                 encode=lambda record: encode_claim(record, args.format, codec, topic),
                 quiet=args.quiet,
                 encoding=args.encoding,
+                history_days=settings.grace_days
+                + (settings.long_window_buckets + settings.baseline_buckets)
+                * settings.bucket_hours
+                / 24,
             )
         )
     except (ingest.IngestError, ValueError) as exc:
@@ -331,6 +335,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"ignored column(s): {', '.join(summary.ignored_columns)}", file=sys.stderr)
     print(f"{summary.rows} rows: {summary.published} {verb}, {summary.rejected} rejected",
           file=sys.stderr)  # fmt: skip
+    if summary.beyond_history:
+        print(f"{summary.beyond_history} published row(s) are older than their customer's "
+              "history by newer rows of this file alone: the worker dead-letters them as "
+              "beyond_history (see `upstream dlq stats`)", file=sys.stderr)  # fmt: skip
     if summary.rejected:
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(summary.reasons.items()))
         print(f"rejected rows ({reasons}) are in {report}", file=sys.stderr)

@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -62,6 +63,9 @@ class Summary:
     rows: int = 0
     published: int = 0
     rejected: int = 0
+    # Published, but older than their customer's history by the newer claims read before them
+    # in this file alone: the worker will dead-letter them (beyond_history).
+    beyond_history: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     ignored_columns: tuple[str, ...] = ()
 
@@ -282,9 +286,15 @@ async def ingest(
     report: RejectReport,
     progress: Progress,
     encoding: str = "utf-8",
+    history_days: float | None = None,
 ) -> Summary:
-    """Read every row; publish each valid one through ``send`` (None: validate only)."""
+    """Read every row; publish each valid one through ``send`` (None: validate only).
+
+    With ``history_days`` (the worker's history plus its grace), the rows older than that
+    before the newest claim of their customer read so far are counted as beyond history.
+    """
     summary = Summary()
+    newest: dict[str, date] = {}  # customer → the latest decided_date read
     it = rows(text, encoding)
     first = next(it, None)
     if first is None:
@@ -312,6 +322,14 @@ async def ingest(
                 await asyncio.gather(*pending)
                 pending.clear()
         summary.published += 1
+        if history_days is not None:
+            customer = record["customer_id"]
+            decided = date.fromisoformat(str(record["decided_date"]).strip()[:10])
+            latest = newest.get(customer)
+            if latest is None or decided > latest:
+                newest[customer] = decided
+            elif (latest - decided).days > history_days:
+                summary.beyond_history += 1
         if summary.rows % 1000 == 0:
             progress.tick(summary)
     await asyncio.gather(*pending)
@@ -340,6 +358,7 @@ async def run(
     encode: Callable[[dict[str, Any]], bytes],
     quiet: bool = False,
     encoding: str = "utf-8",
+    history_days: float | None = None,
 ) -> Summary:
     """Ingest ``path`` into ``topic`` (``bootstrap`` None: validate only, publish nothing)."""
     from aiokafka import AIOKafkaProducer
@@ -369,6 +388,7 @@ async def run(
                 report,
                 Progress(probe, quiet),
                 encoding,
+                history_days,
             )
         except (EOFError, OSError) as exc:  # a truncated .gz, a read error: not a row's fault
             raise IngestError(f"{path}: unreadable: {exc}") from None

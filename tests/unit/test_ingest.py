@@ -32,7 +32,11 @@ LEGACY = "payer,cpt,submitted_date,decided_date,outcome,allowed_amount"
 
 
 def _run(
-    text: str | IO[str], tmp_path: Path, customer: str | None = None, encoding: str = "utf-8"
+    text: str | IO[str],
+    tmp_path: Path,
+    customer: str | None = None,
+    encoding: str = "utf-8",
+    history_days: float | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
 
@@ -52,6 +56,7 @@ def _run(
             report,
             Progress(lambda: (0, 0), quiet=True),
             encoding,
+            history_days,
         )
     )
     report.close()
@@ -268,3 +273,18 @@ def test_an_unknown_encoding_is_refused_before_reading(tmp_path: Path) -> None:
     path.write_text(FULL + "\n", encoding="utf-8")
     with pytest.raises(IngestError, match="unknown encoding 'klingon'"):
         _ingest_file(path, tmp_path, encoding="klingon")
+
+
+def test_rows_older_than_their_customers_history_are_counted(tmp_path: Path) -> None:
+    """Published all the same (the worker decides), and counted in the summary: a row 100 days
+    before its customer's newest row so far, with 93 days of history; not another customer's."""
+    text = "\n".join([
+        FULL,
+        "c1,acme,p1,71046,2026-04-01,2026-04-10,PAID,100,80,",
+        "c2,acme,p1,71046,2025-12-25,2026-01-01,PAID,100,80,",  # 99 days before: beyond
+        "c3,acme,p1,71046,2026-01-05,2026-01-10,PAID,100,80,",  # 90 days before: kept
+        "c4,beta,p1,71046,2025-12-25,2026-01-01,PAID,100,80,",  # beta's first row
+    ])  # fmt: skip
+    summary, sent = _run(text, tmp_path, history_days=93)
+    assert (summary.published, summary.beyond_history) == (4, 1)
+    assert len(sent) == 4
