@@ -379,12 +379,6 @@ class PartitionWindows:
         """Keys held, over every customer."""
         return sum(len(c.keys) for c in self.customers.values())
 
-    @property
-    def behind(self) -> bool:
-        """Whether a step's budget left releases or closes due (see the module): the next
-        steps do them first."""
-        return any(c.behind for c in self.customers.values())
-
     def apply(
         self,
         arrivals: Sequence[ClaimFromSource],
