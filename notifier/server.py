@@ -47,7 +47,7 @@ from notifier.tokens import (
 
 log = logging.getLogger("upstream.notifier")
 AUTH_TIMEOUT_S = 10.0
-CLOSE_BAD_MESSAGE = 4400  # before authentication: the first message is not an auth object
+CLOSE_BAD_MESSAGE = 4400  # before authentication: the first message is not a JSON object
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -239,9 +239,10 @@ class NotifierServer:
             if not token:
                 first = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
                 message = parse_message(first)
-                if message is None or message.get("type") != "auth":
-                    raise TokenError('the first message must be {"type":"auth","token":…}',
-                                     CLOSE_BAD_MESSAGE)  # fmt: skip
+                if message is None:
+                    raise TokenError(BAD_MESSAGE, CLOSE_BAD_MESSAGE)
+                if message.get("type") != "auth":
+                    raise TokenError('the first message must be {"type":"auth","token":…}')
                 token = str(message.get("token", ""))
             operator = verify_token(self.keys, token, self.revoked)
             wanted = (query.get("customer_id") or [operator.customer_id])[0]

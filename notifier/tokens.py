@@ -121,7 +121,7 @@ def verify_token(secret: Keys | str, token: str, revoked: Container[str] = ()) -
         kid = jwt.get_unverified_header(token).get("kid")
         key = keys.by_kid.get(str(kid)) if kid is not None else keys.current
         if key is None:
-            raise TokenError("token signed with a key no longer accepted")
+            raise TokenError("invalid token: signed with a key not accepted here")
         claims = jwt.decode(
             token,
             key,

@@ -538,7 +538,7 @@ channels = {
         "address": "/ws",
         "title": "Operator WebSocket",
         "servers": [{"$ref": "#/servers/notifier"}],
-        "description": "Authenticate with ?token= or a first auth message (any other first message closes 4400); missing/forged/expired tokens close 4401, and so does the token's expiry on an open connection; a foreign customer 4403, too many connections 4429, a message over 64 KiB 1009, a client that stops reading 4008. A message that is not a JSON object nested at most 32 deep with finite numbers is answered with an error message.",
+        "description": "Authenticate with ?token= or a first auth message (a first message that is not a JSON object closes 4400, any other 4401); missing/forged/expired tokens close 4401, and so does the token's expiry on an open connection; a foreign customer 4403, too many connections 4429, a message over 64 KiB 1009, a client that stops reading 4008. A message that is not a JSON object nested at most 32 deep with finite numbers is answered with an error message.",
         "messages": {
             "auth": ws(
                 "auth",
