@@ -129,6 +129,30 @@ def _reason(exc: Exception) -> str:
     return str(getattr(exc, "orig", None) or exc)[:500]
 
 
+def postgres_retrying(
+    on_retry: Callable[[BaseException | None], None] | None = None, **options: Any
+) -> AsyncRetrying:
+    """Attempts that are tried again, with exponential backoff and jitter up to
+    :data:`MAX_BACKOFF_S`, for as long as Postgres is unreachable; each wait is logged (and
+    reported to ``on_retry``). ``options`` go to tenacity (``stop``, ``sleep``)."""
+
+    def report(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if on_retry is not None:
+            on_retry(error)
+        reason = _reason(error) if isinstance(error, Exception) else "?"
+        log.warning("postgres unavailable (%s); retrying in %.1fs", reason.splitlines()[0],
+                    state.upcoming_sleep)  # fmt: skip
+
+    return AsyncRetrying(
+        retry=retry_if_exception_type(UNAVAILABLE),
+        wait=wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.2),
+        before_sleep=report,
+        reraise=True,
+        **options,
+    )
+
+
 class ConsumerGroup(NamedTuple):
     """One of the sink's consumer groups: its topics, and how often its loop polls at most."""
 
@@ -433,19 +457,7 @@ class SinkService:
 
     async def _with_retry(self, write: Callable[[], Any]) -> None:
         """``write()``, again with backoff for as long as Postgres is unreachable."""
-
-        def report(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            reason = _reason(error) if isinstance(error, Exception) else "?"
-            log.warning("postgres unavailable (%s); retrying in %.1fs", reason,
-                        state.upcoming_sleep)  # fmt: skip
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(UNAVAILABLE),
-            wait=wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.2),
-            before_sleep=report,
-            reraise=True,
-        ):
+        async for attempt in postgres_retrying():
             with attempt:
                 await write()
 

@@ -13,7 +13,6 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from notifier.api import HttpApi
 from notifier.commands import KafkaCommands, Rejections
@@ -23,7 +22,7 @@ from notifier.server import Limits, NotifierServer
 from notifier.tokens import Keys
 from schemas.registry import ValueCodec
 from sinks.migrate import migrate
-from sinks.service import MAX_BACKOFF_S, UNAVAILABLE, SinkService
+from sinks.service import UNAVAILABLE, SinkService, postgres_retrying
 from sinks.writer import PostgresWriter
 from streams.health import Health, serve
 from streams.logs import logging_config
@@ -97,21 +96,11 @@ async def migrate_when_reachable(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 
-    def report(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
+    def not_ready(error: BaseException | None) -> None:
         if health is not None:
             health.record("postgres", False, error=str(error)[:200])
-        log.warning("postgres unavailable (%s); trying again in %.1f s",
-                    str(error).splitlines()[0][:200], state.upcoming_sleep)  # fmt: skip
 
-    retrying = AsyncRetrying(
-        retry=retry_if_exception_type(UNAVAILABLE),
-        wait=wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.2),
-        stop=lambda _: stop.is_set(),
-        sleep=nap,
-        before_sleep=report,
-        reraise=True,
-    )
+    retrying = postgres_retrying(not_ready, stop=lambda _: stop.is_set(), sleep=nap)
     try:
         async for attempt in retrying:
             with attempt:
