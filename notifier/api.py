@@ -88,6 +88,12 @@ def _json_default(value: Any) -> Any:
 SESSION_COOKIE = "upstream_session"  # the console's token, set by GET /session
 
 
+def bearer_token(headers: Any) -> str:
+    """The token of an ``Authorization: Bearer …`` header in ``headers``, or ""."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def session_token(headers: Any) -> str:
     """The token of the session cookie in request ``headers``, or ""."""
     cookies = SimpleCookie()
@@ -219,18 +225,17 @@ class HttpApi:
         return body
 
     def _operator(self, request: Request) -> Operator:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header and (cookie := session_token(request.headers)):
-            scheme, token = "bearer", cookie  # the console's session (GET /session)
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(request.headers)
+        if not request.headers.get("Authorization"):
+            token = session_token(request.headers)  # the console's session (GET /session)
+        if not token:
             raise ApiError(
                 HTTPStatus.UNAUTHORIZED,
                 "send the operator token as 'Authorization: Bearer <token>'",
                 {"WWW-Authenticate": "Bearer"},
             )
         try:
-            return verify_token(self.keys, token.strip(), self.revoked)
+            return verify_token(self.keys, token, self.revoked)
         except TokenError as exc:
             status = HTTPStatus.FORBIDDEN if exc.close_code == 4403 else HTTPStatus.UNAUTHORIZED
             raise ApiError(status, str(exc), {"WWW-Authenticate": "Bearer"}) from None

@@ -33,7 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from notifier.api import SESSION_COOKIE, HttpApi, response, session_token
+from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
 from notifier.commands import COMMANDS, CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import LEVELS, Filters, Hub, Subscriber
 from notifier.tokens import (
@@ -178,16 +178,16 @@ class NotifierServer:
         """Trade the token in ``Authorization: Bearer`` for a session cookie (HttpOnly,
         SameSite=Strict, until the token expires): the console then drops the token from its
         address bar, and the browser sends the cookie with the WebSocket and the API calls."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = bearer_token(request.headers)
         try:
-            if scheme.lower() != "bearer":
+            if not token:
                 raise TokenError("send the token as 'Authorization: Bearer <token>'")
-            operator = verify_token(self.keys, token.strip(), self.revoked)
+            operator = verify_token(self.keys, token, self.revoked)
         except TokenError as exc:
             body = json.dumps({"error": str(exc)}).encode()
             return response(HTTPStatus.UNAUTHORIZED, body, "application/json")
         max_age = max(0, int(operator.expires_at_s - time.time()))
-        cookie = (f"{SESSION_COOKIE}={token.strip()}; Max-Age={max_age}; Path=/; HttpOnly; "
+        cookie = (f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/; HttpOnly; "
                   "SameSite=Strict")  # fmt: skip
         who = json.dumps({"customer_id": operator.customer_id, "operator": operator.operator})
         return response(HTTPStatus.OK, who.encode(), "application/json", {"Set-Cookie": cookie})
