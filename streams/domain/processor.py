@@ -112,10 +112,6 @@ class StepResult:
     taken: int = 0  # arrivals applied (fewer than given when the release budget ran out)
     releases_left: int = -1  # pending claims this step may still release; -1: no limit
 
-    def may_release(self) -> bool:
-        """Whether the step's release budget allows one more release."""
-        return self.releases_left != 0
-
     def budget_spent(self) -> bool:
         """Whether the release budget is used up (the step stops at the next arrival)."""
         return self.releases_left == 0
@@ -312,7 +308,7 @@ class CustomerWindows:
         if closed is None:
             return True
         while pending and pending[0].effective <= closed:
-            if not result.may_release():
+            if result.budget_spent():
                 return False
             result.releases_left -= 1
             waiting = heapq.heappop(pending)
