@@ -34,7 +34,7 @@ from tests.unit.claims import raw_claim
 from tests.unit.events import alert_event, drift_event
 
 pytestmark = pytest.mark.integration
-OUTAGE_S = 30.0  # how long Postgres stays down in the outage test (issue 8)
+OUTAGE_S = 30.0  # how long Postgres stays down in the outage test
 
 
 @pytest.fixture
