@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the file's text encoding (default utf-8; exports from billing systems are often "
         "cp1252 or latin-1). A row with bytes that are not text in it is rejected, not published",
     )
+    ingest.add_argument(
+        "--again",
+        action="store_true",
+        help="publish every row even if this file (same bytes, topic and --customer) was "
+        "ingested before; without it such a file publishes nothing, and one whose ingest "
+        "stopped part-way resumes after the last line the broker acknowledged",
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress line")
 
     export = sub.add_parser(
@@ -184,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="Kafka topic maintenance")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
-    topics_sub.add_parser("create", help="create the public topics (UPSTREAM_PARTITIONS each)")
+    topics_sub.add_parser(
+        "create", help="create the topics (UPSTREAM_PARTITIONS each; the ingest ledger one)"
+    )
     return parser
 
 
@@ -299,6 +308,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from streams import ingest, services
     from streams.generator import encode_claim
     from streams.reference import load_reference
+    from streams.topics import create_topics
 
     codec = ValueCodec(settings.schema_registry_url)
     topic = settings.topic_claims
@@ -306,6 +316,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     try:
         reference = load_reference(args.customer, settings.reference_dir)
         bootstrap = None if args.dry_run else services.require_bootstrap(settings)
+        if bootstrap is not None:
+            asyncio.run(create_topics(settings, bootstrap, public=False, worker=False))
         summary = asyncio.run(
             ingest.run(
                 args.file,
@@ -321,6 +333,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                 + (settings.long_window_buckets + settings.baseline_buckets)
                 * settings.bucket_hours
                 / 24,
+                ledger_topic=settings.topic_ingest_ledger,
+                again=args.again,
             )
         )
     except (ingest.IngestError, ValueError) as exc:
@@ -329,12 +343,19 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     except KafkaError as exc:
         print(f"upstream ingest: publishing to {topic} failed: {exc!r}", file=sys.stderr)
         return 3
+    if summary.earlier is not None and summary.earlier.complete:
+        print(f"upstream ingest: {summary.earlier.describe()}: nothing published (--again "
+              "publishes it again)", file=sys.stderr)  # fmt: skip
+        return 0
+    if summary.earlier is not None:
+        print(f"resuming: {summary.earlier.describe()}", file=sys.stderr)
     verb = "would publish" if args.dry_run else f"published to {topic}"
     print(f"{summary.layout} layout, mappings {reference.version}", file=sys.stderr)
     if summary.ignored_columns:
         print(f"ignored column(s): {', '.join(summary.ignored_columns)}", file=sys.stderr)
-    print(f"{summary.rows} rows: {summary.published} {verb}, {summary.rejected} rejected",
-          file=sys.stderr)  # fmt: skip
+    resumed = f", {summary.already_published} already published" if summary.earlier else ""
+    print(f"{summary.rows} rows: {summary.published} {verb}{resumed}, {summary.rejected} "
+          "rejected", file=sys.stderr)  # fmt: skip
     if summary.beyond_history:
         print(f"{summary.beyond_history} published row(s) are older than their customer's "
               "history by newer rows of this file alone: the worker dead-letters them as "

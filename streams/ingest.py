@@ -31,15 +31,18 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
 from streams.domain.claims import REQUIRED, InvalidClaim, parse_claim
+from streams.ledger import Entry, Ledger, file_digest, ledger_key
 from streams.reference import Reference
 
 OPTIONAL = ("payer_name", "cpt_group", "decided_at", "paid_amount", "denial_reason_codes",
@@ -66,14 +69,18 @@ class Summary:
     # Published, but older than their customer's history by the newer claims read before them
     # in this file alone: the worker will dead-letter them (beyond_history).
     beyond_history: int = 0
+    # Valid rows an earlier, stopped ingest of the same file had published: not sent again.
+    already_published: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     ignored_columns: tuple[str, ...] = ()
+    # The ledger's entry for this file when it was found there (finished: nothing was read).
+    earlier: Entry | None = None
 
 
 def open_text(
     path: str, stack: contextlib.ExitStack, encoding: str = "utf-8"
 ) -> tuple[IO[str], Callable[[], tuple[int, int]]]:
-    """``path`` (``-`` for stdin, ``.gz`` decompressed) as text, and a (bytes read, size) probe.
+    """``path`` (``.gz`` decompressed) as text, and a (bytes read, size) probe.
 
     Bytes that are not ``encoding`` come through as lone surrogates, for :func:`rows` to
     refuse their row (a UTF-8 byte-order mark is skipped). Everything opened is closed by
@@ -85,12 +92,6 @@ def open_text(
         raise IngestError(f"unknown encoding {encoding!r}") from None
     if codecs.lookup(encoding).name == "utf-8":
         encoding = "utf-8-sig"
-    if path == "-":
-        text = io.TextIOWrapper(
-            sys.stdin.buffer, encoding=encoding, errors="surrogateescape", newline=""
-        )
-        stack.callback(text.detach)  # stdin stays open
-        return text, lambda: (0, 0)
     file = Path(path)
     if not file.is_file():
         raise IngestError(f"{path}: no such file")
@@ -102,6 +103,16 @@ def open_text(
     text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
     stack.callback(text.detach)  # the binary streams are closed by their own entries
     return text, lambda: (raw.tell(), size)
+
+
+def spool_stdin(stack: contextlib.ExitStack) -> str:
+    """Standard input copied to a temporary file (removed by ``stack``), whose path is returned:
+    the ledger needs the digest of the whole input before publishing any of it."""
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="upstream-ingest-"))
+    spool = Path(folder) / "stdin.csv"
+    with spool.open("wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return str(spool)
 
 
 class RowReader:
@@ -287,11 +298,16 @@ async def ingest(
     progress: Progress,
     encoding: str = "utf-8",
     history_days: float | None = None,
+    resume_after: int = 0,
+    checkpoint: Callable[[int, int, bool], Awaitable[None]] | None = None,
 ) -> Summary:
     """Read every row; publish each valid one through ``send`` (None: validate only).
 
     With ``history_days`` (the worker's history plus its grace), the rows older than that
     before the newest claim of their customer read so far are counted as beyond history.
+    Valid rows up to line ``resume_after`` are counted as already published, not sent.
+    ``checkpoint(line, published, finished)`` is awaited whenever every row up to ``line``
+    has been acknowledged.
     """
     summary = Summary()
     newest: dict[str, date] = {}  # customer → the latest decided_date read
@@ -304,7 +320,9 @@ async def ingest(
     reader = reader_for(first[1])
     summary.layout, summary.ignored_columns = reader.layout, reader.ignored
     pending: list[Any] = []
+    last = first[0]  # the last line read
     for line, values in it:
+        last = line
         summary.rows += 1
         try:
             if isinstance(values, Unreadable):
@@ -316,12 +334,18 @@ async def ingest(
             shown = values.values if isinstance(values, Unreadable) else values
             report.add(line, exc.reason, exc.message, shown)
             continue
-        if send is not None:
+        if line <= resume_after:
+            summary.already_published += 1
+        elif send is not None:
             pending.append(await send(record))
+            summary.published += 1
             if len(pending) >= IN_FLIGHT:
                 await asyncio.gather(*pending)
                 pending.clear()
-        summary.published += 1
+                if checkpoint is not None:
+                    await checkpoint(line, summary.published + summary.already_published, False)
+        else:
+            summary.published += 1
         if history_days is not None:
             customer = record["customer_id"]
             decided = date.fromisoformat(str(record["decided_date"]).strip()[:10])
@@ -333,6 +357,8 @@ async def ingest(
         if summary.rows % 1000 == 0:
             progress.tick(summary)
     await asyncio.gather(*pending)
+    if checkpoint is not None:
+        await checkpoint(last, summary.published + summary.already_published, True)
     progress.tick(summary, final=True)
     return summary
 
@@ -359,16 +385,28 @@ async def run(
     quiet: bool = False,
     encoding: str = "utf-8",
     history_days: float | None = None,
+    ledger_topic: str | None = None,
+    again: bool = False,
 ) -> Summary:
-    """Ingest ``path`` into ``topic`` (``bootstrap`` None: validate only, publish nothing)."""
+    """Ingest ``path`` (``-``: standard input) into ``topic``; ``bootstrap`` None: validate
+    only, publish nothing.
+
+    With ``ledger_topic``, a file the ledger has as finished is not read again (unless
+    ``again``), and one it has as stopped part-way resumes after its last acknowledged line.
+    """
     from aiokafka import AIOKafkaProducer
 
     stack = contextlib.ExitStack()
-    text, probe = open_text(path, stack, encoding)
-    report = RejectReport(report_path)
+    name = "standard input" if path == "-" else path
     producer = None
+    report: RejectReport | None = None
     try:
-        send = None
+        if path == "-":
+            path = spool_stdin(stack)
+        text, probe = open_text(path, stack, encoding)
+        send = checkpoint = None
+        earlier: Entry | None = None
+        resume_after = 0
         if bootstrap is not None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
@@ -380,8 +418,20 @@ async def run(
                 key = str(record["claim_id"]).encode()
                 return await kafka.send(topic, value=encode(record), key=key)
 
+            if ledger_topic is not None:
+                ledger = Ledger(bootstrap, ledger_topic, producer)
+                key = ledger_key(topic, customer, file_digest(Path(path)))
+                earlier = None if again else await ledger.lookup(key)
+                if earlier is not None and earlier.complete:
+                    return Summary(earlier=earlier)
+                resume_after = earlier.through_line if earlier is not None else 0
+
+                async def checkpoint(line: int, published: int, finished: bool) -> None:
+                    await ledger.write(key, name, line, published, finished)
+
+        report = RejectReport(report_path)
         try:
-            return await ingest(
+            summary = await ingest(
                 text,
                 lambda header: RowReader(header, customer, reference),
                 send,
@@ -389,11 +439,16 @@ async def run(
                 Progress(probe, quiet),
                 encoding,
                 history_days,
+                resume_after,
+                checkpoint,
             )
+            summary.earlier = earlier
+            return summary
         except (EOFError, OSError) as exc:  # a truncated .gz, a read error: not a row's fault
-            raise IngestError(f"{path}: unreadable: {exc}") from None
+            raise IngestError(f"{name}: unreadable: {exc}") from None
     finally:
-        report.close()
+        if report is not None:
+            report.close()
         stack.close()
         if producer is not None:
             await producer.stop()

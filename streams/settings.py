@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     topic_commands_dlq: str = "alerts.commands.dlq"
     topic_sink_dlq: str = "sink.dlq"
     topic_reports: str = "reports.weekly"
+    topic_ingest_ledger: str = "ingest.ledger"  # which files `upstream ingest` published
     partitions: int = Field(default=4, ge=1)
 
     # Faust worker.

@@ -39,22 +39,34 @@ def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
     return {f"{settings.app_id}-claims-by-key": {}, f"{settings.app_id}-alert-input": {}}
 
 
+def ingest_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """The ingest ledger (:mod:`streams.ledger`): compacted, and of one partition."""
+    return {settings.topic_ingest_ledger: {"cleanup.policy": "compact"}}
+
+
 async def create_topics(
-    settings: Settings, bootstrap: str, *, public: bool = True, worker: bool = True
+    settings: Settings,
+    bootstrap: str,
+    *,
+    public: bool = True,
+    worker: bool = True,
+    ingest: bool = True,
 ) -> list[str]:
-    """Create missing topics with ``settings.partitions`` partitions; return the new ones.
+    """Create missing topics with ``settings.partitions`` partitions (the ingest ledger one);
+    return the new ones.
 
     Topics must exist before the worker starts: a broker that auto-creates topics on first use
     would pick its own partition count and break co-partitioning.
     """
+    single = ingest_topics(settings) if ingest else {}
     topics = {**(public_topics(settings) if public else {}),
-              **(worker_topics(settings) if worker else {})}  # fmt: skip
+              **(worker_topics(settings) if worker else {}), **single}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="upstream-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, settings.partitions, 1, topic_configs=configs)
+            NewTopic(name, 1 if name in single else settings.partitions, 1, topic_configs=configs)
             for name, configs in topics.items()
             if name not in existing
         ]

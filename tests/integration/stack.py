@@ -57,6 +57,7 @@ class ServiceStack:
             "UPSTREAM_TOPIC_RULES": f"alerts.rules.{s}",
             "UPSTREAM_TOPIC_COMMANDS_DLQ": f"alerts.commands.dlq.{s}",
             "UPSTREAM_TOPIC_SINK_DLQ": f"sink.dlq.{s}",
+            "UPSTREAM_TOPIC_INGEST_LEDGER": f"ingest.ledger.{s}",
             "UPSTREAM_APP_ID": f"upstream-worker-{s}",
             "UPSTREAM_SINK_GROUP": f"upstream-sink-{s}",
             "UPSTREAM_PARTITIONS": "2",

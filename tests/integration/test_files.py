@@ -6,18 +6,23 @@ import asyncio
 import csv
 import gzip
 import json
+import os
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.harness import read_all
 from sinks.writer import PostgresWriter, claim_row, drift_row
 from streams.generator import Scenario, generate, produce
+from streams.ingest import IN_FLIGHT
+from streams.ledger import Ledger, file_digest, ledger_key
 from streams.services import migrate_database
 from streams.topics import create_topics
 from tests.integration.stack import (
@@ -74,14 +79,79 @@ async def test_ingest_publishes_exactly_the_valid_rows(
     assert "legacy layout" in result.stderr and "7 rows: 7 published" in result.stderr
     again = stack.cli("ingest", "-", "--customer", "acme", "--quiet", stdin=legacy)
     assert again.returncode == 0, again.stderr
-    records = [json.loads(m.value) for m in await read_all(kafka_bootstrap, topic)]
-    records = [r for r in records if r["claim_id"].startswith("legacy-")]
-    assert len(records) == 14 and {r["payer_id"] for r in records} == {"bcbs"}
-    # Ingesting the same file twice sends the same claim ids: a no-op downstream.
-    assert len({r["claim_id"] for r in records}) == 7
+    assert "was ingested at" in again.stderr and "nothing published" in again.stderr
+
+    def legacy_records(messages: list[Any]) -> list[dict[str, Any]]:
+        records = [json.loads(m.value) for m in messages]
+        return [r for r in records if r["claim_id"].startswith("legacy-")]
+
+    records = legacy_records(await read_all(kafka_bootstrap, topic))
+    assert len(records) == 7 and {r["payer_id"] for r in records} == {"bcbs"}
+    # --again publishes the file anew, with the same claim ids: a no-op downstream.
+    forced = stack.cli("ingest", "-", "--customer", "acme", "--quiet", "--again", stdin=legacy)
+    assert forced.returncode == 0 and "7 rows: 7 published" in forced.stderr, forced.stderr
+    records = legacy_records(await read_all(kafka_bootstrap, topic))
+    assert len(records) == 14 and len({r["claim_id"] for r in records}) == 7
+    # The same rows as another customer are another file.
+    other = stack.cli("ingest", "-", "--customer", "beta", "--quiet", stdin=legacy)
+    assert other.returncode == 0 and "7 rows: 7 published" in other.stderr, other.stderr
+    # The gzip file again: nothing published, the earlier report left as it was.
+    repeat = stack.cli("ingest", str(path))
+    assert repeat.returncode == 0 and "nothing published" in repeat.stderr, repeat.stderr
+    assert (tmp_path / "claims.rejects.csv").exists()
+    assert len(await read_all(kafka_bootstrap, topic)) == 251 + 14 + 7
 
     unknown = stack.cli("ingest", str(tmp_path / "missing.csv"))
     assert unknown.returncode == 2 and "no such file" in unknown.stderr
+
+
+async def test_an_ingest_killed_part_way_resumes_after_its_last_acknowledged_line(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """SIGKILL mid-file, ingest again: every row published, at most one in-flight block twice."""
+    stack = worker_stack(kafka_bootstrap, unique, tmp_path, "k")
+    settings = stack.settings()
+    await create_topics(settings, kafka_bootstrap)
+    total = 120_000
+    path = tmp_path / "big.csv"
+    path.write_text(FULL + "\n" + "".join(
+        f"k{i},acme,p1,71046,2026-01-01,2026-01-05,PAID,100.00,80.00,\n" for i in range(total)
+    ))  # fmt: skip
+    command = [sys.executable, "-m", "streams.cli", "ingest", str(path), "--quiet"]
+    first = await asyncio.create_subprocess_exec(
+        *command, env={**os.environ, **stack.env}, stderr=subprocess.PIPE
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        ledger = Ledger(kafka_bootstrap, settings.topic_ingest_ledger, producer)
+        key = ledger_key(settings.topic_claims, None, file_digest(path))
+        for _ in range(600):
+            if (entry := await ledger.lookup(key)) is not None:
+                break
+            assert first.returncode is None, await first.communicate()
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("ingest wrote no ledger entry in 30 s")
+        first.kill()
+        await first.wait()
+        assert not entry.complete, "ingest finished before the kill: make the file longer"
+        killed_at = entry.through_line
+        assert 1 < killed_at < total + 1
+
+        resumed = stack.cli("ingest", str(path), "--quiet")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "resuming" in resumed.stderr and "already published" in resumed.stderr
+        done = await ledger.lookup(key)
+        assert done is not None and done.complete and done.through_line == total + 1
+    finally:
+        await producer.stop()
+    messages = await read_all(kafka_bootstrap, settings.topic_claims)
+    keys = [m.key.decode() for m in messages]
+    assert set(keys) == {f"k{i}" for i in range(total)}
+    assert len(keys) - total <= IN_FLIGHT  # only rows in flight at the kill went out twice
+    # Rows up to the ledger's line before the kill were not sent again.
+    assert keys.count("k0") == 1
 
 
 async def test_export_writes_csv_jsonl_and_an_xlsx_workbook(

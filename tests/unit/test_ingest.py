@@ -15,6 +15,7 @@ import pytest
 from streams.domain.cpt import CptGroups
 from streams.generator import Scenario, generate
 from streams.ingest import (
+    IN_FLIGHT,
     IngestError,
     Progress,
     RejectReport,
@@ -37,8 +38,14 @@ def _run(
     customer: str | None = None,
     encoding: str = "utf-8",
     history_days: float | None = None,
+    resume_after: int = 0,
+    checkpoints: list[tuple[int, int, bool]] | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
+
+    async def checkpoint(line: int, published: int, finished: bool) -> None:
+        assert checkpoints is not None
+        checkpoints.append((line, published, finished))
 
     async def send(record: dict[str, Any]) -> Any:
         sent.append(record)
@@ -57,6 +64,8 @@ def _run(
             Progress(lambda: (0, 0), quiet=True),
             encoding,
             history_days,
+            resume_after,
+            None if checkpoints is None else checkpoint,
         )
     )
     report.close()
@@ -288,3 +297,22 @@ def test_rows_older_than_their_customers_history_are_counted(tmp_path: Path) -> 
     summary, sent = _run(text, tmp_path, history_days=93)
     assert (summary.published, summary.beyond_history) == (4, 1)
     assert len(sent) == 4
+
+
+def test_a_resumed_ingest_sends_only_the_rows_after_the_line_given(tmp_path: Path) -> None:
+    """Rows up to ``resume_after`` are validated and counted, not sent; checkpoints follow."""
+    rows = [f"c{i},acme,p1,71046,2026-01-01,2026-01-05,PAID,100.00,80.00," for i in range(5000)]
+    rows[3000] = "bad,acme,p1,ABC,2026-01-01,2026-01-05,PAID,100,80,"  # line 3002
+    text = "\n".join([FULL, *rows]) + "\n"
+    whole: list[tuple[int, int, bool]] = []
+    summary, sent = _run(text, tmp_path, checkpoints=whole)
+    assert len(sent) == 4999 and summary.already_published == 0
+    # After each block in flight is acknowledged: the line of its last row, rows so far.
+    assert whole == [(1 + IN_FLIGHT, IN_FLIGHT, False), (2 + 2 * IN_FLIGHT, 2 * IN_FLIGHT, False),
+                     (5001, 4999, True)]  # fmt: skip
+
+    resumed: list[tuple[int, int, bool]] = []
+    summary, sent = _run(text, tmp_path, resume_after=whole[0][0], checkpoints=resumed)
+    assert [r["claim_id"] for r in sent] == [f"c{i}" for i in range(IN_FLIGHT, 5000) if i != 3000]
+    assert summary.already_published == IN_FLIGHT and summary.published == 4999 - IN_FLIGHT
+    assert summary.rejected == 1 and resumed[-1] == (5001, 4999, True)
