@@ -1,6 +1,7 @@
 # Upstream — targets a newcomer guesses. `make run` and `make test` need nothing but python3.
 VENV    := .venv
 PY      := $(VENV)/bin/python
+TODAY   := $(shell date -u +%F)
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The domain core is compiled with mypyc (setup.py), and a compiled module shadows its source:
 # any domain source newer than the last install builds it again.
@@ -47,38 +48,39 @@ test-unit: install ## the fast, pure tests only
 test-integration: install ## integration tests only (real broker and Postgres)
 	$(PY) -m pytest tests/integration
 
-bench: install ## worker claims/s vs the client's ceiling, 1 and 2 processes (bench/results/throughput.json)
-	$(PY) -m bench.throughput > bench/results/throughput.json
+bench: install ## worker claims/s vs the client's ceiling, 1 and 2 processes (bench/results/throughput-DATE.json)
+	$(PY) -m bench.throughput > bench/results/throughput-$(TODAY).json
 
-bench-customers: install ## worker RSS and CPU per claim: 1,000 customers of 10 keys against one customer of 10,000 (bench/results/customers.json)
-	$(PY) -m bench.customers > bench/results/customers.json
+bench-customers: install ## worker RSS and CPU per claim: 1,000 customers of 10 keys against one customer of 10,000 (bench/results/customers-DATE.json)
+	$(PY) -m bench.customers > bench/results/customers-$(TODAY).json
 
 bench-hotpath: install ## CPU per claim of the worker's route and windows stages and per evaluation of its alerts stage, outside Kafka (JSON on stdout)
 	$(PY) -m bench.hotpath
 
-bench-memory: install ## worker RSS per key at 100k keys, and over a 10-minute soak, on Apache Kafka (bench/results/memory.json)
-	$(PY) -m bench.memory --broker kafka > bench/results/memory.json
+bench-memory: install ## worker RSS per key at 100k keys, and over a 10-minute soak, on Apache Kafka (bench/results/memory-kafka-DATE.json)
+	$(PY) -m bench.memory --broker kafka > bench/results/memory-kafka-$(TODAY).json
 
-bench-latency: install ## claim that closes a bucket → alert on a WebSocket, at 5,000 claims/s (bench/results/latency.json)
-	$(PY) -m bench.latency > bench/results/latency.json
+bench-latency: install ## claim that closes a bucket → alert on a WebSocket, at 5,000 claims/s (bench/results/latency-5000-tansu-DATE.json)
+	$(PY) -m bench.latency > bench/results/latency-5000-tansu-$(TODAY).json
 
-bench-detection: install ## detection quality through the real worker (JSON on stdout, table on stderr)
-	$(PY) -m bench.detection --engine worker
+bench-detection: install ## detection quality through the real worker (bench/results/detection-worker-DATE.json, table on stderr)
+	$(PY) -m bench.detection --engine worker > bench/results/detection-worker-$(TODAY).json
 
-bench-sink: install ## sink rows/s vs raw COPY (JSON on stdout, progress and table on stderr)
-	$(PY) -m bench.sink
+bench-sink: install ## sink rows/s vs raw COPY (bench/results/sink-DATE.json, progress and table on stderr)
+	$(PY) -m bench.sink > bench/results/sink-$(TODAY).json
 
 bench-fanout: install ## notifier fan-out: 2,000 WebSocket clients, 100 alerts/s for 60 s (p50/p99, CPU)
-	$(PY) -m bench.fanout > bench/results/fanout.json
+	$(PY) -m bench.fanout > bench/results/fanout-$(TODAY).json
 
 hooks: install ## install the pre-commit hooks (ruff, ruff-format, mypy, hygiene) into .git
 	$(VENV)/bin/pre-commit install
 
-lint: install ## ruff (lint + format check), mypy --strict and bandit
+lint: install ## ruff (lint + format check), mypy --strict, bandit and the import contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/bandit -q -c pyproject.toml -r streams sinks notifier schemas
+	$(VENV)/bin/lint-imports --no-cache
 
 fmt: install ## format and auto-fix
 	$(VENV)/bin/ruff format .

@@ -27,7 +27,7 @@ from typing import Any
 from bench.harness import BROKERS
 from bench.machine import machine
 from bench.throughput import one_worker_on_a_fresh_broker
-from streams.generator import GROUPS, KeyProfile, Scenario, generate
+from streams.devtools.generator import GROUPS, KeyProfile, Scenario, generate
 
 
 def profiles(customers: int, keys_per_customer: int) -> tuple[KeyProfile, ...]:

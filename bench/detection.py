@@ -1,7 +1,7 @@
 """Detection quality per feed: recall, false alarms per 1,000 key-days, delay, dead letters.
 
 The workload of :mod:`bench.workloads` (groups of keys with known shifts, each group its own
-customer) is sent three times in one stream, once per feed of :mod:`streams.generator`:
+customer) is sent three times in one stream, once per feed of :mod:`streams.devtools.generator`:
 ``on-time``, ``remittance`` (5–20 days late) and ``onboarding`` (history in one burst on
 day 110, ten days after the onsets). Each copy's customers are named ``<feed>.<group>``. The
 stream runs through the real worker on the embedded broker (``--engine worker``, what the
@@ -29,12 +29,12 @@ from typing import Any
 
 from bench.machine import machine
 from bench.workloads import DAYS, ONSET_DAY, Group, detection_scenario
+from streams.devtools.generator import FEEDS, REMITTANCE_LAG_DAYS, Scenario, generate_mix
 from streams.domain.claims import parse_claim
 from streams.domain.processor import ClaimFromSource, PartitionWindows
-from streams.generator import FEEDS, REMITTANCE_LAG_DAYS, Scenario, generate_mix
+from streams.kafka.partitioner import default_partition
+from streams.runtime.worker import drift_config
 from streams.settings import Settings
-from streams.state import default_partition
-from streams.worker import drift_config
 
 DAY_MS = 86_400_000
 FOUND_WITHIN_DAYS = 30
@@ -108,7 +108,7 @@ async def run_worker(claims: list[dict[str, Any]], settings: Settings) -> Outcom
     """The real worker process on the embedded broker; reads its outputs when it is done."""
     from bench.harness import worker_run
     from schemas.registry import ValueCodec
-    from streams.dlq import customer_of
+    from streams.app.dlq import customer_of
 
     records, letters = await worker_run(claims, settings)
     outcome = Outcome(defaultdict(list), Counter())

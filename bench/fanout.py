@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,9 @@ from bench.harness import percentiles
 from bench.machine import machine
 from notifier.tokens import mint_token
 from sinks.writer import PostgresWriter, alert_row
-from streams.devstack import (
+from streams.app.services import migrate_database
+from streams.devtools.generator import alert_transition
+from streams.devtools.stack import (
     EmbeddedKafka,
     EmbeddedPostgres,
     free_port,
@@ -41,22 +42,9 @@ from streams.devstack import (
     stop_process,
     wait_for_port,
 )
-from streams.services import migrate_database
 
 SECRET = "fanout-bench-secret-of-at-least-32-bytes"  # noqa: S105 -- a throwaway local stack
 BATCHES_PER_S = 10
-
-
-def transition(n: int, customer: str) -> dict[str, Any]:
-    """The ``n``-th of a stream of AlertEvent updates over 20 alerts; ``message`` is ``n``."""
-    at = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(seconds=n)
-    return {"alert_id": f"{customer}-a{n % 20}", "version": n // 20 + 1, "dedup_key": f"k{n % 20}",
-            "customer_id": customer, "rule_id": "default", "drift_event_id": f"e{n}",
-            "payer_id": "payer-a", "cpt_group": "radiology", "drift_type": "denial_rate",
-            "status": "active", "transition": "updated", "severity": 0.7,
-            "severity_level": "critical", "occurrence_count": n // 20 + 1, "first_seen": at,
-            "last_seen": at, "acknowledged_by": None, "resolved_by": None, "resolution": None,
-            "verdict": None, "message": str(n), "notify": True}  # fmt: skip
 
 
 class Clients:
@@ -109,7 +97,7 @@ async def _write(
     try:
         while (elapsed := time.monotonic() - started) < duration_s:
             numbers = range(written, written + per_batch)
-            rows = [alert_row(transition(n, customers[n % len(customers)])) for n in numbers]
+            rows = [alert_row(alert_transition(n, customers[n % len(customers)])) for n in numbers]
             # Timed from before the write: a client may hear of the commit before write()
             # returns, so latencies include the commit itself (a few ms).
             clients.written_at.update({str(n): time.monotonic() for n in numbers})

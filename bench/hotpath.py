@@ -7,7 +7,7 @@ process, and reports the best of ``--repeats`` passes in CPU time (``time.proces
 
 1. **route**: decode the value, validate the claim, pick its windows partition (by
    customer), pack one by-key message per partition and batch: the worker's own
-   :meth:`streams.routing.Router.plan`, in batches of the worker's default size;
+   :meth:`streams.stages.routing.Router.plan`, in batches of the worker's default size;
 2. **windows**: read those messages back (``envelopes.arrivals``), apply them to each
    partition's windows (``PartitionWindows.apply``: per-customer event time, dedup, buckets,
    amendments, closes, drift evaluation), write the changed records through a real
@@ -46,13 +46,13 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from bench.machine import machine
 from bench.throughput import claims_for
 from schemas.registry import ValueCodec
-from streams import envelopes
 from streams.domain.rules import RuleBook
-from streams.records import alert_record
-from streams.routing import Router
+from streams.kafka import envelopes
+from streams.kafka.records import alert_record
+from streams.runtime.state import ChangelogTable, WindowsState
+from streams.runtime.worker import apply_alert_input, drift_config, tune_gc
 from streams.settings import Settings
-from streams.state import ChangelogTable, WindowsState
-from streams.worker import apply_alert_input, drift_config, tune_gc
+from streams.stages.routing import Router
 
 SOURCES = 4  # claims partitions, as the throughput bench
 BATCH = 2_000  # claims per route batch (the worker's default batch_max)

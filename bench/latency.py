@@ -60,17 +60,17 @@ from bench.machine import machine
 from bench.throughput import claims_for
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
-from streams.devstack import (
+from streams.app.services import migrate_database
+from streams.devtools.generator import Scenario, generate
+from streams.devtools.stack import (
     EmbeddedPostgres,
     free_port,
     spawn_service,
     stop_process,
     wait_for_port,
 )
-from streams.generator import Scenario, generate
-from streams.services import migrate_database
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
-from streams.topics import create_topics
 
 SECRET = "latency-bench-secret-of-at-least-32-bytes"  # noqa: S105 -- a throwaway local stack
 

@@ -35,10 +35,10 @@ from confluent_kafka import Producer
 from bench.harness import BROKERS, COUNTED, ready_partitions, rss_mib, start_broker, worker_totals
 from bench.machine import machine
 from bench.throughput import one_worker_on_a_fresh_broker
-from streams.devstack import free_port, spawn_service, stop_process
-from streams.generator import GROUPS, KeyProfile, Scenario, generate
+from streams.devtools.generator import GROUPS, KeyProfile, Scenario, generate
+from streams.devtools.stack import free_port, spawn_service, stop_process
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
-from streams.topics import create_topics
 
 START = date(2026, 1, 1)
 

@@ -48,9 +48,9 @@ from sinks.writer import (
     claim_row,
     drift_row,
 )
-from streams.devstack import EmbeddedPostgres
-from streams.generator import Scenario, generate
-from streams.services import migrate_database
+from streams.app.services import migrate_database
+from streams.devtools.generator import Scenario, generate
+from streams.devtools.stack import EmbeddedPostgres
 from streams.settings import Settings
 
 BATCH = 5000

@@ -44,10 +44,10 @@ from bench.harness import (
     worker_totals,
 )
 from bench.machine import machine
-from streams.devstack import free_port, spawn_service, stop_process
-from streams.generator import Scenario, generate
+from streams.devtools.generator import Scenario, generate
+from streams.devtools.stack import free_port, spawn_service, stop_process
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
-from streams.topics import create_topics
 
 
 def claims_for(count: int, customers: int = 20) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from streams.generator import GROUPS, KeyProfile, Scenario, Shift
+from streams.devtools.generator import GROUPS, KeyProfile, Scenario, Shift
 
 ONSET_DAY = 100
 DAYS = 150

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer
 
 from notifier.tokens import Operator
 from sinks.audit import record_audit
-from streams.topics import topic_partitions
+from streams.kafka.topics import topic_partitions
 
 log = logging.getLogger("upstream.notifier")
 COMMANDS = ("acknowledge", "resolve", "judge")

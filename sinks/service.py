@@ -45,8 +45,8 @@ from sinks.writer import (
     drift_row,
 )
 from streams.domain.claims import InvalidClaim
-from streams.envelopes import dead_letter
-from streams.health import Health
+from streams.kafka.envelopes import dead_letter
+from streams.observability.health import Health
 from streams.settings import Settings
 
 log = logging.getLogger("upstream.sink")

@@ -16,10 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from streams.apache_kafka import ApacheKafka
-from streams.devstack import EmbeddedKafka, EmbeddedPostgres
+from streams.devtools.apache_kafka import ApacheKafka
+from streams.devtools.stack import EmbeddedKafka, EmbeddedPostgres
+from streams.kafka.topics import create_topics
 from streams.native import domain_compiled, stale_sources
-from streams.topics import create_topics
 from tests.integration.stack import ServiceStack, create_database
 
 BROKER = os.environ.get("UPSTREAM_TEST_BROKER", "tansu")

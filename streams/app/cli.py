@@ -9,9 +9,9 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from streams.error_reporting import init_error_reporting
-from streams.generator import FEEDS, SCENARIOS
-from streams.logs import configure as configure_logging
+from streams.devtools.generator import FEEDS, SCENARIOS
+from streams.observability.error_reporting import init_error_reporting
+from streams.observability.logs import configure as configure_logging
 from streams.settings import Settings, SettingsError, load_settings
 
 
@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--customer", required=True, help="customer_id the token is for")
     revoke.add_argument("--reason", default="", help="why, for the audit log")
 
-    from streams import dlq, rules_cli
+    from streams.app import dlq, rules_cli
 
     rules_cli.add_parser(sub)
     dlq.add_parser(sub)
@@ -212,13 +212,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from streams import services
+    from streams.app import services
 
     settings = load_settings()
     command = args.command
     if command == "dev":
-        from streams.dev import ending_today, run_dev
-        from streams.generator import Scenario
+        from streams.app.dev import ending_today, run_dev
+        from streams.devtools.generator import Scenario
 
         return run_dev(settings, ending_today(Scenario(name=args.scenario)), args.duration)
     if command == "worker":
@@ -255,18 +255,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif command == "token":
         return _token(args, settings)
     elif command == "rules":
-        from streams import rules_cli
+        from streams.app import rules_cli
 
         return asyncio.run(rules_cli.run(args, settings, services.require_bootstrap(settings)))
     elif command == "dlq":
-        from streams import dlq
+        from streams.app import dlq
 
         return dlq.run(args, settings, services.require_bootstrap(settings))
     elif command == "db":
         services.migrate_database(services.require_database(settings))
         print("database schema is up to date")
     elif command == "topics":
-        from streams.topics import create_topics
+        from streams.kafka.topics import create_topics
 
         created = asyncio.run(create_topics(settings, services.require_bootstrap(settings)))
         print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}")
@@ -275,7 +275,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from notifier.tokens import mint_token, token_id
-    from streams import services
+    from streams.app import services
 
     if args.tokens_verb == "revoke":
         from notifier.revocations import revoke
@@ -305,10 +305,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka.errors import KafkaError
 
     from schemas.registry import ValueCodec
-    from streams import ingest, services
-    from streams.generator import encode_claim
+    from streams.app import ingest, services
+    from streams.devtools.generator import encode_claim
+    from streams.kafka.topics import create_topics
     from streams.reference import load_reference
-    from streams.topics import create_topics
 
     codec = ValueCodec(settings.schema_registry_url)
     topic = settings.topic_claims
@@ -369,8 +369,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _generate(args: argparse.Namespace, settings: object) -> int:
     from schemas.registry import ValueCodec
-    from streams import services
-    from streams.generator import Scenario, generate, generate_mix, produce
+    from streams.app import services
+    from streams.devtools.generator import Scenario, generate, generate_mix, produce
     from streams.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -398,7 +398,7 @@ def _generate(args: argparse.Namespace, settings: object) -> int:
     claims = generate(scenarios[0]) if len(scenarios) == 1 else generate_mix(scenarios)
 
     if args.to_csv:
-        from streams.ingest import write_csv
+        from streams.app.ingest import write_csv
 
         count = write_csv(args.to_csv, claims)
         print(f"wrote {count} claims to {args.to_csv}", file=sys.stderr)

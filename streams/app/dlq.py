@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
+from streams.kafka.topics import topic_partitions
 from streams.settings import Settings
-from streams.topics import topic_partitions
 
 IDLE_MS = 2000  # the dead-letter topic is read until nothing more comes for this long
 UNKNOWN = "(unreadable)"  # the customer of a dead letter whose value cannot be decoded

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
 from streams.domain.claims import REQUIRED, InvalidClaim, parse_claim
-from streams.ledger import Entry, Ledger, file_digest, ledger_key
+from streams.kafka.ledger import Entry, Ledger, file_digest, ledger_key
 from streams.reference import Reference
 
 OPTIONAL = ("payer_name", "cpt_group", "decided_at", "paid_amount", "denial_reason_codes",

@@ -18,7 +18,7 @@ from notifier.hub import psycopg_conninfo
 from schemas.registry import ValueCodec
 from sinks.audit import record_audit
 from streams.domain.rules import AlertRule, InvalidRule, RuleBook
-from streams.rules_feed import RulesFeed
+from streams.kafka.rules_feed import RulesFeed
 from streams.settings import Settings
 
 

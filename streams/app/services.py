@@ -24,10 +24,10 @@ from schemas.registry import ValueCodec
 from sinks.migrate import migrate
 from sinks.service import UNAVAILABLE, SinkService, postgres_retrying
 from sinks.writer import PostgresWriter
-from streams.health import Health, serve
-from streams.logs import logging_config
+from streams.kafka.topics import create_topics
+from streams.observability.health import Health, serve
+from streams.observability.logs import logging_config
 from streams.settings import Settings, SettingsError
-from streams.topics import create_topics
 
 log = logging.getLogger("upstream")
 
@@ -146,21 +146,17 @@ def raise_if_ended(tasks: Iterable[asyncio.Task[Any]]) -> None:
 def run_worker(settings: Settings) -> None:
     """Run the Faust worker in this process until SIGINT/SIGTERM."""
     _exit_cleanly_on_sigterm()  # until Faust installs its own handlers
-    import faust
-
-    from streams.worker import build_worker, tune_gc
+    from streams.runtime.worker import build_worker, tune_gc
 
     tune_gc(settings)
     health = _serve_health("worker", settings)
-    # Internal topics exist before the group forms (see streams.topics.worker_topics).
+    # Internal topics exist before the group forms (see streams.kafka.topics.worker_topics).
     asyncio.run(create_topics(settings, require_bootstrap(settings), public=False))
     worker = build_worker(
         settings, require_bootstrap(settings), ValueCodec(settings.schema_registry_url), health
     )
     level = logging.getLevelName(logging.getLogger().level)
-    faust.Worker(
-        worker.app, loglevel=level, logging_config=logging_config("worker", level)
-    ).execute_from_commandline()
+    worker.run(level, logging_config("worker", level))
 
 
 def _serve_health(service: str, settings: Settings) -> Health:

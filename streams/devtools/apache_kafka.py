@@ -5,8 +5,8 @@ checkout; each broker gets its own data directory, formatted for KRaft, and free
 ports. Data is on disk, so :meth:`ApacheKafka.restart` keeps topics, offsets and groups.
 Settings favour tests: no initial rebalance delay, small segments, single replicas.
 
-    python -m streams.apache_kafka fetch     # download (idempotent)
-    python -m streams.apache_kafka start     # run one in the foreground until Ctrl-C
+    python -m streams.devtools.apache_kafka fetch     # download (idempotent)
+    python -m streams.devtools.apache_kafka start     # run one in the foreground until Ctrl-C
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.devstack import DevStackError, _tail, free_port, stop_process, wait_for_port
+from streams.devtools.stack import DevStackError, _tail, free_port, stop_process, wait_for_port
 
 VERSION = "4.1.1"
 SCALA = "2.13"

@@ -321,3 +321,15 @@ async def produce(
     finally:
         await producer.stop()
     return total
+
+
+def alert_transition(n: int, customer: str) -> dict[str, Any]:
+    """The ``n``-th of a stream of AlertEvent updates over 20 alerts; ``message`` is ``n``."""
+    at = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(seconds=n)
+    return {"alert_id": f"{customer}-a{n % 20}", "version": n // 20 + 1, "dedup_key": f"k{n % 20}",
+            "customer_id": customer, "rule_id": "default", "drift_event_id": f"e{n}",
+            "payer_id": "payer-a", "cpt_group": "radiology", "drift_type": "denial_rate",
+            "status": "active", "transition": "updated", "severity": 0.7,
+            "severity_level": "critical", "occurrence_count": n // 20 + 1, "first_seen": at,
+            "last_seen": at, "acknowledged_by": None, "resolved_by": None, "resolution": None,
+            "verdict": None, "message": str(n), "notify": True}  # fmt: skip

@@ -73,7 +73,7 @@ def spawn_service(name: str, env: dict[str, str], log_path: Path) -> subprocess.
     """Start ``upstream <name>`` as a child in its own process group, appending to a log."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", name],
+            [sys.executable, "-m", "streams.app.cli", name],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

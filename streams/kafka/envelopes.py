@@ -21,7 +21,7 @@ from streams.domain.alerts import AlertCommand
 from streams.domain.claims import Claim
 from streams.domain.events import KeyEvaluated
 from streams.domain.processor import ClaimFromSource
-from streams.records import to_epoch_ms
+from streams.kafka.records import to_epoch_ms
 
 
 def dumps(value: Any) -> bytes:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
 from streams.domain.rules import AlertRule, InvalidRule, RuleBook
-from streams.topics import topic_partitions
+from streams.kafka.topics import topic_partitions
 
 log = logging.getLogger("upstream.rules")
 

@@ -40,7 +40,7 @@ def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def ingest_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """The ingest ledger (:mod:`streams.ledger`): compacted, and of one partition."""
+    """The ingest ledger (:mod:`streams.kafka.ledger`): compacted, and of one partition."""
     return {settings.topic_ingest_ledger: {"cleanup.policy": "compact"}}
 
 

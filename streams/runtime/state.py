@@ -11,7 +11,6 @@ from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.serializers import codecs
 
@@ -19,7 +18,8 @@ from streams.domain.alerts import AlertState
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import PartitionWindows, Pending, StepResult
 from streams.domain.windows import KeyWindows, packed_bucket
-from streams.metrics import CHANGELOG_SPLIT_FLUSHES
+from streams.kafka.partitioner import default_partition
+from streams.observability.metrics import CHANGELOG_SPLIT_FLUSHES
 
 log = logging.getLogger("upstream.worker")
 # Windows table keys. Values carry their partition, so a partition can be rebuilt by a scan.
@@ -148,12 +148,6 @@ class ChangelogTable:
         await asyncio.gather(*await _send_batches(producer, topic, values, atomic=True))
         # Not awaited here (a crash may lose them, see the class): no round trip per flush.
         self._tombstones = await _send_batches(producer, topic, tombstones, atomic=False)
-
-
-def default_partition(key: bytes, partitions: int) -> int:
-    """The partition (of ``partitions``) Kafka's default partitioner picks for ``key``."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 async def send_keyed(

@@ -14,7 +14,7 @@
 4. ``alerts`` applies evaluations (with the rules from ``alerts.rules``) and commands to
    :class:`AlertLifecycle` and sends every transition to ``alerts.events``.
 
-Every stage is a task over a :class:`BatchTopic` subscription (see :mod:`streams.batches`),
+Every stage is a task over a :class:`BatchTopic` subscription (see :mod:`streams.runtime.batches`),
 not a per-event agent: ``route`` and ``windows`` carry the volume, and a bucket close sends
 ``alerts`` an evaluation for every key at once (Faust's per-event delivery let them trickle in
 over ~60 ms at 1,000 claims/s). Every stage works a batch at a time: outputs are delivered
@@ -43,17 +43,17 @@ from aiokafka.errors import KafkaError
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
-from streams import envelopes
-from streams.batches import BatchSubscription, BatchTopic, UpstreamApp
 from streams.domain.alerts import AlertCommand, AlertLifecycle
 from streams.domain.claims import InvalidClaim
 from streams.domain.drift import DriftConfig
 from streams.domain.events import AlertTransitioned
 from streams.domain.processor import ClaimFromSource, PartitionWindows, StepResult
 from streams.domain.rules import RuleBook
-from streams.health import Health
-from streams.jobs import ScheduledJobs
-from streams.metrics import (
+from streams.kafka import envelopes
+from streams.kafka.records import alert_record, drift_record
+from streams.kafka.rules_feed import RulesFeed
+from streams.observability.health import Health
+from streams.observability.metrics import (
     ACTIVE_KEYS,
     ALERT_TRANSITIONS,
     BUCKET_CLOSES,
@@ -69,17 +69,17 @@ from streams.metrics import (
     DRIFT_EVENTS,
     EVENT_TIME_LAG,
 )
-from streams.records import alert_record, drift_record
-from streams.routing import Router
-from streams.rules_feed import RulesFeed
-from streams.settings import Settings
-from streams.state import (
+from streams.runtime.batches import BatchSubscription, BatchTopic, UpstreamApp
+from streams.runtime.jobs import ScheduledJobs
+from streams.runtime.state import (
     ChangelogTable,
     StandardJsonTable,
     TableAlertStore,
     WindowsState,
     send_keyed,
 )
+from streams.settings import Settings
+from streams.stages.routing import Router
 
 HEALTH_EVERY_S = 2.0
 # A step applied to a partition's windows: the partition, what it produced, the id of its
@@ -94,6 +94,12 @@ class Worker:
 
     app: faust.App
     settings: Settings
+
+    def run(self, loglevel: str, logging_config: dict[str, Any]) -> None:
+        """Run the app in this process until SIGINT/SIGTERM (Faust's own signal handling)."""
+        faust.Worker(
+            self.app, loglevel=loglevel, logging_config=logging_config
+        ).execute_from_commandline()
 
 
 def drift_config(settings: Settings) -> DriftConfig:

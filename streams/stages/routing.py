@@ -17,9 +17,9 @@ from typing import Any
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
-from streams import envelopes
 from streams.domain.claims import Claim, InvalidClaim, parse_claim
-from streams.state import default_partition
+from streams.kafka import envelopes
+from streams.kafka.partitioner import default_partition
 
 log = logging.getLogger("upstream.worker")
 CHUNK_CLAIMS = 1000  # claims per by-key message (~150 bytes each; Kafka's default limit 1 MiB)

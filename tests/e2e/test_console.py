@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Page, async_playwright
 
 from notifier.tokens import mint_token
-from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
+from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.stack import SECRET, ServiceStack, notifier_ready
 

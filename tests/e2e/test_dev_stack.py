@@ -19,8 +19,8 @@ import pytest
 from playwright.async_api import async_playwright
 from websockets.asyncio.client import connect
 
-from streams.devstack import free_port
-from streams.generator import SPIKE_GROUP, SPIKE_PAYER
+from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER
+from streams.devtools.stack import free_port
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,16 @@ async def test_make_run_shows_spike_alert_and_stops_cleanly(
     )
     started = time.monotonic()
     proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; reads go to a thread
-        [sys.executable, "-m", "streams.cli", "--log-level", "WARNING", "dev", "--duration", "30"],
+        [
+            sys.executable,
+            "-m",
+            "streams.app.cli",
+            "--log-level",
+            "WARNING",
+            "dev",
+            "--duration",
+            "30",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -104,7 +113,7 @@ async def test_make_run_shows_spike_alert_and_stops_cleanly(
             [
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "streams.app.cli",
                 "token",
                 "--customer",
                 "demo",

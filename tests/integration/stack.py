@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import psycopg
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.harness import read_all, wait_processed
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
-from streams.devstack import free_port, spawn_service, stop_process
+from streams.devtools.probes import read_all, wait_processed
+from streams.devtools.stack import free_port, spawn_service, stop_process
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -102,7 +102,7 @@ class ServiceStack:
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``upstream <args>`` with this stack's environment; never raises on exit code."""
         return subprocess.run(
-            [sys.executable, "-m", "streams.cli", *args],
+            [sys.executable, "-m", "streams.app.cli", *args],
             env={**os.environ, **self.env},
             input=stdin,
             capture_output=True,

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from bench.harness import TopicTail, read_all, routed_claims
-from streams.apache_kafka import ApacheKafka
-from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
-from streams.topics import create_topics
+from streams.devtools.apache_kafka import ApacheKafka
+from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
+from streams.devtools.probes import TopicTail, read_all, routed_claims
+from streams.kafka.topics import create_topics
 from tests.integration.stack import (
     ServiceStack,
     outputs,

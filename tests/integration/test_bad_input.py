@@ -15,14 +15,14 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import read_all, scrape
 from schemas.codec import DecodeError, encode_single_object
 from schemas.registry import ValueCodec
-from streams import envelopes
-from streams.devstack import free_port
+from streams.app.services import migrate_database
+from streams.devtools.probes import read_all, scrape
+from streams.devtools.stack import free_port
 from streams.domain.claims import InvalidClaim, parse_claim
-from streams.services import migrate_database
-from streams.topics import create_topics
+from streams.kafka import envelopes
+from streams.kafka.topics import create_topics
 from tests.integration.stack import ServiceStack, create_database, get_json, wait_until
 from tests.unit.claims import raw_claim
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 
-from bench.harness import read_all
 from schemas.registry import ValueCodec
-from streams.generator import Scenario, generate_mix, produce
-from streams.services import migrate_database
-from streams.topics import create_topics
+from streams.app.services import migrate_database
+from streams.devtools.generator import Scenario, generate_mix, produce
+from streams.devtools.probes import read_all
+from streams.kafka.topics import create_topics
 from tests.integration.stack import (
     ServiceStack,
     create_database,

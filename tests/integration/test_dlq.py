@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import read_all, scrape
-from streams.devstack import free_port
-from streams.generator import Scenario, generate
-from streams.topics import create_topics
+from streams.devtools.generator import Scenario, generate
+from streams.devtools.probes import read_all, scrape
+from streams.devtools.stack import free_port
+from streams.kafka.topics import create_topics
 from tests.integration.stack import ServiceStack, wait_until
 
 pytestmark = pytest.mark.integration

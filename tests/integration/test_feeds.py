@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bench.harness import read_all
 from schemas.registry import ValueCodec
-from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate_mix, produce
-from streams.topics import create_topics
+from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate_mix, produce
+from streams.devtools.probes import read_all
+from streams.kafka.topics import create_topics
 from tests.integration.stack import wait_consumed, worker_stack
 
 pytestmark = pytest.mark.integration

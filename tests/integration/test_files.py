@@ -18,13 +18,13 @@ from aiokafka import AIOKafkaProducer
 from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.harness import read_all
 from sinks.writer import PostgresWriter, claim_row, drift_row
-from streams.generator import Scenario, generate, produce
-from streams.ingest import IN_FLIGHT
-from streams.ledger import Ledger, file_digest, ledger_key
-from streams.services import migrate_database
-from streams.topics import create_topics
+from streams.app.ingest import IN_FLIGHT
+from streams.app.services import migrate_database
+from streams.devtools.generator import Scenario, generate, produce
+from streams.devtools.probes import read_all
+from streams.kafka.ledger import Ledger, file_digest, ledger_key
+from streams.kafka.topics import create_topics
 from tests.integration.stack import (
     ServiceStack,
     create_database,
@@ -117,7 +117,7 @@ async def test_an_ingest_killed_part_way_resumes_after_its_last_acknowledged_lin
     path.write_text(FULL + "\n" + "".join(
         f"k{i},acme,p1,71046,2026-01-01,2026-01-05,PAID,100.00,80.00,\n" for i in range(total)
     ))  # fmt: skip
-    command = [sys.executable, "-m", "streams.cli", "ingest", str(path), "--quiet"]
+    command = [sys.executable, "-m", "streams.app.cli", "ingest", str(path), "--quiet"]
     first = await asyncio.create_subprocess_exec(
         *command, env={**os.environ, **stack.env}, stderr=subprocess.PIPE
     )

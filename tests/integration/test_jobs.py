@@ -12,12 +12,12 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.harness import read_all
 from sinks.reports import last_full_week
 from sinks.writer import PostgresWriter, claim_row, drift_row
-from streams.devstack import free_port
-from streams.services import migrate_database
-from streams.topics import create_topics
+from streams.app.services import migrate_database
+from streams.devtools.probes import read_all
+from streams.devtools.stack import free_port
+from streams.kafka.topics import create_topics
 from tests.integration.stack import ServiceStack, create_database, get_json, wait_until
 
 pytestmark = pytest.mark.integration

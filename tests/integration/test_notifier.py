@@ -17,11 +17,10 @@ import websockets
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.fanout import transition
-from bench.harness import scrape
 from notifier.tokens import mint_token
 from sinks.writer import PostgresWriter, alert_row
-from streams.generator import Scenario, produce
+from streams.devtools.generator import Scenario, alert_transition, produce
+from streams.devtools.probes import scrape
 from tests.apidocs import check_ws_message
 from tests.integration.stack import (
     SECRET,
@@ -185,7 +184,7 @@ async def _burst(
     written, left = 0, tail_batches
     try:
         while left:
-            rows = [alert_row(transition(i, c)) for i in range(written, written + batch)
+            rows = [alert_row(alert_transition(i, c)) for i in range(written, written + batch)
                     for c in ("demo", "other")]  # fmt: skip
             # Before the write: a client may hear of the commit before write() returns.
             on_write({str(i): time.monotonic() for i in range(written, written + batch)})
@@ -364,7 +363,7 @@ async def test_auth_by_first_message_and_subscription_filters(
                  for drift in ("denial_rate", "decision_lag")
                  for level in ("info", "warning", "critical")]  # fmt: skip
         rows = [
-            {**transition(i, "demo"), "payer_id": p, "drift_type": d, "severity_level": lv}
+            {**alert_transition(i, "demo"), "payer_id": p, "drift_type": d, "severity_level": lv}
             for i, (p, d, lv) in enumerate(kinds)
         ]
         engine = create_async_engine(stack.database_url)

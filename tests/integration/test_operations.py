@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from bench.harness import scrape
-from streams.devstack import free_port
-from streams.generator import Scenario, produce
-from streams.services import migrate_database
-from streams.topics import create_topics
+from streams.app.services import migrate_database
+from streams.devtools.generator import Scenario, produce
+from streams.devtools.probes import scrape
+from streams.devtools.stack import free_port
+from streams.kafka.topics import create_topics
 from tests.integration.stack import (
     ServiceStack,
     create_database,

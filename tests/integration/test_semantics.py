@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import read_all
 from schemas.registry import ValueCodec
-from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
-from streams.topics import create_topics
+from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
+from streams.devtools.probes import read_all
+from streams.kafka.topics import create_topics
 from tests.integration.stack import ServiceStack, outputs, wait_consumed, wait_until, worker_stack
 
 pytestmark = pytest.mark.integration

@@ -15,14 +15,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.harness import read_all
 from schemas.codec import encode_single_object
 from sinks.service import DRIFT_WAIT_S, REJECTED
 from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
-from streams.devstack import free_port
-from streams.services import migrate_database
+from streams.app.services import migrate_database
+from streams.devtools.probes import read_all
+from streams.devtools.stack import free_port
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
-from streams.topics import create_topics
 from tests.integration.stack import (
     ServiceStack,
     create_database,
@@ -256,7 +256,7 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     """Postgres stopped for 30 s while claims stream in, then started again: every claim
     exactly once, the sink alive throughout, and its /readyz 503 while Postgres is gone."""
-    from streams.devstack import EmbeddedPostgres
+    from streams.devtools.stack import EmbeddedPostgres
 
     server = EmbeddedPostgres()
     await asyncio.to_thread(server.start)
@@ -324,7 +324,7 @@ async def test_a_sink_started_while_postgres_is_down_waits_for_it(
 ) -> None:
     """Postgres down when the sink starts: it stays up, not ready, trying again with backoff;
     once Postgres is back it migrates and stores the claims sent meanwhile."""
-    from streams.devstack import EmbeddedPostgres
+    from streams.devtools.stack import EmbeddedPostgres
 
     server = EmbeddedPostgres()
     await asyncio.to_thread(server.start)

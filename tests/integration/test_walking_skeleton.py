@@ -13,10 +13,10 @@ import websockets
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import connect
 
-from bench.harness import read_all
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
-from streams.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
+from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, produce
+from streams.devtools.probes import read_all
 from tests.integration.stack import (
     SECRET,
     ServiceStack,

@@ -1,4 +1,4 @@
-"""Fakes of what :class:`streams.state.ChangelogTable` uses of Faust and aiokafka, and the
+"""Fakes of what :class:`streams.runtime.state.ChangelogTable` uses of Faust and aiokafka, and the
 table a recovery rebuilds from what was sent."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from faust.types import TP
 
-from streams.state import ATOMIC_BATCH_BYTES
+from streams.runtime.state import ATOMIC_BATCH_BYTES
 
 
 class FakeTable:

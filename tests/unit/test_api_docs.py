@@ -12,8 +12,8 @@ from openapi_spec_validator import validate
 from notifier.api import HttpApi
 from notifier.commands import COMMANDS
 from schemas.codec import SCHEMA_NAMES, load_schema_json
+from streams.kafka.topics import public_topics
 from streams.settings import Settings
-from streams.topics import public_topics
 from tests.apidocs import check_ws_message, document
 
 

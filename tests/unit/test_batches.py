@@ -17,7 +17,10 @@ from faust.types.tuples import ConsumerMessage
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.batches import (
+from streams.domain.claims import InvalidClaim, _cents, parse_claim
+from streams.domain.processor import ClaimFromSource
+from streams.kafka.envelopes import arrivals, routed_batch
+from streams.runtime.batches import (
     BatchingConsumer,
     BatchSubscription,
     BatchTopic,
@@ -25,10 +28,7 @@ from streams.batches import (
     UpstreamApp,
     _ConsumerThread,
 )
-from streams.domain.claims import InvalidClaim, _cents, parse_claim
-from streams.domain.processor import ClaimFromSource
-from streams.envelopes import arrivals, routed_batch
-from streams.state import _dump
+from streams.runtime.state import _dump
 from tests.unit.claims import raw_claim
 
 CLAIM = parse_claim(raw_claim(payer_name="Payer A", decided_at="2026-01-11T09:30:00.250Z"))
@@ -399,8 +399,8 @@ def test_the_worker_keeps_standby_tables_only_when_asked(
     """No standby copies by default (each read every changelog record of another worker's
     partitions, per event); UPSTREAM_STANDBY_REPLICAS asks for them."""
     from schemas.registry import ValueCodec
+    from streams.runtime.worker import build_worker
     from streams.settings import Settings
-    from streams.worker import build_worker
 
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
@@ -413,8 +413,8 @@ async def test_each_stage_waits_for_its_own_batches(monkeypatch: pytest.MonkeyPa
     routes' bursts of by-key messages, UPSTREAM_WINDOWS_BATCH_WITHIN_S; the alerts (once the
     rules are loaded) and the commands, UPSTREAM_ALERTS_BATCH_WITHIN_S."""
     from schemas.registry import ValueCodec
+    from streams.runtime.worker import WorkerStages
     from streams.settings import Settings
-    from streams.worker import WorkerStages
 
     monkeypatch.setenv("UPSTREAM_BATCH_WITHIN_S", "0.07")
     monkeypatch.setenv("UPSTREAM_WINDOWS_BATCH_WITHIN_S", "0.003")

@@ -29,7 +29,7 @@ from faust.types.tuples import ConsumerMessage
 from mode.services import Service
 from mode.utils.queues import FlowControlEvent
 
-from streams.batches import BatchingConsumer, MessageBuffer
+from streams.runtime.batches import BatchingConsumer, MessageBuffer
 
 P0 = TP("claims", 0)
 COMMITTED = 16_759

@@ -7,7 +7,7 @@ import pytest
 from bench import detection
 from bench.detection import Detection, score
 from bench.workloads import ONSET_DAY, Group
-from streams.generator import Shift
+from streams.devtools.generator import Shift
 
 SHIFTED = Group("up", 2, (30, 30), Shift("denial_rate", ONSET_DAY, 0.1))
 FREE = Group("free", 1, (30, 30))

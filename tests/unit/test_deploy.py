@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 
 import notifier.server  # noqa: F401 - registers the notifier's metrics
 import sinks.service  # noqa: F401 - registers the sink's metrics
-import streams.metrics  # noqa: F401 - registers the worker's metrics
-from streams.cli import _parser
+import streams.observability.metrics  # noqa: F401 - registers the worker's metrics
+from streams.app.cli import _parser
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,4 +109,4 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
         assert f"COPY {package} ./{package}" in dockerfile
     assert 'ENTRYPOINT ["upstream"]' in dockerfile
     assert "COPY pyproject.toml setup.py" in dockerfile  # setup.py compiles the domain
-    assert 'upstream = "streams.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'upstream = "streams.app.cli:main"' in (ROOT / "pyproject.toml").read_text()

@@ -16,7 +16,7 @@ from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import CLAIM_SCAN_BUCKETS, ClaimFromSource, PartitionWindows
 from streams.domain.windows import claim_hash
-from streams.state import ChangelogTable, WindowsState
+from streams.runtime.state import ChangelogTable, WindowsState
 from tests.unit.changelog import FakeProducer, FakeTable, recovered
 from tests.unit.claims import DAY_MS, Feed, claim_for, claim_on_day
 

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.codec import encode_single_object
 from schemas.registry import ValueCodec
-from streams.dlq import UNKNOWN, DeadLetter, Filter, _when, customer_of, table
+from streams.app.dlq import UNKNOWN, DeadLetter, Filter, _when, customer_of, table
 from tests.unit.claims import raw_claim
 
 T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)

@@ -6,9 +6,9 @@ from typing import NamedTuple
 import pytest
 
 from schemas.codec import decode_single_object, encode_single_object
-from streams import envelopes
 from streams.domain.alerts import AlertCommand
-from streams.envelopes import alert_input, command_message
+from streams.kafka import envelopes
+from streams.kafka.envelopes import alert_input, command_message
 
 
 def test_an_avro_command_reaches_the_alerts_agent_intact():

@@ -11,7 +11,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
-from streams.error_reporting import FILTERED, scrub_strings
+from streams.observability.error_reporting import FILTERED, scrub_strings
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 DB_URL = "postgresql+psycopg://upstream:hunter2@db:5432/upstream"
@@ -55,7 +55,7 @@ class _FakeSentry(BaseHTTPRequestHandler):
 # A service that fails with secrets in its locals, its message and its log line.
 _SERVICE = f"""
 import logging, sentry_sdk
-from streams.error_reporting import init_error_reporting
+from streams.observability.error_reporting import init_error_reporting
 assert init_error_reporting("sink")
 def connect(database_url, token, billed_amount):
     raise ConnectionError("cannot reach " + database_url)
@@ -90,7 +90,8 @@ def test_an_error_reaches_sentry_scrubbed(monkeypatch):
 def test_nothing_starts_without_a_dsn():
     """Unset SENTRY_DSN: the SDK is never initialised, so nothing can be sent."""
     code = (
-        "import sentry_sdk; from streams.error_reporting import init_error_reporting as i; "
+        "import sentry_sdk; "
+        "from streams.observability.error_reporting import init_error_reporting as i; "
         "assert i('worker') is False; assert not sentry_sdk.get_client().is_active()"
     )
     env = {k: v for k, v in _env().items() if k != "SENTRY_DSN"}

@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from streams.generator import Scenario, generate, generate_mix
+from streams.devtools.generator import Scenario, generate, generate_mix
 
 BASE = Scenario("denial-spike", "acme", days=60, spike_day=40, claims_per_key_per_day=3)
 
@@ -66,7 +66,7 @@ def test_the_dev_scenario_ends_today() -> None:
     """``upstream dev`` streams a scenario whose last decision day is today."""
     from datetime import date
 
-    from streams.dev import ending_today
+    from streams.app.dev import ending_today
 
     scenario = ending_today(Scenario(days=30, spike_day=20, claims_per_key_per_day=1),
                             today=date(2026, 12, 6))  # fmt: skip

@@ -12,9 +12,7 @@ from typing import IO, Any
 
 import pytest
 
-from streams.domain.cpt import CptGroups
-from streams.generator import Scenario, generate
-from streams.ingest import (
+from streams.app.ingest import (
     IN_FLIGHT,
     IngestError,
     Progress,
@@ -25,6 +23,8 @@ from streams.ingest import (
     open_text,
     write_csv,
 )
+from streams.devtools.generator import Scenario, generate
+from streams.domain.cpt import CptGroups
 from streams.reference import Payers, load_reference
 
 FULL = ("claim_id,customer_id,payer_id,cpt_code,submitted_date,decided_date,outcome,"

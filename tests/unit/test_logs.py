@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from streams.logs import JsonFormatter, TextFormatter, logging_config
+from streams.observability.logs import JsonFormatter, TextFormatter, logging_config
 
 
 def _record(**extra: object) -> logging.LogRecord:

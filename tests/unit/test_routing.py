@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.registry import ValueCodec
-from streams import envelopes
 from streams.domain.processor import ClaimFromSource
-from streams.routing import CHUNK_CLAIMS, Router
-from streams.state import default_partition
+from streams.kafka import envelopes
+from streams.kafka.partitioner import default_partition
+from streams.stages.routing import CHUNK_CLAIMS, Router
 from tests.unit.claims import raw_claim
 
 

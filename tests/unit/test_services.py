@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sinks.service import ConsumerGroup, SinkService
-from streams.services import raise_if_ended, until_stopped
+from streams.app.services import raise_if_ended, until_stopped
 from streams.settings import Settings
 
 
@@ -74,7 +74,7 @@ def test_the_worker_collects_its_youngest_generation_at_the_configured_threshold
     """UPSTREAM_GC_THRESHOLD sets the youngest generation's threshold; the older keep theirs."""
     import gc
 
-    from streams.worker import tune_gc
+    from streams.runtime.worker import tune_gc
 
     before = gc.get_threshold()
     monkeypatch.setenv("UPSTREAM_GC_THRESHOLD", "12345")

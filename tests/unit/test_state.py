@@ -17,8 +17,8 @@ from faust.types import TP
 from streams.domain.claims import parse_claim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import ClaimFromSource
-from streams.state import BUCKET, PENDING, ChangelogTable, WindowsState
-from streams.worker import flush_slices
+from streams.runtime.state import BUCKET, PENDING, ChangelogTable, WindowsState
+from streams.runtime.worker import flush_slices
 from tests.unit.changelog import FakeProducer, FakeTable, record_batches, recovered
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
 
@@ -65,7 +65,7 @@ async def test_a_flush_sends_each_partitions_values_as_one_batch_then_tombstones
 
 
 async def test_a_flush_too_large_for_one_batch_is_split_and_counted() -> None:
-    from streams.metrics import CHANGELOG_SPLIT_FLUSHES
+    from streams.observability.metrics import CHANGELOG_SPLIT_FLUSHES
 
     before = CHANGELOG_SPLIT_FLUSHES._value.get()
     producer = FakeProducer()
@@ -231,8 +231,8 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     output partition; their state follows in one flush, one atomic batch per windows
     partition, only once every output is delivered."""
     from schemas.registry import ValueCodec
+    from streams.runtime.worker import WorkerStages
     from streams.settings import Settings
-    from streams.worker import WorkerStages
 
     producer = _HeldProducer()
     stages: Any = object.__new__(WorkerStages)  # only what _emit touches

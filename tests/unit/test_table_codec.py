@@ -5,7 +5,7 @@ from __future__ import annotations
 from faust.serializers import codecs
 
 from streams.domain.windows import Contribution
-from streams.state import TABLE_SERIALIZER
+from streams.runtime.state import TABLE_SERIALIZER
 
 
 def test_packed_contributions_survive_the_table_codec() -> None:

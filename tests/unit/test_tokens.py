@@ -53,7 +53,7 @@ def test_a_short_previous_secret_is_refused() -> None:
 
 
 def test_the_notifier_reads_previous_secrets_from_its_settings() -> None:
-    from streams.services import require_keys
+    from streams.app.services import require_keys
     from streams.settings import Settings
 
     keys = require_keys(

@@ -23,7 +23,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from notifier.tokens import mint_token
-from streams.devstack import (
+from streams.app.services import migrate_database
+from streams.devtools.generator import Scenario, produce
+from streams.devtools.stack import (
     EmbeddedKafka,
     EmbeddedPostgres,
     free_port,
@@ -31,10 +33,8 @@ from streams.devstack import (
     stop_process,
     wait_for_port,
 )
-from streams.generator import Scenario, produce
-from streams.services import migrate_database
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
-from streams.topics import create_topics
 
 SERVICES = ("worker", "sink", "notifier")
 
