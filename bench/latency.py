@@ -46,22 +46,20 @@ from typing import Any
 from confluent_kafka import Producer
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.harness import (
-    BROKERS,
-    COUNTED,
-    percentiles,
-    read_all,
-    ready_partitions,
-    routed_claims,
-    start_broker,
-    worker_totals,
-)
+from bench.harness import BROKERS, percentiles, start_broker
 from bench.machine import machine
 from bench.throughput import claims_for
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
 from streams.app.services import migrate_database
 from streams.devtools.generator import Scenario, generate
+from streams.devtools.probes import (
+    COUNTED,
+    read_all,
+    ready_partitions,
+    routed_claims,
+    worker_totals,
+)
 from streams.devtools.stack import (
     EmbeddedPostgres,
     free_port,

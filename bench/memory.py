@@ -32,10 +32,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.harness import BROKERS, COUNTED, ready_partitions, rss_mib, start_broker, worker_totals
+from bench.harness import BROKERS, rss_mib, start_broker
 from bench.machine import machine
 from bench.throughput import one_worker_on_a_fresh_broker
 from streams.devtools.generator import GROUPS, KeyProfile, Scenario, generate
+from streams.devtools.probes import COUNTED, ready_partitions, worker_totals
 from streams.devtools.stack import free_port, spawn_service, stop_process
 from streams.kafka.topics import create_topics
 from streams.settings import Settings

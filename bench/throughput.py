@@ -34,17 +34,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
 
-from bench.harness import (
-    BROKERS,
-    COUNTED,
-    cpu_seconds,
-    ready_partitions,
-    rss_mib,
-    start_broker,
-    worker_totals,
-)
+from bench.harness import BROKERS, cpu_seconds, rss_mib, start_broker
 from bench.machine import machine
 from streams.devtools.generator import Scenario, generate
+from streams.devtools.probes import COUNTED, ready_partitions, worker_totals
 from streams.devtools.stack import free_port, spawn_service, stop_process
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
