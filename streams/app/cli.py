@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import asyncio
 import os
 import sys
@@ -201,20 +202,26 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``upstream`` console script."""
     args = _parser().parse_args(argv)
     service = args.command if args.command in ("worker", "sink", "notifier", "dev") else "cli"
-    configure_logging(service, args.log_level)
-    if service in ("worker", "sink", "notifier"):
-        init_error_reporting(service)  # only with SENTRY_DSN
     try:
-        return _dispatch(args)
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"upstream: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(service, args.log_level, settings.log_format)
+    if service in ("worker", "sink", "notifier"):  # only with SENTRY_DSN
+        init_error_reporting(
+            service, settings.sentry_dsn.get_secret_value(), settings.sentry_environment
+        )
+    try:
+        return _dispatch(args, settings)
     except SettingsError as exc:
         print(f"upstream: {exc}", file=sys.stderr)
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import services
 
-    settings = load_settings()
     command = args.command
     if command == "dev":
         from streams.app.dev import ending_today, run_dev
@@ -281,7 +288,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         from notifier.revocations import revoke
 
         jti = token_id(args.jti) if args.jti.count(".") == 2 else args.jti  # a whole token
-        actor = os.environ.get("USER") or "cli"
+        actor = getpass.getuser() or "cli"
         asyncio.run(revoke(services.require_database(settings), jti, args.customer, actor,
                            args.reason))  # fmt: skip
         print(f"revoked token {jti} of {args.customer}", file=sys.stderr)

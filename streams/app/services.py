@@ -156,7 +156,7 @@ def run_worker(settings: Settings) -> None:
         settings, require_bootstrap(settings), ValueCodec(settings.schema_registry_url), health
     )
     level = logging.getLevelName(logging.getLogger().level)
-    worker.run(level, logging_config("worker", level))
+    worker.run(level, logging_config("worker", level, settings.log_format))
 
 
 def _serve_health(service: str, settings: Settings) -> Health:

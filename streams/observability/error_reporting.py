@@ -14,7 +14,6 @@ No request bodies, no user IPs (``send_default_pii`` off), no performance tracin
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -50,9 +49,10 @@ def scrub_strings(event: dict[str, Any], hint: dict[str, Any] | None = None) -> 
     return scrubbed
 
 
-def init_error_reporting(service: str) -> bool:
-    """Start the Sentry SDK for ``service`` if ``SENTRY_DSN`` is set; whether it started."""
-    dsn = os.environ.get("SENTRY_DSN", "").strip()
+def init_error_reporting(service: str, dsn: str, environment: str = "production") -> bool:
+    """Start the Sentry SDK for ``service`` if ``dsn`` (``SENTRY_DSN``) is set; whether it
+    started."""
+    dsn = dsn.strip()
     if not dsn:
         return False
     import sentry_sdk
@@ -60,7 +60,7 @@ def init_error_reporting(service: str) -> bool:
 
     sentry_sdk.init(
         dsn=dsn,
-        environment=os.environ.get("SENTRY_ENVIRONMENT", "production"),
+        environment=environment,
         send_default_pii=False,
         event_scrubber=EventScrubber(denylist=DEFAULT_DENYLIST + DENYLIST, recursive=True),
         before_send=scrub_strings,  # type: ignore[arg-type]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -64,10 +63,10 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
-    """A :func:`logging.config.dictConfig` dict for ``service`` (also handed to Faust)."""
-    wanted = os.environ.get("UPSTREAM_LOG_FORMAT", "auto").lower()
-    as_json = wanted == "json" or (wanted != "text" and not sys.stderr.isatty())
+def logging_config(service: str, level: str = "INFO", log_format: str = "auto") -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` dict for ``service`` (also handed to Faust);
+    ``log_format`` is ``json``, ``text`` or ``auto`` (text on a terminal, else JSON)."""
+    as_json = log_format == "json" or (log_format != "text" and not sys.stderr.isatty())
     formatter: dict[str, Any] = (
         {"()": JsonFormatter, "service": service} if as_json else {"()": TextFormatter}
     )
@@ -88,6 +87,6 @@ def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def configure(service: str, level: str = "INFO") -> None:
+def configure(service: str, level: str = "INFO", log_format: str = "auto") -> None:
     """Send this process's logs to stderr in the chosen format."""
-    logging.config.dictConfig(logging_config(service, level))
+    logging.config.dictConfig(logging_config(service, level, log_format))

@@ -73,3 +73,11 @@ def test_the_documents_are_what_scripts_api_docs_writes():
         [sys.executable, str(script), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_configuration_page_is_what_scripts_config_docs_writes():
+    """docs/configuration.md is current with the settings class (every field described)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "config_docs.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr

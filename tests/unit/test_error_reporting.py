@@ -56,7 +56,9 @@ class _FakeSentry(BaseHTTPRequestHandler):
 _SERVICE = f"""
 import logging, sentry_sdk
 from streams.observability.error_reporting import init_error_reporting
-assert init_error_reporting("sink")
+from streams.settings import Settings
+s = Settings()
+assert init_error_reporting("sink", s.sentry_dsn.get_secret_value(), s.sentry_environment)
 def connect(database_url, token, billed_amount):
     raise ConnectionError("cannot reach " + database_url)
 try:
@@ -90,9 +92,10 @@ def test_an_error_reaches_sentry_scrubbed(monkeypatch):
 def test_nothing_starts_without_a_dsn():
     """Unset SENTRY_DSN: the SDK is never initialised, so nothing can be sent."""
     code = (
-        "import sentry_sdk; "
+        "import sentry_sdk; from streams.settings import Settings; "
         "from streams.observability.error_reporting import init_error_reporting as i; "
-        "assert i('worker') is False; assert not sentry_sdk.get_client().is_active()"
+        "assert i('worker', Settings().sentry_dsn.get_secret_value()) is False; "
+        "assert not sentry_sdk.get_client().is_active()"
     )
     env = {k: v for k, v in _env().items() if k != "SENTRY_DSN"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -6,6 +6,7 @@ import logging
 import pytest
 
 from streams.observability.logs import JsonFormatter, TextFormatter, logging_config
+from streams.settings import Settings
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -36,4 +37,5 @@ def test_text_line_appends_the_ids():
 def test_format_follows_upstream_log_format(monkeypatch, setting, formatter):
     """UPSTREAM_LOG_FORMAT picks the formatter regardless of the terminal."""
     monkeypatch.setenv("UPSTREAM_LOG_FORMAT", setting)
-    assert logging_config("sink")["formatters"]["upstream"]["()"] is formatter
+    chosen = Settings().log_format
+    assert logging_config("sink", "INFO", chosen)["formatters"]["upstream"]["()"] is formatter
