@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import asyncio
-import os
+import getpass
 import sys
 from datetime import date
 from pathlib import Path
