@@ -32,7 +32,6 @@ from websockets.http11 import Request, Response
 from notifier.commands import RateLimit
 from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
-    LEVELS,
     DriftFilter,
     active_alerts,
     alert_with_drift,
@@ -40,6 +39,7 @@ from sinks.queries import (
     key_daily,
     monthly_denial_trend,
 )
+from streams.domain.values import LEVELS
 
 log = logging.getLogger("upstream.notifier")
 CACHE_TTL_S = 2.0

@@ -26,11 +26,10 @@ from aiokafka import AIOKafkaConsumer
 
 from notifier.tokens import Operator
 from sinks.audit import record_audit
+from streams.domain.values import COMMANDS, VERDICTS
 from streams.kafka.topics import topic_partitions
 
 log = logging.getLogger("upstream.notifier")
-COMMANDS = ("acknowledge", "resolve", "judge")
-VERDICTS = ("true_positive", "false_positive", "needs_review")
 MAX_ID_CHARS = 64
 MAX_NOTE_CHARS = 2000
 

@@ -25,9 +25,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from sinks.tables import NOTIFY_CHANNEL
+from streams.domain.values import LEVELS
 
 log = logging.getLogger("upstream.notifier")
-LEVELS = ("info", "warning", "critical")
 SEND_QUEUE_MAX = 1000
 REPLAY_PAGE = 500  # < SEND_QUEUE_MAX: the last replay page always fits the queue
 CONNECT_WAIT_S = 10.0

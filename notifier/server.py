@@ -34,8 +34,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
-from notifier.commands import COMMANDS, CommandError, CommandPort, RateLimit, build_command
-from notifier.hub import LEVELS, Filters, Hub, Subscriber
+from notifier.commands import CommandError, CommandPort, RateLimit, build_command
+from notifier.hub import Filters, Hub, Subscriber
 from notifier.tokens import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -44,6 +44,7 @@ from notifier.tokens import (
     TokenError,
     verify_token,
 )
+from streams.domain.values import COMMANDS, LEVELS
 
 log = logging.getLogger("upstream.notifier")
 AUTH_TIMEOUT_S = 10.0

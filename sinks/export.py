@@ -25,6 +25,7 @@ from psycopg import sql
 
 from sinks.tables import ALERT_FIELDS
 from sinks.writer import CLAIM_COLUMNS, DRIFT_COLUMNS
+from streams.domain.values import LEVELS
 
 FORMATS = ("csv", "jsonl", "xlsx")
 
@@ -73,13 +74,12 @@ def _counts(
     )  # fmt: skip
 
 
-_LEVELS = ("info", "warning", "critical")
 _STATUSES = ("active", "acknowledged", "resolved")
 EXPORTS = {
     "drift-events": Export(
         "drift_events", DRIFT_COLUMNS, "detected_at", ("detected_at", "event_id"),
-        "Drift events by payer and severity", ("payer_id", *_LEVELS),
-        _counts("payer_id", "drift_events", "detected_at", "severity_level", _LEVELS),
+        "Drift events by payer and severity", ("payer_id", *LEVELS),
+        _counts("payer_id", "drift_events", "detected_at", "severity_level", LEVELS),
     ),
     "alerts": Export(
         "alert_events", ALERT_FIELDS, "last_seen", ("last_seen", "alert_id"),

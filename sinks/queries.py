@@ -13,8 +13,7 @@ from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sinks.tables import alert_events, drift_events
-
-LEVELS = ("info", "warning", "critical")
+from streams.domain.values import LEVELS
 
 
 async def active_alerts(conn: AsyncConnection, customer_id: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import getpass
 import json
 import socket
 import sys
+from typing import cast
 
 import psycopg
 from aiokafka import AIOKafkaProducer
@@ -17,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from notifier.hub import psycopg_conninfo
 from schemas.registry import ValueCodec
 from sinks.audit import record_audit
-from streams.domain.rules import AlertRule, InvalidRule, RuleBook
+from streams.domain.rules import AlertRule, DriftTypes, InvalidRule, RuleBook
 from streams.kafka.rules_feed import RulesFeed
 from streams.settings import Settings
 
@@ -79,7 +80,8 @@ async def run(args: argparse.Namespace, settings: Settings, bootstrap: str) -> i
         try:
             rule = AlertRule(
                 customer_id=args.customer, rule_id=args.rule,
-                drift_types=_split(args.drift_types), min_severity_level=args.min_severity_level,
+                drift_types=cast(DriftTypes, _split(args.drift_types)),  # checked by AlertRule
+                min_severity_level=args.min_severity_level,
                 min_confidence=args.min_confidence, payer_ids=_split(args.payer_ids),
                 cpt_groups=_split(args.cpt_groups), dedup_window_hours=args.dedup_window_hours,
                 auto_resolve_after=args.auto_resolve_after, enabled=not args.disabled,

@@ -16,14 +16,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.domain.drift import LEVELS, severity_level
+from streams.domain.drift import severity_level
 from streams.domain.events import AlertTransitioned, DriftDetected, KeyEvaluated
 from streams.domain.rules import AlertRule
+from streams.domain.values import (
+    COMMANDS,
+    LEVELS,
+    VERDICTS,
+    DriftType,
+    Status,
+    Transition,
+    Verdict,
+    as_verdict,
+)
 
 ALERT_NAMESPACE = uuid.UUID("5d0c9b0e-2f0a-4a57-9b8e-3f6f0f7d2a41")
 HOUR_MS = 3_600_000
-COMMANDS = ("acknowledge", "resolve", "judge")
-VERDICTS = ("true_positive", "false_positive", "needs_review")
 REMEMBERED_COMMANDS = 64  # per alert; an operator sends a handful at most
 
 
@@ -39,8 +47,8 @@ class AlertState:
     drift_event_id: str
     payer_id: str
     cpt_group: str
-    drift_type: str
-    status: str
+    drift_type: DriftType
+    status: Status
     severity: float
     occurrence_count: int
     first_seen_ms: int
@@ -50,7 +58,7 @@ class AlertState:
     acknowledged_by: str | None = None
     resolved_by: str | None = None
     resolution: str | None = None
-    verdict: str | None = None
+    verdict: Verdict | None = None
     message: str = ""
     applied_commands: list[str] = field(default_factory=list)
 
@@ -123,7 +131,7 @@ def _message(drift: DriftDetected) -> str:
     )
 
 
-def _transition(state: AlertState, transition: str, *, notify: bool) -> AlertTransitioned:
+def _transition(state: AlertState, transition: Transition, *, notify: bool) -> AlertTransitioned:
     return AlertTransitioned(
         alert_id=state.alert_id,
         version=state.version,
@@ -275,7 +283,7 @@ class AlertLifecycle:
             self._resolve(state, "operator", command.operator, out)
         else:
             state.version += 1
-            state.verdict = command.verdict
+            state.verdict = as_verdict(command.verdict)  # checked by _validate
             out.append(_transition(state, "judged", notify=False))
         state.applied_commands = [*state.applied_commands, command.command_id][
             -REMEMBERED_COMMANDS:

@@ -12,11 +12,13 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
+from streams.domain import values
 from streams.domain.cpt import cpt_group_for
+from streams.domain.values import Outcome
 
-OUTCOMES = frozenset({"PAID", "DENIED", "PARTIAL", "PENDED"})
+OUTCOMES: frozenset[str] = frozenset(values.OUTCOMES)
 REQUIRED = (
     "claim_id",
     "customer_id",
@@ -61,7 +63,7 @@ class Claim(NamedTuple):
     cpt_group: str
     submitted_date: date
     decided_date: date
-    outcome: str
+    outcome: Outcome
     billed_cents: int
     allowed_cents: int
     event_ms: int
@@ -126,7 +128,8 @@ class Claim(NamedTuple):
         ):
             raise ValueError("not a packed claim")
         return cls(
-            c[0], c[1], c[2], c[3], c[4], _from_ordinal(c[5]), _from_ordinal(c[6]), c[7],
+            c[0], c[1], c[2], c[3], c[4], _from_ordinal(c[5]), _from_ordinal(c[6]),
+            cast(Outcome, c[7]),
             int(c[8]), int(c[9]), int(c[10]), None if c[11] is None else str(c[11]),
         )  # fmt: skip
 
@@ -346,7 +349,7 @@ def parse_claim_record(raw: Mapping[str, Any]) -> tuple[Claim, ClaimExtras]:
         cpt_group=cpt_group,
         submitted_date=submitted,
         decided_date=decided,
-        outcome=outcome.upper(),
+        outcome=cast(Outcome, outcome.upper()),  # one of OUTCOMES, checked above
         billed_cents=_cents(raw, "billed_amount"),
         allowed_cents=_cents(raw, "allowed_amount"),
         event_ms=_event_ms(raw, decided),

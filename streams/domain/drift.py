@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from streams.domain.events import DriftDetected, KeyEvaluated
 from streams.domain.stats import benjamini_hochberg, two_proportion_z_test, welch_t_test
+from streams.domain.values import DRIFT_TYPES, DriftType, Level
 from streams.domain.windows import KeyWindows, WindowSums
 
 EVENT_NAMESPACE = uuid.UUID("8f5e2f8e-6f4b-4e8f-9a53-0c1d5d7a7c11")
@@ -30,10 +31,9 @@ EVENT_NAMESPACE = uuid.UUID("8f5e2f8e-6f4b-4e8f-9a53-0c1d5d7a7c11")
 # severity → level: info below 0.3, warning below 0.6, critical from 0.6.
 WARNING_FROM = 0.3
 CRITICAL_FROM = 0.6
-LEVELS = ("info", "warning", "critical")
-DRIFT_TYPES = ("denial_rate", "decision_lag", "allowed_amount")
 # Severity 1.0 at: a 25-point denial-rate change, a 10-day lag change, a 50 % amount change.
-FULL_SCALE = {"denial_rate": 0.25, "decision_lag": 10.0, "allowed_amount": 0.5}
+FULL_SCALE: dict[DriftType, float] = {"denial_rate": 0.25, "decision_lag": 10.0,
+                                      "allowed_amount": 0.5}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ class DriftConfig:
     decision_lag_floor_days: float = 2.0
     allowed_amount_floor: float = 0.10
     fdr_q_max: float = 0.001
-    drift_types: tuple[str, ...] = DRIFT_TYPES
+    drift_types: tuple[DriftType, ...] = DRIFT_TYPES
 
     @property
     def history_buckets(self) -> int:
@@ -63,7 +63,7 @@ class DriftConfig:
         return tuple(sorted({self.short_window_buckets, self.long_window_buckets}))
 
 
-def severity_level(severity: float) -> str:
+def severity_level(severity: float) -> Level:
     """Map a 0–1 severity to ``info`` / ``warning`` / ``critical``."""
     if severity >= CRITICAL_FROM:
         return "critical"
@@ -87,7 +87,7 @@ class _Test:
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     key: KeyWindows
-    drift_type: str
+    drift_type: DriftType
     window_buckets: int
     test: _Test
 
@@ -131,7 +131,7 @@ def _amount_test(cfg: DriftConfig, base: WindowSums, cur: WindowSums) -> _Test |
 _TESTS = {"denial_rate": _denial_test, "decision_lag": _lag_test, "allowed_amount": _amount_test}
 
 
-def _floor(cfg: DriftConfig, drift_type: str) -> float:
+def _floor(cfg: DriftConfig, drift_type: DriftType) -> float:
     return {
         "denial_rate": cfg.denial_rate_floor,
         "decision_lag": cfg.decision_lag_floor_days,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streams.domain.values import DriftType, Level, Status, Transition, Verdict
+
 
 @dataclass(frozen=True, slots=True)
 class DriftDetected:
@@ -16,7 +18,7 @@ class DriftDetected:
     customer_id: str
     payer_id: str
     cpt_group: str
-    drift_type: str
+    drift_type: DriftType
     window_days: float
     baseline_start_ms: int
     baseline_end_ms: int
@@ -30,7 +32,7 @@ class DriftDetected:
     p_value: float
     q_value: float
     severity: float
-    severity_level: str
+    severity_level: Level
     confidence: float
     detected_at_ms: int
 
@@ -113,18 +115,18 @@ class AlertTransitioned:
     drift_event_id: str
     payer_id: str
     cpt_group: str
-    drift_type: str
-    status: str
-    transition: str
+    drift_type: DriftType
+    status: Status
+    transition: Transition
     severity: float
-    severity_level: str
+    severity_level: Level
     occurrence_count: int
     first_seen_ms: int
     last_seen_ms: int
     acknowledged_by: str | None
     resolved_by: str | None
     resolution: str | None
-    verdict: str | None
+    verdict: Verdict | None
     message: str
     notify: bool
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from streams.domain.drift import DRIFT_TYPES, LEVELS
 from streams.domain.events import DriftDetected, KeyEvaluated
+from streams.domain.values import DRIFT_TYPES, LEVELS, DriftType, Level
+
+DriftTypes = tuple[DriftType, ...]
 
 
 class InvalidRule(ValueError):  # noqa: N818 - the domain word; it is raised as an error
@@ -24,8 +26,8 @@ class AlertRule:
 
     customer_id: str
     rule_id: str
-    drift_types: tuple[str, ...] = DRIFT_TYPES
-    min_severity_level: str = "warning"
+    drift_types: DriftTypes = DRIFT_TYPES
+    min_severity_level: Level = "warning"
     min_confidence: float = 0.0
     payer_ids: tuple[str, ...] = ()
     cpt_groups: tuple[str, ...] = ()
@@ -94,8 +96,9 @@ class AlertRule:
             return cls(
                 customer_id=str(record["customer_id"]),
                 rule_id=str(record["rule_id"]),
-                drift_types=tuple(record.get("drift_types") or DRIFT_TYPES),
-                min_severity_level=str(record.get("min_severity_level") or "warning"),
+                # Checked by __post_init__, as any rule is.
+                drift_types=cast(DriftTypes, tuple(record.get("drift_types") or DRIFT_TYPES)),
+                min_severity_level=cast(Level, str(record.get("min_severity_level") or "warning")),
                 min_confidence=float(record.get("min_confidence") or 0.0),
                 payer_ids=tuple(record.get("payer_ids") or ()),
                 cpt_groups=tuple(record.get("cpt_groups") or ()),

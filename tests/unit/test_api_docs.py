@@ -10,8 +10,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from notifier.api import HttpApi
-from notifier.commands import COMMANDS
 from schemas.codec import SCHEMA_NAMES, load_schema_json
+from streams.domain.values import COMMANDS
 from streams.kafka.topics import public_topics
 from streams.settings import Settings
 from tests.apidocs import check_ws_message, document

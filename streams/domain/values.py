@@ -1,0 +1,74 @@
+"""The closed sets of values in records, state and commands, as types.
+
+They are ``Literal`` string types: mypy checks every value the code writes, and the values stay
+plain strings at run time (in records, Avro, JSON, Postgres and the compiled domain alike).
+A value read from outside is checked by the parse function of its set.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+DriftType = Literal["denial_rate", "decision_lag", "allowed_amount"]
+Level = Literal["info", "warning", "critical"]  # in ascending order
+Status = Literal["active", "acknowledged", "resolved"]
+Transition = Literal["triggered", "updated", "acknowledged", "resolved", "judged"]
+CommandName = Literal["acknowledge", "resolve", "judge"]
+Verdict = Literal["true_positive", "false_positive", "needs_review"]
+Outcome = Literal["PAID", "DENIED", "PARTIAL", "PENDED"]
+
+DRIFT_TYPES: tuple[DriftType, ...] = get_args(DriftType)
+LEVELS: tuple[Level, ...] = get_args(Level)
+STATUSES: tuple[Status, ...] = get_args(Status)
+TRANSITIONS: tuple[Transition, ...] = get_args(Transition)
+COMMANDS: tuple[CommandName, ...] = get_args(CommandName)
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+
+def as_drift_type(value: object) -> DriftType:
+    """``value`` as a drift type; ValueError when it is not one."""
+    for known in DRIFT_TYPES:
+        if value == known:
+            return known
+    raise ValueError(f"unknown drift type {value!r}: one of {', '.join(DRIFT_TYPES)}")
+
+
+def as_level(value: object) -> Level:
+    """``value`` as a severity level; ValueError when it is not one."""
+    for known in LEVELS:
+        if value == known:
+            return known
+    raise ValueError(f"unknown severity level {value!r}: one of {', '.join(LEVELS)}")
+
+
+def as_status(value: object) -> Status:
+    """``value`` as an alert status; ValueError when it is not one."""
+    for known in STATUSES:
+        if value == known:
+            return known
+    raise ValueError(f"unknown alert status {value!r}: one of {', '.join(STATUSES)}")
+
+
+def as_command(value: object) -> CommandName:
+    """``value`` as a command name; ValueError when it is not one."""
+    for known in COMMANDS:
+        if value == known:
+            return known
+    raise ValueError(f"unknown command {value!r}: one of {', '.join(COMMANDS)}")
+
+
+def as_verdict(value: object) -> Verdict:
+    """``value`` as a verdict; ValueError when it is not one."""
+    for known in VERDICTS:
+        if value == known:
+            return known
+    raise ValueError(f"unknown verdict {value!r}: one of {', '.join(VERDICTS)}")
+
+
+def as_outcome(value: object) -> Outcome:
+    """``value`` as a claim outcome; ValueError when it is not one."""
+    for known in OUTCOMES:
+        if value == known:
+            return known
+    raise ValueError(f"unknown outcome {value!r}: one of {', '.join(OUTCOMES)}")
