@@ -7,7 +7,7 @@ A value read from outside is checked by the parse function of its set.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 DriftType = Literal["denial_rate", "decision_lag", "allowed_amount"]
 Level = Literal["info", "warning", "critical"]  # in ascending order
@@ -16,6 +16,7 @@ Transition = Literal["triggered", "updated", "acknowledged", "resolved", "judged
 CommandName = Literal["acknowledge", "resolve", "judge"]
 Verdict = Literal["true_positive", "false_positive", "needs_review"]
 Outcome = Literal["PAID", "DENIED", "PARTIAL", "PENDED"]
+_V = TypeVar("_V", bound=str)
 
 DRIFT_TYPES: tuple[DriftType, ...] = get_args(DriftType)
 LEVELS: tuple[Level, ...] = get_args(Level)
@@ -26,49 +27,38 @@ VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
-def as_drift_type(value: object) -> DriftType:
-    """``value`` as a drift type; ValueError when it is not one."""
-    for known in DRIFT_TYPES:
+def _member(value: object, members: tuple[_V, ...], what: str) -> _V:
+    for known in members:
         if value == known:
             return known
-    raise ValueError(f"unknown drift type {value!r}: one of {', '.join(DRIFT_TYPES)}")
+    raise ValueError(f"unknown {what} {value!r}: one of {', '.join(map(str, members))}")
+
+
+def as_drift_type(value: object) -> DriftType:
+    """``value`` as a drift type; ValueError when it is not one."""
+    return _member(value, DRIFT_TYPES, "drift type")
 
 
 def as_level(value: object) -> Level:
     """``value`` as a severity level; ValueError when it is not one."""
-    for known in LEVELS:
-        if value == known:
-            return known
-    raise ValueError(f"unknown severity level {value!r}: one of {', '.join(LEVELS)}")
+    return _member(value, LEVELS, "severity level")
 
 
 def as_status(value: object) -> Status:
     """``value`` as an alert status; ValueError when it is not one."""
-    for known in STATUSES:
-        if value == known:
-            return known
-    raise ValueError(f"unknown alert status {value!r}: one of {', '.join(STATUSES)}")
+    return _member(value, STATUSES, "alert status")
 
 
 def as_command(value: object) -> CommandName:
     """``value`` as a command name; ValueError when it is not one."""
-    for known in COMMANDS:
-        if value == known:
-            return known
-    raise ValueError(f"unknown command {value!r}: one of {', '.join(COMMANDS)}")
+    return _member(value, COMMANDS, "command")
 
 
 def as_verdict(value: object) -> Verdict:
     """``value`` as a verdict; ValueError when it is not one."""
-    for known in VERDICTS:
-        if value == known:
-            return known
-    raise ValueError(f"unknown verdict {value!r}: one of {', '.join(VERDICTS)}")
+    return _member(value, VERDICTS, "verdict")
 
 
 def as_outcome(value: object) -> Outcome:
     """``value`` as a claim outcome; ValueError when it is not one."""
-    for known in OUTCOMES:
-        if value == known:
-            return known
-    raise ValueError(f"unknown outcome {value!r}: one of {', '.join(OUTCOMES)}")
+    return _member(value, OUTCOMES, "outcome")
