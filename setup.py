@@ -3,7 +3,7 @@ package metadata is in ``pyproject.toml``.
 
 The domain is pure, fully typed Python (mypy --strict), which mypyc compiles unchanged: it is
 the worker's per-claim CPU (validation, windows, drift tests, the alert lifecycle), and
-compiled it runs 20-30 % faster (README, "Throughput"). Only the domain: it imports nothing
+compiled it runs 20-30 % faster (bench/README.md, "Hot path"). Only the domain: it imports nothing
 outside the standard library, so mypyc can type-check it in pip's isolated build environment.
 ``UPSTREAM_COMPILE=0`` installs it as plain Python (see ``streams/native.py``).
 """

@@ -4,8 +4,8 @@ The workload of :mod:`bench.workloads` (groups of keys with known shifts, each g
 customer) is sent three times in one stream, once per feed of :mod:`streams.devtools.generator`:
 ``on-time``, ``remittance`` (5–20 days late) and ``onboarding`` (history in one burst on
 day 110, ten days after the onsets). Each copy's customers are named ``<feed>.<group>``. The
-stream runs through the real worker on the embedded broker (``--engine worker``, what the
-README reports) or straight through the domain core with the worker's partitioning
+stream runs through the real worker on the embedded broker (``--engine worker``, what
+bench/README.md reports) or straight through the domain core with the worker's partitioning
 (``--engine domain``, minutes, for tuning); the drift events are scored per feed and group
 against the known shifts. ``--alone`` also runs each customer without the others and checks
 that its drift events are the same as in the mixed run. Prints one JSON

@@ -1,4 +1,4 @@
-"""WebSocket + HTTP server for operators (DESIGN.md "Notifier protocol").
+"""WebSocket + HTTP server for operators (docs/protocol.md).
 
 ``/ws``: authenticate (``?token=`` or a first ``{"type":"auth"}`` message), then ``subscribe``
 → ``snapshot`` → live ``alert`` messages with cursors, and commands (``acknowledge``,

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables of the Postgres store (DESIGN.md "Postgres").
+"""SQLAlchemy Core tables of the Postgres store (docs/data.md, "Postgres tables").
 
 The schema itself is created by the Alembic migrations in ``sinks/migrations``; these objects
 describe it for queries and writes.

@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="N customers in one stream, named CUSTOMER-1..N, each with its own seed (default 1)",
+        help="N customers in one stream, named after --customer with -1..N appended (demo-1, "
+        "demo-2, …), each with its own seed (default 1)",
     )
     gen.add_argument(
         "--feed",
@@ -97,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         "ingest",
         help="publish a CSV claim export (.csv, .csv.gz, - for stdin) to claims.decided",
         description="Validate every row of a claim export and publish the valid ones to "
-        "claims.decided keyed by claim_id. Accepts the DESIGN.md columns and the legacy "
+        "claims.decided keyed by claim_id. Accepts the standard columns (claim_id, "
+        "customer_id, payer_id, cpt_code, …) and the legacy "
         "payer,cpt,submitted_date,decided_date,outcome,allowed_amount export. Rejected rows "
         "(invalid, or unreadable: bytes not in --encoding, a field over 128 KiB) are not "
         "published; they go to a report file with line number and reason, and reading goes "

@@ -1,7 +1,7 @@
 """``upstream dlq stats|replay``: what was dead-lettered, by customer and reason; republish it.
 
 A dead letter is the original claim (key and value) with ``error.*`` and ``source.*`` headers
-(see the README's "Dead letters"). ``stats`` reads the dead-letter topic from its start and
+(see docs/data.md, "Dead letters"). ``stats`` reads the dead-letter topic from its start and
 counts by customer and reason; ``replay`` sends the dead letters a filter selects back to
 ``claims.decided``, with their original key and value. Replaying is safe to repeat: a claim
 counted once already is a resend, and resends count once.

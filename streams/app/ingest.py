@@ -10,7 +10,7 @@ an ingest.
 
 Two layouts are accepted, told apart by the header:
 
-- the DESIGN.md columns (``claim_id``, ``customer_id``, ``payer_id``, ``cpt_code``, …);
+- the standard columns (``claim_id``, ``customer_id``, ``payer_id``, ``cpt_code``, …);
   ``denial_reason_codes`` as ``CO-97;CO-16`` or a JSON array;
 - the legacy export ``payer,cpt,submitted_date,decided_date,outcome,allowed_amount``: payer
   names are normalised through the payer mapping, ``billed_amount`` is taken to be the allowed
@@ -132,7 +132,7 @@ class RowReader:
             needed, expected = list(LEGACY), set(LEGACY)
         else:
             raise IngestError(
-                "unknown header: expected the DESIGN.md columns (claim_id, customer_id, "
+                "unknown header: expected the standard columns (claim_id, customer_id, "
                 "payer_id, cpt_code, …) or the legacy ones ("
                 + ",".join(LEGACY)
                 + "), got "

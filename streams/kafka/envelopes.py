@@ -144,7 +144,7 @@ def dead_letter(message: Any, stage: str, reason: str, detail: str) -> DeadLette
 
 
 def dlq_headers(message: Any, stage: str, reason: str, detail: str) -> dict[str, bytes]:
-    """The dead-letter headers for a Kafka ``message`` (the README's "Dead letters")."""
+    """The dead-letter headers for a Kafka ``message`` (docs/semantics.md, "Dead letters")."""
     return {
         "error.stage": stage.encode(),
         "error.reason": reason.encode(),

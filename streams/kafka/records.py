@@ -1,4 +1,4 @@
-"""Mapping between domain events and the Avro/JSON records of DESIGN.md."""
+"""Mapping between domain events and the Avro/JSON records (docs/semantics.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Create the topics of DESIGN.md and the worker's (``upstream topics create``); partitions."""
+"""Create the public topics, the worker's and the ingest ledger (``upstream topics create``);
+their partitions."""
 
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ def test_operator_commands(message: dict[str, Any]) -> None:
 @given(st.lists(st.lists(st.text(max_size=12) | NASTY_TEXT.filter(lambda t: len(t) < 100),
                          max_size=12), max_size=6))  # fmt: skip
 def test_csv_rows(rows: list[list[str]]) -> None:
-    """Any CSV line under the DESIGN.md header: a valid record or a reject with a reason."""
+    """Any CSV line under the standard header: a valid record or a reject with a reason."""
     reader = RowReader(FIELDS, None, REFERENCE)
     for line, values in enumerate(rows, start=2):
         try:
