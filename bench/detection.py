@@ -61,6 +61,7 @@ class Outcome:
     dead_letters: Counter[str]
 
     def detections(self, start: date) -> list[Detection]:
+        """Every drift event as a detection: its key, drift type and event day since ``start``."""
         start_ms = _epoch_ms(start)
         return [
             Detection(f"{d[0]}|{d[1]}|{d[2]}", d[3], (d[4] - start_ms) // DAY_MS)

@@ -64,7 +64,7 @@ class _Delivered:
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(16_384, 0)
 
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:  # noqa: ARG002 - the producer method it stands in for
         batch._build()  # the bytes aiokafka's sender would send (it calls the same)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -201,6 +201,7 @@ def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the hot-path bench and print its JSON report."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.hotpath",
         description=__doc__,

@@ -157,6 +157,7 @@ class Clients:
         self.connections: list[ClientConnection] = []
 
     async def open(self, url: str, customers: list[str]) -> None:
+        """Connect one client per customer and subscribe."""
         for customer in customers:
             token = mint_token(SECRET, customer, f"op-{customer}")
             ws = await connect(f"{url}?token={token}", max_size=None, open_timeout=60)
@@ -166,6 +167,7 @@ class Clients:
             self.connections.append(ws)
 
     async def listen(self) -> None:
+        """Record the arrival time of every alert message until closed."""
         await asyncio.gather(*(self._listen(ws) for ws in self.connections))
 
     async def _listen(self, ws: ClientConnection) -> None:
@@ -289,7 +291,9 @@ def _env(base: dict[str, str], **extra: str) -> dict[str, str]:
     return {**os.environ, **base, **{f"UPSTREAM_{k.upper()}": v for k, v in extra.items()}}
 
 
-async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> dict[str, Any]:
+async def _run(  # noqa: PLR0912, PLR0915 - one run, its steps in the order they happen
+    args: argparse.Namespace, database_url: str, bootstrap: str
+) -> dict[str, Any]:
     settings = Settings()
     log_dir = Path(tempfile.mkdtemp(prefix="upstream-latency-"))
     base = {"UPSTREAM_DATABASE_URL": database_url, "UPSTREAM_KAFKA_BOOTSTRAP": bootstrap,
@@ -421,6 +425,7 @@ def _flood_report(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the latency bench and print its JSON report."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.latency", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -151,6 +151,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the memory bench and print its JSON report."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.memory", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -114,7 +114,10 @@ class _Feed:
         return set(self.topics)
 
     async def getmany(
-        self, *partitions: Any, timeout_ms: int, max_records: int = BATCH
+        self,
+        *partitions: Any,
+        timeout_ms: int,  # noqa: ARG002 - the consumer method it stands in for
+        max_records: int = BATCH,
     ) -> dict[Any, list[_Message]]:
         """An equal share of ``max_records`` from each of ``partitions`` (default: all); a poll
         of all that finds nothing stops the service."""
@@ -133,7 +136,7 @@ class _Feed:
     async def commit(self, offsets: dict[Any, int]) -> None:
         self.committed.update(offsets)
 
-    async def send_and_wait(self, *args: Any, **kwargs: Any) -> None:
+    async def send_and_wait(self, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002 - a stand-in
         raise AssertionError("the bench's rows are all valid; nothing may be dead-lettered")
 
 

@@ -122,7 +122,7 @@ class WorkerRun:
     logs: str  # the workers' logs (kept for a look after the run)
 
 
-def run_workers(
+def run_workers(  # noqa: C901, PLR0915 - one run, its steps in the order they happen
     bootstrap: str, claims: list[dict[str, Any]], workers: int, app_id: str, timeout_s: float
 ) -> WorkerRun:
     """Start ``workers`` processes, wait for their group, produce ``claims``; time them."""
@@ -287,6 +287,7 @@ def summarise(runs: list[dict[str, Any]], workers: list[int]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the throughput bench and print its JSON report."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.throughput",
         description=__doc__,

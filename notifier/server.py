@@ -149,8 +149,10 @@ class NotifierServer:
             ping_timeout=20,
         )
 
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
+    async def _process_request(  # noqa: PLR0911 - a return per HTTP answer
+        self,
+        connection: ServerConnection,  # noqa: ARG002 - websockets' process_request hook
+        request: Request,
     ) -> Response | None:
         url = urlsplit(request.path)
         path = url.path

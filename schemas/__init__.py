@@ -1,0 +1,1 @@
+"""The Avro schemas of the topics' records, and their codecs (JSON, Avro, a registry)."""

@@ -81,6 +81,7 @@ drift_props = {
 
 
 def obj(props, optional=None):
+    """A JSON Schema object with ``props``, all required but ``optional``."""
     optional = optional or {}
     return {
         "type": "object",
@@ -97,6 +98,7 @@ err = {
 
 
 def errors(*codes):
+    """OpenAPI responses for the error ``codes``."""
     text = {
         "400": "Bad parameter",
         "401": "Missing, forged or expired token",
@@ -123,10 +125,12 @@ DRIFT_TYPE = {"type": "string", "enum": ["denial_rate", "decision_lag", "allowed
 
 
 def array_of(component):
+    """A JSON Schema array of the named component."""
     return {"type": "array", "items": {"$ref": f"#/components/schemas/{component}"}}
 
 
 def param(name, schema, description=None, required=False):
+    """An OpenAPI query parameter."""
     out = {"name": name, "in": "query"}
     if required:
         out["required"] = True
@@ -136,10 +140,12 @@ def param(name, schema, description=None, required=False):
 
 
 def ok(description, props):
+    """An OpenAPI 200 response with a JSON object body."""
     return {"description": description, "content": {"application/json": {"schema": obj(props)}}}
 
 
 def get(operation_id, summary, parameters, answer, more=None):
+    """An OpenAPI GET operation with the bearer security and the usual errors."""
     responses = {"200": answer, **(more or {}), **common}
     return {
         "get": {
@@ -370,6 +376,7 @@ alert_schema = OPENAPI["components"]["schemas"]["Alert"]
 
 
 def kafka_msg(name, summary):
+    """An AsyncAPI message whose payload is the Avro schema ``name``."""
     return {
         "name": name,
         "title": name,
@@ -412,6 +419,7 @@ dlq_msg = {
 
 
 def ws(name, summary, props, required=None):
+    """An AsyncAPI WebSocket message of ``type`` ``name``."""
     return {
         "name": name,
         "title": name,
@@ -429,6 +437,7 @@ alert_ref = {"$ref": "#/components/schemas/Alert"}
 
 
 def command(name, summary, extra=None):
+    """An AsyncAPI operator command message."""
     props = {
         "type": {"const": name},
         "alert_id": {"type": "string"},
@@ -608,6 +617,7 @@ channels = {
 
 
 def op(action, channel, summary, msgs):
+    """An AsyncAPI operation on ``channel``."""
     return {
         "action": action,
         "channel": {"$ref": f"#/channels/{channel}"},

@@ -1,0 +1,1 @@
+"""The Postgres side: tables and migrations, the sink service and writer, queries, exports."""

@@ -143,10 +143,12 @@ class Source:
         self.params = {"customer": customer, "since": since, "until": until}
 
     def summary(self) -> list[tuple[Any, ...]]:
+        """The rows of the workbook's Summary sheet."""
         with psycopg.connect(self.url) as conn:
             return list(conn.execute(self.export.summary_sql, self.params).fetchall())
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
+        """The detail rows, streamed from a server-side cursor."""
         with psycopg.connect(self.url) as conn, conn.cursor(name="upstream_export") as cur:
             cur.itersize = 5000
             cur.execute(self.export.rows_sql(), self.params)
@@ -161,6 +163,7 @@ def _connected(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
 
 def write_csv(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, ...]],
               tick: Callable[[], None]) -> None:  # fmt: skip
+    """Write ``rows`` as CSV, formula-like text neutralised."""
     writer = csv.writer(out)
     writer.writerow(columns)
     for row in rows:
@@ -170,12 +173,14 @@ def write_csv(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, ..
 
 def write_jsonl(out: IO[str], columns: Sequence[str], rows: Iterator[tuple[Any, ...]],
                 tick: Callable[[], None]) -> None:  # fmt: skip
+    """Write ``rows`` as JSON lines."""
     for row in rows:
         out.write(json.dumps(dict(zip(columns, map(_plain, row), strict=True))) + "\n")
         tick()
 
 
 def write_xlsx(path: Path, source: Source, title: str, tick: Callable[[], None]) -> None:
+    """Write the Summary and Details sheets of ``source`` to ``path``."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.chart import BarChart

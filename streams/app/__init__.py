@@ -1,0 +1,1 @@
+"""Entry points: the ``upstream`` CLI and the wiring of the worker, sink and notifier."""

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -221,63 +222,77 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    return _COMMANDS[args.command](args, settings)
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app.dev import ending_today, run_dev
+    from streams.devtools.generator import Scenario
+
+    return run_dev(settings, ending_today(Scenario(name=args.scenario)), args.duration)
+
+
+def _service(run: str) -> Callable[[argparse.Namespace, Settings], int]:
+    def start(_args: argparse.Namespace, settings: Settings) -> int:
+        from streams.app import services
+
+        getattr(services, run)(settings)
+        return 0
+
+    return start
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from sinks import export
     from streams.app import services
 
-    command = args.command
-    if command == "dev":
-        from streams.app.dev import ending_today, run_dev
-        from streams.devtools.generator import Scenario
+    try:
+        count = export.run(
+            services.require_database(settings), args.kind, args.customer, args.since,
+            args.until, args.format, args.output, args.quiet,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"upstream export: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:
+        print(f"upstream export: database error: {exc}".rstrip(), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"upstream export: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 2
+    where = "" if args.output == "-" else f" to {args.output}"
+    print(f"exported {count} {args.kind} row(s){where}", file=sys.stderr)
+    return 0
 
-        return run_dev(settings, ending_today(Scenario(name=args.scenario)), args.duration)
-    if command == "worker":
-        services.run_worker(settings)
-    elif command == "sink":
-        services.run_sink(settings)
-    elif command == "notifier":
-        services.run_notifier(settings)
-    elif command == "generate":
-        return _generate(args, settings)
-    elif command == "ingest":
-        return _ingest(args, settings)
-    elif command == "export":
-        import psycopg
 
-        from sinks import export
+def _rules(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import rules_cli, services
 
-        try:
-            count = export.run(
-                services.require_database(settings), args.kind, args.customer, args.since,
-                args.until, args.format, args.output, args.quiet,
-            )  # fmt: skip
-        except ValueError as exc:
-            print(f"upstream export: {exc}", file=sys.stderr)
-            return 2
-        except psycopg.Error as exc:
-            print(f"upstream export: database error: {exc}".rstrip(), file=sys.stderr)
-            return 2
-        except OSError as exc:
-            print(f"upstream export: cannot write {args.output}: {exc}", file=sys.stderr)
-            return 2
-        where = "" if args.output == "-" else f" to {args.output}"
-        print(f"exported {count} {args.kind} row(s){where}", file=sys.stderr)
-    elif command == "token":
-        return _token(args, settings)
-    elif command == "rules":
-        from streams.app import rules_cli
+    return asyncio.run(rules_cli.run(args, settings, services.require_bootstrap(settings)))
 
-        return asyncio.run(rules_cli.run(args, settings, services.require_bootstrap(settings)))
-    elif command == "dlq":
-        from streams.app import dlq
 
-        return dlq.run(args, settings, services.require_bootstrap(settings))
-    elif command == "db":
-        services.migrate_database(services.require_database(settings))
-        print("database schema is up to date")
-    elif command == "topics":
-        from streams.kafka.topics import create_topics
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import dlq, services
 
-        created = asyncio.run(create_topics(settings, services.require_bootstrap(settings)))
-        print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}")
+    return dlq.run(args, settings, services.require_bootstrap(settings))
+
+
+def _db(_args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import services
+
+    services.migrate_database(services.require_database(settings))
+    print("database schema is up to date")
+    return 0
+
+
+def _topics(_args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import services
+    from streams.kafka.topics import create_topics
+
+    created = asyncio.run(create_topics(settings, services.require_bootstrap(settings)))
+    print(f"created {len(created)} topic(s): {', '.join(created) or '(all existed)'}")
     return 0
 
 
@@ -326,25 +341,27 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         bootstrap = None if args.dry_run else services.require_bootstrap(settings)
         if bootstrap is not None:
             asyncio.run(create_topics(settings, bootstrap, public=False, worker=False))
-        summary = asyncio.run(
-            ingest.run(
-                args.file,
-                bootstrap=bootstrap,
-                topic=topic,
-                customer=args.customer,
-                reference=reference,
-                report_path=report,
-                encode=lambda record: encode_claim(record, args.format, codec, topic),
-                quiet=args.quiet,
-                encoding=args.encoding,
-                history_days=settings.grace_days
-                + (settings.long_window_buckets + settings.baseline_buckets)
-                * settings.bucket_hours
-                / 24,
-                ledger_topic=settings.topic_ingest_ledger,
-                again=args.again,
-            )
+        history_days = (
+            settings.grace_days
+            + (settings.long_window_buckets + settings.baseline_buckets)
+            * settings.bucket_hours
+            / 24
         )
+        job = ingest.Job(
+            args.file,
+            topic,
+            reference,
+            report,
+            lambda record: encode_claim(record, args.format, codec, topic),
+            bootstrap=bootstrap,
+            customer=args.customer,
+            encoding=args.encoding,
+            history_days=history_days,
+            ledger_topic=settings.topic_ingest_ledger,
+            again=args.again,
+            quiet=args.quiet,
+        )
+        summary = asyncio.run(ingest.run(job))
     except (ingest.IngestError, ValueError) as exc:
         print(f"upstream ingest: {exc}", file=sys.stderr)
         return 2
@@ -375,13 +392,11 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _generate(args: argparse.Namespace, settings: object) -> int:
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.registry import ValueCodec
     from streams.app import services
     from streams.devtools.generator import Scenario, generate, generate_mix, produce
-    from streams.settings import Settings
 
-    assert isinstance(settings, Settings)
     feeds = [f.strip() for f in args.feed.split(",") if f.strip()]
     try:
         if args.customers < 1 or not feeds:
@@ -429,6 +444,22 @@ def _generate(args: argparse.Namespace, settings: object) -> int:
     )
     print(f"\nsent {sent} claims to {settings.topic_claims}", file=sys.stderr)
     return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "dev": _dev,
+    "worker": _service("run_worker"),
+    "sink": _service("run_sink"),
+    "notifier": _service("run_notifier"),
+    "generate": _generate,
+    "ingest": _ingest,
+    "export": _export,
+    "token": _token,
+    "rules": _rules,
+    "dlq": _dlq,
+    "db": _db,
+    "topics": _topics,
+}
 
 
 if __name__ == "__main__":

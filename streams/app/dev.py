@@ -139,7 +139,7 @@ def run_dev(settings: Settings, scenario: Scenario, duration_s: float) -> int:
 
     stopping = False
 
-    def on_signal(signum: int, frame: object) -> None:
+    def on_signal(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler
         nonlocal stopping
         stopping = True
         raise KeyboardInterrupt

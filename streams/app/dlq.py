@@ -87,6 +87,7 @@ class Filter:
     until: datetime | None = None
 
     def __call__(self, letter: DeadLetter) -> bool:
+        """Whether ``letter`` passes every filter."""
         when = datetime.fromtimestamp(letter.timestamp_ms / 1000, UTC)
         return (
             (not self.reasons or letter.reason in self.reasons)

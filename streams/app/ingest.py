@@ -219,6 +219,7 @@ class RejectReport:
         self._writer: Any = None
 
     def add(self, line: int, reason: str, message: str, values: list[str]) -> None:
+        """Report one rejected row."""
         if self._writer is None:
             self._file = self.path.open("w", newline="", encoding="utf-8")
             self._writer = csv.writer(self._file)
@@ -228,6 +229,7 @@ class RejectReport:
         self._writer.writerow([line, reason, message, raw.getvalue().rstrip("\r\n")])
 
     def close(self) -> None:
+        """Close the report file, if one was written."""
         if self._file is not None:
             self._file.close()
 
@@ -277,6 +279,7 @@ class Progress:
         self.started = self._last = time.monotonic()
 
     def tick(self, summary: Summary, final: bool = False) -> None:
+        """Show progress, at most twice a second (always when ``final``)."""
         now = time.monotonic()
         if self.quiet or (not final and now - self._last < 0.5):
             return
@@ -290,26 +293,37 @@ class Progress:
               flush=True)  # fmt: skip
 
 
-async def ingest(
-    text: IO[str],
-    reader_for: Callable[[list[str]], RowReader],
-    send: Callable[[dict[str, Any]], Any] | None,
-    report: RejectReport,
-    progress: Progress,
-    encoding: str = "utf-8",
-    history_days: float | None = None,
-    resume_after: int = 0,
-    checkpoint: Callable[[int, int, bool], Awaitable[None]] | None = None,
-) -> Summary:
-    """Read every row; publish each valid one through ``send`` (None: validate only).
+@dataclass(frozen=True)
+class Publisher:
+    """Where valid rows go: ``send`` returns a future of the broker's acknowledgement.
 
-    With ``history_days`` (the worker's history plus its grace), the rows older than that
-    before the newest claim of their customer read so far are counted as beyond history.
     Valid rows up to line ``resume_after`` are counted as already published, not sent.
     ``checkpoint(line, published, finished)`` is awaited whenever every row up to ``line``
     has been acknowledged.
     """
+
+    send: Callable[[dict[str, Any]], Awaitable[Any]]
+    checkpoint: Callable[[int, int, bool], Awaitable[None]] | None = None
+    resume_after: int = 0
+
+
+async def ingest(
+    text: IO[str],
+    reader_for: Callable[[list[str]], RowReader],
+    publisher: Publisher | None,
+    report: RejectReport,
+    progress: Progress,
+    encoding: str = "utf-8",
+    history_days: float | None = None,
+) -> Summary:
+    """Read every row; publish each valid one through ``publisher`` (None: validate only).
+
+    With ``history_days`` (the worker's history plus its grace), the rows older than that
+    before the newest claim of their customer read so far are counted as beyond history.
+    """
     summary = Summary()
+    resume_after = publisher.resume_after if publisher is not None else 0
+    checkpoint = publisher.checkpoint if publisher is not None else None
     newest: dict[str, date] = {}  # customer → the latest decided_date read
     it = rows(text, encoding)
     first = next(it, None)
@@ -336,8 +350,8 @@ async def ingest(
             continue
         if line <= resume_after:
             summary.already_published += 1
-        elif send is not None:
-            pending.append(await send(record))
+        elif publisher is not None:
+            pending.append(await publisher.send(record))
             summary.published += 1
             if len(pending) >= IN_FLIGHT:
                 await asyncio.gather(*pending)
@@ -373,85 +387,90 @@ def default_report_path(path: str) -> Path:
     return Path(path).with_name(f"{name}.rejects.csv")
 
 
-async def run(
-    path: str,
-    *,
-    bootstrap: str | None,
-    topic: str,
-    customer: str | None,
-    reference: Reference,
-    report_path: Path,
-    encode: Callable[[dict[str, Any]], bytes],
-    quiet: bool = False,
-    encoding: str = "utf-8",
-    history_days: float | None = None,
-    ledger_topic: str | None = None,
-    again: bool = False,
-) -> Summary:
-    """Ingest ``path`` (``-``: standard input) into ``topic``; ``bootstrap`` None: validate
-    only, publish nothing.
+@dataclass(frozen=True)
+class Job:
+    """One ingest: the file (``-``: standard input), where its rows go, how they are read."""
 
-    With ``ledger_topic``, a file the ledger has as finished is not read again (unless
-    ``again``), and one it has as stopped part-way resumes after its last acknowledged line.
-    """
+    path: str
+    topic: str
+    reference: Reference
+    report_path: Path
+    encode: Callable[[dict[str, Any]], bytes]
+    bootstrap: str | None = None  # None: validate only, publish nothing
+    customer: str | None = None
+    encoding: str = "utf-8"
+    # The worker's history plus its grace: rows older than that count as beyond history.
+    history_days: float | None = None
+    # With a ledger topic, a file the ledger has as finished is not read again (unless
+    # ``again``), and one it has as stopped part-way resumes after its last acknowledged line.
+    ledger_topic: str | None = None
+    again: bool = False
+    quiet: bool = False
+
+
+async def run(job: Job) -> Summary:
+    """Ingest ``job.path`` into ``job.topic``."""
     from aiokafka import AIOKafkaProducer
 
     stack = contextlib.ExitStack()
-    name = "standard input" if path == "-" else path
+    name = "standard input" if job.path == "-" else job.path
     producer = None
     report: RejectReport | None = None
     try:
-        if path == "-":
-            path = spool_stdin(stack)
-        text, probe = open_text(path, stack, encoding)
-        send = checkpoint = None
+        path = spool_stdin(stack) if job.path == "-" else job.path
+        text, probe = open_text(path, stack, job.encoding)
+        publisher: Publisher | None = None
         earlier: Entry | None = None
-        resume_after = 0
-        if bootstrap is not None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
-            )
+        if job.bootstrap is not None:
+            producer = AIOKafkaProducer(bootstrap_servers=job.bootstrap, acks="all",
+                                        linger_ms=20, max_batch_size=256 * 1024)  # fmt: skip
             await producer.start()
-            kafka = producer
-
-            async def send(record: dict[str, Any]) -> Any:
-                key = str(record["claim_id"]).encode()
-                return await kafka.send(topic, value=encode(record), key=key)
-
-            if ledger_topic is not None:
-                ledger = Ledger(bootstrap, ledger_topic, producer)
-                key = ledger_key(topic, customer, file_digest(Path(path)))
-                earlier = None if again else await ledger.lookup(key)
-                if earlier is not None and earlier.complete:
-                    return Summary(earlier=earlier)
-                resume_after = earlier.through_line if earlier is not None else 0
-
-                async def checkpoint(line: int, published: int, finished: bool) -> None:
-                    await ledger.write(key, name, line, published, finished)
-
-        report = RejectReport(report_path)
+            publisher, earlier = await _publisher(job, job.bootstrap, producer, Path(path), name)
+            if earlier is not None and earlier.complete:
+                return Summary(earlier=earlier)
+        report = RejectReport(job.report_path)
         try:
             summary = await ingest(
                 text,
-                lambda header: RowReader(header, customer, reference),
-                send,
+                lambda header: RowReader(header, job.customer, job.reference),
+                publisher,
                 report,
-                Progress(probe, quiet),
-                encoding,
-                history_days,
-                resume_after,
-                checkpoint,
+                Progress(probe, job.quiet),
+                job.encoding,
+                job.history_days,
             )
-            summary.earlier = earlier
-            return summary
         except (EOFError, OSError) as exc:  # a truncated .gz, a read error: not a row's fault
             raise IngestError(f"{name}: unreadable: {exc}") from None
+        summary.earlier = earlier
+        return summary
     finally:
         if report is not None:
             report.close()
         stack.close()
         if producer is not None:
             await producer.stop()
+
+
+async def _publisher(
+    job: Job, bootstrap: str, producer: Any, path: Path, name: str
+) -> tuple[Publisher, Entry | None]:
+    """Sends keyed by claim id through ``producer``, and the ledger's say on the file."""
+
+    async def send(record: dict[str, Any]) -> Any:
+        key = str(record["claim_id"]).encode()
+        return await producer.send(job.topic, value=job.encode(record), key=key)
+
+    if job.ledger_topic is None:
+        return Publisher(send), None
+    ledger = Ledger(bootstrap, job.ledger_topic, producer)
+    key = ledger_key(job.topic, job.customer, file_digest(path))
+    earlier = None if job.again else await ledger.lookup(key)
+
+    async def checkpoint(line: int, published: int, finished: bool) -> None:
+        await ledger.write(key, name, line, published, finished)
+
+    resume_after = earlier.through_line if earlier is not None else 0
+    return Publisher(send, checkpoint, resume_after), earlier
 
 
 def write_csv(path: str, records: Iterable[dict[str, Any]]) -> int:

@@ -169,7 +169,7 @@ def _serve_health(service: str, settings: Settings) -> Health:
 
 def _exit_cleanly_on_sigterm() -> None:
     """Until the event loop takes over the signals, SIGTERM means a clean exit (status 0)."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def run_sink(settings: Settings) -> None:

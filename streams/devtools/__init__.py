@@ -1,0 +1,1 @@
+"""Dev tooling: the embedded stack, the Apache Kafka runner, the generator, stack probes."""

@@ -110,6 +110,7 @@ class ApacheKafka:
 
     @property
     def log_path(self) -> Path:
+        """Where the broker's log goes."""
         assert self.data_dir is not None
         return self.data_dir / "broker.log"
 

@@ -155,7 +155,7 @@ class EmbeddedPostgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout_s: float = 60.0) -> EmbeddedPostgres:
-        """initdb if needed, start ``postgres`` on a free port, wait until it accepts."""
+        """Run initdb if needed, start ``postgres`` on a free port, wait until it accepts."""
         bin_dir = postgres_bin_dir()
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="upstream-pg-"))

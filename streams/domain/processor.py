@@ -402,8 +402,7 @@ class PartitionWindows:
                 result.redelivered += 1
                 continue
             offsets[source] = offset
-            if arrival.sources > self.sources:
-                self.sources = arrival.sources
+            self.sources = max(self.sources, arrival.sources)
             customer_id = arrival.claim.customer_id
             customer = customers.get(customer_id)
             if customer is None:

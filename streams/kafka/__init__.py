@@ -1,0 +1,1 @@
+"""Kafka adapters: topics, envelopes and records, the partitioner, the ledger, the rules feed."""

@@ -40,6 +40,7 @@ class Entry:
     at: str  # when this entry was written, ISO 8601 UTC
 
     def describe(self) -> str:
+        """The entry in words, for the ingest summary."""
         state = "ingested" if self.complete else f"published through line {self.through_line:,}"
         return f"{self.file} was {state} at {self.at} ({self.published:,} rows published)"
 

@@ -43,7 +43,7 @@ def _walk(value: Any) -> Any:
     return value
 
 
-def scrub_strings(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub_strings(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: ARG001 - Sentry passes a hint to before_send
     """Sentry ``before_send``: tokens and URL passwords blanked in every string of the event."""
     scrubbed: dict[str, Any] = _walk(event)
     return scrubbed

@@ -1,8 +1,8 @@
 """Liveness, readiness and Prometheus metrics of the worker and the sink, on one small port.
 
-The service's own event loop runs its checks every few seconds and :meth:`Health.record`\\ s
-the results; a thread serves them, so a stuck loop shows as stale checks, never as a hung
-HTTP request:
+The service's own event loop runs its checks every few seconds and records the results
+(:meth:`Health.record`); a thread serves them, so a stuck loop shows as stale checks, never as
+a hung HTTP request:
 
 - ``/healthz`` — 200 while the process serves HTTP (liveness), ``{"service", "status"}``;
 - ``/readyz`` — 200 when every check passed within the last :data:`STALE_AFTER_S`, else 503;

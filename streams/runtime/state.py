@@ -51,7 +51,7 @@ codecs.register(TABLE_SERIALIZER, _StandardJson())
 class StandardJsonTable(faust.Table):  # type: ignore[type-arg]
     """A Faust table whose keys and values are JSON through :class:`_StandardJson`."""
 
-    def _serializer_from_type(self, typ: Any) -> str:
+    def _serializer_from_type(self, typ: Any) -> str:  # noqa: ARG002 - Faust's hook
         return TABLE_SERIALIZER
 
 

@@ -203,11 +203,11 @@ class WorkerStages:
         self.health.record("lag", lag <= self.settings.ready_max_lag, messages=lag,
                            limit=self.settings.ready_max_lag)  # fmt: skip
 
-    async def on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:  # noqa: ARG002 - a Faust signal receiver
         """Close the consumer that reads originals back for dead letters."""
         await self.originals.close()
 
-    async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:  # noqa: ARG002 - a Faust signal receiver
         """Forget in-memory windows; the new owner rebuilds them from the changelog.
 
         Under the lock: an idle tick in progress finishes (and flushes) before the partitions

@@ -1,0 +1,1 @@
+"""Stage logic: what a stage does with a batch, as a plan the runtime carries out."""

@@ -77,7 +77,7 @@ def _refused_locally(value: bytes) -> bool:
 async def test_malformed_claims_reconcile_and_the_worker_keeps_going(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
-    """in = processed + dead-lettered, from the metrics and from the topics; worker stays ready."""
+    """In = processed + dead-lettered, from the metrics and from the topics; worker stays ready."""
     stack = ServiceStack(kafka_bootstrap, "", unique, tmp_path)
     s = stack.settings()
     await create_topics(s, kafka_bootstrap)

@@ -187,7 +187,7 @@ def _command(alert_id: str, command: str, command_id: str = "cmd-1", **kw) -> Al
     ],
 )
 def test_operator_commands(commands, transitions, status):
-    """acknowledge / resolve / judge move the alert and emit one transition each."""
+    """Acknowledge / resolve / judge move the alert and emit one transition each."""
     store = DictStore()
     (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
     lifecycle = AlertLifecycle(store)

@@ -125,7 +125,6 @@ async def test_the_buffer_batches_pauses_and_resumes_and_clears():
 
 async def test_a_cleared_buffer_notes_where_to_read_again():
     """A rebalance's clear drops messages; the lowest offset per partition is kept to rewind."""
-
     rewinds: dict[tuple[str, int], int] = {("claims", 1): 3}
     buffer = MessageBuffer(100, _FlowControl(), rewinds)
     for partition, offset in ((0, 7), (0, 8), (1, 5), (2, 4), (2, 9)):

@@ -16,6 +16,7 @@ from streams.app.ingest import (
     IN_FLIGHT,
     IngestError,
     Progress,
+    Publisher,
     RejectReport,
     RowReader,
     default_report_path,
@@ -55,17 +56,16 @@ def _run(
 
     report = RejectReport(tmp_path / "rejects.csv")
     reference = load_reference()
+    publisher = Publisher(send, None if checkpoints is None else checkpoint, resume_after)
     summary = asyncio.run(
         ingest(
             io.StringIO(text) if isinstance(text, str) else text,
             lambda header: RowReader(header, customer, reference),
-            send,
+            publisher,
             report,
             Progress(lambda: (0, 0), quiet=True),
             encoding,
             history_days,
-            resume_after,
-            None if checkpoints is None else checkpoint,
         )
     )
     report.close()

@@ -19,7 +19,7 @@ def _drift(**changes: Any) -> dict[str, Any]:
     record = {
         "event_id": "e1", "customer_id": "acme", "payer_id": "p1", "cpt_group": "radiology",
         "drift_type": "denial_rate", "window_days": 7, "baseline_start": 0,
-        "baseline_end": 86_400_000, "current_start": datetime(2026, 1, 2),
+        "baseline_end": 86_400_000, "current_start": datetime(2026, 1, 2),  # noqa: DTZ001 - a naive time, read as UTC
         "current_end": datetime(2026, 1, 3, tzinfo=UTC), "baseline_value": 0.1,
         "current_value": 0.3, "delta_value": 0.2, "baseline_n": 100, "current_n": 40,
         "p_value": 1e-6, "q_value": 1e-5, "severity": 1, "severity_level": "critical",
