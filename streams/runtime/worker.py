@@ -70,6 +70,7 @@ from streams.observability.metrics import (
     EVENT_TIME_LAG,
 )
 from streams.runtime.batches import BatchSubscription, BatchTopic, UpstreamApp
+from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.jobs import ScheduledJobs
 from streams.runtime.state import (
     ChangelogTable,
@@ -165,7 +166,6 @@ class WorkerStages:
         self.state = WindowsState(windows_table, drift_config(settings), settings.grace_ms)
         self.router = Router(codec, settings.topic_claims, settings.partitions)
         self.windows_lock = asyncio.Lock()  # the idle timer and the windows stage share state
-        self._dead_letters: list[Any] = []  # the windows stage's, delivered before a flush
         self.rules = RuleBook()
         self.rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, self.rules)
         self.originals = Originals(bootstrap)
@@ -264,16 +264,18 @@ class WorkerStages:
     async def consume(
         self,
         subscription: BatchSubscription,
-        handle: Callable[[list[Any]], Awaitable[None]],
+        handle: Callable[[list[Any], Checkpoint], Awaitable[None]],
         within_s: float,
     ) -> None:
         """Hand each batch of ``subscription`` (waiting up to ``within_s`` for more messages)
-        to ``handle``, then ack it; crash on an error."""
+        to ``handle`` with a :class:`Checkpoint`, then acknowledge it once its outputs are
+        delivered; crash on an error."""
         await self.ensure_partition_metadata()
         try:
             async for messages in subscription.batches(self.settings.batch_max, within_s):
-                await handle(messages)
-                subscription.ack(messages)
+                checkpoint = Checkpoint()
+                await handle(messages, checkpoint)
+                await checkpoint.acknowledge(subscription, messages)
         except Exception as exc:  # a bug or an unreachable broker: stop, be restarted
             log.exception("%s failed", handle.__name__)
             await self.app.crash(exc)
@@ -287,27 +289,26 @@ class WorkerStages:
         """Task: :meth:`windows` every batch of the by-key topic."""
         await self.consume(self.by_key_batches, self.windows, self.settings.windows_batch_within_s)
 
-    async def route(self, messages: list[Any]) -> None:
+    async def route(self, messages: list[Any], checkpoint: Checkpoint) -> None:
         """Route a batch (see :meth:`Router.plan`): dead-letter what it refuses, send its
         by-key messages."""
         plan = self.router.plan(messages, self.source_count())
-        pending = [await self.send_dlq(r.message, r.stage, r.reason, r.detail)
-                   for r in plan.refused]  # fmt: skip
+        checkpoint.deliver([await self.send_dlq(r.message, r.stage, r.reason, r.detail)
+                            for r in plan.refused])  # fmt: skip
         for outcome, count in plan.outcomes.items():
             CLAIMS_BY_OUTCOME.labels(outcome=outcome).inc(count)
-        pending += [await self.by_key_topic.send(value=value, partition=partition)
-                    for partition, value in plan.by_key]  # fmt: skip
-        await asyncio.gather(*pending)  # the batch is acked once they are delivered
+        checkpoint.deliver([await self.by_key_topic.send(value=value, partition=partition)
+                            for partition, value in plan.by_key])  # fmt: skip
 
-    async def windows(self, messages: list[Any]) -> None:
+    async def windows(self, messages: list[Any], checkpoint: Checkpoint) -> None:
         """Apply claims to the partitions' windows; emit what the closes find."""
         by_partition: dict[int, list[ClaimFromSource]] = defaultdict(list)
         for message in messages:
             try:
                 items = envelopes.arrivals(envelopes.loads(message.value))
             except (InvalidClaim, ValueError, KeyError, TypeError, IndexError) as exc:
-                self._dead_letters.append(
-                    await self.send_dlq(message, "window", "invalid", str(exc)[:200])
+                checkpoint.deliver(
+                    [await self.send_dlq(message, "window", "invalid", str(exc)[:200])]
                 )
                 continue
             by_partition[message.partition].extend(items)
@@ -326,7 +327,7 @@ class WorkerStages:
                 applied = []
                 for partition, (pw, left) in list(work.items()):
                     piece = left[0] if left else []
-                    step = await self._apply(pw, piece, now_ms)
+                    step = await self._apply(pw, piece, now_ms, checkpoint)
                     taken = step[1].taken
                     if left and taken == len(piece):
                         left.popleft()
@@ -335,14 +336,16 @@ class WorkerStages:
                     if not left and not step[1].budget_spent():
                         del work[partition]
                     applied.append(step)
-                await self._emit(applied)
-            await asyncio.gather(*self._dead_letters)  # of a batch with nothing to apply
-            self._dead_letters = []
+                await self._emit(applied, checkpoint)
             ACTIVE_KEYS.set(self.state.key_count())
             CLAIMS_PENDING.set(self.state.pending_count())
 
     async def _apply(
-        self, pw: PartitionWindows, arrivals: list[ClaimFromSource], now_ms: int
+        self,
+        pw: PartitionWindows,
+        arrivals: list[ClaimFromSource],
+        now_ms: int,
+        checkpoint: Checkpoint,
     ) -> _Applied:
         """Apply ``arrivals`` to one partition's windows and dead-letter the claims beyond
         their customer's history; the outputs and state are for :meth:`_emit`."""
@@ -351,11 +354,13 @@ class WorkerStages:
         taken = arrivals[: result.taken]
         for arrival in taken:
             observe((now_ms - arrival.claim.event_ms) / 1000)
-        await self._dead_letter_beyond_history(result.beyond_history)
+        await self._dead_letter_beyond_history(result.beyond_history, checkpoint)
         _count_claims(result)
         return pw, result, taken[-1].claim.claim_id if taken else None
 
-    async def _dead_letter_beyond_history(self, arrivals: list[ClaimFromSource]) -> None:
+    async def _dead_letter_beyond_history(
+        self, arrivals: list[ClaimFromSource], checkpoint: Checkpoint
+    ) -> None:
         """The original claims (or, failing that, the claims as validated) to the DLQ."""
         if not arrivals:
             return
@@ -372,13 +377,13 @@ class WorkerStages:
                     envelopes.dumps(claim.to_record()),
                 )  # fmt: skip
                 reason += " (original unreadable: the value is the claim as validated)"
-            self._dead_letters.append(
-                await self.send_dlq(original, "window", "beyond_history", reason)
-            )
+            checkpoint.deliver([await self.send_dlq(original, "window", "beyond_history", reason)])
 
-    async def _emit(self, applied: list[_Applied]) -> None:
+    async def _emit(self, applied: list[_Applied], checkpoint: Checkpoint) -> None:
         """Deliver the outputs of each applied step (in order), then persist the state that
-        produced them: one changelog flush, atomic per partition."""
+        produced them: one changelog flush, atomic per partition. The dead letters handed to
+        ``checkpoint`` are delivered first too: once the state (and the offsets applied) is
+        persisted, the claims are never windowed again."""
         drifts: list[tuple[bytes, bytes]] = []
         evaluations: list[tuple[bytes, bytes]] = []
         for _, result, closing_claim in applied:
@@ -396,16 +401,15 @@ class WorkerStages:
                 message = envelopes.evaluation_message(evaluation)
                 evaluations.append((evaluation.customer_id.encode(), message))
         producer = self.kafka_producer()
-        pending = await send_keyed(producer, self.drift_topic.get_topic_name(), drifts)
-        pending += await send_keyed(producer, self.alert_input_topic.get_topic_name(), evaluations)
-        # The dead letters too: once the state (and the offsets applied) is persisted, the
-        # claims are never windowed again, and a lost dead letter would be lost for good.
-        pending += self._dead_letters
-        self._dead_letters = []
-        await asyncio.gather(*pending)
-        for pw, result, _ in applied:
-            self.state.save(pw, result)
-        await self.state.table.flush()
+        checkpoint.deliver(await send_keyed(producer, self.drift_topic.get_topic_name(), drifts))
+        topic = self.alert_input_topic.get_topic_name()
+        checkpoint.deliver(await send_keyed(producer, topic, evaluations))
+
+        def save() -> None:
+            for pw, result, _ in applied:
+                self.state.save(pw, result)
+
+        await checkpoint.persist(self.state.table, save)
 
     async def advance_idle_partitions(self) -> None:
         """Timer: advance customers whose feed (or one of its sources) is quiet by the wall
@@ -437,7 +441,7 @@ class WorkerStages:
                 behind = [pw for pw, result, _ in closed if result.budget_spent()]
                 ticked = True
                 if closed:
-                    await self._emit(closed)
+                    await self._emit(closed, Checkpoint())
                     CLAIMS_PENDING.set(self.state.pending_count())
 
     async def forward_commands(self) -> None:
@@ -446,7 +450,7 @@ class WorkerStages:
             self.commands_batches, self.commands, self.settings.alerts_batch_within_s
         )
 
-    async def commands(self, messages: list[Any]) -> None:
+    async def commands(self, messages: list[Any], checkpoint: Checkpoint) -> None:
         """Validate operator commands and forward them next to the customer's evaluations."""
         forwarded = []
         for message in messages:
@@ -456,17 +460,18 @@ class WorkerStages:
                 )
                 command = envelopes.command_from_record(record)
             except (DecodeError, KeyError, ValueError, TypeError) as exc:
-                await self._reject(message, "invalid_command", str(exc))
+                checkpoint.deliver([await self._reject(message, "invalid_command", str(exc))])
                 continue
             forwarded.append((command.customer_id.encode(), envelopes.command_message(record)))
         topic = self.alert_input_topic.get_topic_name()
-        await asyncio.gather(*await send_keyed(self.kafka_producer(), topic, forwarded))
+        checkpoint.deliver(await send_keyed(self.kafka_producer(), topic, forwarded))
 
-    async def _reject(self, message: Any, reason: str, detail: str) -> None:
-        """Dead-letter a command or alert-input ``message`` (a Kafka message) it cannot apply."""
+    async def _reject(self, message: Any, reason: str, detail: str) -> Any:
+        """Dead-letter a command or alert-input ``message`` (a Kafka message) it cannot apply;
+        the future of its delivery."""
         COMMANDS.labels(outcome=reason).inc()
         letter = envelopes.dead_letter(message, "alerts", reason, detail)
-        await self.commands_dlq_topic.send(
+        return await self.commands_dlq_topic.send(
             key=letter.key, value=letter.value, headers=letter.headers
         )
 
@@ -477,13 +482,13 @@ class WorkerStages:
             self.alert_input_batches, self.alerts, self.settings.alerts_batch_within_s
         )
 
-    async def alerts(self, messages: list[Any]) -> None:
+    async def alerts(self, messages: list[Any], checkpoint: Checkpoint) -> None:
         """Apply evaluations (with the customer's rules) and commands, in order
         (:func:`apply_alert_input`); send every transition, then save the state that produced
         them."""
         applied = apply_alert_input(messages, self.alerts_table, self.rules)
         for message, reason, detail in applied.rejected:
-            await self._reject(message, reason, detail)
+            checkpoint.deliver([await self._reject(message, reason, detail)])
         for outcome in applied.commands:
             COMMANDS.labels(outcome=outcome).inc()
         records = []
@@ -500,8 +505,8 @@ class WorkerStages:
                                       alert_record(transition))  # fmt: skip
             records.append((transition.customer_id.encode(), value))
         topic = self.alerts_topic.get_topic_name()
-        await asyncio.gather(*await send_keyed(self.kafka_producer(), topic, records))
-        await self.alerts_table.flush()  # after the transitions it produced are delivered
+        checkpoint.deliver(await send_keyed(self.kafka_producer(), topic, records))
+        await checkpoint.persist(self.alerts_table)  # the state that produced them
 
 
 @dataclass

@@ -231,13 +231,13 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     output partition; their state follows in one flush, one atomic batch per windows
     partition, only once every output is delivered."""
     from schemas.registry import ValueCodec
+    from streams.runtime.checkpoint import Checkpoint
     from streams.runtime.worker import WorkerStages
     from streams.settings import Settings
 
     producer = _HeldProducer()
     stages: Any = object.__new__(WorkerStages)  # only what _emit touches
     stages.settings, stages.codec = Settings(), ValueCodec()
-    stages._dead_letters = []
     stages.kafka_producer = lambda: producer
     stages.drift_topic = SimpleNamespace(get_topic_name=lambda: "drift.events")
     stages.alert_input_topic = SimpleNamespace(get_topic_name=lambda: "app-alert-input")
@@ -255,7 +255,7 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     drifts = sum(len(result.drifts) for _, result, _ in applied)
     evaluations = sum(len(result.evaluations) for _, result, _ in applied)
     assert evaluations >= 2  # each partition's closes evaluated its key
-    emitting = asyncio.ensure_future(stages._emit(applied))
+    emitting = asyncio.ensure_future(stages._emit(applied, Checkpoint()))
     await asyncio.sleep(0.01)
     assert {topic for topic, _, _ in producer.sent} <= {"drift.events", "app-alert-input"}
     assert sum(n for _, _, n in producer.sent) == drifts + evaluations
