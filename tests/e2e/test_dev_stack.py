@@ -47,7 +47,7 @@ async def _first_spike_alert(url: str, token: str) -> dict[str, Any]:
     async with connect(f"{url}?token={token}") as ws:
         await ws.send(json.dumps({"type": "subscribe"}))
         async for raw in ws:
-            message = json.loads(raw)
+            message: dict[str, Any] = json.loads(raw)
             if message["type"] == "snapshot" and message["alerts"]:
                 return {"alert": message["alerts"][0]}
             if message["type"] == "alert":

@@ -230,7 +230,7 @@ def ws_url(stack: ServiceStack, token: str, **params: str) -> str:
 async def subscribe(ws: ClientConnection) -> dict[str, Any]:
     """Subscribe without filters; return the snapshot."""
     await ws.send(json.dumps({"type": "subscribe"}))
-    snapshot = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    snapshot: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
     assert snapshot["type"] == "snapshot"
     return snapshot
 

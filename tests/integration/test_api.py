@@ -205,7 +205,8 @@ async def test_gzip_cache_invalidation_and_rate_limit(api: ServiceStack) -> None
 
     async def fresh() -> bool:
         body = (await get_json(api, "/api/alerts", token))[1]
-        return body["alerts"][0]["alert_id"] == "demo-a9"
+        newest: str = body["alerts"][0]["alert_id"]
+        return newest == "demo-a9"
 
     await wait_until(fresh, CACHE_TTL_S, "the new alert in /api/alerts", interval_s=0.05)
     # Seen within the cached answer's lifetime: only the invalidation can have shown it.

@@ -32,7 +32,8 @@ DEEP = "[" * 60_000  # once a RecursionError in the handler: close 1011 and a tr
 
 
 async def _reply(ws: Any) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), 30))
+    reply: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    return reply
 
 
 async def test_malformed_messages_get_an_error_and_never_a_1011(

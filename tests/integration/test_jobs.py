@@ -116,7 +116,7 @@ async def test_jobs_run_on_the_leader_only_and_do_their_work(
         assert len(ran) == 1, f"jobs ran on {ran}: {new}"
 
         with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
-            reports = dict(
+            reports: dict[str, Any] = dict(
                 conn.execute("SELECT customer_id, report FROM weekly_reports").fetchall()
             )
             claims = [r[0] for r in conn.execute("SELECT claim_id FROM claim_records")]

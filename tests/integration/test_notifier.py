@@ -58,7 +58,7 @@ async def _reply(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any
     """Send ``message`` and return the next ack or error (alerts are skipped)."""
     await ws.send(json.dumps(message))
     while True:
-        reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        reply: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
         if reply["type"] in ("ack", "error"):
             return reply
 

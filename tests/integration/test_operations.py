@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ async def test_metrics_move_as_claims_flow_and_services_report_ready(
     url = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
     try:
 
-        async def ready(service: str) -> dict[str, object] | None:
+        async def ready(service: str) -> dict[str, Any] | None:
             try:
                 status, body = await asyncio.to_thread(get_json, f"{url[service]}/readyz")
             except OSError:  # not listening yet
@@ -52,14 +53,14 @@ async def test_metrics_move_as_claims_flow_and_services_report_ready(
             return body if status == 200 else None
 
         for service in ports:
-            body = await wait_until(lambda s=service: ready(s), 90, f"{service} /readyz 200")
+            body = await wait_until(partial(ready, service), 90, f"{service} /readyz 200")
             assert body["service"] == service and body["status"] == "ok"
         worker_ready = await ready("worker")
         assert worker_ready is not None
-        assert set(worker_ready["checks"]) == {"kafka", "rules", "lag"}  # type: ignore[arg-type]
+        assert set(worker_ready["checks"]) == {"kafka", "rules", "lag"}
         sink_ready = await ready("sink")
         assert sink_ready is not None
-        assert set(sink_ready["checks"]) == {"postgres", "kafka", "lag"}  # type: ignore[arg-type]
+        assert set(sink_ready["checks"]) == {"postgres", "kafka", "lag"}
 
         before = {s: await asyncio.to_thread(scrape, f"{u}/metrics") for s, u in url.items()}
         await produce(SCENARIO, stack.bootstrap, stack.settings().topic_claims)

@@ -8,7 +8,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -17,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from schemas.codec import encode_single_object
 from sinks.service import DRIFT_WAIT_S, REJECTED
-from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
+from sinks.writer import PostgresWriter, Row, alert_row, claim_row, drift_row
 from streams.app.services import migrate_database
 from streams.devtools.probes import read_all
 from streams.devtools.stack import free_port
@@ -61,7 +60,7 @@ async def _sink_stack(
     return database_url, stack, settings
 
 
-def _claims() -> list[dict[str, Any]]:
+def _claims() -> list[Row]:
     rows = [
         claim_row(raw_claim(claim_id=f"c{i}", denial_reason_codes=["CO-97"]), 0, i)
         for i in range(50)
@@ -77,7 +76,7 @@ def _claims() -> list[dict[str, Any]]:
     [(0, 1000, 0), (20, 1000, 0), (0, 3, 0), (20, 3, 0), (0, 3, 100)],
 )
 async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
-    database, merge_after_conflict: int, min_lane_rows: int, few_rows: int
+    database: tuple[str, AsyncEngine], merge_after_conflict: int, min_lane_rows: int, few_rows: int
 ) -> None:
     """Deliver everything twice, shuffled: the tables equal one delivery in order.
 
@@ -121,7 +120,7 @@ async def test_every_message_twice_in_shuffled_order_leaves_the_same_tables(
 
 
 async def test_a_lane_that_fails_leaves_the_others_committed_and_a_rewrite_completes(
-    database,
+    database: tuple[str, AsyncEngine],
 ) -> None:
     """Claims in two lanes, a row Postgres refuses in the second: the write raises once both
     transactions have ended, the first lane's claims are stored, and writing the batch again
@@ -188,7 +187,7 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
         assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
 
 
-async def test_read_side_queries_against_fixtures(database) -> None:
+async def test_read_side_queries_against_fixtures(database: tuple[str, AsyncEngine]) -> None:
     """Active alerts, filtered and paginated drift events, and the monthly denial trend."""
     from datetime import UTC, date, datetime
     from decimal import Decimal
@@ -381,7 +380,9 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("few_rows", [0, 100], ids=["copied", "inserted-as-values"])
-async def test_hostile_strings_in_every_field_are_stored_verbatim(database, few_rows) -> None:
+async def test_hostile_strings_in_every_field_are_stored_verbatim(
+    database: tuple[str, AsyncEngine], few_rows: int
+) -> None:
     """COPY escaping and bound parameters: every text field round-trips byte for byte (the
     drift and alert rows copied, then inserted as values)."""
     url, engine = database
@@ -444,7 +445,8 @@ async def test_alerts_are_stored_while_the_claims_wait_for_postgres(
                 "SELECT count(*) FROM pg_locks WHERE relation = 'claim_records'::regclass "
                 "AND NOT granted"
             )
-            return (await rows.fetchone() or (0,))[0] > 0
+            waiting: int = (await rows.fetchone() or (0,))[0]
+            return waiting > 0
 
         await wait_until(claims_waiting, 60, "the sink's claims to wait for the lock")
         await producer.send_and_wait(

@@ -1,12 +1,14 @@
 """Alert dedup and lifecycle, with a dict as the store."""
 
 import dataclasses
+from typing import Any, cast
 
 import pytest
 
-from streams.domain.alerts import AlertCommand, AlertLifecycle, AlertState
-from streams.domain.events import DriftDetected, KeyEvaluated
+from streams.domain.alerts import AlertCommand, AlertLifecycle, AlertState, AlertStore
+from streams.domain.events import AlertTransitioned, DriftDetected, KeyEvaluated
 from streams.domain.rules import AlertRule, default_rule
+from streams.domain.values import Level
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -35,7 +37,7 @@ class DictStore:
 
 
 def drift(at_ms: int, severity: float = 0.5, payer: str = "payer-b") -> DriftDetected:
-    level = "critical" if severity >= 0.6 else "warning" if severity >= 0.3 else "info"
+    level: Level = "critical" if severity >= 0.6 else "warning" if severity >= 0.3 else "info"
     return DriftDetected(
         event_id=f"e-{at_ms}-{severity}",
         customer_id="acme",
@@ -68,15 +70,17 @@ def evaluation(at_ms: int, *detections: DriftDetected, payer: str = "payer-b") -
 RULES = [default_rule("acme")]
 
 
-def run(*evaluations: KeyEvaluated, rules=RULES, store=None):
+def run(
+    *evaluations: KeyEvaluated, rules: list[AlertRule] = RULES, store: AlertStore | None = None
+) -> list[AlertTransitioned]:
     lifecycle = AlertLifecycle(store or DictStore())
-    out = []
+    out: list[AlertTransitioned] = []
     for e in evaluations:
         out.extend(lifecycle.apply_evaluation(e, rules))
     return out
 
 
-def test_first_detection_triggers_and_redetections_update():
+def test_first_detection_triggers_and_redetections_update() -> None:
     """Daily re-detections within the dedup window update one alert."""
     out = run(*(evaluation(d * DAY, drift(d * DAY)) for d in range(1, 4)))
     assert [t.transition for t in out] == ["triggered", "updated", "updated"]
@@ -94,7 +98,9 @@ def test_first_detection_triggers_and_redetections_update():
         ([0.7, 0.4], [True, False]),  # max severity is kept
     ],
 )
-def test_updates_notify_only_when_level_rises(severities, notifies):
+def test_updates_notify_only_when_level_rises(
+    severities: list[float], notifies: list[bool]
+) -> None:
     """An update is re-notified only if the severity level rises."""
     out = run(
         *(evaluation((i + 1) * DAY, drift((i + 1) * DAY, s)) for i, s in enumerate(severities))
@@ -103,12 +109,12 @@ def test_updates_notify_only_when_level_rises(severities, notifies):
     assert out[-1].severity == max(severities)
 
 
-def test_below_rule_threshold_triggers_nothing():
+def test_below_rule_threshold_triggers_nothing() -> None:
     """An info-level drift does not match the default rule."""
     assert run(evaluation(DAY, drift(DAY, severity=0.1))) == []
 
 
-def test_auto_resolve_after_clean_evaluations_then_new_alert():
+def test_auto_resolve_after_clean_evaluations_then_new_alert() -> None:
     """Two clean evaluations resolve the alert; a later detection opens a new one."""
     out = run(
         evaluation(1 * DAY, drift(1 * DAY)),
@@ -125,7 +131,7 @@ def test_auto_resolve_after_clean_evaluations_then_new_alert():
     assert out[0].alert_id != out[2].alert_id
 
 
-def test_one_clean_evaluation_is_not_enough_and_detection_resets_count():
+def test_one_clean_evaluation_is_not_enough_and_detection_resets_count() -> None:
     """Fewer clean evaluations than auto_resolve_after keep the alert; a detection resets them."""
     rules = [AlertRule("acme", "wide", dedup_window_hours=72)]
     out = run(
@@ -139,14 +145,14 @@ def test_one_clean_evaluation_is_not_enough_and_detection_resets_count():
     assert out[-1].status == "active"
 
 
-def test_detection_after_dedup_window_opens_new_alert():
+def test_detection_after_dedup_window_opens_new_alert() -> None:
     """A re-detection more than dedup_window_hours after last_seen is a new alert."""
     out = run(evaluation(DAY, drift(DAY)), evaluation(3 * DAY, drift(3 * DAY)))
     assert [t.transition for t in out] == ["triggered", "resolved", "triggered"]
     assert out[0].alert_id == out[1].alert_id != out[2].alert_id
 
 
-def test_replayed_evaluation_changes_nothing():
+def test_replayed_evaluation_changes_nothing() -> None:
     """Redelivering an evaluation already applied emits no transition."""
     store = DictStore()
     first = run(evaluation(DAY, drift(DAY)), store=store)
@@ -154,14 +160,14 @@ def test_replayed_evaluation_changes_nothing():
     assert len(first) == 1 and again == []
 
 
-def test_rule_filters_by_payer():
+def test_rule_filters_by_payer() -> None:
     """A rule restricted to payer-a ignores payer-b."""
     rules = [AlertRule("acme", "only-a", payer_ids=("payer-a",))]
     assert run(evaluation(DAY, drift(DAY)), rules=rules) == []
     assert len(run(evaluation(DAY, drift(DAY, payer="payer-a"), payer="payer-a"), rules=rules)) == 1
 
 
-def _command(alert_id: str, command: str, command_id: str = "cmd-1", **kw) -> AlertCommand:
+def _command(alert_id: str, command: str, command_id: str = "cmd-1", **kw: Any) -> AlertCommand:
     return AlertCommand(
         command_id=command_id,
         customer_id=kw.pop("customer_id", "acme"),
@@ -186,12 +192,14 @@ def _command(alert_id: str, command: str, command_id: str = "cmd-1", **kw) -> Al
         ),
     ],
 )
-def test_operator_commands(commands, transitions, status):
+def test_operator_commands(
+    commands: list[tuple[str, dict[str, str]]], transitions: list[str], status: str
+) -> None:
     """Acknowledge / resolve / judge move the alert and emit one transition each."""
     store = DictStore()
     (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
     lifecycle = AlertLifecycle(store)
-    out = []
+    out: list[AlertTransitioned] = []
     for i, (name, extra) in enumerate(commands):
         outcome = lifecycle.apply_command(_command(trigger.alert_id, name, f"c{i}", **extra))
         assert outcome.rejected is None
@@ -210,7 +218,9 @@ def test_operator_commands(commands, transitions, status):
         (None, "judge", {"verdict": "maybe"}, "invalid_command"),
     ],
 )
-def test_invalid_commands_are_rejected_never_applied(alert, command, extra, reason):
+def test_invalid_commands_are_rejected_never_applied(
+    alert: str | None, command: str, extra: dict[str, str], reason: str
+) -> None:
     """Unknown alert, foreign customer, bad command or verdict: rejected with a reason."""
     store = DictStore()
     (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
@@ -218,10 +228,10 @@ def test_invalid_commands_are_rejected_never_applied(alert, command, extra, reas
         _command(alert or trigger.alert_id, command, **extra)
     )
     assert (outcome.rejected, outcome.transitions) == (reason, [])
-    assert store.get(trigger.alert_id).version == 1
+    assert cast(AlertState, store.get(trigger.alert_id)).version == 1
 
 
-def test_commands_apply_exactly_once_by_command_id():
+def test_commands_apply_exactly_once_by_command_id() -> None:
     """The same command_id twice: the second is a no-op, not a rejection."""
     store = DictStore()
     (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
@@ -232,7 +242,7 @@ def test_commands_apply_exactly_once_by_command_id():
     assert again.transitions == [] and again.duplicate and again.rejected is None
 
 
-def test_acknowledged_alert_updates_silently_and_still_auto_resolves():
+def test_acknowledged_alert_updates_silently_and_still_auto_resolves() -> None:
     """While acknowledged, updates never notify, even on a level rise; clean evaluations resolve."""
     store = DictStore()
     (trigger,) = run(evaluation(DAY, drift(DAY, 0.4)), store=store)
@@ -247,7 +257,7 @@ def test_acknowledged_alert_updates_silently_and_still_auto_resolves():
     assert out[0].status == "acknowledged"
 
 
-def test_old_alert_can_be_judged_after_a_new_one_opened():
+def test_old_alert_can_be_judged_after_a_new_one_opened() -> None:
     """Judging a superseded alert works and does not disturb the current one."""
     store = DictStore()
     out = run(evaluation(DAY, drift(DAY)), evaluation(5 * DAY, drift(5 * DAY)), store=store)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
@@ -17,19 +18,19 @@ from streams.settings import Settings
 from tests.apidocs import check_ws_message, document
 
 
-def test_openapi_is_a_valid_openapi_3_1_document():
+def test_openapi_is_a_valid_openapi_3_1_document() -> None:
     """The OpenAPI file passes openapi-spec-validator."""
     validate(document("openapi"))
 
 
-def test_openapi_describes_exactly_the_api_routes():
+def test_openapi_describes_exactly_the_api_routes() -> None:
     """Every /api/ route the notifier serves is described, and nothing more."""
     api = HttpApi(engine=None, secret="x" * 32, version=lambda: 0)  # type: ignore[arg-type]
     described = {p for p in document("openapi")["paths"] if p.startswith("/api/")}
     assert described == set(api._routes)
 
 
-def test_asyncapi_topics_are_the_default_topic_names():
+def test_asyncapi_topics_are_the_default_topic_names() -> None:
     """Each Kafka channel's address is a topic of Settings, and every topic has a channel."""
     topics = set(public_topics(Settings()))
     channels = document("asyncapi")["channels"].values()
@@ -37,7 +38,7 @@ def test_asyncapi_topics_are_the_default_topic_names():
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
-def test_asyncapi_embeds_the_current_avro_schemas(name):
+def test_asyncapi_embeds_the_current_avro_schemas(name: str) -> None:
     """The Avro payload of each topic message is the schema file itself."""
     messages = [
         m for c in document("asyncapi")["channels"].values() for m in c["messages"].values()
@@ -46,7 +47,7 @@ def test_asyncapi_embeds_the_current_avro_schemas(name):
     assert embedded == [load_schema_json(name)]
 
 
-def test_asyncapi_lists_every_websocket_message_type():
+def test_asyncapi_lists_every_websocket_message_type() -> None:
     """Commands, subscribe/auth in; snapshot/alert/ack/error out: all described."""
     messages = document("asyncapi")["channels"]["operatorSocket"]["messages"]
     assert set(messages) == {"auth", "subscribe", *COMMANDS, "snapshot", "alert", "ack", "error"}
@@ -60,13 +61,13 @@ def test_asyncapi_lists_every_websocket_message_type():
         {"type": "ack", "command_id": "c1", "status": "done"},
     ],
 )
-def test_the_ws_schemas_refuse_wrong_messages(message):
+def test_the_ws_schemas_refuse_wrong_messages(message: dict[str, Any]) -> None:
     """The AsyncAPI schemas are strict enough to catch a wrong enum value."""
     with pytest.raises(Exception, match="is not one of"):
         check_ws_message(message)
 
 
-def test_the_documents_are_what_scripts_api_docs_writes():
+def test_the_documents_are_what_scripts_api_docs_writes() -> None:
     """The served files are current with their generator (run it after changing the API)."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "api_docs.py"
     result = subprocess.run(
@@ -75,7 +76,7 @@ def test_the_documents_are_what_scripts_api_docs_writes():
     assert result.returncode == 0, result.stderr
 
 
-def test_the_configuration_page_is_what_scripts_config_docs_writes():
+def test_the_configuration_page_is_what_scripts_config_docs_writes() -> None:
     """docs/configuration.md is current with the settings class (every field described)."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "config_docs.py"
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True,

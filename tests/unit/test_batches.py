@@ -7,13 +7,15 @@ import json
 from collections.abc import Callable
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka.errors import IllegalStateError
+from faust.transport.conductor import Conductor
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.types import TP
+from faust.types import TP, AppT
 from faust.types.tuples import ConsumerMessage
+from faust.types.tuples import Message as FaustMessage
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,7 +36,7 @@ from tests.unit.claims import raw_claim
 CLAIM = parse_claim(raw_claim(payer_name="Payer A", decided_at="2026-01-11T09:30:00.250Z"))
 
 
-def test_a_packed_claim_and_its_record_give_back_the_claim():
+def test_a_packed_claim_and_its_record_give_back_the_claim() -> None:
     """Compact form round-trips through JSON; the rebuilt record validates to the same claim."""
     packed = json.loads(json.dumps(CLAIM.to_compact()))
     assert type(CLAIM).from_compact(packed) == CLAIM
@@ -60,7 +62,7 @@ def _decimal_cents(text: str) -> int | str:
         st.text(alphabet="0123456789.e- ", max_size=12),
     )
 )
-def test_the_fast_amount_path_agrees_with_decimal(text):
+def test_the_fast_amount_path_agrees_with_decimal(text: str) -> None:
     """Plain amounts skip Decimal; every string still gets Decimal's answer."""
     try:
         fast: int | str = _cents({"x": text}, "x")
@@ -69,7 +71,7 @@ def test_the_fast_amount_path_agrees_with_decimal(text):
     assert fast == _decimal_cents(text) or (text.strip() == "" and fast == "invalid")
 
 
-def test_the_by_key_message_keeps_order_and_origins():
+def test_the_by_key_message_keeps_order_and_origins() -> None:
     """Claims in their order, each with the claims partition and offset it was read at."""
     value = routed_batch(4, [(2, 17, CLAIM), (0, 5, CLAIM)])
     assert arrivals(json.loads(value)) == [
@@ -79,7 +81,7 @@ def test_the_by_key_message_keeps_order_and_origins():
 
 
 @pytest.mark.parametrize("value", ["w|0", 'quote"d|é', [1, 2, 3], [], [True, 1], {"a": [1]}])
-def test_changelog_records_are_what_fausts_json_codec_writes(value):
+def test_changelog_records_are_what_fausts_json_codec_writes(value: object) -> None:
     assert _dump(value) == json.dumps(value, separators=(",", ":")).encode()
 
 
@@ -97,39 +99,50 @@ class _FlowControl:
         self.queues.append(queue)
 
 
-async def test_the_buffer_batches_pauses_and_resumes_and_clears():
+async def test_the_buffer_batches_pauses_and_resumes_and_clears() -> None:
     """Up to max per take; a partial batch waits ``within``; pressure pauses and resumes."""
     flow = _FlowControl()
     buffer = MessageBuffer(10, flow)
     events: list[str] = []
     high, drop = (lambda: events.append("pause")), (lambda: events.append("resume"))
+
+    async def take(max_messages: int, within_s: float) -> list[int]:
+        """``buffer.take``, of the ints put in as messages here."""
+        return cast(list[int], await buffer.take(max_messages, within_s=within_s))
+
     for i in range(9):
-        buffer.put_nowait_enhanced(i, on_pressure_high=high, on_pressure_drop=drop)
+        buffer.put_nowait_enhanced(
+            cast(FaustMessage, i), on_pressure_high=high, on_pressure_drop=drop
+        )
     assert events == ["pause"]  # once, at the high-water mark (8)
-    assert await buffer.take(5, within_s=0.01) == [0, 1, 2, 3, 4]
-    assert await buffer.take(5, within_s=0.01) == [5, 6, 7, 8]  # waited, then took what was there
+    assert await take(5, within_s=0.01) == [0, 1, 2, 3, 4]
+    assert await take(5, within_s=0.01) == [5, 6, 7, 8]  # waited, then took what was there
     assert events[-1] == "resume"
 
     async def late_put() -> None:
         await asyncio.sleep(0.01)
         for i in range(3):
-            await buffer.put(i)
+            await buffer.put(cast(FaustMessage, i))
 
     putter = asyncio.create_task(late_put())
-    assert await buffer.take(3, within_s=5) == [0, 1, 2]  # filled before ``within``
+    assert await take(3, within_s=5) == [0, 1, 2]  # filled before ``within``
     await putter
-    buffer.put_nowait_enhanced(Message(0, 1), on_pressure_high=high, on_pressure_drop=drop)
+    buffer.put_nowait_enhanced(
+        cast(FaustMessage, Message(0, 1)), on_pressure_high=high, on_pressure_drop=drop
+    )
     flow.queues[0].clear()  # a rebalance
     assert len(buffer) == 0
 
 
-async def test_a_cleared_buffer_notes_where_to_read_again():
+async def test_a_cleared_buffer_notes_where_to_read_again() -> None:
     """A rebalance's clear drops messages; the lowest offset per partition is kept to rewind."""
     rewinds: dict[tuple[str, int], int] = {("claims", 1): 3}
     buffer = MessageBuffer(100, _FlowControl(), rewinds)
     for partition, offset in ((0, 7), (0, 8), (1, 5), (2, 4), (2, 9)):
         buffer.put_nowait_enhanced(
-            Message(partition, offset), on_pressure_high=lambda: None, on_pressure_drop=lambda: None
+            cast(FaustMessage, Message(partition, offset)),
+            on_pressure_high=lambda: None,
+            on_pressure_drop=lambda: None,
         )
     buffer.clear()
     assert rewinds == {("claims", 0): 7, ("claims", 1): 3, ("claims", 2): 4}
@@ -154,7 +167,7 @@ class _Consumer:
         self.positions[tp] = offset
 
 
-async def test_a_rewind_only_ever_seeks_back():
+async def test_a_rewind_only_ever_seeks_back() -> None:
     """Notes behind the position are read again; a note at or past it (the partition was
     sought back further already, to its committed offset) must not skip what lies between."""
     consumer = _Consumer({TP("claims", 0): 3022, TP("claims", 1): 448, TP("claims", 2): 10})
@@ -165,7 +178,7 @@ async def test_a_rewind_only_ever_seeks_back():
     assert rewinds == {}  # every note handled; partition 3 is not assigned here any more
 
 
-async def test_a_message_past_the_position_is_stale_not_a_gap():
+async def test_a_message_past_the_position_is_stale_not_a_gap() -> None:
     """After a seek back to the committed offset, a message fetched before it (beyond the new
     position) is dropped, not taken as the end of a gap; one below the position is a real gap."""
     consumer = _Consumer({TP("claims", 0): 448})
@@ -176,7 +189,7 @@ async def test_a_message_past_the_position_is_stale_not_a_gap():
     assert not await fetched(consumer, TP("claims", 0), 3022)  # type: ignore[arg-type]
 
 
-async def test_a_message_of_a_partition_no_longer_assigned_is_not_delivered():
+async def test_a_message_of_a_partition_no_longer_assigned_is_not_delivered() -> None:
     class _Revoked(_Consumer):
         async def position(self, tp: TP) -> int | None:
             raise IllegalStateError(f"No current assignment for partition {tp}")
@@ -185,7 +198,7 @@ async def test_a_message_of_a_partition_no_longer_assigned_is_not_delivered():
     assert await fetched(_Revoked({}), TP("claims", 0), 3022)  # type: ignore[arg-type]
 
 
-async def test_a_taken_batch_marks_its_partitions_in_faust_s_monitor():
+async def test_a_taken_batch_marks_its_partitions_in_faust_s_monitor() -> None:
     """Faust's monitor sees each batch's partitions as taken in, as a stream's event: without
     it Faust logs "Stream has not started processing" at ERROR for every batch partition."""
     buffer = MessageBuffer(10, _FlowControl())
@@ -204,7 +217,7 @@ async def test_a_taken_batch_marks_its_partitions_in_faust_s_monitor():
     assert app.consumer._unacked_messages == set(batch)
 
 
-async def test_a_batch_ack_keeps_faust_s_bookkeeping():
+async def test_a_batch_ack_keeps_faust_s_bookkeeping() -> None:
     """One ack for a batch leaves Faust's consumer as its per-message acks do: offsets at or
     past the committed one recorded once, to commit past; one below it acked, not recorded; a
     message referenced twice not acked yet; one acked already, or twice in a batch, once."""
@@ -213,7 +226,8 @@ async def test_a_batch_ack_keeps_faust_s_bookkeeping():
         app = UpstreamApp("ack-test", broker="kafka://127.0.0.1:9", store="memory://",
                           web_enabled=False)  # fmt: skip
         subscription = BatchTopic(app, topics=["claims"]).subscribe(100)
-        await app.topics._update_indices()  # as on start: acks enabled for the topic
+        # as on start: acks enabled for the topic
+        await cast(Conductor, app.topics)._update_indices()
         consumer: Any = app.consumer
         tp = TP("claims", 0)
         consumer._committed_offset[tp] = 3
@@ -245,7 +259,7 @@ async def test_a_batch_ack_keeps_faust_s_bookkeeping():
     assert batched["messages"][5] == (False, 1)
 
 
-async def test_the_buffer_is_bounded_in_bytes_too():
+async def test_the_buffer_is_bounded_in_bytes_too() -> None:
     """Large messages pause fetching and make the consumer wait before the message count
     would: a by-key message carries up to a thousand claims."""
     flow = _FlowControl()
@@ -254,7 +268,9 @@ async def test_the_buffer_is_bounded_in_bytes_too():
     high, drop = (lambda: events.append("pause")), (lambda: events.append("resume"))
     for i in range(4):
         buffer.put_nowait_enhanced(
-            Message(0, i, b"x" * 250), on_pressure_high=high, on_pressure_drop=drop
+            cast(FaustMessage, Message(0, i, b"x" * 250)),
+            on_pressure_high=high,
+            on_pressure_drop=drop,
         )
     assert events == ["pause"]  # 800 bytes: four fifths of the bound, at 4 of 100 messages
     assert buffer.full()
@@ -269,13 +285,15 @@ async def test_the_buffer_is_bounded_in_bytes_too():
     assert not buffer.full()
 
 
-async def test_past_the_high_water_mark_a_take_does_not_wait_for_more():
+async def test_past_the_high_water_mark_a_take_does_not_wait_for_more() -> None:
     """Paused partitions send nothing more: waiting ``within_s`` for a full count of large
     messages would only add latency to every batch of a backlog."""
     buffer = MessageBuffer(100, _FlowControl(), max_bytes=1000)
     for i in range(4):  # 800 bytes: the bytes mark, 4 of 100 messages
         buffer.put_nowait_enhanced(
-            Message(0, i, b"x" * 200), on_pressure_high=lambda: None, on_pressure_drop=lambda: None
+            cast(FaustMessage, Message(0, i, b"x" * 200)),
+            on_pressure_high=lambda: None,
+            on_pressure_drop=lambda: None,
         )
     assert len(await asyncio.wait_for(buffer.take(100, within_s=30), 1)) == 4
 
@@ -331,8 +349,10 @@ class _Fetching:
         self.sought += 1
 
 
-async def _delivered(consumer: _Fetching, stop_after: int | None = None, change: Any = None):
-    got = []
+async def _delivered(
+    consumer: _Fetching, stop_after: int | None = None, change: Any = None
+) -> list[tuple[int, object]]:
+    got: list[tuple[int, object]] = []
     async for tp, offset in BatchingConsumer.getmany(consumer, 1.0):  # type: ignore[arg-type]
         got.append((tp.partition, offset))
         if len(got) == stop_after:
@@ -340,7 +360,7 @@ async def _delivered(consumer: _Fetching, stop_after: int | None = None, change:
     return got
 
 
-async def test_a_fetch_cut_short_is_noted_to_be_read_again():
+async def test_a_fetch_cut_short_is_noted_to_be_read_again() -> None:
     """Faust drops the rest of a fetch when the flow stops or the generation changes midway:
     each partition's lowest undelivered offset is noted instead, to be read again."""
     a, b = TP("claims", 0), TP("claims", 1)
@@ -358,7 +378,7 @@ async def test_a_fetch_cut_short_is_noted_to_be_read_again():
         assert consumer.app.batch_rewinds == {("claims", 0): 12, ("claims", 1): 51}
 
 
-async def test_a_fetch_while_the_flow_is_stopped_is_noted_not_lost():
+async def test_a_fetch_while_the_flow_is_stopped_is_noted_not_lost() -> None:
     """The CI failure: a fetch arriving while recovery has the flow stopped. Faust drops it and
     seeks to committed offsets, which moves no partition without one; the notes bring it back."""
     a, b = TP("claims", 0), TP("claims", 1)
@@ -369,21 +389,21 @@ async def test_a_fetch_while_the_flow_is_stopped_is_noted_not_lost():
     assert consumer.sought == 1  # and Faust's seek to the committed offsets still happens
 
 
-async def test_a_record_of_a_partition_not_active_is_noted():
+async def test_a_record_of_a_partition_not_active_is_noted() -> None:
     a, b = TP("claims", 0), TP("claims", 1)
     consumer = _Fetching({a: [4, 5], b: [9]}, active={a})
     assert await _delivered(consumer) == [(0, 4), (0, 5)]
     assert consumer.app.batch_rewinds == {("claims", 1): 9}
 
 
-def test_the_worker_s_consumer_fetches_with_the_app_s_wait(monkeypatch: pytest.MonkeyPatch):
+def test_the_worker_s_consumer_fetches_with_the_app_s_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """Faust fixes aiokafka's fetch_max_wait_ms at 1,500; the app's own reaches the consumer."""
     built = SimpleNamespace(_fetch_max_wait_ms=1500)  # what Faust's thread builds
     monkeypatch.setattr(
         AIOKafkaConsumerThread, "_create_worker_consumer", lambda self, transport: built
     )
     thread = object.__new__(_ConsumerThread)
-    thread.app = SimpleNamespace(fetch_max_wait_ms=77)
+    thread.app = cast(AppT, SimpleNamespace(fetch_max_wait_ms=77))
     assert thread._create_worker_consumer(None) is built
     assert built._fetch_max_wait_ms == 77
     assert UpstreamApp("t", fetch_max_wait_ms=77).fetch_max_wait_ms == 77
@@ -394,7 +414,7 @@ def test_the_worker_s_consumer_fetches_with_the_app_s_wait(monkeypatch: pytest.M
 )
 def test_the_worker_keeps_standby_tables_only_when_asked(
     monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], expected: int
-):
+) -> None:
     """No standby copies by default (each read every changelog record of another worker's
     partitions, per event); UPSTREAM_STANDBY_REPLICAS asks for them."""
     from schemas.registry import ValueCodec
@@ -407,7 +427,7 @@ def test_the_worker_keeps_standby_tables_only_when_asked(
     assert worker.app.conf.table_standby_replicas == expected
 
 
-async def test_each_stage_waits_for_its_own_batches(monkeypatch: pytest.MonkeyPatch):
+async def test_each_stage_waits_for_its_own_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """The route waits UPSTREAM_BATCH_WITHIN_S for more claims; the windows, which read the
     routes' bursts of by-key messages, UPSTREAM_WINDOWS_BATCH_WITHIN_S; the alerts (once the
     rules are loaded) and the commands, UPSTREAM_ALERTS_BATCH_WITHIN_S."""

@@ -21,7 +21,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
@@ -31,6 +31,8 @@ from mode.utils.queues import FlowControlEvent
 
 from streams.runtime.batches import BatchingConsumer, MessageBuffer
 
+P = ParamSpec("P")
+R = TypeVar("R")
 P0 = TP("claims", 0)
 COMMITTED = 16_759
 END = 40_000
@@ -45,24 +47,29 @@ async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 10
         await asyncio.sleep(0.001)
 
 
+def _borrowed(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[_Consumer, P], R]:
+    """``method`` itself, typed as a method of the fake consumer it is lent to."""
+    return method
+
+
 class _Consumer:
     """A consumer whose fetching and seeking are fakes and whose drain loop is the real one."""
 
-    _drain_messages = BatchingConsumer._drain_messages
-    getmany = BatchingConsumer.getmany
-    _rewind = BatchingConsumer._rewind
-    _fetched_before_seek_back = BatchingConsumer._fetched_before_seek_back
-    seek = FaustConsumer.seek
-    perform_seek = FaustConsumer.perform_seek
-    on_buffer_full = FaustConsumer.on_buffer_full
-    on_buffer_drop = FaustConsumer.on_buffer_drop
-    pause_partitions = FaustConsumer.pause_partitions
-    resume_partitions = FaustConsumer.resume_partitions
-    _get_active_partitions = FaustConsumer._get_active_partitions
-    _set_active_tps = FaustConsumer._set_active_tps
-    stop_flow = FaustConsumer.stop_flow
-    resume_flow = FaustConsumer.resume_flow
-    wait_first = Service.wait_first
+    _drain_messages = _borrowed(BatchingConsumer._drain_messages)
+    getmany = _borrowed(BatchingConsumer.getmany)
+    _rewind = _borrowed(BatchingConsumer._rewind)
+    _fetched_before_seek_back = _borrowed(BatchingConsumer._fetched_before_seek_back)
+    seek = _borrowed(FaustConsumer.seek)
+    perform_seek = _borrowed(FaustConsumer.perform_seek)
+    on_buffer_full = _borrowed(FaustConsumer.on_buffer_full)
+    on_buffer_drop = _borrowed(FaustConsumer.on_buffer_drop)
+    pause_partitions = _borrowed(FaustConsumer.pause_partitions)
+    resume_partitions = _borrowed(FaustConsumer.resume_partitions)
+    _get_active_partitions = _borrowed(FaustConsumer._get_active_partitions)
+    _set_active_tps = _borrowed(FaustConsumer._set_active_tps)
+    stop_flow = _borrowed(FaustConsumer.stop_flow)
+    resume_flow = _borrowed(FaustConsumer.resume_flow)
+    wait_first = _borrowed(Service.wait_first)
 
     def __init__(self, app: Any, fetch_sizes: list[int]) -> None:
         self.app = app
@@ -143,7 +150,7 @@ class _Consumer:
         await asyncio.sleep(0)
 
 
-async def test_a_rebalance_while_the_buffer_is_full_skips_no_offset():
+async def test_a_rebalance_while_the_buffer_is_full_skips_no_offset() -> None:
     flow = FlowControlEvent(initially_suspended=False)
     app = SimpleNamespace(
         batch_buffers={}, batch_rewinds={}, flow_control=flow, consumer_generation_id=1,
@@ -209,7 +216,7 @@ async def test_a_rebalance_while_the_buffer_is_full_skips_no_offset():
     assert missing == [], f"never routed: {missing[0]}..{missing[-1]} ({len(missing)})"
 
 
-async def test_a_put_that_waited_across_a_clear_does_not_land():
+async def test_a_put_that_waited_across_a_clear_does_not_land() -> None:
     """A put waiting for room when the buffer is cleared (a rebalance) adds nothing: the
     message belongs to the generation the clear ended, and its offset is read again."""
     flow = FlowControlEvent(initially_suspended=False)

@@ -44,7 +44,13 @@ TRUTH = {"up|p1|g": SHIFTED, "up|p2|g": SHIFTED, "free|p3|g": FREE}
         ),
     ],
 )
-def test_score(detections, recall, delay, shifted_fa, free_fa):
+def test_score(
+    detections: list[Detection],
+    recall: float,
+    delay: float | None,
+    shifted_fa: float,
+    free_fa: float,
+) -> None:
     """Recall, delay and false alarms per 1,000 key-days follow their definitions."""
     report = score(detections, TRUTH)
     assert report["up"]["recall"] == recall
@@ -53,13 +59,13 @@ def test_score(detections, recall, delay, shifted_fa, free_fa):
     assert report["free"]["false_alarms_per_1000_key_days"] == free_fa
 
 
-def test_a_late_feed_may_find_a_shift_later_by_its_lag():
+def test_a_late_feed_may_find_a_shift_later_by_its_lag() -> None:
     found = [Detection("up|p1|g", "denial_rate", ONSET_DAY + 40)]
     assert score(found, TRUTH)["up"]["recall"] == 0.0
     assert score(found, TRUTH, lag_days=20)["up"]["recall"] == 0.5
 
 
-def test_smoke_run_prints_a_report_per_feed(capsys):
+def test_smoke_run_prints_a_report_per_feed(capsys: pytest.CaptureFixture[str]) -> None:
     """A tiny domain-engine run of the three feeds: valid JSON with every group per feed, the
     12-point shift found on each feed, nothing dead-lettered, each customer alone as mixed."""
     assert detection.main(["--engine", "domain", "--scale", "0.05", "--alone"]) == 0

@@ -2,6 +2,7 @@
 
 import contextlib
 from datetime import date
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +13,7 @@ from streams.domain.cpt import cpt_group_for
 from tests.unit.claims import raw_claim
 
 
-def test_valid_claim_parses_with_derived_group_and_event_time():
+def test_valid_claim_parses_with_derived_group_and_event_time() -> None:
     """cpt_group comes from the CPT mapping; event time is decided_date midnight UTC."""
     claim = parse_claim(raw_claim())
     assert claim.cpt_group == "radiology"
@@ -22,13 +23,13 @@ def test_valid_claim_parses_with_derived_group_and_event_time():
     assert claim.decision_lag_days == 10
 
 
-def test_decided_at_is_event_time_when_present():
+def test_decided_at_is_event_time_when_present() -> None:
     """decided_at (RFC 3339) wins over decided_date."""
     claim = parse_claim(raw_claim(decided_at="2026-01-11T06:30:00+00:00"))
     assert claim.event_ms == 1_768_089_600_000 + int(6.5 * 3_600_000)
 
 
-def test_the_fields_only_stored_are_validated_and_returned():
+def test_the_fields_only_stored_are_validated_and_returned() -> None:
     """paid_amount, denial_reason_codes and place_of_service: parsed with the claim."""
     claim, extras = parse_claim_record(
         raw_claim(
@@ -81,7 +82,7 @@ def test_the_fields_only_stored_are_validated_and_returned():
         ({"place_of_service": {"a": 1}}, "wrong_type"),
     ],
 )
-def test_invalid_claims_name_their_reason(overrides, reason):
+def test_invalid_claims_name_their_reason(overrides: dict[str, Any], reason: str) -> None:
     """Each kind of bad input raises InvalidClaim with a machine-readable reason."""
     with pytest.raises(InvalidClaim) as info:
         parse_claim(raw_claim(**overrides))
@@ -103,7 +104,7 @@ def test_invalid_claims_name_their_reason(overrides, reason):
         ("99999", None),
     ],
 )
-def test_cpt_groups(code, group):
+def test_cpt_groups(code: str, group: str | None) -> None:
     """CPT ranges and HCPCS letters map to procedure groups."""
     assert cpt_group_for(code) == group
 
@@ -128,7 +129,9 @@ def _general_event_ms(text: str) -> int | None:
     noise=st.one_of(st.just(""), st.sampled_from(["x", " ", "1", "²", "-", ":", "+"])),
     at=st.integers(min_value=0, max_value=19),
 )
-def test_the_utc_fast_path_agrees_with_the_general_parse(day, clock, noise, at):
+def test_the_utc_fast_path_agrees_with_the_general_parse(
+    day: date, clock: tuple[int, int, int], noise: str, at: int
+) -> None:
     """decided_at of the common Z shape (or one character off it, or out of range) parses as
     the general parse does, whether or not its day was seen before."""
     text = f"{day.isoformat()}T{clock[0]:02d}:{clock[1]:02d}:{clock[2]:02d}Z"
@@ -153,7 +156,7 @@ def test_the_utc_fast_path_agrees_with_the_general_parse(day, clock, noise, at):
         st.integers(min_value=-5, max_value=10**9),
     )
 )
-def test_amounts_parse_as_decimal_does(value):
+def test_amounts_parse_as_decimal_does(value: str | int) -> None:
     """An amount is refused, or is its Decimal value in cents, however it is written."""
     from decimal import Decimal, InvalidOperation
 

@@ -3,6 +3,7 @@
 import io
 import json
 import struct
+from typing import Any, cast
 
 import fastavro
 import pytest
@@ -23,12 +24,12 @@ from tests.unit.claims import raw_claim
 TOPIC = "claims.decided"
 
 
-def test_crc64_avro_spec_vector():
+def test_crc64_avro_spec_vector() -> None:
     """The Avro spec's fingerprint of the schema "int" is 0x7275d51a3f395c8f."""
     assert crc64_avro(b'"int"') == 0x7275D51A3F395C8F
 
 
-def test_fingerprint_agrees_with_fastavro():
+def test_fingerprint_agrees_with_fastavro() -> None:
     """Our little-endian fingerprint is fastavro's CRC-64-AVRO hex."""
     canonical = fastavro.schema.to_parsing_canonical_form(parsed_schema("ClaimDecided"))
     assert fingerprint("ClaimDecided").hex() == fastavro.schema.fingerprint(
@@ -36,7 +37,7 @@ def test_fingerprint_agrees_with_fastavro():
     )
 
 
-def test_single_object_round_trip():
+def test_single_object_round_trip() -> None:
     """Encode then decode gives the record back, with defaults filled."""
     value = encode_single_object("ClaimDecided", raw_claim())
     assert value[:2] == b"\xc3\x01"
@@ -46,13 +47,13 @@ def test_single_object_round_trip():
     assert record["denial_reason_codes"] == []
 
 
-def test_json_input_is_accepted():
+def test_json_input_is_accepted() -> None:
     """A value starting with '{' is JSON."""
     record = ValueCodec().decode(b'  {"claim_id": "x"}', "ClaimDecided", TOPIC)
     assert record == {"claim_id": "x"}
 
 
-def test_confluent_wire_format_with_registry():
+def test_confluent_wire_format_with_registry() -> None:
     """With a registry, output is magic 0 + schema id, and input reads it back."""
     codec = ValueCodec("mock://unit")
     value = codec.encode("ClaimDecided", TOPIC, raw_claim())
@@ -75,14 +76,14 @@ def test_confluent_wire_format_with_registry():
         (b"\x07garbage", "format"),
     ],
 )
-def test_bad_values_raise_decode_error_with_reason(value, reason):
+def test_bad_values_raise_decode_error_with_reason(value: bytes, reason: str) -> None:
     """Every undecodable value raises DecodeError naming why."""
     with pytest.raises(DecodeError) as info:
         ValueCodec().decode(value, "ClaimDecided", TOPIC)
     assert info.value.reason == reason
 
 
-def test_wrong_schema_is_refused():
+def test_wrong_schema_is_refused() -> None:
     """A DriftEvent where a ClaimDecided is expected is refused, not misread."""
     value = encode_single_object("AlertRule", {"customer_id": "c", "rule_id": "r"})
     with pytest.raises(DecodeError) as info:
@@ -90,7 +91,7 @@ def test_wrong_schema_is_refused():
     assert info.value.reason == "wrong_schema"
 
 
-def test_corrupt_avro_body_is_a_decode_error():
+def test_corrupt_avro_body_is_a_decode_error() -> None:
     """A right header with a truncated body is a DecodeError, not a crash."""
     value = encode_single_object("ClaimDecided", raw_claim())
     with pytest.raises(DecodeError):
@@ -98,14 +99,14 @@ def test_corrupt_avro_body_is_a_decode_error():
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
-def test_schemas_are_backward_compatible_with_minimal_writers(name):
+def test_schemas_are_backward_compatible_with_minimal_writers(name: str) -> None:
     """Data written by a writer with only the required fields is readable by today's schema.
 
     Every field added after the first version must carry a default (BACKWARD compatibility).
     """
     current = load_schema_json(name)
     minimal = dict(current, fields=[f for f in current["fields"] if "default" not in f])
-    record = {}
+    record: dict[str, Any] = {}
     for field in minimal["fields"]:
         kind = field["type"]
         kind = kind["type"] if isinstance(kind, dict) else kind
@@ -119,6 +120,9 @@ def test_schemas_are_backward_compatible_with_minimal_writers(name):
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, fastavro.parse_schema(minimal), record)
     buffer.seek(0)
-    read = fastavro.schemaless_reader(buffer, fastavro.parse_schema(minimal), parsed_schema(name))
+    read = cast(
+        dict[str, Any],
+        fastavro.schemaless_reader(buffer, fastavro.parse_schema(minimal), parsed_schema(name)),
+    )
     assert set(read) == {f["name"] for f in current["fields"]}
     json.dumps(read, default=str)

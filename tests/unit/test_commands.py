@@ -1,6 +1,7 @@
 """Operator commands as the notifier builds and reads them."""
 
 import json
+from typing import Any
 
 import pytest
 
@@ -27,13 +28,13 @@ ALICE = Operator("alice", "demo", frozenset({"read", "act"}))
         (ALICE, {"type": "resolve", "alert_id": "a", "command_id": ["x"]}, "command_id must be"),
     ],
 )  # fmt: skip
-def test_refusals_name_the_problem(operator, message, error):
+def test_refusals_name_the_problem(operator: Operator, message: dict[str, Any], error: str) -> None:
     """Every invalid command is refused with a message the operator can act on."""
     with pytest.raises(CommandError, match=error):
         build_command(operator, message, 0)
 
 
-def test_a_command_carries_the_tokens_customer_and_operator():
+def test_a_command_carries_the_tokens_customer_and_operator() -> None:
     """Customer and operator come from the token, never from the message."""
     record = build_command(
         ALICE, {"type": "judge", "alert_id": "a1", "verdict": "false_positive",
@@ -43,13 +44,13 @@ def test_a_command_carries_the_tokens_customer_and_operator():
     assert record["issued_at"] == 1234 and record["command_id"]
 
 
-def test_rate_limit_allows_a_burst_then_refuses():
+def test_rate_limit_allows_a_burst_then_refuses() -> None:
     """A burst of ``burst`` passes at once; the next is refused until tokens refill."""
     limit = RateLimit(per_second=0.001, burst=3)
     assert [limit.allow() for _ in range(5)] == [True, True, True, False, False]
 
 
-def test_rejected_command_id_reads_both_dead_letter_shapes():
+def test_rejected_command_id_reads_both_dead_letter_shapes() -> None:
     """The DLQ holds the operator's Avro command or the worker's JSON envelope; garbage: None."""
     record = {"command_id": "c7", "customer_id": "demo", "alert_id": "a", "command": "resolve",
               "operator": "alice", "verdict": None, "note": None, "issued_at": 0}  # fmt: skip

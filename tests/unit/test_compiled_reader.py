@@ -2,7 +2,7 @@
 
 import datetime
 import io
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import pytest
@@ -19,7 +19,7 @@ from schemas.codec import (
     load_schema_json,
     parsed_schema,
 )
-from schemas.compiled import compile_reader
+from schemas.compiled import Reader, compile_reader
 
 LONG = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 # datetime's own range, in milliseconds since the epoch; and values that repeat, so the
@@ -63,7 +63,7 @@ def _body(name: str, record: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def test_every_schema_compiles():
+def test_every_schema_compiles() -> None:
     """Each of our schemas gets a compiled reader (none falls back to fastavro's)."""
     assert all(compiled_reader(name) is not None for name in SCHEMA_NAMES)
 
@@ -71,11 +71,13 @@ def test_every_schema_compiles():
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_reads_what_fastavro_reads(name, data):
+def test_reads_what_fastavro_reads(name: str, data: st.DataObject) -> None:
     """Any record of the schema decodes to fastavro's dict, values and types alike."""
     body = _body(name, data.draw(_records(name)))
-    expected = fastavro.schemaless_reader(io.BytesIO(body), parsed_schema(name), None)
-    got = compiled_reader(name)(body)
+    expected = cast(
+        dict[str, Any], fastavro.schemaless_reader(io.BytesIO(body), parsed_schema(name), None)
+    )
+    got = cast(Reader, compiled_reader(name))(body)  # every schema compiles (see above)
     assert got == expected
     assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
 
@@ -83,7 +85,7 @@ def test_reads_what_fastavro_reads(name, data):
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
-def test_every_truncation_and_any_trailing_byte_is_refused(name, data):
+def test_every_truncation_and_any_trailing_byte_is_refused(name: str, data: st.DataObject) -> None:
     """A body cut short anywhere, or with bytes after the record, is a DecodeError."""
     value = encode_single_object(name, data.draw(_records(name)))
     for end in range(10, len(value)):
@@ -101,23 +103,32 @@ def test_every_truncation_and_any_trailing_byte_is_refused(name, data):
         (b"\xff" * 11, "longer than 10 bytes"),
     ],
 )
-def test_corrupt_strings_and_varints(body, message):
+def test_corrupt_strings_and_varints(body: bytes, message: str) -> None:
     """Negative lengths, invalid UTF-8 and endless varints raise, naming the problem."""
-    read = compile_reader(
-        {"type": "record", "name": "R", "fields": [{"name": "s", "type": "string"}]}
+    read = cast(
+        Reader,
+        compile_reader(
+            {"type": "record", "name": "R", "fields": [{"name": "s", "type": "string"}]}
+        ),
     )
     with pytest.raises(ValueError, match=message):
         read(body)
 
 
-def test_union_branch_and_boolean_out_of_range():
+def test_union_branch_and_boolean_out_of_range() -> None:
     """A union branch or a boolean byte the schema does not have is refused."""
-    read = compile_reader(
-        {
-            "type": "record",
-            "name": "R",
-            "fields": [{"name": "n", "type": ["null", "string"]}, {"name": "b", "type": "boolean"}],
-        }
+    read = cast(
+        Reader,
+        compile_reader(
+            {
+                "type": "record",
+                "name": "R",
+                "fields": [
+                    {"name": "n", "type": ["null", "string"]},
+                    {"name": "b", "type": "boolean"},
+                ],
+            }
+        ),
     )
     assert read(b"\x00\x01") == {"n": None, "b": True}
     with pytest.raises(ValueError, match="union branch"):
@@ -126,14 +137,14 @@ def test_union_branch_and_boolean_out_of_range():
         read(b"\x00\x02")
 
 
-def test_timestamps_at_the_edges_of_float_precision():
+def test_timestamps_at_the_edges_of_float_precision() -> None:
     """Milliseconds far from 1970, where a float loses microseconds, are still exact."""
     schema = {
         "type": "record",
         "name": "R",
         "fields": [{"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}}],
     }
-    read = compile_reader(schema)
+    read = cast(Reader, compile_reader(schema))
     epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
     for ms in (0, -1, 1, 2**33 * 1000 - 1, 2**33 * 1000, 253_402_300_799_999, -62_135_596_800_000):
         buffer = io.BytesIO()
@@ -141,7 +152,7 @@ def test_timestamps_at_the_edges_of_float_precision():
         assert read(buffer.getvalue()) == {"t": epoch + datetime.timedelta(milliseconds=ms)}
 
 
-def test_the_timestamp_cache_is_bounded_and_keyed_by_whole_varints():
+def test_the_timestamp_cache_is_bounded_and_keyed_by_whole_varints() -> None:
     """Only whole 6-byte varints are remembered, and never more than the cache's size."""
     start = 1_767_225_600_000
     for ms in range(start, start + compiled._TIMESTAMP_CACHE_SIZE + 10):
@@ -161,7 +172,7 @@ def _zigzag(n: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_schemas_it_cannot_compile_fall_back():
+def test_schemas_it_cannot_compile_fall_back() -> None:
     """A map, a fixed or a nested record gives None, so the caller uses fastavro."""
     for kind in ({"type": "map", "values": "long"}, {"type": "fixed", "name": "F", "size": 4}):
         schema = {"type": "record", "name": "R", "fields": [{"name": "x", "type": kind}]}

@@ -7,12 +7,13 @@ the file (``docker compose config``, or Debian's ``docker-compose``), and every 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from prometheus_client import REGISTRY
@@ -36,7 +37,7 @@ def _compose_config() -> dict[str, Any]:
     )
     assert binary[0], "no Docker Compose here: scripts/ensure-compose installs one"
     result = subprocess.run(
-        [*binary, "-f", str(ROOT / "docker-compose.kafka.yml"), "config"],
+        [*cast(list[str], binary), "-f", str(ROOT / "docker-compose.kafka.yml"), "config"],
         capture_output=True, text=True, cwd=ROOT, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -61,7 +62,8 @@ def test_compose_validates_and_runs_the_whole_stack() -> None:
 
 def test_compose_commands_and_variables_exist_in_the_code() -> None:
     config = _compose_config()
-    commands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    subcommands = cast(argparse._ArgumentGroup, _parser()._subparsers)  # set: it has commands
+    commands = set(cast(dict[str, argparse.ArgumentParser], subcommands._group_actions[0].choices))
     fields = {f"UPSTREAM_{name.upper()}" for name in Settings.model_fields}
     for name, service in _upstream_services(config).items():
         words = " ".join([*service.get("entrypoint", []), *service.get("command", [])])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig
+from streams.domain.events import DriftDetected, KeyEvaluated
 from streams.domain.processor import CLAIM_SCAN_BUCKETS, ClaimFromSource, PartitionWindows
 from streams.domain.windows import claim_hash
 from streams.runtime.state import ChangelogTable, WindowsState
@@ -32,6 +34,8 @@ CFG = DriftConfig(
 GRACE = 2 * DAY_MS
 SOURCES = 3
 CUSTOMERS = ("ontime", "lagged", "onboard")
+# A customer's drifts, evaluations and dead-lettered claim ids.
+Outputs = tuple[list[DriftDetected], list[KeyEvaluated], list[str]]
 
 
 def _customer_claims(customer: str, rng: random.Random, days: int = 40) -> list[tuple[int, Claim]]:
@@ -74,7 +78,7 @@ def _sources(customers: tuple[str, ...], seed: int) -> list[list[Claim]]:
     return streams
 
 
-def _interleave(streams: list[list[ClaimFromSource]], rng: random.Random) -> list:
+def _interleave(streams: list[list[ClaimFromSource]], rng: random.Random) -> list[ClaimFromSource]:
     """Merge the sources in a random order that keeps each source's own order."""
     queues = [list(s) for s in streams]
     out = []
@@ -90,12 +94,12 @@ def _read(streams: list[list[Claim]]) -> list[list[ClaimFromSource]]:
 
 
 def _run(
-    arrivals: list,
-    cuts: list[int] = (),
-    restarts: list[int] = (),
+    arrivals: list[ClaimFromSource],
+    cuts: Sequence[int] = (),
+    restarts: Sequence[int] = (),
     budget: int | None = None,
     step_restarts: frozenset[int] = frozenset(),
-) -> dict[str, tuple]:
+) -> dict[str, Outputs]:
     """Apply ``arrivals`` in batches cut at ``cuts``, rebuilt from the changelog (through
     :class:`WindowsState`, as after a crash) at each of ``restarts``; outputs per customer.
 
@@ -104,11 +108,17 @@ def _run(
     return asyncio.run(_run_async(arrivals, cuts, restarts, budget, step_restarts))
 
 
-async def _run_async(arrivals: list, cuts, restarts, budget, step_restarts) -> dict[str, tuple]:
+async def _run_async(
+    arrivals: list[ClaimFromSource],
+    cuts: Sequence[int],
+    restarts: Sequence[int],
+    budget: int | None,
+    step_restarts: frozenset[int],
+) -> dict[str, Outputs]:
     producer = FakeProducer()
     table = ChangelogTable(FakeTable(), lambda: producer)
     state = WindowsState(table, CFG, GRACE)
-    outputs: dict[str, tuple[list, list, list]] = {c: ([], [], []) for c in CUSTOMERS}
+    outputs: dict[str, Outputs] = {c: ([], [], []) for c in CUSTOMERS}
     bounds = sorted({0, *cuts, *restarts, len(arrivals)})
     steps = 0
 
@@ -151,8 +161,8 @@ async def _run_async(arrivals: list, cuts, restarts, budget, step_restarts) -> d
     restarts=st.lists(st.integers(0, 4000), max_size=3),
 )
 def test_outputs_do_not_depend_on_interleaving_batches_or_restarts(
-    seed, order_seed, cuts, restarts
-):
+    seed: int, order_seed: int, cuts: list[int], restarts: list[int]
+) -> None:
     """Any merge of the sources, any batch cuts, restarts anywhere: each customer's drifts,
     evaluations and dead letters are the same."""
     streams = _read(_sources(CUSTOMERS, seed))
@@ -169,8 +179,8 @@ def test_outputs_do_not_depend_on_interleaving_batches_or_restarts(
     restart_every=st.integers(1, 4),
 )
 def test_a_release_budget_and_restarts_between_its_steps_change_no_output(
-    seed, budget, cuts, restart_every
-):
+    seed: int, budget: int, cuts: list[int], restart_every: int
+) -> None:
     """Steps that may release only ``budget`` pending claims each (the worker's, so that a
     step's state fits one atomic flush), restarts between them: the same outputs as steps
     without a budget (the onboarding customer's burst alone releases hundreds at one close)."""
@@ -183,7 +193,9 @@ def test_a_release_budget_and_restarts_between_its_steps_change_no_output(
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), order_seed=st.integers(0, 10_000))
-def test_each_customer_alone_gives_what_it_gives_mixed_with_the_others(seed, order_seed):
+def test_each_customer_alone_gives_what_it_gives_mixed_with_the_others(
+    seed: int, order_seed: int
+) -> None:
     """A customer's outputs on an empty system equal its outputs among the others (each
     source keeps the customer's claims in the same order in both)."""
     mixed = _run(_interleave(_read(_sources(CUSTOMERS, seed)), random.Random(order_seed)))
@@ -192,7 +204,7 @@ def test_each_customer_alone_gives_what_it_gives_mixed_with_the_others(seed, ord
         assert alone[customer] == mixed[customer], customer
 
 
-def test_the_property_has_teeth():
+def test_the_property_has_teeth() -> None:
     """The streams used above amend many claims, and each customer's shift is found."""
     streams = _read(_sources(CUSTOMERS, 3))
     arrivals = _interleave(streams, random.Random(1))
@@ -225,7 +237,9 @@ def _past_the_history(closed: int) -> tuple[PartitionWindows, Claim, Feed]:
 
 
 @pytest.mark.parametrize("how", ["as is", "scanned", "restarted"])
-def test_a_claim_older_than_the_history_is_forgotten_before_its_id_is_scanned_away(how):
+def test_a_claim_older_than_the_history_is_forgotten_before_its_id_is_scanned_away(
+    how: str,
+) -> None:
     """A close scans the keys' claim ids only every CLAIM_SCAN_BUCKETS buckets; until then an id
     older than the history stays in memory but counts as gone: an exact resend of its claim is
     beyond the history, as after the scan, and as after a restart."""
@@ -261,7 +275,7 @@ async def _restarted(pw: PartitionWindows) -> PartitionWindows:
     return state.get(pw.partition, 1)
 
 
-def test_ids_older_than_the_history_are_scanned_away_every_few_buckets():
+def test_ids_older_than_the_history_are_scanned_away_every_few_buckets() -> None:
     """At the first close on a multiple of CLAIM_SCAN_BUCKETS the id goes, with a tombstone."""
     pw, old, feed = _past_the_history(closed=CLAIM_SCAN_BUCKETS * 3 - 1)
     key = pw.keys[old.window_key]
@@ -273,7 +287,7 @@ def test_ids_older_than_the_history_are_scanned_away_every_few_buckets():
     assert key.take_changes()[1] == {claim_hash(old.claim_id): None}
 
 
-def test_a_key_with_no_bucket_left_is_scanned_at_once_and_removed():
+def test_a_key_with_no_bucket_left_is_scanned_at_once_and_removed() -> None:
     """Emptiness cannot wait for a scan: a key whose buckets have all gone loses its ids."""
     feed = Feed()
     pw = PartitionWindows(0, CFG, GRACE, sources=1)

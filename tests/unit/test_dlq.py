@@ -30,11 +30,13 @@ def _letter(customer: str = "acme", reason: str = "beyond_history", at: int = T0
         (None, UNKNOWN),
     ],
 )
-def test_the_customer_of_a_dead_letter_is_read_even_from_an_invalid_claim(value, customer):
+def test_the_customer_of_a_dead_letter_is_read_even_from_an_invalid_claim(
+    value: bytes | None, customer: str
+) -> None:
     assert customer_of(value, ValueCodec(), "claims.decided") == customer
 
 
-def test_a_filter_takes_reasons_customers_and_a_time_range():
+def test_a_filter_takes_reasons_customers_and_a_time_range() -> None:
     hour = 3_600_000
     keep = Filter(frozenset({"beyond_history"}), frozenset({"acme"}),
                   _when("2026-03-01T00:00"), _when("2026-03-01T02:00:00+00:00"))  # fmt: skip
@@ -47,12 +49,12 @@ def test_a_filter_takes_reasons_customers_and_a_time_range():
     assert Filter()(_letter(customer="anyone", reason="anything"))
 
 
-def test_a_bad_time_is_a_clear_error():
+def test_a_bad_time_is_a_clear_error() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not an ISO date"):
         _when("yesterday")
 
 
-def test_the_table_counts_by_customer_and_reason_with_a_total():
+def test_the_table_counts_by_customer_and_reason_with_a_total() -> None:
     counts = Counter({("beta", "json"): 3, ("acme", "beyond_history"): 1200})
     lines = table(counts).splitlines()
     assert lines[0].split() == ["customer", "reason", "dead", "letters"]

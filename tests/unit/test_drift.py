@@ -20,7 +20,7 @@ def _key(payer: str, rates: dict[range, float], per_day: int = 20) -> KeyWindows
     return key
 
 
-def test_spiked_key_is_detected_steady_key_is_not():
+def test_spiked_key_is_detected_steady_key_is_not() -> None:
     """A 10 % → 35 % jump is a drift; a steady 10 % key is only evaluated."""
     spiked = _key("payer-b", {range(0, 90): 0.10, range(90, 100): 0.35})
     steady = _key("payer-a", {range(0, 100): 0.10})
@@ -45,7 +45,7 @@ def test_spiked_key_is_detected_steady_key_is_not():
         (20, 0.30, True),
     ],
 )
-def test_minimum_samples_and_effect_floor(per_day, current_rate, expect):
+def test_minimum_samples_and_effect_floor(per_day: int, current_rate: float, expect: bool) -> None:
     """Below the minimum samples or the effect floor there is no event."""
     key = _key("payer-b", {range(0, 93): 0.10}, per_day=20)
     recent = _key("payer-b", {range(93, 100): current_rate}, per_day=per_day)
@@ -55,7 +55,7 @@ def test_minimum_samples_and_effect_floor(per_day, current_rate, expect):
     assert any(d.window_days == 7 for d in drifts) is expect
 
 
-def test_event_ids_are_deterministic():
+def test_event_ids_are_deterministic() -> None:
     """The same windows give the same event ids."""
     key = _key("payer-b", {range(0, 90): 0.10, range(90, 100): 0.35})
     first, _ = evaluate_close(CFG, 99, [key])
@@ -67,6 +67,6 @@ def test_event_ids_are_deterministic():
 @pytest.mark.parametrize(
     ("severity", "level"), [(0.0, "info"), (0.29, "info"), (0.3, "warning"), (0.6, "critical")]
 )
-def test_severity_levels(severity, level):
+def test_severity_levels(severity: float, level: str) -> None:
     """Documented mapping: info < 0.3 ≤ warning < 0.6 ≤ critical."""
     assert severity_level(severity) == level

@@ -11,7 +11,7 @@ from streams.kafka import envelopes
 from streams.kafka.envelopes import alert_input, command_message
 
 
-def test_an_avro_command_reaches_the_alerts_agent_intact():
+def test_an_avro_command_reaches_the_alerts_agent_intact() -> None:
     """A command read from Avro (issued_at a datetime) is forwarded as epoch milliseconds."""
     record = {"command_id": "c1", "customer_id": "demo", "alert_id": "a1", "command": "judge",
               "operator": "alice", "verdict": "true_positive", "note": None,
@@ -31,7 +31,9 @@ class _Message(NamedTuple):
 
 
 @pytest.mark.parametrize("key", [b"k", None, b"k" * 2000])
-def test_a_dead_letter_copies_the_record_up_to_the_limit_then_refers_to_it(key) -> None:
+def test_a_dead_letter_copies_the_record_up_to_the_limit_then_refers_to_it(
+    key: bytes | None,
+) -> None:
     """Just under the limit: key and value copied. Just over: by reference, with the size."""
     room = envelopes.DLQ_COPY_MAX_BYTES - len(key or b"")
     under = envelopes.dead_letter(_Message("t", 2, 7, key, b"x" * room), "route", "format", "d")

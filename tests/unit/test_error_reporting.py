@@ -11,13 +11,15 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+import pytest
+
 from streams.observability.error_reporting import FILTERED, scrub_strings
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 DB_URL = "postgresql+psycopg://upstream:hunter2@db:5432/upstream"
 
 
-def test_strings_lose_tokens_and_url_passwords():
+def test_strings_lose_tokens_and_url_passwords() -> None:
     """JWTs and URL passwords are blanked inside free text, anywhere in the event."""
     event = {"message": f"connect {DB_URL} with {TOKEN}",
              "breadcrumbs": {"values": [{"message": f"token={TOKEN}"}]}, "level": 40}  # fmt: skip
@@ -69,7 +71,7 @@ sentry_sdk.flush(5)
 """
 
 
-def test_an_error_reaches_sentry_scrubbed(monkeypatch):
+def test_an_error_reaches_sentry_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     """With SENTRY_DSN, the error arrives tagged with the service and without any secret."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeSentry)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -89,7 +91,7 @@ def test_an_error_reaches_sentry_scrubbed(monkeypatch):
         assert secret not in sent
 
 
-def test_nothing_starts_without_a_dsn():
+def test_nothing_starts_without_a_dsn() -> None:
     """Unset SENTRY_DSN: the SDK is never initialised, so nothing can be sent."""
     code = (
         "import sentry_sdk; from streams.settings import Settings; "

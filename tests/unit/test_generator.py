@@ -2,6 +2,7 @@
 
 from collections import Counter
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -10,11 +11,11 @@ from streams.devtools.generator import Scenario, generate, generate_mix
 BASE = Scenario("denial-spike", "acme", days=60, spike_day=40, claims_per_key_per_day=3)
 
 
-def _decided_day(claim: dict) -> int:
+def _decided_day(claim: dict[str, Any]) -> int:
     return (date.fromisoformat(claim["decided_date"]) - BASE.start).days
 
 
-def test_every_feed_sends_the_same_claims():
+def test_every_feed_sends_the_same_claims() -> None:
     on_time = generate(BASE)
     for feed in ("remittance", "onboarding"):
         fed = generate(Scenario(**{**_fields(BASE), "feed": feed}))
@@ -22,7 +23,7 @@ def test_every_feed_sends_the_same_claims():
     assert [_decided_day(c) for c in on_time] == sorted(_decided_day(c) for c in on_time)
 
 
-def test_remittances_arrive_five_to_twenty_days_after_the_decision():
+def test_remittances_arrive_five_to_twenty_days_after_the_decision() -> None:
     fed = generate(Scenario(**{**_fields(BASE), "feed": "remittance"}))
     days = [_decided_day(c) for c in fed]
     # Sent in order of arrival: a claim may follow one decided up to 15 days after it.
@@ -31,7 +32,7 @@ def test_remittances_arrive_five_to_twenty_days_after_the_decision():
     assert sum(1 for b in behind if b > 3) > len(fed) // 4  # most are beyond the grace
 
 
-def test_onboarding_sends_the_history_in_one_burst_sorted_then_daily():
+def test_onboarding_sends_the_history_in_one_burst_sorted_then_daily() -> None:
     fed = generate(Scenario(**{**_fields(BASE), "feed": "onboarding", "onboard_day": 30}))
     days = [_decided_day(c) for c in fed]
     burst = [d for d in days if d < 30]
@@ -39,7 +40,7 @@ def test_onboarding_sends_the_history_in_one_burst_sorted_then_daily():
     assert days[len(burst) :] == sorted(days[len(burst) :])
 
 
-def test_a_mix_keeps_each_customer_s_order():
+def test_a_mix_keeps_each_customer_s_order() -> None:
     scenarios = [Scenario(**{**_fields(BASE), "customer_id": c, "feed": f, "seed": n})
                  for n, (c, f) in enumerate((("l", "on-time"), ("r", "remittance")))]  # fmt: skip
     mixed = generate_mix(scenarios)
@@ -51,14 +52,14 @@ def test_a_mix_keeps_each_customer_s_order():
         generate_mix([BASE, BASE])
 
 
-def test_bad_feeds_are_refused():
+def test_bad_feeds_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown feed"):
         Scenario(feed="carrier-pigeon")
     with pytest.raises(ValueError, match="onboarding day"):
         Scenario(days=10, feed="onboarding", onboard_day=10)
 
 
-def _fields(s: Scenario) -> dict:
+def _fields(s: Scenario) -> dict[str, Any]:
     return {f: getattr(s, f) for f in s.__dataclass_fields__}
 
 

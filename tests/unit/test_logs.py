@@ -16,7 +16,7 @@ def _record(**extra: object) -> logging.LogRecord:
     return record
 
 
-def test_json_line_has_the_fixed_fields_and_the_correlation_ids():
+def test_json_line_has_the_fixed_fields_and_the_correlation_ids() -> None:
     """One object per line; ids given as ``extra`` are fields; other attributes are not."""
     line = json.loads(JsonFormatter("worker").format(_record(event_id="e1", claim_id="c9",
                                                                unrelated="no")))  # fmt: skip
@@ -26,7 +26,7 @@ def test_json_line_has_the_fixed_fields_and_the_correlation_ids():
     assert "unrelated" not in line and line["ts"].endswith("+00:00")
 
 
-def test_text_line_appends_the_ids():
+def test_text_line_appends_the_ids() -> None:
     """People get the usual line with ``[key=value]`` at the end."""
     assert TextFormatter().format(_record(alert_id="a1")).endswith("drift x [alert_id=a1]")
 
@@ -34,7 +34,9 @@ def test_text_line_appends_the_ids():
 @pytest.mark.parametrize(
     ("setting", "formatter"), [("json", JsonFormatter), ("text", TextFormatter)]
 )
-def test_format_follows_upstream_log_format(monkeypatch, setting, formatter):
+def test_format_follows_upstream_log_format(
+    monkeypatch: pytest.MonkeyPatch, setting: str, formatter: type[logging.Formatter]
+) -> None:
     """UPSTREAM_LOG_FORMAT picks the formatter regardless of the terminal."""
     monkeypatch.setenv("UPSTREAM_LOG_FORMAT", setting)
     chosen = Settings().log_format

@@ -2,6 +2,7 @@
 
 import zlib
 
+from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import ClaimFromSource, PartitionWindows
 from tests.unit.claims import DAY_MS, Feed, claim_for, claim_on_day, day_of_claims
@@ -11,16 +12,16 @@ GRACE = 3 * DAY_MS
 MIN = 60_000
 
 
-def _days(days: range, rate: float, payer: str = "payer-b", customer: str = "acme") -> list:
+def _days(days: range, rate: float, payer: str = "payer-b", customer: str = "acme") -> list[Claim]:
     return [c for day in days for c in day_of_claims(day, rate, payer=payer, customer=customer)]
 
 
-def _spike(customer: str = "acme", payer: str = "payer-b") -> list:
+def _spike(customer: str = "acme", payer: str = "payer-b") -> list[Claim]:
     """90 steady days, then 10 days with the denial rate up 25 points."""
     return _days(range(0, 90), 0.10, payer, customer) + _days(range(90, 100), 0.35, payer, customer)
 
 
-def test_buckets_close_behind_the_grace_and_the_drift_is_found():
+def test_buckets_close_behind_the_grace_and_the_drift_is_found() -> None:
     pw = PartitionWindows(0, CFG, GRACE)
     result = pw.apply(Feed().read(_spike()))
     assert pw.customers["acme"].watermark.closed_through == 95
@@ -28,7 +29,7 @@ def test_buckets_close_behind_the_grace_and_the_drift_is_found():
     assert min(d.detected_at_ms for d in result.drifts) > 90 * DAY_MS
 
 
-def test_the_result_does_not_depend_on_batching():
+def test_the_result_does_not_depend_on_batching() -> None:
     arrivals = Feed().read(_spike())
     whole = PartitionWindows(0, CFG, GRACE).apply(arrivals).drifts
     pw = PartitionWindows(0, CFG, GRACE)
@@ -38,7 +39,7 @@ def test_the_result_does_not_depend_on_batching():
     assert pieces == whole
 
 
-def test_a_late_claim_inside_the_history_amends_its_closed_bucket():
+def test_a_late_claim_inside_the_history_amends_its_closed_bucket() -> None:
     """Counted into its bucket, seen by every later close; not dead-lettered."""
     feed = Feed()
     pw = PartitionWindows(0, CFG, GRACE)
@@ -54,7 +55,7 @@ def test_a_late_claim_inside_the_history_amends_its_closed_bucket():
     assert pw.apply(feed.read([late])).duplicates == 1  # a resend counts once
 
 
-def test_a_claim_older_than_its_customers_history_is_not_windowed():
+def test_a_claim_older_than_its_customers_history_is_not_windowed() -> None:
     feed = Feed()
     pw = PartitionWindows(0, CFG, GRACE)
     pw.apply(feed.read(_days(range(0, 100), 0.1)))
@@ -64,10 +65,10 @@ def test_a_claim_older_than_its_customers_history_is_not_windowed():
     assert result.changed == {} and result.amended == 0
 
 
-def test_remittance_lag_loses_nothing_and_finds_the_shift():
+def test_remittance_lag_loses_nothing_and_finds_the_shift() -> None:
     """Claims published 5–20 days after their decision, in order of publication: all are
     counted, none dead-lettered, and the shift is found."""
-    by_publication: dict[int, list] = {}
+    by_publication: dict[int, list[Claim]] = {}
     for claim in _spike():
         day = claim.event_ms // DAY_MS
         lag = 5 + zlib.crc32(claim.claim_id.encode()) % 16  # not hash(): it varies by process
@@ -83,7 +84,7 @@ def test_remittance_lag_loses_nothing_and_finds_the_shift():
     assert any(d.drift_type == "denial_rate" for d in result.drifts)
 
 
-def test_a_customer_s_clock_moves_only_with_its_own_claims():
+def test_a_customer_s_clock_moves_only_with_its_own_claims() -> None:
     """A far-future claim of one customer closes nothing of another's on the same partition."""
     feed = Feed()
     pw = PartitionWindows(0, CFG, GRACE)
@@ -94,7 +95,7 @@ def test_a_customer_s_clock_moves_only_with_its_own_claims():
     assert pw.apply(late).amended == 0  # bucket 16 of lab is still open
 
 
-def test_each_customer_s_outputs_are_the_same_alone_and_mixed():
+def test_each_customer_s_outputs_are_the_same_alone_and_mixed() -> None:
     """Another customer's claims on the same partition — earlier, later, denser, drifting —
     change nothing of a customer's drifts and evaluations (the BH family included)."""
     alone = PartitionWindows(0, CFG, GRACE).apply(Feed().read(_spike("lab")))
@@ -109,7 +110,7 @@ def test_each_customer_s_outputs_are_the_same_alone_and_mixed():
     assert [e for e in result.evaluations if e.customer_id == "lab"] == alone.evaluations
 
 
-def test_a_lagging_source_holds_closes_back_so_the_order_of_sources_does_not_matter():
+def test_a_lagging_source_holds_closes_back_so_the_order_of_sources_does_not_matter() -> None:
     a = _spike()
     b = _days(range(0, 100), 0.10, payer="payer-a")
     feed = Feed(2)
@@ -124,7 +125,7 @@ def test_a_lagging_source_holds_closes_back_so_the_order_of_sources_does_not_mat
     assert {d.payer_id for d in results[0][0]} == {"payer-b"}
 
 
-def test_an_amendment_from_a_source_ahead_waits_for_the_close_its_source_had_reached():
+def test_an_amendment_from_a_source_ahead_waits_for_the_close_its_source_had_reached() -> None:
     """Source 0 is at day 30 when it sends a claim of day 10; source 1 is at day 12. The
     claim is counted right after bucket 26 closes (30 − grace − 1), whichever source is read
     first, and never before."""
@@ -140,7 +141,7 @@ def test_an_amendment_from_a_source_ahead_waits_for_the_close_its_source_had_rea
     assert result.amended == 1
 
 
-def test_a_redelivered_offset_is_skipped():
+def test_a_redelivered_offset_is_skipped() -> None:
     """The same claims partition offset again (a replay after a crash) changes nothing."""
     arrivals = Feed().read(_days(range(0, 20), 0.1))
     pw = PartitionWindows(0, CFG, GRACE)
@@ -150,7 +151,7 @@ def test_a_redelivered_offset_is_skipped():
     assert result.redelivered == 6 and result.changed == {} and result.replaced == 0
 
 
-def test_an_idle_customer_advances_by_the_wall_clock_after_idle_close_after():
+def test_an_idle_customer_advances_by_the_wall_clock_after_idle_close_after() -> None:
     pw = PartitionWindows(0, CFG, GRACE)
     pw.apply(Feed().read(_days(range(0, 100), 0.1)), now_ms=1_000 * MIN)
     watermark = pw.customers["acme"].watermark
@@ -163,7 +164,7 @@ def test_an_idle_customer_advances_by_the_wall_clock_after_idle_close_after():
     assert watermark.closed_through == 97  # repeated ticks do not compound
 
 
-def test_idleness_is_per_customer():
+def test_idleness_is_per_customer() -> None:
     """A customer whose feed is busy is not idle because another's is quiet, and the other
     way round."""
     feed = Feed()
@@ -176,7 +177,7 @@ def test_idleness_is_per_customer():
     assert pw.customers["quiet"].watermark.closed_through == 27  # two days quiet: two more
 
 
-def test_a_quiet_source_stops_holding_back_the_customer_s_others():
+def test_a_quiet_source_stops_holding_back_the_customer_s_others() -> None:
     feed = Feed(2)
     pw = PartitionWindows(0, CFG, GRACE, sources=2)
     pw.apply(feed.read(_days(range(0, 10), 0.1), 1), now_ms=0)
@@ -187,7 +188,7 @@ def test_a_quiet_source_stops_holding_back_the_customer_s_others():
     assert watermark.closed_through == 55
 
 
-def test_a_source_not_heard_from_yet_holds_back_until_quiet_for_idle_close_after():
+def test_a_source_not_heard_from_yet_holds_back_until_quiet_for_idle_close_after() -> None:
     """A source with none of the customer's claims yet is not idle at once: they may still
     be coming (say, while the worker that routes it starts, or after it was killed)."""
     feed = Feed(2)
@@ -202,7 +203,7 @@ def test_a_source_not_heard_from_yet_holds_back_until_quiet_for_idle_close_after
     assert watermark.closed_through == 5
 
 
-def test_a_source_never_heard_from_stops_holding_back_after_idle_close_after():
+def test_a_source_never_heard_from_stops_holding_back_after_idle_close_after() -> None:
     feed = Feed(2)
     pw = PartitionWindows(0, CFG, GRACE, sources=2)
     pw.apply(feed.read(_days(range(0, 60), 0.1), 0), now_ms=0)
@@ -211,12 +212,12 @@ def test_a_source_never_heard_from_stops_holding_back_after_idle_close_after():
     assert pw.customers["acme"].watermark.closed_through == 56
 
 
-def test_claims_from_source_and_offset_are_named_tuples():
+def test_claims_from_source_and_offset_are_named_tuples() -> None:
     arrival = ClaimFromSource(1, 4, 17, claim_on_day(3))
     assert (arrival.source, arrival.sources, arrival.offset) == (1, 4, 17)
 
 
-def test_a_correction_never_loses_to_its_pending_original():
+def test_a_correction_never_loses_to_its_pending_original() -> None:
     """Claim X (day 20) waits for the close its partition's clock allows; its correction
     (day 40, denied) comes next on the same partition. Whichever partition is read first, X
     is counted, then replaced by the correction, before the same closes."""

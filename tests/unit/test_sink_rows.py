@@ -126,7 +126,9 @@ def test_avro_fast_path_gives_the_typed_row(schema: str, columns: Any, row_of: A
         (4, 3, 1, [2, 1, 1]),  # never an empty lane
     ],
 )
-def test_claims_split_into_consecutive_lanes(claims, lanes, min_rows, sizes):
+def test_claims_split_into_consecutive_lanes(
+    claims: int, lanes: int, min_rows: int, sizes: list[int]
+) -> None:
     """Lanes hold consecutive runs of the batch, every claim once, none under the minimum."""
     writer = PostgresWriter(engine=None, claim_lanes=lanes)  # type: ignore[arg-type]
     writer.MIN_LANE_ROWS = min_rows
@@ -136,6 +138,6 @@ def test_claims_split_into_consecutive_lanes(claims, lanes, min_rows, sizes):
     assert [row for part in split for row in part] == rows
 
 
-def test_claim_lanes_must_be_positive():
+def test_claim_lanes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PostgresWriter(engine=None, claim_lanes=0)  # type: ignore[arg-type]

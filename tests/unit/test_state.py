@@ -199,7 +199,7 @@ async def test_pending_claims_survive_a_rebuild_and_go_once_they_took_effect() -
 def test_drop_forgets_faust_memory_store_partitions_too() -> None:
     """Faust's memory store remembers each recovered key's partition: drop() clears both."""
     store = SimpleNamespace(data={"b|1|k": [0, 1], "w|a": {}}, _key_partition={"b|1|k": 0})
-    store.pop = store.data.pop  # type: ignore[attr-defined]
+    store.pop = store.data.pop
     fake = SimpleNamespace(data=store)
     table = ChangelogTable(fake, lambda: FakeProducer())
     table.drop(["b|1|k"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from notifier.tokens import Keys, TokenError, key_id, mint_token, token_id, verify_token
 
@@ -57,7 +58,10 @@ def test_the_notifier_reads_previous_secrets_from_its_settings() -> None:
     from streams.settings import Settings
 
     keys = require_keys(
-        Settings(notifier_secret=NEW, notifier_previous_secrets=f"{OLD}, {'p' * 40}")
+        Settings(
+            notifier_secret=SecretStr(NEW),
+            notifier_previous_secrets=SecretStr(f"{OLD}, {'p' * 40}"),
+        )
     )
     assert keys.current == NEW
     assert set(keys.by_kid) == {key_id(NEW), key_id(OLD), key_id("p" * 40)}

@@ -2,6 +2,7 @@
 
 import math
 from array import array
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -19,7 +20,7 @@ from streams.domain.windows import (
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
 
 
-def test_bucket_sums_over_ranges():
+def test_bucket_sums_over_ranges() -> None:
     """A window's sums are the sums of its buckets."""
     key = KeyWindows("acme|payer-a|radiology", 0)
     for i, (day, denied) in enumerate([(1, True), (1, False), (2, True), (5, False)]):
@@ -30,7 +31,7 @@ def test_bucket_sums_over_ranges():
     assert key.sums(1, 5).lag_sum == 40.0
 
 
-def test_key_windows_round_trip_through_json_shape():
+def test_key_windows_round_trip_through_json_shape() -> None:
     """to_dict/from_dict survive JSON's string keys."""
     import json
 
@@ -40,7 +41,7 @@ def test_key_windows_round_trip_through_json_shape():
     assert back == key
 
 
-def test_prune_forgets_old_buckets_only():
+def test_prune_forgets_old_buckets_only() -> None:
     """Pruning drops buckets before the bound and reports whether it dropped any."""
     key = KeyWindows("k|p|g", 0)
     for day in (1, 2, 3):
@@ -50,7 +51,7 @@ def test_prune_forgets_old_buckets_only():
     assert key.prune_before(3) is False
 
 
-def test_watermark_closes_buckets_after_grace():
+def test_watermark_closes_buckets_after_grace() -> None:
     """A bucket closes when max event time − grace passes its end."""
     wm = Watermark(grace_ms=3 * DAY_MS, bucket_ms=DAY_MS)
     assert wm.advance(10 * DAY_MS) == []  # first event: sets the start, closes nothing
@@ -61,7 +62,7 @@ def test_watermark_closes_buckets_after_grace():
 
 
 @given(st.lists(st.integers(min_value=0, max_value=400 * DAY_MS), min_size=1, max_size=60))
-def test_watermark_closes_each_bucket_once_in_order(times):
+def test_watermark_closes_each_bucket_once_in_order(times: list[int]) -> None:
     """Whatever the arrival order, buckets close once each, in increasing order."""
     wm = Watermark(grace_ms=2 * DAY_MS, bucket_ms=DAY_MS)
     closed: list[int] = []
@@ -72,7 +73,7 @@ def test_watermark_closes_each_bucket_once_in_order(times):
         assert closed[-1] == (max(times) - 2 * DAY_MS) // DAY_MS - 1
 
 
-def test_bucket_of_floor():
+def test_bucket_of_floor() -> None:
     """Bucket index is floor division of event time."""
     assert bucket_of(DAY_MS - 1, DAY_MS) == 0
     assert bucket_of(DAY_MS, DAY_MS) == 1
@@ -87,7 +88,9 @@ def test_bucket_of_floor():
         ({"outcome": "PENDED"}, Added.REPLACED, 0, 0),  # back to pended: not a decision
     ],
 )
-def test_resent_claims_count_once(resend, expected, n, denied):
+def test_resent_claims_count_once(
+    resend: dict[str, str], expected: Added, n: int, denied: int
+) -> None:
     """A claim id counts once; a resend with corrected values replaces the original."""
     key = KeyWindows("acme|payer-a|radiology", 0)
     first = parse_claim(raw_claim())
@@ -97,7 +100,7 @@ def test_resent_claims_count_once(resend, expected, n, denied):
     assert (key.sums(0, 10).n, key.sums(0, 10).denied) == (n, denied)
 
 
-def test_pended_then_decided_counts_the_decision():
+def test_pended_then_decided_counts_the_decision() -> None:
     """A PENDED claim is remembered but not counted until its decision arrives."""
     key = KeyWindows("acme|payer-a|radiology", 0)
     key.add(parse_claim(raw_claim(outcome="PENDED")), 5)
@@ -113,13 +116,15 @@ def test_pended_then_decided_counts_the_decision():
     lag=st.integers(min_value=0, max_value=65_535),
     cents=st.integers(min_value=0, max_value=10_000_000_000),
 )
-def test_contribution_pack_round_trip(bucket, pended, denied, lag, cents):
+def test_contribution_pack_round_trip(
+    bucket: int, pended: bool, denied: bool, lag: int, cents: int
+) -> None:
     """Packing a contribution into one int loses nothing within the documented ranges."""
     c = Contribution(bucket, pended, denied, lag, cents)
     assert Contribution.unpack(c.pack()) == c
 
 
-def test_prune_forgets_claim_ids_with_their_buckets():
+def test_prune_forgets_claim_ids_with_their_buckets() -> None:
     """Claim ids leave memory together with the buckets they were counted in."""
     key = KeyWindows("k|p|g", 0)
     for day in (1, 2, 3):
@@ -157,7 +162,7 @@ _SENDS = st.lists(
 
 
 @given(_SENDS)
-def test_incremental_sums_equal_sums_from_scratch(sends):
+def test_incremental_sums_equal_sums_from_scratch(sends: list[tuple[int, int, str, str]]) -> None:
     """Whatever the order of claims and resends, each bucket holds the sums of its claims'
     latest values, buckets stay sorted, and a window sums its buckets."""
     key = KeyWindows("k|p|g", 0)
@@ -177,7 +182,7 @@ def test_incremental_sums_equal_sums_from_scratch(sends):
 
 
 @given(st.permutations(range(12)))
-def test_buckets_read_back_in_any_order_are_sorted(order):
+def test_buckets_read_back_in_any_order_are_sorted(order: list[int]) -> None:
     """The changelog hands buckets back in any order; lookups and windows do not care."""
     key = KeyWindows("k|p|g", 0)
     for index in order:
@@ -190,13 +195,13 @@ def test_buckets_read_back_in_any_order_are_sorted(order):
     assert key.sums(9, 9).n == 30
 
 
-def test_sums_beyond_int64_turn_the_key_into_python_ints():
+def test_sums_beyond_int64_turn_the_key_into_python_ints() -> None:
     """A sum past int64 (~400k claims of one key in one bucket) is kept exactly, not lost."""
     huge = 2**63 - 10
     key = KeyWindows("k|p|g", 0)
     for day in (1, 2, 3):
         key.add(claim_on_day(day, i=day), day)
-    before = key.bucket(2)
+    before = cast(list[int], key.bucket(2))  # three days added: bucket 2 is there
     key.set_bucket(2, [*before[:6], huge])
     assert isinstance(key.rows, array)
     key.add(claim_on_day(2, i=99), 2)  # its log² pushes the sum past 2**63 - 1
@@ -217,7 +222,9 @@ def test_sums_beyond_int64_turn_the_key_into_python_ints():
     allowed=st.sampled_from(["0", "0.01", "70.00", "99999999.99"]),
     bucket=st.integers(min_value=-20_000, max_value=2_000_000),
 )
-def test_the_hot_path_packs_a_claim_as_its_contribution_does(outcome, lag, allowed, bucket):
+def test_the_hot_path_packs_a_claim_as_its_contribution_does(
+    outcome: str, lag: int, allowed: str, bucket: int
+) -> None:
     """packed_claim (one call per claim in the windows) is the claim's hash and packed
     Contribution, lags past what a contribution holds included."""
     from datetime import date, timedelta
