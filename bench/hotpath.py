@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -49,9 +50,10 @@ from schemas.registry import ValueCodec
 from streams.domain.rules import RuleBook
 from streams.kafka import envelopes
 from streams.kafka.records import alert_record
-from streams.runtime.state import ChangelogTable, WindowsState
-from streams.runtime.worker import apply_alert_input, drift_config, tune_gc
+from streams.runtime.state import ChangelogTable, TableAlertStore, WindowsState
+from streams.runtime.worker import drift_config, tune_gc
 from streams.settings import Settings
+from streams.stages.alerts import apply_alert_input
 from streams.stages.routing import Router
 
 SOURCES = 4  # claims partitions, as the throughput bench
@@ -149,7 +151,7 @@ def alerts(closes: list[tuple[int, list[bytes]]]) -> int:
         nonlocal transitions
         for partition, values in closes:
             messages = [_Message(partition, offset, value) for offset, value in enumerate(values)]
-            applied = apply_alert_input(messages, table, rules)
+            applied = apply_alert_input(messages, partial(TableAlertStore, table), rules)
             assert not applied.rejected, applied.rejected[:1]
             for transition in applied.transitions:
                 codec.encode("AlertEvent", "alerts.events", alert_record(transition))

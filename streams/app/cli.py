@@ -24,6 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_services(sub)
+    _add_generate(sub)
+    _add_ingest(sub)
+    _add_export(sub)
+    _add_token(sub)
+    _add_maintenance(sub)
+    return parser
+
+
+def _add_services(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The parsers of the long-running services and the dev stack."""
     dev = sub.add_parser("dev", help="run the whole stack on embedded Kafka and Postgres")
     dev.add_argument(
         "--duration",
@@ -42,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("sink", help="write claims, drift events and alerts to Postgres")
     sub.add_parser("notifier", help="serve operators over WebSocket and HTTP")
 
+
+def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The parsers of ``upstream generate``."""
     gen = sub.add_parser("generate", help="produce synthetic claims with a drift scenario")
     gen.add_argument(
         "--scenario",
@@ -95,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
         help="write the claims to FILE (.csv or .csv.gz; - for stdout) instead of Kafka",
     )
 
+
+def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The parsers of ``upstream ingest``."""
     ingest = sub.add_parser(
         "ingest",
         help="publish a CSV claim export (.csv, .csv.gz, - for stdin) to claims.decided",
@@ -141,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress line")
 
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The parsers of ``upstream export``."""
     export = sub.add_parser(
         "export",
         help="write a customer's drift events, alerts or claims as CSV, JSON lines or XLSX",
@@ -164,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--quiet", action="store_true", help="no progress line")
 
+
+def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The parsers of ``upstream token``."""
     token = sub.add_parser(
         "token",
         help="mint an operator token (printed alone on the last line), or revoke one",
@@ -183,6 +206,9 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--customer", required=True, help="customer_id the token is for")
     revoke.add_argument("--reason", default="", help="why, for the audit log")
 
+
+def _add_maintenance(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The parsers of ``rules``, ``dlq``, ``db`` and ``topics``."""
     from streams.app import dlq, rules_cli
 
     rules_cli.add_parser(sub)
@@ -197,7 +223,6 @@ def _parser() -> argparse.ArgumentParser:
     topics_sub.add_parser(
         "create", help="create the topics (UPSTREAM_PARTITIONS each; the ingest ledger one)"
     )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

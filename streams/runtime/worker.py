@@ -29,27 +29,24 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
-from streams.domain.alerts import AlertCommand, AlertLifecycle
 from streams.domain.claims import InvalidClaim
 from streams.domain.drift import DriftConfig
-from streams.domain.events import AlertTransitioned
 from streams.domain.processor import ClaimFromSource, PartitionWindows, StepResult
 from streams.domain.rules import RuleBook
 from streams.kafka import envelopes
+from streams.kafka.originals import Originals, Rebuilt
 from streams.kafka.records import alert_record, drift_record
 from streams.kafka.rules_feed import RulesFeed
 from streams.observability.health import Health
@@ -80,7 +77,9 @@ from streams.runtime.state import (
     send_keyed,
 )
 from streams.settings import Settings
+from streams.stages.alerts import apply_alert_input
 from streams.stages.routing import Router
+from streams.stages.windows import RELEASE_BUDGET, flush_slices
 
 HEALTH_EVERY_S = 2.0
 # A step applied to a partition's windows: the partition, what it produced, the id of its
@@ -372,7 +371,7 @@ class WorkerStages:
             original = originals.get(origin)
             if original is None:
                 claim = arrival.claim
-                original = _Rebuilt(
+                original = Rebuilt(
                     origin.topic, origin.partition, origin.offset, claim.claim_id.encode(),
                     envelopes.dumps(claim.to_record()),
                 )  # fmt: skip
@@ -486,7 +485,9 @@ class WorkerStages:
         """Apply evaluations (with the customer's rules) and commands, in order
         (:func:`apply_alert_input`); send every transition, then save the state that produced
         them."""
-        applied = apply_alert_input(messages, self.alerts_table, self.rules)
+        applied = apply_alert_input(
+            messages, partial(TableAlertStore, self.alerts_table), self.rules
+        )
         for message, reason, detail in applied.rejected:
             checkpoint.deliver([await self._reject(message, reason, detail)])
         for outcome in applied.commands:
@@ -509,162 +510,9 @@ class WorkerStages:
         await checkpoint.persist(self.alerts_table)  # the state that produced them
 
 
-@dataclass
-class AlertInputApplied:
-    """What a batch of alert input did: the transitions, in order; the messages refused, with
-    a reason and a detail; the outcome (``applied`` or ``duplicate``) of each command taken."""
-
-    transitions: list[AlertTransitioned] = field(default_factory=list)
-    rejected: list[tuple[Any, str, str]] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
-
-
-def apply_alert_input(
-    messages: Iterable[Any], table: ChangelogTable, rules: RuleBook
-) -> AlertInputApplied:
-    """Apply alert-input ``messages`` (anything with ``partition`` and ``value``; evaluations
-    with the customer's rules, and commands) in order to the alerts in ``table``. No I/O: the
-    alerts stage sends what it returns, and ``bench.hotpath`` times it."""
-    out = AlertInputApplied()
-    for message in messages:
-        try:
-            item = envelopes.alert_input(json.loads(message.value))
-        except (KeyError, ValueError, TypeError) as exc:  # never crash the stage
-            out.rejected.append((message, "invalid_alert_input", str(exc)))
-            continue
-        lifecycle = AlertLifecycle(TableAlertStore(table, message.partition))
-        if isinstance(item, AlertCommand):
-            outcome = lifecycle.apply_command(item)
-            if outcome.rejected:
-                out.rejected.append((message, outcome.rejected, outcome.detail))
-                continue
-            out.commands.append("duplicate" if outcome.duplicate else "applied")
-            out.transitions += outcome.transitions
-        else:
-            rules_of = rules.for_customer(item.customer_id)
-            out.transitions += lifecycle.apply_evaluation(item, rules_of)
-    return out
-
-
-# Bytes of changelog records a claim can cost at most where it arrives (a claim-id and a
-# bucket record, or a pending-claim record, less the window key twice), of a customer's
-# watermark record (plus per source of the claims topic), and the budget of one slice's
-# flush. With the claims a step may release (RELEASE_BUDGET, at most CLAIM_RECORDS_BYTES and
-# their key each) a step stays under ATOMIC_BATCH_BYTES: one atomic flush.
-CLAIM_RECORDS_BYTES = 320
-CUSTOMER_RECORD_BYTES = 250
-CUSTOMER_RECORD_SOURCE_BYTES = 64
-FLUSH_BUDGET_BYTES = 760_000
-RELEASE_BUDGET = 500
-
-
-def flush_slices(arrivals: list[ClaimFromSource]) -> Iterator[list[ClaimFromSource]]:
-    """``arrivals`` in order, cut where their changelog records could outgrow one batch.
-
-    A window key is JSON-escaped in the records (up to 12 bytes a character when not ASCII).
-    """
-    start, cost = 0, 0
-    customers: set[str] = set()
-    for i, arrival in enumerate(arrivals):
-        key = arrival.claim.window_key
-        key_bytes = len(key) if key.isascii() else 12 * len(key)
-        claim_cost = CLAIM_RECORDS_BYTES + 2 * key_bytes
-        customer = arrival.claim.customer_id
-        customer_cost = (CUSTOMER_RECORD_BYTES + CUSTOMER_RECORD_SOURCE_BYTES * arrival.sources
-                         + 2 * key_bytes)  # fmt: skip
-        if customer not in customers:
-            claim_cost += customer_cost
-        if cost + claim_cost > FLUSH_BUDGET_BYTES and i > start:
-            yield arrivals[start:i]
-            start, cost = i, 0
-            customers.clear()
-            claim_cost = CLAIM_RECORDS_BYTES + 2 * key_bytes + customer_cost
-        customers.add(customer)
-        cost += claim_cost
-    if start < len(arrivals):
-        yield arrivals[start:]
-
-
 # Fetched but not yet taken, per batch topic: by messages alone, a backlog of by-key messages
 # (up to routing.CHUNK_CLAIMS claims each) could hold millions of claims in memory.
 BUFFER_BYTES = 16 << 20
-
-
-SEEK_AHEAD = 500  # messages: a longer gap between two wanted offsets is skipped by a seek
-
-
-class Originals:
-    """Reads a claim back from ``claims.decided`` by offset, for a dead letter of the windows.
-
-    The by-key topic carries validated claims, not their bytes; the rare claim the windows
-    stage dead-letters is fetched again so that the DLQ holds the original key and value.
-    """
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def read_many(
-        self, origins: list[envelopes.Origin], timeout_s: float = 5.0
-    ) -> dict[envelopes.Origin, Any]:
-        """The messages at ``origins`` that could be read (not those gone or unreachable).
-
-        Each partition is read forward from its first wanted offset, seeking ahead over gaps
-        longer than ``SEEK_AHEAD`` messages, so a burst of dead letters costs a few fetches.
-        """
-        found: dict[envelopes.Origin, Any] = {}
-        wanted: dict[TopicPartition, list[int]] = defaultdict(list)
-        for origin in origins:
-            wanted[TopicPartition(origin.topic, origin.partition)].append(origin.offset)
-        try:
-            consumer = await self._started()
-            for tp, offsets in wanted.items():
-                todo = sorted(set(offsets))
-                consumer.assign([tp])
-                position = None
-                while todo:
-                    if position is None or todo[0] - position > SEEK_AHEAD:
-                        consumer.seek(tp, todo[0])
-                    fetched = await asyncio.wait_for(consumer.getmany(tp, timeout_ms=1000),
-                                                     timeout_s)  # fmt: skip
-                    messages = fetched.get(tp, [])
-                    if not messages:
-                        break
-                    for message in messages:
-                        if todo and message.offset == todo[0]:
-                            found[envelopes.Origin(tp.topic, tp.partition, message.offset)] = (
-                                message
-                            )
-                        while todo and todo[0] <= message.offset:
-                            todo.pop(0)
-                    position = messages[-1].offset + 1
-        except (KafkaError, TimeoutError, OSError) as exc:
-            log.warning("originals of %d dead letters not all read: %s", len(origins), exc)
-        return found
-
-    async def _started(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
-            )
-            await self._consumer.start()
-        return self._consumer
-
-    async def close(self) -> None:
-        """Stop the consumer, if one was started."""
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-
-@dataclass(frozen=True, slots=True)
-class _Rebuilt:
-    """A dead letter's message when the original could not be read back."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
 
 
 def _count_claims(result: StepResult) -> None:

@@ -18,7 +18,7 @@ from streams.domain.claims import parse_claim
 from streams.domain.drift import DriftConfig
 from streams.domain.processor import ClaimFromSource
 from streams.runtime.state import BUCKET, PENDING, ChangelogTable, WindowsState
-from streams.runtime.worker import flush_slices
+from streams.stages.windows import flush_slices
 from tests.unit.changelog import FakeProducer, FakeTable, record_batches, recovered
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
 
@@ -143,7 +143,8 @@ async def test_rebuild_drops_records_the_watermark_pruned_and_deletes_them_again
     assert rebuilt.offsets == pw.offsets == {0: 10}
     deleted = {k for k, (_, value) in table._pending.items() if value is None}
     # The lost tombstones again, and the ids the live windows had not scanned away yet.
-    assert stale <= deleted and all(k.startswith("c|") for k in deleted - stale)
+    assert stale <= deleted
+    assert all(k.startswith("c|") for k in deleted - stale)
     assert _nothing_kept(table)
 
 
@@ -190,7 +191,8 @@ async def test_pending_claims_survive_a_rebuild_and_go_once_they_took_effect() -
     behind = [ClaimFromSource(1, 2, d, claim_on_day(d, payer="payer-b", i=d))
               for d in range(1, 25)]  # fmt: skip
     result = rebuilt.apply(behind)
-    assert [p.offset for p in result.pending_done] == [21] and result.amended == 1
+    assert [p.offset for p in result.pending_done] == [21]
+    assert result.amended == 1
     state.save(rebuilt, result)
     await table.flush()
     assert rebuilt.customers["acme"].pending == []
@@ -203,7 +205,8 @@ def test_drop_forgets_faust_memory_store_partitions_too() -> None:
     fake = SimpleNamespace(data=store)
     table = ChangelogTable(fake, lambda: FakeProducer())
     table.drop(["b|1|k"])
-    assert store.data == {"w|a": {}} and store._key_partition == {}
+    assert store.data == {"w|a": {}}
+    assert store._key_partition == {}
 
 
 class _HeldProducer:
