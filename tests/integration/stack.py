@@ -239,3 +239,20 @@ async def collect(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
     """Append every message ``ws`` receives to ``into`` until it closes."""
     async for raw in ws:
         into.append(json.loads(raw))
+
+
+async def send_then_receive(ws: ClientConnection, message: dict[str, Any]) -> Any:
+    """Send ``message`` and wait (15 s at most) for the next message or the close."""
+    await ws.send(json.dumps(message))
+    return await asyncio.wait_for(ws.recv(), 15)
+
+
+async def receive_until_closed(
+    ws: ClientConnection, seen: Callable[[Any], None] | None = None, timeout_s: float = 30
+) -> None:
+    """Receive until the connection closes (raising ConnectionClosed), each message to
+    ``seen``; TimeoutError if nothing comes for ``timeout_s``."""
+    while True:
+        message = await asyncio.wait_for(ws.recv(), timeout_s)
+        if seen is not None:
+            seen(message)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ async def _run(stack: ServiceStack, during: Any = None) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 async def reference(
     apache_kafka: ApacheKafka, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[dict[str, Any]]:
+) -> dict[str, Any]:
     """The outputs of one worker that nothing interrupts."""
     stack = worker_stack(apache_kafka.bootstrap, "reference", tmp_path_factory.mktemp("r"), "")
     await create_topics(stack.settings(), apache_kafka.bootstrap)
@@ -59,7 +58,7 @@ async def reference(
     assert {(d["payer_id"], d["cpt_group"]) for d in result["drifts"].values()} == {
         (SPIKE_PAYER, SPIKE_GROUP)
     }
-    yield result
+    return result
 
 
 async def _until_routed(stack: ServiceStack, claims: int) -> None:

@@ -138,7 +138,8 @@ async def test_alert_series_is_the_keys_daily_value(api: ServiceStack) -> None:
     ]
     for alert_id in ("no-such-alert", "other-a4"):  # unknown, or another customer's
         status, body = await get_json(api, f"/api/alert-series?alert_id={alert_id}", token)
-        assert status == 404 and "no alert" in body["error"]
+        assert status == 404
+        assert "no alert" in body["error"]
 
 
 async def test_drift_events_pages_cover_everything_once(api: ServiceStack) -> None:
@@ -194,7 +195,8 @@ async def test_gzip_cache_invalidation_and_rate_limit(api: ServiceStack) -> None
     status, headers, raw = await asyncio.to_thread(
         _get, api, "/api/drift-events?limit=200", token, Accept_Encoding="gzip"
     )
-    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
     assert len(json.loads(gzip.decompress(raw))["drift_events"]) == 200
 
     cached_at = time.monotonic()  # the answer below is cached until at least cached_at + 2 s
@@ -214,14 +216,16 @@ async def test_gzip_cache_invalidation_and_rate_limit(api: ServiceStack) -> None
 
     flood = mint_token(SECRET, "demo", "flood")
     statuses = [(await get_json(api, "/api/alerts", flood))[0] for _ in range(60)]
-    assert statuses[:40] == [200] * 40 and 429 in statuses[40:]
+    assert statuses[:40] == [200] * 40
+    assert 429 in statuses[40:]
 
 
 async def test_docs_are_served(api: ServiceStack) -> None:
     """/openapi.json and /asyncapi.json are the files in notifier/static."""
     for name in ("openapi", "asyncapi"):
         status, body = await get_json(api, f"/{name}.json")
-        assert status == 200 and body == document(name)
+        assert status == 200
+        assert body == document(name)
 
 
 async def test_readiness_reports_each_check(api: ServiceStack) -> None:
@@ -231,4 +235,5 @@ async def test_readiness_reports_each_check(api: ServiceStack) -> None:
     check_response("/readyz", 200, body)
     assert body["status"] == "ok"
     assert body["checks"]["postgres"] == {"ok": True}
-    assert body["checks"]["kafka"]["ok"] is True and body["checks"]["kafka"]["latency_ms"] >= 0
+    assert body["checks"]["kafka"]["ok"] is True
+    assert body["checks"]["kafka"]["latency_ms"] >= 0

@@ -206,7 +206,8 @@ async def test_worker_and_sink_take_and_refuse_the_same_claims_and_never_crash(
                 assert headers["error.by_reference"] == b"true"
                 assert int(headers["source.size"]) == len(key) + len(values[key])
         assert ids == expected
-        assert stack.procs["worker"].poll() is None and stack.procs["sink"].poll() is None
+        assert stack.procs["worker"].poll() is None
+        assert stack.procs["sink"].poll() is None
     finally:
         assert stack.stop_all() == {"worker": 0, "sink": 0}, stack.log("sink")[-3000:]
 

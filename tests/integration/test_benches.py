@@ -48,7 +48,8 @@ def test_latency_bench_smoke_run() -> None:
     report, stderr = run_bench(
         "latency", "--rate", "1000", "--customers", "2", "--days", "100", "--settle-s", "5"
     )  # fmt: skip
-    assert report["claims"] == 2 * 6 * 20 * 100 and report["customers"] == 2
+    assert report["claims"] == 2 * 6 * 20 * 100
+    assert report["customers"] == 2
     assert report["alerts_received"] == (
         report["samples"] + report["closed_by_idle_timer"] + report["other_transitions"]
     )
@@ -57,12 +58,14 @@ def test_latency_bench_smoke_run() -> None:
     assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
     hops = report["hops_ms"]
     assert hops["samples"] + hops["unmatched"] == report["samples"]
-    assert hops["samples"] > 0 and hops["unmatched"] == 0  # every sample traced through topics
+    assert hops["samples"] > 0
+    assert hops["unmatched"] == 0
     for hop in hops["hops"]:
         assert hops[hop]["p50"] <= hops[hop]["p99"] <= hops[hop]["max"]
     # the hops add up to the whole (each sample exactly; medians only roughly)
     assert sum(hops[hop]["max"] for hop in hops["hops"]) >= latency["max"] - 1
-    assert "| claims/s (achieved) |" in stderr and "| hop (" in stderr
+    assert "| claims/s (achieved) |" in stderr
+    assert "| hop (" in stderr
 
 
 def test_throughput_bench_smoke_run() -> None:
@@ -74,8 +77,10 @@ def test_throughput_bench_smoke_run() -> None:
     run = report["runs"][0]
     assert run["ceiling_claims_per_s"] > 0
     worker = run["workers_1"]
-    assert worker["claims_per_s"] > 0 and worker["seconds"] > 0
-    assert worker["active_keys"] > 0 and all(r > 0 for r in worker["rss_mib"])
+    assert worker["claims_per_s"] > 0
+    assert worker["seconds"] > 0
+    assert worker["active_keys"] > 0
+    assert all(r > 0 for r in worker["rss_mib"])
     summary = report["summary"]
     assert (
         0
@@ -92,12 +97,15 @@ def test_memory_bench_smoke_run() -> None:
         "--soak-minutes", "0.34", "--soak-keys", "60", "--soak-rate", "500", "--timeout", "240",
     )  # fmt: skip
     per_key = report["per_key"]
-    assert per_key["small"]["active_keys"] == 120 and per_key["large"]["active_keys"] == 1200
-    assert per_key["large"]["claims"] == 2400 and per_key["large"]["rss_mib"] > 0
+    assert per_key["small"]["active_keys"] == 120
+    assert per_key["large"]["active_keys"] == 1200
+    assert per_key["large"]["claims"] == 2400
+    assert per_key["large"]["rss_mib"] > 0
     growth = (per_key["large"]["rss_mib"] - per_key["small"]["rss_mib"]) * 1024 * 1024
     assert per_key["bytes_per_key"] == round(growth / 1080)
     samples = report["soak"]["samples"]
-    assert len(samples) >= 2 and all(s["rss_mib"] > 0 for s in samples)
+    assert len(samples) >= 2
+    assert all(s["rss_mib"] > 0 for s in samples)
     assert [s["sent"] for s in samples] == sorted(s["sent"] for s in samples)
     assert "bytes per key" in stderr
 
@@ -105,10 +113,12 @@ def test_memory_bench_smoke_run() -> None:
 def test_sink_bench_smoke_run() -> None:
     """2,000 rows, two runs: every rate and ratio there, the ratios each run's COPY over sink."""
     report, stderr = run_bench("sink", "--rows", "2000", "--runs", "2")
-    assert report["rows"] == 2000 and report["runs"] == 2
+    assert report["rows"] == 2000
+    assert report["runs"] == 2
     claims, events = report["claims"], report["drift_and_alerts"]
     for part in (claims, events):
-        assert part["sink_rows_per_s"] > 0 and part["copy_rows_per_s"] > 0
+        assert part["sink_rows_per_s"] > 0
+        assert part["copy_rows_per_s"] > 0
         assert part["ratio_to_copy"] > 0
     # COPY of the three tables takes longer than COPY of two of them, in every run.
     assert events["copy_without_latest_rows_per_s"] > events["copy_rows_per_s"]

@@ -22,7 +22,6 @@ import os
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +153,7 @@ async def _sink_tables(
 @pytest.fixture(scope="module")
 async def clean(
     kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[dict[str, Any]]:
+) -> dict[str, Any]:
     """The outputs and sink tables of a worker nothing interrupts."""
     tmp = tmp_path_factory.mktemp("clean")
     stack = worker_stack(kafka_bootstrap, f"clean{uuid.uuid4().hex[:10]}", tmp, "")
@@ -178,7 +177,7 @@ async def clean(
     result["expected_rows"] = expected
     result["tables"] = await _sink_tables(stack, postgres_url, f"clean_{stack.suffix}",
                                           tmp / "sink", expected)  # fmt: skip
-    yield result
+    return result
 
 
 async def _ready_again(stack: ServiceStack, before: int) -> None:

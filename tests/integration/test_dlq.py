@@ -62,15 +62,18 @@ async def test_dead_letters_are_counted_and_replayed_once(
         )
         only_beta = await asyncio.to_thread(stack.cli, "dlq", "stats", "--customer", "beta")
         assert only_beta.returncode == 0, only_beta.stderr
-        assert "beyond_history" in only_beta.stdout and "acme" not in only_beta.stdout
+        assert "beyond_history" in only_beta.stdout
+        assert "acme" not in only_beta.stdout
         dry = await asyncio.to_thread(stack.cli, "dlq", "replay", "--reason", "late", "--dry-run")
-        assert dry.returncode == 0 and "would republish 200 dead letter(s)" in dry.stderr
+        assert dry.returncode == 0
+        assert "would republish 200 dead letter(s)" in dry.stderr
         metrics = f"http://127.0.0.1:{port}/metrics"
         await wait_until(lambda: _counted(metrics, len(sent) - 7), 120, "the claims counted")
         assert len(await read_all(kafka_bootstrap, s.topic_claims)) == len(sent)  # dry: none
         for _ in range(2):
             done = await asyncio.to_thread(stack.cli, "dlq", "replay", "--reason", "late")
-            assert done.returncode == 0 and "republished 200 dead letter(s)" in done.stderr
+            assert done.returncode == 0
+            assert "republished 200 dead letter(s)" in done.stderr
         # The first replay's claims are counted, the second's are resends: counted once.
         counted = await wait_until(lambda: _counted(metrics, len(sent) - 7 + 400), 120,
                                    "the replayed claims")  # fmt: skip
@@ -78,7 +81,8 @@ async def test_dead_letters_are_counted_and_replayed_once(
         # Claims still older than their customer's history come back to the DLQ; the replay
         # sends what was there when it began, and ends.
         again = await asyncio.to_thread(stack.cli, "dlq", "replay", "--reason", "beyond_history")
-        assert again.returncode == 0 and "republished 7 dead letter(s)" in again.stderr
+        assert again.returncode == 0
+        assert "republished 7 dead letter(s)" in again.stderr
         letters = await wait_until(lambda: _letters(stack, 200 + 1 + 14), 120, "7 more letters")
         assert ("beta", "beyond_history", 14) in letters
     finally:

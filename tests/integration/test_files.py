@@ -60,7 +60,8 @@ async def test_ingest_publishes_exactly_the_valid_rows(
 
     result = stack.cli("ingest", str(path))
     assert result.returncode == 1, result.stderr  # rows were rejected
-    assert "255 rows: 251 published" in result.stderr and "4 rejected" in result.stderr
+    assert "255 rows: 251 published" in result.stderr
+    assert "4 rejected" in result.stderr
     with (tmp_path / "claims.rejects.csv").open(newline="") as f:
         report = list(csv.DictReader(f))
     assert [r["row"].split(",")[0] for r in report] == ["x1", "x2", "x3", "x4"]
@@ -76,33 +77,41 @@ async def test_ingest_publishes_exactly_the_valid_rows(
     )
     result = stack.cli("ingest", "-", "--customer", "acme", "--quiet", stdin=legacy)
     assert result.returncode == 0, result.stderr
-    assert "legacy layout" in result.stderr and "7 rows: 7 published" in result.stderr
+    assert "legacy layout" in result.stderr
+    assert "7 rows: 7 published" in result.stderr
     again = stack.cli("ingest", "-", "--customer", "acme", "--quiet", stdin=legacy)
     assert again.returncode == 0, again.stderr
-    assert "was ingested at" in again.stderr and "nothing published" in again.stderr
+    assert "was ingested at" in again.stderr
+    assert "nothing published" in again.stderr
 
     def legacy_records(messages: list[Any]) -> list[dict[str, Any]]:
         records = [json.loads(m.value) for m in messages]
         return [r for r in records if r["claim_id"].startswith("legacy-")]
 
     records = legacy_records(await read_all(kafka_bootstrap, topic))
-    assert len(records) == 7 and {r["payer_id"] for r in records} == {"bcbs"}
+    assert len(records) == 7
+    assert {r["payer_id"] for r in records} == {"bcbs"}
     # --again publishes the file anew, with the same claim ids: a no-op downstream.
     forced = stack.cli("ingest", "-", "--customer", "acme", "--quiet", "--again", stdin=legacy)
-    assert forced.returncode == 0 and "7 rows: 7 published" in forced.stderr, forced.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert "7 rows: 7 published" in forced.stderr, forced.stderr
     records = legacy_records(await read_all(kafka_bootstrap, topic))
-    assert len(records) == 14 and len({r["claim_id"] for r in records}) == 7
+    assert len(records) == 14
+    assert len({r["claim_id"] for r in records}) == 7
     # The same rows as another customer are another file.
     other = stack.cli("ingest", "-", "--customer", "beta", "--quiet", stdin=legacy)
-    assert other.returncode == 0 and "7 rows: 7 published" in other.stderr, other.stderr
+    assert other.returncode == 0, other.stderr
+    assert "7 rows: 7 published" in other.stderr, other.stderr
     # The gzip file again: nothing published, the earlier report left as it was.
     repeat = stack.cli("ingest", str(path))
-    assert repeat.returncode == 0 and "nothing published" in repeat.stderr, repeat.stderr
+    assert repeat.returncode == 0, repeat.stderr
+    assert "nothing published" in repeat.stderr, repeat.stderr
     assert (tmp_path / "claims.rejects.csv").exists()
     assert len(await read_all(kafka_bootstrap, topic)) == 251 + 14 + 7
 
     unknown = stack.cli("ingest", str(tmp_path / "missing.csv"))
-    assert unknown.returncode == 2 and "no such file" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "no such file" in unknown.stderr
 
 
 async def test_an_ingest_killed_part_way_resumes_after_its_last_acknowledged_line(
@@ -141,9 +150,12 @@ async def test_an_ingest_killed_part_way_resumes_after_its_last_acknowledged_lin
 
         resumed = stack.cli("ingest", str(path), "--quiet")
         assert resumed.returncode == 0, resumed.stderr
-        assert "resuming" in resumed.stderr and "already published" in resumed.stderr
+        assert "resuming" in resumed.stderr
+        assert "already published" in resumed.stderr
         done = await ledger.lookup(key)
-        assert done is not None and done.complete and done.through_line == total + 1
+        assert done is not None
+        assert done.complete
+        assert done.through_line == total + 1
     finally:
         await producer.stop()
     messages = await read_all(kafka_bootstrap, settings.topic_claims)
@@ -201,7 +213,8 @@ async def test_export_writes_csv_jsonl_and_an_xlsx_workbook(
     export("claims", "--format", "jsonl", "-o", str(jsonl))
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["claim_id"] for r in records] == ["c0", "c2", "c4", "c6", "c1", "c3", "c5", "c7"]
-    assert records[0]["denial_reason_codes"] == "CO-97" and records[0]["allowed_amount"] == "80.00"
+    assert records[0]["denial_reason_codes"] == "CO-97"
+    assert records[0]["allowed_amount"] == "80.00"
 
     book_path = tmp_path / "drift.xlsx"
     export("drift-events", "--format", "xlsx", "-o", str(book_path))
@@ -211,7 +224,8 @@ async def test_export_writes_csv_jsonl_and_an_xlsx_workbook(
     assert summary == [["payer_id", "info", "warning", "critical"], ["p0", 0, 5, 0],
                        ["p1", 0, 0, 5]]  # fmt: skip
     details = list(book["Details"].iter_rows(values_only=True))
-    assert len(details) == 11 and details[0][0] == "event_id"
+    assert len(details) == 11
+    assert details[0][0] == "event_id"
     book.close()
     with zipfile.ZipFile(book_path) as archive:
         assert any(name.startswith("xl/charts/chart") for name in archive.namelist())
@@ -224,10 +238,12 @@ async def test_export_writes_csv_jsonl_and_an_xlsx_workbook(
     book.close()
 
     refused = stack.cli("export", "alerts", "--customer", "acme", "--format", "xlsx")
-    assert refused.returncode == 2 and "needs --output" in refused.stderr
+    assert refused.returncode == 2
+    assert "needs --output" in refused.stderr
     nowhere = ServiceStack("unused:9092", "postgresql+psycopg://x@127.0.0.1:1/db", unique, tmp_path)
     unreachable = nowhere.cli("export", "claims", "--customer", "acme")
-    assert unreachable.returncode == 2 and "database error" in unreachable.stderr
+    assert unreachable.returncode == 2
+    assert "database error" in unreachable.stderr
     assert unreachable.stdout == ""  # not even a header before the query ran
 
 

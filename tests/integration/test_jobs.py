@@ -132,7 +132,8 @@ async def test_jobs_run_on_the_leader_only_and_do_their_work(
         assert drift == ["stalled-last", "w1", "w2", "w3", "w4"]
         published = {m.key.decode(): json.loads(m.value)
                      for m in await read_all(kafka_bootstrap, s.topic_reports)}  # fmt: skip
-        assert published["acme"]["drift_events"] == 3 and published["beta"]["drift_events"] == 1
+        assert published["acme"]["drift_events"] == 3
+        assert published["beta"]["drift_events"] == 1
     finally:
         codes = stack.stop_all()
         assert codes == {"worker-1": 0, "worker-2": 0}, stack.log("worker-1")[-3000:]

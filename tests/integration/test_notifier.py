@@ -27,6 +27,8 @@ from tests.integration.stack import (
     ServiceStack,
     collect,
     notifier_ready,
+    receive_until_closed,
+    send_then_receive,
     subscribe,
     wait_until,
     ws_url,
@@ -78,9 +80,11 @@ async def test_commands_reach_every_operator_of_the_customer_and_the_audit_log(
     alert_id = _find(seen, alert__transition="triggered")["alert"]["alert_id"]  # type: ignore[index]
 
     refused = await _reply(viewer, {"type": "acknowledge", "alert_id": alert_id})
-    assert refused["status"] == "refused" and "act" in refused["error"]
+    assert refused["status"] == "refused"
+    assert "act" in refused["error"]
     bad = await _reply(alice, {"type": "judge", "alert_id": alert_id, "verdict": "maybe"})
-    assert bad["status"] == "refused" and "verdict" in bad["error"]
+    assert bad["status"] == "refused"
+    assert "verdict" in bad["error"]
 
     ack = await _reply(alice, {"type": "acknowledge", "alert_id": alert_id, "command_id": "c-1"})
     assert ack == {"type": "ack", "command_id": "c-1", "status": "accepted"}
@@ -90,7 +94,8 @@ async def test_commands_reach_every_operator_of_the_customer_and_the_audit_log(
     judged = await _reply(
         alice, {"type": "judge", "alert_id": alert_id, "verdict": "true_positive", "note": "ok"}
     )
-    assert judged["status"] == "accepted" and judged["command_id"]
+    assert judged["status"] == "accepted"
+    assert judged["command_id"]
     assert (await _reply(alice, {"type": "resolve", "alert_id": alert_id}))["status"] == "accepted"
 
     # The worker rejects a command on an alert it does not know: a second ack says so.
@@ -155,7 +160,8 @@ async def test_connection_and_command_limits(notifier_stack: ServiceStack) -> No
     over = await connect(ws_url(stack, mint_token(SECRET, "demo", "alice")))
     with pytest.raises(websockets.ConnectionClosed) as info:
         await asyncio.wait_for(over.recv(), 15)
-    assert info.value.rcvd is not None and info.value.rcvd.code == 4429
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 4429
     # Another operator of the same customer is not affected.
     bob = await connect(ws_url(stack, mint_token(SECRET, "demo", "bob")))
     await subscribe(bob)
@@ -233,7 +239,8 @@ async def test_resume_during_a_burst_has_no_gap_and_no_duplicate(
     cursors: list[int] = []
     while len(cursors) < 700:  # well inside the burst
         message = json.loads(await asyncio.wait_for(first.recv(), 30))
-        assert message["type"] == "alert" and message["alert"]["customer_id"] == "demo"
+        assert message["type"] == "alert"
+        assert message["alert"]["customer_id"] == "demo"
         cursors.append(message["cursor"])
     await first.close()  # gone while the burst goes on; reconnect where it stopped
     await asyncio.sleep(0.3)
@@ -241,7 +248,8 @@ async def test_resume_during_a_burst_has_no_gap_and_no_duplicate(
     await second.send(json.dumps({"type": "subscribe", "since": cursors[-1]}))
     client_back.set()  # the burst goes on for 10 more batches
     async for message in _until_burst_read(second, burst, lambda: len(cursors)):
-        assert message["type"] == "alert" and message["alert"]["customer_id"] == "demo"
+        assert message["type"] == "alert"
+        assert message["alert"]["customer_id"] == "demo"
         check_ws_message(message)
         cursors.append(message["cursor"])
     await second.close()
@@ -285,8 +293,7 @@ async def test_a_client_that_stops_reading_is_cut_off_without_slowing_the_others
     ]
     assert slow_cut == 1.0
     with pytest.raises(websockets.ConnectionClosed) as info:
-        while True:
-            await asyncio.wait_for(slow.recv(), 30)
+        await receive_until_closed(slow)
     # The 4008 close frame queues behind the data the client never read: unless it reads again
     # within the close timeout (10 s) it just sees the connection drop.
     assert info.value.rcvd is None or info.value.rcvd.code == 4008
@@ -319,8 +326,7 @@ async def test_two_notifiers_serve_the_same_feed_and_a_client_fails_over(
             seen_one.append(json.loads(await asyncio.wait_for(on_one.recv(), 30))["cursor"])
         one.kill("notifier")  # SIGKILL: no close frame, no goodbye
         with pytest.raises(websockets.ConnectionClosed):
-            while True:
-                seen_one.append(json.loads(await asyncio.wait_for(on_one.recv(), 30))["cursor"])
+            await receive_until_closed(on_one, lambda m: seen_one.append(json.loads(m)["cursor"]))
         failed_over = await connect(ws_url(two, mint_token(SECRET, "demo", "alice")))
         await failed_over.send(json.dumps({"type": "subscribe", "since": seen_one[-1]}))
         client_back.set()
@@ -390,8 +396,8 @@ async def test_oversized_and_compressed_bomb_frames_are_refused(
     for compression, payload in ((None, "x" * 70_000), ("deflate", "0" * 10_000_000)):
         async with connect(url, compression=compression, max_size=None) as ws:
             with pytest.raises(websockets.ConnectionClosed) as info:
-                await ws.send(json.dumps({"type": "subscribe", "pad": payload}))
-                await asyncio.wait_for(ws.recv(), 15)
-        assert info.value.rcvd is not None and info.value.rcvd.code == 1009, compression
+                await send_then_receive(ws, {"type": "subscribe", "pad": payload})
+        assert info.value.rcvd is not None, compression
+        assert info.value.rcvd.code == 1009, compression
     # The notifier is unharmed.
     await subscribe(await notifier_ready(stack))

@@ -54,7 +54,8 @@ async def test_metrics_move_as_claims_flow_and_services_report_ready(
 
         for service in ports:
             body = await wait_until(partial(ready, service), 90, f"{service} /readyz 200")
-            assert body["service"] == service and body["status"] == "ok"
+            assert body["service"] == service
+            assert body["status"] == "ok"
         worker_ready = await ready("worker")
         assert worker_ready is not None
         assert set(worker_ready["checks"]) == {"kafka", "rules", "lag"}
@@ -104,8 +105,10 @@ async def test_metrics_move_as_claims_flow_and_services_report_ready(
         alert_id, event_id = stored[0]["alert_id"], stored[0]["event_id"]
         worker = _log(stack, "worker")
         detected = [r for r in worker if r.get("event_id") == event_id and "claim_id" in r]
-        assert detected and detected[0]["message"].startswith("drift detected")
-        assert detected[0]["claim_id"] and detected[0]["service"] == "worker"
+        assert detected
+        assert detected[0]["message"].startswith("drift detected")
+        assert detected[0]["claim_id"]
+        assert detected[0]["service"] == "worker"
         assert any(r.get("alert_id") == alert_id and r.get("event_id") == event_id
                    for r in worker)  # fmt: skip
 
@@ -145,7 +148,8 @@ async def test_rule_changes_are_audited(
     assert [r[:4] for r in rows] == [("demo", "ann", "rule.set", "r1"),
                                      ("demo", "ann", "rule.delete", "r1")]  # fmt: skip
     assert all(r[4].startswith("cli@") and r[6] is not None for r in rows)
-    assert rows[0][5]["min_severity_level"] == "critical" and rows[1][5] == {}
+    assert rows[0][5]["min_severity_level"] == "critical"
+    assert rows[1][5] == {}
 
 
 async def test_a_notifier_whose_alert_hub_fails_exits_non_zero(

@@ -117,7 +117,8 @@ async def test_rules_and_operator_commands(
             codec.decode(m.value, "AlertEvent", s.topic_alerts)
             for m in await read_all(kafka_bootstrap, s.topic_alerts)
         ]
-        assert alerts and {a["rule_id"] for a in alerts} == {"radiology-only"}
+        assert alerts
+        assert {a["rule_id"] for a in alerts} == {"radiology-only"}
         alert_id = alerts[-1]["alert_id"]
 
         def command(

@@ -87,7 +87,8 @@ def test_first_detection_triggers_and_redetections_update() -> None:
     assert len({t.alert_id for t in out}) == 1
     assert [t.version for t in out] == [1, 2, 3]
     assert out[-1].occurrence_count == 3
-    assert out[-1].first_seen_ms == DAY and out[-1].last_seen_ms == 3 * DAY
+    assert out[-1].first_seen_ms == DAY
+    assert out[-1].last_seen_ms == 3 * DAY
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,8 @@ def test_replayed_evaluation_changes_nothing() -> None:
     store = DictStore()
     first = run(evaluation(DAY, drift(DAY)), store=store)
     again = run(evaluation(DAY, drift(DAY)), store=store)
-    assert len(first) == 1 and again == []
+    assert len(first) == 1
+    assert again == []
 
 
 def test_rule_filters_by_payer() -> None:
@@ -239,7 +241,9 @@ def test_commands_apply_exactly_once_by_command_id() -> None:
     first = lifecycle.apply_command(_command(trigger.alert_id, "judge", verdict="true_positive"))
     again = lifecycle.apply_command(_command(trigger.alert_id, "judge", verdict="true_positive"))
     assert len(first.transitions) == 1
-    assert again.transitions == [] and again.duplicate and again.rejected is None
+    assert again.transitions == []
+    assert again.duplicate
+    assert again.rejected is None
 
 
 def test_acknowledged_alert_updates_silently_and_still_auto_resolves() -> None:
@@ -266,4 +270,5 @@ def test_old_alert_can_be_judged_after_a_new_one_opened() -> None:
     outcome = AlertLifecycle(store).apply_command(_command(old, "judge", verdict="false_positive"))
     assert outcome.transitions[0].alert_id == old
     more = run(evaluation(6 * DAY, drift(6 * DAY)), store=store)
-    assert more[0].alert_id == new and more[0].transition == "updated"
+    assert more[0].alert_id == new
+    assert more[0].transition == "updated"

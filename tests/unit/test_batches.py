@@ -41,7 +41,7 @@ def test_a_packed_claim_and_its_record_give_back_the_claim() -> None:
     packed = json.loads(json.dumps(CLAIM.to_compact()))
     assert type(CLAIM).from_compact(packed) == CLAIM
     assert parse_claim(CLAIM.to_record()) == CLAIM
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a packed claim"):
         type(CLAIM).from_compact([*packed[:7], "MAYBE", *packed[8:]])
 
 
@@ -254,7 +254,8 @@ async def test_a_batch_ack_keeps_faust_s_bookkeeping() -> None:
 
     batched = await consumer_after(BatchSubscription.ack)
     assert batched == await consumer_after(one_by_one)
-    assert batched["acked"] == {TP("claims", 0): [3, 4]} and batched["n_acked"] == 2
+    assert batched["acked"] == {TP("claims", 0): [3, 4]}
+    assert batched["n_acked"] == 2
     assert batched["unacked"] == [0, 1, 2, 5, 6, 7]
     assert batched["messages"][5] == (False, 1)
 

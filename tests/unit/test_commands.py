@@ -40,8 +40,10 @@ def test_a_command_carries_the_tokens_customer_and_operator() -> None:
         ALICE, {"type": "judge", "alert_id": "a1", "verdict": "false_positive",
                 "customer_id": "intruder", "operator": "mallory"}, 1234,
     )  # fmt: skip
-    assert record["customer_id"] == "demo" and record["operator"] == "alice"
-    assert record["issued_at"] == 1234 and record["command_id"]
+    assert record["customer_id"] == "demo"
+    assert record["operator"] == "alice"
+    assert record["issued_at"] == 1234
+    assert record["command_id"]
 
 
 def test_rate_limit_allows_a_burst_then_refuses() -> None:

@@ -102,7 +102,8 @@ def test_dashboard_queries_only_metrics_the_code_defines() -> None:
         for target in panel["targets"]
         for name in re.findall(r"upstream_\w+", target["expr"])
     }
-    assert queried and queried <= defined, queried - defined
+    assert queried, queried - defined
+    assert queried <= defined, queried - defined
 
 
 def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:

@@ -40,15 +40,20 @@ def _read(value: bytes) -> Claim | None:
     try:
         return parse_claim(CODEC.decode(value, "ClaimDecided", "claims.decided"))
     except (DecodeError, InvalidClaim) as exc:
-        assert exc.reason and exc.message  # every refusal names why
+        assert exc.reason
+        assert exc.message
         return None
 
 
 def _valid(claim: Claim) -> None:
-    assert claim.outcome in OUTCOMES and claim.decided_date >= claim.submitted_date
-    assert claim.submitted_date >= FIRST_DAY and claim.decided_date < END_DAY
-    assert claim.cpt_group and isinstance(claim.event_ms, int)
-    assert claim.allowed_cents >= 0 and claim.billed_cents >= 0
+    assert claim.outcome in OUTCOMES
+    assert claim.decided_date >= claim.submitted_date
+    assert claim.submitted_date >= FIRST_DAY
+    assert claim.decided_date < END_DAY
+    assert claim.cpt_group
+    assert isinstance(claim.event_ms, int)
+    assert claim.allowed_cents >= 0
+    assert claim.billed_cents >= 0
 
 
 @settings(max_examples=300, deadline=None)
@@ -127,8 +132,10 @@ def test_operator_commands(message: dict[str, Any]) -> None:
     except CommandError as exc:
         assert str(exc)
         return
-    assert record["customer_id"] == "demo" and record["operator"] == "alice"
-    assert isinstance(record["alert_id"], str) and 0 < len(record["alert_id"]) <= 64
+    assert record["customer_id"] == "demo"
+    assert record["operator"] == "alice"
+    assert isinstance(record["alert_id"], str)
+    assert 0 < len(record["alert_id"]) <= 64
     encode_single_object("AlertCommand", record)  # and it fits the schema
 
 
@@ -142,7 +149,8 @@ def test_csv_rows(rows: list[list[str]]) -> None:
         try:
             record = reader.record(line, values)
         except InvalidClaim as exc:
-            assert exc.reason and exc.message
+            assert exc.reason
+            assert exc.message
             continue
         _valid(parse_claim(record))
         assert _read(json.dumps(record).encode()) is not None  # the worker takes what ingest sends

@@ -92,8 +92,10 @@ def test_good_bad_and_duplicate_rows_are_counted_and_reported_by_line(tmp_path: 
     summary, sent = _run(text, tmp_path)
     assert (summary.rows, summary.published, summary.rejected) == (7, 3, 4)
     assert [r["claim_id"] for r in sent] == ["c1", "c2", "c2"]
-    assert sent[1]["outcome"] == "denied" and sent[1]["denial_reason_codes"] == ["CO-97", "CO-16"]
-    assert sent[0]["cpt_group"] == "radiology" and "denial_reason_codes" in sent[0]
+    assert sent[1]["outcome"] == "denied"
+    assert sent[1]["denial_reason_codes"] == ["CO-97", "CO-16"]
+    assert sent[0]["cpt_group"] == "radiology"
+    assert "denial_reason_codes" in sent[0]
     report = _report(tmp_path)
     assert [(r["line"], r["reason"]) for r in report] == [
         ("5", "bad_value"), ("6", "bad_value"), ("8", "bad_value"), ("9", "bad_row"),
@@ -142,11 +144,13 @@ def test_customer_flag_fills_and_guards_the_customer_column(tmp_path: Path) -> N
     summary, sent = _run(
         header + "\nc1,p1,71046,2026-01-01,2026-01-05,PAID,1,1,\n", tmp_path, customer="acme"
     )
-    assert sent[0]["customer_id"] == "acme" and summary.rejected == 0
+    assert sent[0]["customer_id"] == "acme"
+    assert summary.rejected == 0
     summary, sent = _run(
         FULL + "\nc1,other,p1,71046,2026-01-01,2026-01-05,PAID,1,1,\n", tmp_path, customer="acme"
     )
-    assert not sent and _report(tmp_path)[0]["reason"] == "wrong_customer"
+    assert not sent
+    assert _report(tmp_path)[0]["reason"] == "wrong_customer"
 
 
 def test_customer_reference_files_win_over_the_defaults(tmp_path: Path) -> None:
@@ -306,7 +310,8 @@ def test_a_resumed_ingest_sends_only_the_rows_after_the_line_given(tmp_path: Pat
     text = "\n".join([FULL, *rows]) + "\n"
     whole: list[tuple[int, int, bool]] = []
     summary, sent = _run(text, tmp_path, checkpoints=whole)
-    assert len(sent) == 4999 and summary.already_published == 0
+    assert len(sent) == 4999
+    assert summary.already_published == 0
     # After each block in flight is acknowledged: the line of its last row, rows so far.
     assert whole == [(1 + IN_FLIGHT, IN_FLIGHT, False), (2 + 2 * IN_FLIGHT, 2 * IN_FLIGHT, False),
                      (5001, 4999, True)]  # fmt: skip
@@ -314,5 +319,7 @@ def test_a_resumed_ingest_sends_only_the_rows_after_the_line_given(tmp_path: Pat
     resumed: list[tuple[int, int, bool]] = []
     summary, sent = _run(text, tmp_path, resume_after=whole[0][0], checkpoints=resumed)
     assert [r["claim_id"] for r in sent] == [f"c{i}" for i in range(IN_FLIGHT, 5000) if i != 3000]
-    assert summary.already_published == IN_FLIGHT and summary.published == 4999 - IN_FLIGHT
-    assert summary.rejected == 1 and resumed[-1] == (5001, 4999, True)
+    assert summary.already_published == IN_FLIGHT
+    assert summary.published == 4999 - IN_FLIGHT
+    assert summary.rejected == 1
+    assert resumed[-1] == (5001, 4999, True)

@@ -20,10 +20,13 @@ def test_json_line_has_the_fixed_fields_and_the_correlation_ids() -> None:
     """One object per line; ids given as ``extra`` are fields; other attributes are not."""
     line = json.loads(JsonFormatter("worker").format(_record(event_id="e1", claim_id="c9",
                                                                unrelated="no")))  # fmt: skip
-    assert line["service"] == "worker" and line["level"] == "info"
-    assert line["logger"] == "upstream.worker" and line["message"] == "drift x"
+    assert line["service"] == "worker"
+    assert line["level"] == "info"
+    assert line["logger"] == "upstream.worker"
+    assert line["message"] == "drift x"
     assert (line["event_id"], line["claim_id"]) == ("e1", "c9")
-    assert "unrelated" not in line and line["ts"].endswith("+00:00")
+    assert "unrelated" not in line
+    assert line["ts"].endswith("+00:00")
 
 
 def test_text_line_appends_the_ids() -> None:

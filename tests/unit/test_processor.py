@@ -25,7 +25,8 @@ def test_buckets_close_behind_the_grace_and_the_drift_is_found() -> None:
     pw = PartitionWindows(0, CFG, GRACE)
     result = pw.apply(Feed().read(_spike()))
     assert pw.customers["acme"].watermark.closed_through == 95
-    assert result.drifts and all(d.payer_id == "payer-b" for d in result.drifts)
+    assert result.drifts
+    assert all(d.payer_id == "payer-b" for d in result.drifts)
     assert min(d.detected_at_ms for d in result.drifts) > 90 * DAY_MS
 
 
@@ -46,12 +47,16 @@ def test_a_late_claim_inside_the_history_amends_its_closed_bucket() -> None:
     pw.apply(feed.read(_days(range(0, 20), 0.1)))
     key = pw.customers["acme"].keys["acme|payer-b|radiology"]
     before = key.bucket(2)
-    assert before is not None and pw.customers["acme"].watermark.closed_through == 15
+    assert before is not None
+    assert pw.customers["acme"].watermark.closed_through == 15
     late = claim_on_day(2, denied=True, payer="payer-b", i=77)
     result = pw.apply(feed.read([late]))
-    assert result.beyond_history == [] and result.amended == 1
+    assert result.beyond_history == []
+    assert result.amended == 1
     after = key.bucket(2)
-    assert after is not None and after[0] == before[0] + 1 and after[1] == before[1] + 1
+    assert after is not None
+    assert after[0] == before[0] + 1
+    assert after[1] == before[1] + 1
     assert pw.apply(feed.read([late])).duplicates == 1  # a resend counts once
 
 
@@ -62,7 +67,8 @@ def test_a_claim_older_than_its_customers_history_is_not_windowed() -> None:
     ancient = feed.read([claim_on_day(2, payer="payer-b", i=5)])
     result = pw.apply(ancient)
     assert result.beyond_history == ancient
-    assert result.changed == {} and result.amended == 0
+    assert result.changed == {}
+    assert result.amended == 0
 
 
 def test_remittance_lag_loses_nothing_and_finds_the_shift() -> None:
@@ -106,7 +112,8 @@ def test_each_customer_s_outputs_are_the_same_alone_and_mixed() -> None:
     merged += noisy[len(mixed_in) :]
     result = PartitionWindows(0, CFG, GRACE).apply(Feed().read(merged))
     lab = [d for d in result.drifts if d.customer_id == "lab"]
-    assert alone.drifts and lab == alone.drifts
+    assert alone.drifts
+    assert lab == alone.drifts
     assert [e for e in result.evaluations if e.customer_id == "lab"] == alone.evaluations
 
 
@@ -148,7 +155,9 @@ def test_a_redelivered_offset_is_skipped() -> None:
     pw.apply(arrivals)
     corrected = arrivals[5]._replace(claim=arrivals[5].claim._replace(outcome="DENIED"))
     result = pw.apply([*arrivals[:5], corrected])
-    assert result.redelivered == 6 and result.changed == {} and result.replaced == 0
+    assert result.redelivered == 6
+    assert result.changed == {}
+    assert result.replaced == 0
 
 
 def test_an_idle_customer_advances_by_the_wall_clock_after_idle_close_after() -> None:

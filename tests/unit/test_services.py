@@ -35,7 +35,8 @@ async def test_any_of_several_tasks_ending_ends_the_wait() -> None:
     forever = asyncio.create_task(asyncio.sleep(60))
     ends = asyncio.create_task(asyncio.sleep(0.01))
     await asyncio.wait_for(until_stopped(asyncio.Event(), forever, ends), 5)
-    assert ends.done() and not forever.done()
+    assert ends.done()
+    assert not forever.done()
     forever.cancel()
 
 

@@ -123,7 +123,8 @@ async def test_a_loop_polls_at_most_as_often_as_it_is_told() -> None:
     consumer = _Consumer(4, log, service)
     await service.consume(consumer, producer=None, poll_every_s=0.03)
     gaps = [b - a for a, b in zip(consumer.polled_at, consumer.polled_at[1:], strict=False)]
-    assert len(gaps) == 4 and min(gaps) >= 0.03 - 0.001
+    assert len(gaps) == 4
+    assert min(gaps) >= 0.03 - 0.001
     assert [b for event, b in log.events if event == "committed"] == [0, 1, 2, 3]
 
 

@@ -30,8 +30,10 @@ def _drift(**changes: Any) -> dict[str, Any]:
 
 def test_drift_row_is_typed_in_column_order() -> None:
     row = dict(zip(DRIFT_COLUMNS, drift_row(_drift()), strict=True))
-    assert row["window_days"] == 7.0 and isinstance(row["window_days"], float)
-    assert row["severity"] == 1.0 and isinstance(row["severity"], float)
+    assert row["window_days"] == 7.0
+    assert isinstance(row["window_days"], float)
+    assert row["severity"] == 1.0
+    assert isinstance(row["severity"], float)
     assert row["baseline_end"] == datetime(1970, 1, 2, tzinfo=UTC)  # epoch milliseconds
     assert row["current_start"] == datetime(2026, 1, 2, tzinfo=UTC)  # naive taken as UTC
     assert row["detected_at"] == datetime(2026, 1, 2, tzinfo=UTC)
@@ -73,7 +75,8 @@ def test_alert_row_defaults_notify_and_keeps_nullable_fields() -> None:
     record = _alert()
     row = dict(zip(ALERT_FIELDS, alert_row(record), strict=True))
     assert row["notify"] is True
-    assert row["verdict"] is None and row["acknowledged_by"] is None
+    assert row["verdict"] is None
+    assert row["acknowledged_by"] is None
     assert row["last_seen"] == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
 
 

@@ -18,9 +18,8 @@ def test_a_token_names_its_key_and_carries_a_token_id() -> None:
     assert (operator.customer_id, operator.operator, operator.token_id) == (
         "demo", "alice", token_id(token)
     )  # fmt: skip
-    assert len(operator.token_id) == 32 and token_id(mint_token(NEW, "demo", "alice")) != (
-        operator.token_id
-    )  # fmt: skip
+    assert len(operator.token_id) == 32
+    assert token_id(mint_token(NEW, "demo", "alice")) != (operator.token_id)
 
 
 def test_during_a_rotation_tokens_of_the_previous_secret_are_accepted_then_not() -> None:
