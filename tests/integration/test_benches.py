@@ -124,3 +124,16 @@ def test_sink_bench_smoke_run() -> None:
     assert events["copy_without_latest_rows_per_s"] > events["copy_rows_per_s"]
     assert events["ratio_to_copy_without_latest"] < events["ratio_to_copy"]
     assert "| drift_and_alerts |" in stderr
+
+
+def test_detection_bench_smoke_run() -> None:
+    """A tiny domain-engine run of the three feeds: valid JSON with every group per feed, the
+    12-point shift found on each feed, nothing dead-lettered, each customer alone as mixed."""
+    report, _ = run_bench("detection", "--engine", "domain", "--scale", "0.05", "--alone")
+    assert set(report["feeds"]) == {"on-time", "remittance", "onboarding"}
+    for feed, found in report["feeds"].items():
+        groups = found["groups"]
+        assert set(groups) >= {"denial+12", "steady", "low-volume", "weekday-seasonal"}, feed
+        assert groups["denial+12"]["recall"] == 1.0, feed
+        assert found["claims_dead_lettered"] == 0, feed
+    assert report["alone_equals_mixed"] == {"customers_checked": 24, "customers_differing": []}

@@ -243,7 +243,16 @@ async def test_resume_during_a_burst_has_no_gap_and_no_duplicate(
         assert message["alert"]["customer_id"] == "demo"
         cursors.append(message["cursor"])
     await first.close()  # gone while the burst goes on; reconnect where it stopped
-    await asyncio.sleep(0.3)
+
+    async def missed() -> bool:  # transitions stored while no client was there
+        def newest() -> int:
+            with psycopg.connect(stack.database_url.replace("+psycopg", "")) as conn:
+                row = conn.execute("SELECT max(seq) FROM alert_transitions").fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+
+        return await asyncio.to_thread(newest) > cursors[-1] + 100
+
+    await wait_until(missed, 30, "transitions stored while the client was away")
     second = await connect(ws_url(stack, mint_token(SECRET, "demo", "alice")))
     await second.send(json.dumps({"type": "subscribe", "since": cursors[-1]}))
     client_back.set()  # the burst goes on for 10 more batches

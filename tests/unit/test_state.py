@@ -21,6 +21,7 @@ from streams.runtime.state import BUCKET, PENDING, ChangelogTable, WindowsState
 from streams.stages.windows import flush_slices
 from tests.unit.changelog import FakeProducer, FakeTable, record_batches, recovered
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
+from tests.unit.loop import run_ready
 
 CFG = DriftConfig(bucket_ms=DAY_MS)
 GRACE_MS = 2 * DAY_MS
@@ -45,20 +46,20 @@ async def test_a_flush_sends_each_partitions_values_as_one_batch_then_tombstones
     table.delete(1, "gone-1")
     table.put(0, "key-0", [0, -1])  # a second write of a key in one flush: the last one counts
     flushing = asyncio.ensure_future(table.flush())
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert [(p, len(records)) for p, records in producer.batches] == [(0, 1_000), (1, 1_000)]
     assert ("key-0", [0, -1]) in producer.batches[0][1]
     producer.deliver()  # tombstones only once the values are delivered
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert producer.batches[2:] == [(0, [("gone-0", None)]), (1, [("gone-1", None)])]
     assert flushing.done()  # without waiting for the tombstones' delivery
     await flushing
     table.put(0, "next", [0, 1])
     flushing = asyncio.ensure_future(table.flush())
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert len(producer.batches) == 4  # the next flush first waits for those tombstones
     producer.deliver()
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert producer.batches[4:] == [(0, [("next", [0, 1])])]
     producer.deliver()
     await flushing
@@ -259,17 +260,17 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     evaluations = sum(len(result.evaluations) for _, result, _ in applied)
     assert evaluations >= 2  # each partition's closes evaluated its key
     emitting = asyncio.ensure_future(stages._emit(applied, Checkpoint()))
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert {topic for topic, _, _ in producer.sent} <= {"drift.events", "app-alert-input"}
     assert sum(n for _, _, n in producer.sent) == drifts + evaluations
     assert len(producer.sent) <= 8  # a batch per output partition, not a send per record
     held, producer.undelivered = producer.undelivered, []
     for future in held[:-1]:
         future.set_result(None)
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert len(producer.sent) == len(held)  # one output still in flight: no state yet
     held[-1].set_result(None)
-    await asyncio.sleep(0.01)
+    await run_ready()
     state = [(p, n) for topic, p, n in producer.sent[len(held) :]]
     assert [p for p, _ in state][:2] == [0, 1]  # each windows partition's values: one batch
     for future in producer.undelivered:

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import yaml
 from prometheus_client import REGISTRY
 
@@ -23,6 +24,8 @@ import sinks.service  # noqa: F401 - registers the sink's metrics
 import streams.observability.metrics  # noqa: F401 - registers the worker's metrics
 from streams.app.cli import _parser
 from streams.settings import Settings
+
+pytestmark = pytest.mark.integration  # runs docker compose
 
 ROOT = Path(__file__).resolve().parents[2]
 
