@@ -354,6 +354,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     from schemas.registry import ValueCodec
     from streams.app import ingest, services
+    from streams.app.claim_files import IngestError
     from streams.devtools.generator import encode_claim
     from streams.kafka.topics import create_topics
     from streams.reference import load_reference
@@ -387,7 +388,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             quiet=args.quiet,
         )
         summary = asyncio.run(ingest.run(job))
-    except (ingest.IngestError, ValueError) as exc:
+    except (IngestError, ValueError) as exc:
         print(f"upstream ingest: {exc}", file=sys.stderr)
         return 2
     except KafkaError as exc:
@@ -446,7 +447,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     claims = generate(scenarios[0]) if len(scenarios) == 1 else generate_mix(scenarios)
 
     if args.to_csv:
-        from streams.app.ingest import write_csv
+        from streams.app.claim_files import write_csv
 
         count = write_csv(args.to_csv, claims)
         print(f"wrote {count} claims to {args.to_csv}", file=sys.stderr)

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
-from streams.runtime.batches import true_end_offsets
+from streams.kafka.offsets import true_end_offsets
 
 pytestmark = pytest.mark.integration
 

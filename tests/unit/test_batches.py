@@ -26,12 +26,13 @@ from streams.runtime.batches import (
     BatchingConsumer,
     BatchSubscription,
     BatchTopic,
-    MessageBuffer,
     UpstreamApp,
     _ConsumerThread,
 )
+from streams.runtime.buffer import MessageBuffer
 from streams.runtime.state import _dump
 from tests.unit.claims import raw_claim
+from tests.unit.loop import run_ready
 
 CLAIM = parse_claim(raw_claim(payer_name="Payer A", decided_at="2026-01-11T09:30:00.250Z"))
 
@@ -276,7 +277,7 @@ async def test_the_buffer_is_bounded_in_bytes_too() -> None:
     assert events == ["pause"]  # 800 bytes: four fifths of the bound, at 4 of 100 messages
     assert buffer.full()
     putter = asyncio.create_task(buffer.put(Message(0, 4, b"x" * 250)))  # type: ignore[arg-type]
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert not putter.done()  # waits for room
     assert len(await buffer.take(2, within_s=0.01)) == 2  # 500 bytes left: room, not drained
     await putter
@@ -450,7 +451,7 @@ async def test_each_stage_waits_for_its_own_batches(monkeypatch: pytest.MonkeyPa
     await stages.window_claims()
     await stages.forward_commands()
     alerts = asyncio.ensure_future(stages.apply_alert_input())
-    await asyncio.sleep(0.01)
+    await run_ready()
     assert not alerts.done()  # the rules first
     stages.rules_feed.ready.set()
     await alerts

@@ -29,7 +29,8 @@ from faust.types.tuples import ConsumerMessage
 from mode.services import Service
 from mode.utils.queues import FlowControlEvent
 
-from streams.runtime.batches import BatchingConsumer, MessageBuffer
+from streams.runtime.batches import BatchingConsumer
+from streams.runtime.buffer import MessageBuffer
 
 P = ParamSpec("P")
 R = TypeVar("R")

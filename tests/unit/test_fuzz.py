@@ -13,7 +13,7 @@ from notifier.commands import CommandError, build_command
 from notifier.tokens import Operator
 from schemas.codec import DecodeError, encode_single_object, fingerprint
 from schemas.registry import ValueCodec
-from streams.app.ingest import RowReader
+from streams.app.claim_files import RowReader
 from streams.domain.claims import END_DAY, FIRST_DAY, OUTCOMES, Claim, InvalidClaim, parse_claim
 from streams.reference import load_reference
 from tests.unit.claims import raw_claim

@@ -12,18 +12,8 @@ from typing import IO, Any
 
 import pytest
 
-from streams.app.ingest import (
-    IN_FLIGHT,
-    IngestError,
-    Progress,
-    Publisher,
-    RejectReport,
-    RowReader,
-    default_report_path,
-    ingest,
-    open_text,
-    write_csv,
-)
+from streams.app.claim_files import IngestError, RejectReport, RowReader, open_text, write_csv
+from streams.app.ingest import IN_FLIGHT, Progress, Publisher, default_report_path, ingest
 from streams.devtools.generator import Scenario, generate
 from streams.domain.cpt import CptGroups
 from streams.reference import Payers, load_reference
