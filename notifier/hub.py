@@ -19,11 +19,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
 
+from notifier.messages import Alert, AlertMessage
 from sinks.tables import NOTIFY_CHANNEL
 from streams.domain.values import LEVELS
 
@@ -65,14 +66,14 @@ class Filters:
         )
 
 
-def alert_json(row: dict[str, Any]) -> dict[str, Any]:
+def alert_json(row: dict[str, Any]) -> Alert:
     """An alert row as JSON-ready fields (times in RFC 3339)."""
     out = {k: v for k, v in row.items() if k != "seq"}
     for name in ("first_seen", "last_seen"):
         value = out.get(name)
         if isinstance(value, datetime):
             out[name] = value.isoformat().replace("+00:00", "Z")
-    return out
+    return cast(Alert, out)  # the alert_events columns are the Alert fields
 
 
 @dataclass(eq=False)
@@ -82,12 +83,12 @@ class Subscriber:
     customer_id: str
     filters: Filters
     cursor: int = 0
-    queue: asyncio.Queue[dict[str, Any]] = field(
+    queue: asyncio.Queue[AlertMessage] = field(
         default_factory=lambda: asyncio.Queue(SEND_QUEUE_MAX)
     )
     overflow: asyncio.Event = field(default_factory=asyncio.Event)  # set when the queue fills
 
-    def message(self, row: dict[str, Any]) -> dict[str, Any] | None:
+    def message(self, row: dict[str, Any]) -> AlertMessage | None:
         """The ``alert`` message for a transition if it is this client's, new to it, and passes
         its filters (``None`` otherwise); the client's cursor moves past it either way."""
         if row["seq"] <= self.cursor or row["customer_id"] != self.customer_id:
@@ -95,7 +96,7 @@ class Subscriber:
         self.cursor = row["seq"]
         if not self.filters.matches(row):
             return None
-        return {"type": "alert", "cursor": row["seq"], "alert": alert_json(row)}
+        return AlertMessage(type="alert", cursor=row["seq"], alert=alert_json(row))
 
     def offer(self, row: dict[str, Any]) -> bool:
         """Queue the transition's message, if any (True if queued); a full queue sets
@@ -200,7 +201,7 @@ class Hub:
         cursor = await self._query.execute(sql, params)
         return await cursor.fetchall()
 
-    async def snapshot(self, subscriber: Subscriber) -> tuple[list[dict[str, Any]], int]:
+    async def snapshot(self, subscriber: Subscriber) -> tuple[list[Alert], int]:
         """The subscriber's open alerts and the cursor they are current as of."""
         await self._wait_connected()
         async with self._lock:
@@ -212,7 +213,7 @@ class Hub:
         self,
         subscriber: Subscriber,
         since: int,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Callable[[AlertMessage], Awaitable[None]],
     ) -> None:
         """Every transition after ``since`` in order, then register ``subscriber`` for live ones.
 
@@ -248,7 +249,7 @@ class Hub:
         except TimeoutError:
             raise ConnectionError("the notifier is not connected to Postgres yet") from None
 
-    async def _snapshot(self, subscriber: Subscriber) -> tuple[list[dict[str, Any]], int]:
+    async def _snapshot(self, subscriber: Subscriber) -> tuple[list[Alert], int]:
         assert self._query is not None
         async with self._query.transaction():
             await self._query.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

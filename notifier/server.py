@@ -36,6 +36,7 @@ from websockets.http11 import Request, Response
 from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import Filters, Hub, Subscriber
+from notifier.messages import Ack, ServerMessage, Snapshot
 from notifier.tokens import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -352,7 +353,8 @@ class NotifierServer:
     ) -> None:
         """Validate, audit and publish one command; answer with an ``ack``."""
         kind = str(message.get("type"))
-        ack: dict[str, Any] = {"type": "ack", "command_id": message.get("command_id")}
+        sent_id = message.get("command_id")
+        command_id = sent_id if isinstance(sent_id, str) else None
         try:
             if operator.expired():
                 raise CommandError("token expired")
@@ -363,20 +365,22 @@ class NotifierServer:
             if self.commands is None:
                 raise CommandError("this notifier does not accept commands")
             record = build_command(operator, message, int(time.time() * 1000))
-            ack["command_id"] = record["command_id"]
-            self._remember(record["command_id"], ws)
+            command_id = record["command_id"]
+            self._remember(command_id, ws)
             await self.commands.submit(record, address)
         except CommandError as exc:
             COMMAND_OUTCOMES.labels(command=kind, outcome="refused").inc()
-            await self._send(ws, {**ack, "status": "refused", "error": str(exc)})
+            await self._send(ws, Ack(type="ack", command_id=command_id, status="refused",
+                                     error=str(exc)))  # fmt: skip
             return
         except Exception as exc:  # Kafka or Postgres down: the client may retry, same command_id
-            log.warning("command %s not accepted: %s", ack["command_id"], exc)
+            log.warning("command %s not accepted: %s", command_id, exc)
             COMMAND_OUTCOMES.labels(command=kind, outcome="failed").inc()
-            await self._send(ws, {**ack, "status": "failed", "error": "not accepted; retry"})
+            await self._send(ws, Ack(type="ack", command_id=command_id, status="failed",
+                                     error="not accepted; retry"))  # fmt: skip
             return
         COMMAND_OUTCOMES.labels(command=kind, outcome="accepted").inc()
-        await self._send(ws, {**ack, "status": "accepted"})
+        await self._send(ws, Ack(type="ack", command_id=command_id, status="accepted"))
 
     async def _subscribe(
         self, ws: ServerConnection, operator: Operator, message: dict[str, Any]
@@ -399,7 +403,7 @@ class NotifierServer:
         try:
             if since is None:
                 alerts, since = await self.hub.snapshot(subscriber)
-                await self._send(ws, {"type": "snapshot", "cursor": since, "alerts": alerts})
+                await self._send(ws, Snapshot(type="snapshot", cursor=since, alerts=alerts))
             await self.hub.follow(subscriber, since, lambda message: self._send(ws, message))
         except ConnectionError as exc:
             await self._send(ws, {"type": "error", "message": str(exc)})
@@ -427,6 +431,6 @@ class NotifierServer:
             await self._send(ws, await subscriber.queue.get())
 
     @staticmethod
-    async def _send(ws: ServerConnection, message: dict[str, Any]) -> None:
+    async def _send(ws: ServerConnection, message: ServerMessage) -> None:
         await ws.send(json.dumps(message, default=str))
         WS_MESSAGES.inc()

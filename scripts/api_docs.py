@@ -15,7 +15,34 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
+from notifier.messages import CLIENT_MESSAGES, SERVER_MESSAGES, Alert
+
 ROOT = Path(__file__).resolve().parent.parent
+REF = "#/components/schemas/{model}"
+
+
+def schema_of(kind: object) -> dict:
+    """The JSON Schema of a type of :mod:`notifier.messages` (an alert refers to the Alert
+    component)."""
+    schema = TypeAdapter(kind).json_schema(ref_template=REF)
+    schema.pop("$defs", None)  # the one nested type, Alert, is a component of both documents
+    return schema
+
+
+def ws_message(name: str, kind: type) -> dict:
+    """An AsyncAPI WebSocket message of ``type`` ``name``: its payload is ``kind``'s schema."""
+    payload = schema_of(kind)
+    return {
+        "name": name,
+        "title": name,
+        "summary": " ".join(str(payload.pop("description", "")).split()),
+        "contentType": "application/json",
+        "payload": payload,
+    }
+
+
 STATIC = ROOT / "notifier" / "static"
 avro = {
     name: json.loads((ROOT / "schemas" / f"{name}.avsc").read_text(encoding="utf-8"))
@@ -23,38 +50,7 @@ avro = {
 }
 
 ts = {"type": "string", "format": "date-time"}
-nstr = {"type": ["string", "null"]}
 level = {"type": "string", "enum": ["info", "warning", "critical"]}
-alert_props = {
-    "alert_id": {"type": "string"},
-    "version": {"type": "integer", "minimum": 1},
-    "dedup_key": {"type": "string"},
-    "customer_id": {"type": "string"},
-    "rule_id": {"type": "string"},
-    "drift_event_id": {"type": "string"},
-    "payer_id": {"type": "string"},
-    "cpt_group": {"type": "string"},
-    "drift_type": {"type": "string", "enum": ["denial_rate", "decision_lag", "allowed_amount"]},
-    "status": {"type": "string", "enum": ["active", "acknowledged", "resolved"]},
-    "transition": {
-        "type": "string",
-        "enum": ["triggered", "updated", "acknowledged", "resolved", "judged"],
-    },
-    "severity": {"type": "number", "minimum": 0, "maximum": 1},
-    "severity_level": level,
-    "occurrence_count": {"type": "integer", "minimum": 1},
-    "first_seen": ts,
-    "last_seen": ts,
-    "acknowledged_by": nstr,
-    "resolved_by": nstr,
-    "resolution": {"type": ["string", "null"], "enum": ["auto", "operator", None]},
-    "verdict": {
-        "type": ["string", "null"],
-        "enum": ["true_positive", "false_positive", "needs_review", None],
-    },
-    "message": {"type": "string"},
-    "notify": {"type": "boolean"},
-}
 drift_props = {
     "event_id": {"type": "string"},
     "customer_id": {"type": "string"},
@@ -330,19 +326,7 @@ OPENAPI = {
             }
         },
         "schemas": {
-            "Alert": obj(
-                alert_props,
-                {
-                    "baseline_value": {
-                        "type": ["number", "null"],
-                        "description": "the drift event's baseline value (null if not stored)",
-                    },
-                    "current_value": {
-                        "type": ["number", "null"],
-                        "description": "the drift event's current value",
-                    },
-                },
-            ),
+            "Alert": schema_of(Alert),
             "DriftEvent": obj(drift_props),
             "DenialMonth": obj(
                 {
@@ -416,35 +400,6 @@ dlq_msg = {
     },
     "payload": {"type": "string", "format": "binary"},
 }
-
-
-def ws(name, summary, props, required=None):
-    """An AsyncAPI WebSocket message of ``type`` ``name``."""
-    return {
-        "name": name,
-        "title": name,
-        "summary": summary,
-        "contentType": "application/json",
-        "payload": {
-            "type": "object",
-            "properties": props,
-            "required": required if required is not None else list(props),
-        },
-    }
-
-
-alert_ref = {"$ref": "#/components/schemas/Alert"}
-
-
-def command(name, summary, extra=None):
-    """An AsyncAPI operator command message."""
-    props = {
-        "type": {"const": name},
-        "alert_id": {"type": "string"},
-        "command_id": {"type": "string"},
-    }
-    props = {**props, **(extra or {}), "note": {"type": ["string", "null"]}}
-    return ws(name, summary, props, ["type", "alert_id", *(extra or {})])
 
 
 str_list = {"type": "array", "items": {"type": "string"}}
@@ -549,68 +504,8 @@ channels = {
         "servers": [{"$ref": "#/servers/notifier"}],
         "description": "Authenticate with ?token= or a first auth message (a first message that is not a JSON object closes 4400, any other 4401); missing/forged/expired tokens close 4401, and so does the token's expiry on an open connection; a foreign customer 4403, too many connections 4429, a message over 64 KiB 1009, a client that stops reading 4008. A message that is not a JSON object nested at most 32 deep with finite numbers is answered with an error message.",
         "messages": {
-            "auth": ws(
-                "auth",
-                "First message when the URL carries no token.",
-                {"type": {"const": "auth"}, "token": {"type": "string"}},
-            ),
-            "subscribe": ws(
-                "subscribe",
-                "Start the feed: a snapshot (or, with since, the missed transitions), then live alerts.",
-                {
-                    "type": {"const": "subscribe"},
-                    "min_severity_level": level,
-                    "payer_ids": str_list,
-                    "drift_types": str_list,
-                    "since": {"type": ["integer", "null"], "description": "cursor to resume after"},
-                },
-                ["type"],
-            ),
-            "acknowledge": command("acknowledge", "Acknowledge an alert (scope act)."),
-            "resolve": command("resolve", "Resolve an alert (scope act)."),
-            "judge": command(
-                "judge",
-                "Record a verdict on an alert (scope act).",
-                {
-                    "verdict": {
-                        "type": "string",
-                        "enum": ["true_positive", "false_positive", "needs_review"],
-                    }
-                },
-            ),
-            "snapshot": ws(
-                "snapshot",
-                "Open alerts at subscribe, as of cursor.",
-                {
-                    "type": {"const": "snapshot"},
-                    "cursor": {"type": "integer"},
-                    "alerts": {"type": "array", "items": alert_ref},
-                },
-            ),
-            "alert": ws(
-                "alert",
-                "One alert transition.",
-                {"type": {"const": "alert"}, "cursor": {"type": "integer"}, "alert": alert_ref},
-            ),
-            "ack": ws(
-                "ack",
-                "The outcome of a command: accepted (audited, on alerts.commands), refused or failed (not published), rejected (later, by the worker: error names the reason).",
-                {
-                    "type": {"const": "ack"},
-                    "command_id": {"type": ["string", "null"]},
-                    "status": {
-                        "type": "string",
-                        "enum": ["accepted", "refused", "failed", "rejected"],
-                    },
-                    "error": {"type": "string"},
-                },
-                ["type", "command_id", "status"],
-            ),
-            "error": ws(
-                "error",
-                "A message the server could not act on.",
-                {"type": {"const": "error"}, "message": {"type": "string"}},
-            ),
+            **{name: ws_message(name, kind) for name, kind in CLIENT_MESSAGES.items()},
+            **{name: ws_message(name, kind) for name, kind in SERVER_MESSAGES.items()},
         },
     },
 }

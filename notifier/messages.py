@@ -1,0 +1,152 @@
+"""The WebSocket protocol's messages as types.
+
+The server and the hub build their messages as these types (mypy checks every one), and
+``scripts/api_docs.py`` writes their JSON Schemas into ``asyncapi.json`` (and the alert's into
+``openapi.json``), which the tests check real messages against. Constraints that JSON Schema
+states and Python types do not (ranges, formats) ride along as ``pydantic.Field`` metadata,
+read only when the schemas are written.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired
+
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from streams.domain.values import DriftType, Level, Status, Transition, Verdict
+
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Share = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class Alert(TypedDict):
+    """An alert as of one of its transitions (times in RFC 3339, UTC)."""
+
+    alert_id: str
+    version: Count
+    dedup_key: str
+    customer_id: str
+    rule_id: str
+    drift_event_id: str
+    payer_id: str
+    cpt_group: str
+    drift_type: DriftType
+    status: Status
+    transition: Transition
+    severity: Share
+    severity_level: Level
+    occurrence_count: Count
+    first_seen: Timestamp
+    last_seen: Timestamp
+    acknowledged_by: str | None
+    resolved_by: str | None
+    resolution: Literal["auto", "operator"] | None
+    verdict: Verdict | None
+    message: str
+    notify: bool
+    baseline_value: NotRequired[
+        Annotated[
+            float | None, Field(description="the drift event's baseline value (null if not stored)")
+        ]
+    ]
+    current_value: NotRequired[
+        Annotated[float | None, Field(description="the drift event's current value")]
+    ]
+
+
+class Auth(TypedDict):
+    """First message when the URL carries no token."""
+
+    type: Literal["auth"]
+    token: str
+
+
+class Subscribe(TypedDict):
+    """Start the feed: a snapshot (or, with since, the missed transitions), then live alerts."""
+
+    type: Literal["subscribe"]
+    min_severity_level: NotRequired[Level]
+    payer_ids: NotRequired[list[str]]
+    drift_types: NotRequired[list[str]]
+    since: NotRequired[Annotated[int | None, Field(description="cursor to resume after")]]
+
+
+class Acknowledge(TypedDict):
+    """Acknowledge an alert (scope act)."""
+
+    type: Literal["acknowledge"]
+    alert_id: str
+    command_id: NotRequired[str]
+    note: NotRequired[str | None]
+
+
+class Resolve(TypedDict):
+    """Resolve an alert (scope act)."""
+
+    type: Literal["resolve"]
+    alert_id: str
+    command_id: NotRequired[str]
+    note: NotRequired[str | None]
+
+
+class Judge(TypedDict):
+    """Record a verdict on an alert (scope act)."""
+
+    type: Literal["judge"]
+    alert_id: str
+    verdict: Verdict
+    command_id: NotRequired[str]
+    note: NotRequired[str | None]
+
+
+class Snapshot(TypedDict):
+    """Open alerts at subscribe, as of cursor."""
+
+    type: Literal["snapshot"]
+    cursor: int
+    alerts: list[Alert]
+
+
+class AlertMessage(TypedDict):
+    """One alert transition."""
+
+    type: Literal["alert"]
+    cursor: int
+    alert: Alert
+
+
+class Ack(TypedDict):
+    """The outcome of a command: accepted (audited, on alerts.commands), refused or failed (not
+    published), rejected (later, by the worker: error names the reason)."""
+
+    type: Literal["ack"]
+    command_id: str | None
+    status: Literal["accepted", "refused", "failed", "rejected"]
+    error: NotRequired[str]
+
+
+class Error(TypedDict):
+    """A message the server could not act on."""
+
+    type: Literal["error"]
+    message: str
+
+
+ServerMessage = Snapshot | AlertMessage | Ack | Error
+
+# Each message type of the protocol, by its ``type``, in the order the documents list them.
+CLIENT_MESSAGES: dict[str, type] = {
+    "auth": Auth,
+    "subscribe": Subscribe,
+    "acknowledge": Acknowledge,
+    "resolve": Resolve,
+    "judge": Judge,
+}
+SERVER_MESSAGES: dict[str, type] = {
+    "snapshot": Snapshot,
+    "alert": AlertMessage,
+    "ack": Ack,
+    "error": Error,
+}
