@@ -187,6 +187,7 @@ class Job:
     bootstrap: str | None = None  # None: validate only, publish nothing
     customer: str | None = None
     encoding: str = "utf-8"
+    value_format: str = "json"  # what ``encode`` writes: json or avro
     # The worker's history plus its grace: rows older than that count as beyond history.
     history_days: float | None = None
     # With a ledger topic, a file the ledger has as finished is not read again (unless
@@ -251,7 +252,10 @@ async def _publisher(
     if job.ledger_topic is None:
         return Publisher(send), None
     ledger = Ledger(bootstrap, job.ledger_topic, producer)
-    key = ledger_key(job.topic, job.customer, file_digest(path))
+    digest = await asyncio.to_thread(file_digest, path)
+    reading = {"customer": job.customer or "", "encoding": job.encoding,
+               "format": job.value_format, "mappings": job.reference.version}  # fmt: skip
+    key = ledger_key(job.topic, digest, reading)
     earlier = None if job.again else await ledger.lookup(key)
 
     async def checkpoint(line: int, published: int, finished: bool) -> None:

@@ -16,9 +16,11 @@ timeout to trust.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +29,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 PARTITION = 0
 _CHUNK = 1 << 20
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger topic did not answer: nothing is published without knowing the file's state."""
 
 
 @dataclass(frozen=True)
@@ -54,19 +60,34 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ledger_key(claims_topic: str, customer: str | None, digest: str) -> bytes:
-    """The entry's key: the same bytes sent to another topic, or as another customer, differ."""
-    return f"{claims_topic}|{customer or ''}|{digest}".encode()
+def ledger_key(claims_topic: str, digest: str, reading: Mapping[str, str]) -> bytes:
+    """The entry's key: the file's bytes, where they go, and how they are read (``reading``:
+    the customer, encoding, value format and mapping versions). Read another way — another
+    ``--encoding`` after rows were rejected as not text, new mappings — a file is another
+    ingest: its rows are validated and published anew, and count once downstream."""
+    return json.dumps([claims_topic, digest, dict(sorted(reading.items()))]).encode()
 
 
 class Ledger:
     """Entries of the ledger topic, read and written through ``producer``."""
 
-    def __init__(self, bootstrap: str, topic: str, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, producer: AIOKafkaProducer, timeout_s: float = 60.0
+    ) -> None:
         self.bootstrap, self.topic, self.producer = bootstrap, topic, producer
+        self.timeout_s = timeout_s
 
     async def lookup(self, key: bytes) -> Entry | None:
-        """The latest entry under ``key``, or None if the file was never ingested."""
+        """The latest entry under ``key``, or None if the file was never ingested;
+        :class:`LedgerUnavailableError` if the topic cannot be read up to now in ``timeout_s``."""
+        try:
+            return await asyncio.wait_for(self._lookup(key), self.timeout_s)
+        except TimeoutError:
+            raise LedgerUnavailableError(
+                f"the ingest ledger {self.topic} could not be read within {self.timeout_s:.0f} s"
+            ) from None
+
+    async def _lookup(self, key: bytes) -> Entry | None:
         probe = await self.producer.send_and_wait(
             self.topic, key=b"probe|" + uuid.uuid4().hex.encode(), value=None,
             partition=PARTITION,

@@ -25,6 +25,7 @@ from streams.devtools.generator import Scenario, generate, produce
 from streams.devtools.probes import read_all
 from streams.kafka.ledger import Ledger, file_digest, ledger_key
 from streams.kafka.topics import create_topics
+from streams.reference import load_reference
 from tests.integration.stack import (
     ServiceStack,
     create_database,
@@ -114,6 +115,33 @@ async def test_ingest_publishes_exactly_the_valid_rows(
     assert "no such file" in unknown.stderr
 
 
+async def test_a_file_read_another_way_is_ingested_again_with_its_rows_fixed(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """A row rejected as not UTF-8: the same file again publishes nothing, but with the
+    --encoding the message suggests it is another ingest, and the fixed row is published."""
+    stack = worker_stack(kafka_bootstrap, unique, tmp_path, "e")
+    await create_topics(stack.settings(), kafka_bootstrap)
+    rows = [f"e{i},acme,p1,71046,2026-01-01,2026-01-05,PAID,100.00,80.00,".encode()
+            for i in range(20)]  # fmt: skip
+    rows[7] = "e7,acme,Soci\xe9t\xe9,71046,2026-01-01,2026-01-05,PAID,100,80,".encode("cp1252")
+    path = tmp_path / "export.csv"
+    path.write_bytes(FULL.encode() + b"\n" + b"\n".join(rows) + b"\n")
+
+    first = stack.cli("ingest", str(path), "--quiet")
+    assert first.returncode == 1, first.stderr
+    assert "20 rows: 19 published" in first.stderr
+    same = stack.cli("ingest", str(path), "--quiet")
+    assert same.returncode == 0, same.stderr
+    assert "nothing published" in same.stderr
+    fixed = stack.cli("ingest", str(path), "--quiet", "--encoding", "cp1252")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "20 rows: 20 published" in fixed.stderr
+    keys = [m.key.decode() for m in await read_all(kafka_bootstrap, stack.settings().topic_claims)]
+    assert sorted(set(keys)) == sorted(f"e{i}" for i in range(20))
+    assert keys.count("e7") == 1  # the others went twice, and count once downstream
+
+
 async def test_an_ingest_killed_part_way_resumes_after_its_last_acknowledged_line(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
@@ -134,7 +162,10 @@ async def test_an_ingest_killed_part_way_resumes_after_its_last_acknowledged_lin
     await producer.start()
     try:
         ledger = Ledger(kafka_bootstrap, settings.topic_ingest_ledger, producer)
-        key = ledger_key(settings.topic_claims, None, file_digest(path))
+        # How ingest reads this file by default: no --customer, utf-8, JSON, the default mappings.
+        reading = {"customer": "", "encoding": "utf-8", "format": "json",
+                   "mappings": load_reference(None, None).version}  # fmt: skip
+        key = ledger_key(settings.topic_claims, file_digest(path), reading)
         for _ in range(600):
             if (entry := await ledger.lookup(key)) is not None:
                 break
