@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, NotRequired
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from streams.domain.values import DriftType, Level, Status, Transition, Verdict
@@ -21,6 +21,7 @@ Share = Annotated[float, Field(ge=0, le=1)]
 Count = Annotated[int, Field(ge=1)]
 
 
+@with_config(ConfigDict(extra="forbid"))
 class Alert(TypedDict):
     """An alert as of one of its transitions (times in RFC 3339, UTC)."""
 

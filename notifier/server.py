@@ -36,7 +36,7 @@ from websockets.http11 import Request, Response
 from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import Filters, Hub, Subscriber
-from notifier.messages import Ack, ServerMessage, Snapshot
+from notifier.messages import Ack, Error, ServerMessage, Snapshot
 from notifier.tokens import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -211,7 +211,7 @@ class NotifierServer:
         error = f"{reason}: {detail}" if detail else reason
         with contextlib.suppress(ConnectionClosed):
             await self._send(
-                ws, {"type": "ack", "command_id": command_id, "status": "rejected", "error": error}
+                ws, Ack(type="ack", command_id=command_id, status="rejected", error=error)
             )
 
     async def _readiness(self) -> Response:
@@ -302,7 +302,7 @@ class NotifierServer:
             async for raw in ws:
                 message = parse_message(raw)
                 if message is None:
-                    await self._send(ws, {"type": "error", "message": BAD_MESSAGE})
+                    await self._send(ws, Error(type="error", message=BAD_MESSAGE))
                     continue
                 kind = message.get("type")
                 if kind == "subscribe" and subscriber is None:
@@ -310,11 +310,11 @@ class NotifierServer:
                     if subscriber is not None:
                         sender = asyncio.create_task(self._drain(ws, subscriber))
                 elif kind == "subscribe":
-                    await self._send(ws, {"type": "error", "message": "already subscribed"})
+                    await self._send(ws, Error(type="error", message="already subscribed"))
                 elif kind in COMMANDS:
                     await self._command(ws, operator, message, rate, address)
                 else:
-                    await self._send(ws, {"type": "error", "message": f"unknown type {kind!r}"})
+                    await self._send(ws, Error(type="error", message=f"unknown type {kind!r}"))
         except ConnectionClosed:
             pass
         finally:
@@ -397,7 +397,7 @@ class NotifierServer:
             if since is not None and (type(since) is not int or not 0 <= since < 2**63):
                 raise ValueError("since must be a cursor: an integer from 0 to 2**63 - 1")
         except (TypeError, ValueError) as exc:
-            await self._send(ws, {"type": "error", "message": f"bad subscribe: {exc}"})
+            await self._send(ws, Error(type="error", message=f"bad subscribe: {exc}"))
             return None
         subscriber = Subscriber(operator.customer_id, filters)
         try:
@@ -406,7 +406,7 @@ class NotifierServer:
                 await self._send(ws, Snapshot(type="snapshot", cursor=since, alerts=alerts))
             await self.hub.follow(subscriber, since, lambda message: self._send(ws, message))
         except ConnectionError as exc:
-            await self._send(ws, {"type": "error", "message": str(exc)})
+            await self._send(ws, Error(type="error", message=str(exc)))
             return None
         return subscriber
 

@@ -10,9 +10,9 @@ is its documentation: ``docs/configuration.md`` is generated from this class
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "UPSTREAM_"
@@ -28,6 +28,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "metrics_host": ("Health, metrics, logs and errors", ""),
     "notifier_host": ("Notifier", "The WebSocket and HTTP server, and its tokens."),
 }
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 class SettingsError(RuntimeError):
@@ -244,7 +248,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Consumer lag (messages) above which worker and sink report not ready.",
     )
-    log_format: Literal["auto", "json", "text"] = Field(
+    log_format: Annotated[Literal["auto", "json", "text"], BeforeValidator(_lower)] = Field(
         default="auto",
         description="`json` (one object per line), `text`, or `auto`: text on a terminal, "
         "else JSON.",

@@ -329,7 +329,10 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         from notifier.revocations import revoke
 
         jti = token_id(args.jti) if args.jti.count(".") == 2 else args.jti  # a whole token
-        actor = getpass.getuser() or "cli"
+        try:
+            actor = getpass.getuser()
+        except (OSError, KeyError):  # no USER and no passwd entry (a container's own UID)
+            actor = "cli"
         asyncio.run(revoke(services.require_database(settings), jti, args.customer, actor,
                            args.reason))  # fmt: skip
         print(f"revoked token {jti} of {args.customer}", file=sys.stderr)
@@ -356,6 +359,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import ingest, services
     from streams.app.claim_files import IngestError
     from streams.devtools.generator import encode_claim
+    from streams.kafka.ledger import LedgerUnavailableError
     from streams.kafka.topics import create_topics
     from streams.reference import load_reference
 
@@ -382,6 +386,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             bootstrap=bootstrap,
             customer=args.customer,
             encoding=args.encoding,
+            value_format=args.format,
             history_days=history_days,
             ledger_topic=settings.topic_ingest_ledger,
             again=args.again,
@@ -391,8 +396,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     except (IngestError, ValueError) as exc:
         print(f"upstream ingest: {exc}", file=sys.stderr)
         return 2
-    except KafkaError as exc:
-        print(f"upstream ingest: publishing to {topic} failed: {exc!r}", file=sys.stderr)
+    except (KafkaError, LedgerUnavailableError, RuntimeError) as exc:  # RuntimeError: no topic
+        print(f"upstream ingest: Kafka failed: {exc}", file=sys.stderr)
         return 3
     if summary.earlier is not None and summary.earlier.complete:
         print(f"upstream ingest: {summary.earlier.describe()}: nothing published (--again "
