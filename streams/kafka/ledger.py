@@ -1,13 +1,14 @@
 """The ingest ledger: which files ``upstream ingest`` has published, and how far it got.
 
 One compacted topic of one partition (``UPSTREAM_TOPIC_INGEST_LEDGER``, ``ingest.ledger``)
-holds an entry per (claims topic, customer, SHA-256 of the file's bytes): the last line up to
-which every row was acknowledged by the broker, how many rows were published, and whether the
-file was finished. Ingest writes an entry each time it has awaited the acknowledgements of its
-rows in flight, and a last one at the end. So a file ingested again publishes nothing, and an
-ingest stopped part-way (a kill, a lost broker) resumes after the last acknowledged line: only
-the rows that were in flight when it stopped (at most ``IN_FLIGHT`` of ingest) go out again,
-and the worker counts each claim id once.
+holds an entry per file and way of reading it (:func:`ledger_key`: the claims topic, the
+SHA-256 of the file's bytes, the customer, encoding, value format and mapping versions): the
+last line up to which every row was acknowledged by the broker, how many rows were published,
+and whether the file was finished. Ingest writes an entry each time it has awaited the
+acknowledgements of its rows in flight, and a last one at the end. So a file ingested again
+publishes nothing, and an ingest stopped part-way (a kill, a lost broker) resumes after the
+last acknowledged line: only the rows that were in flight when it stopped (at most
+``IN_FLIGHT`` of ingest) go out again, and the worker counts each claim id once.
 
 To read its topic up to now on any broker, a lookup first writes a probe (a tombstone under a
 key of its own) and reads from the start up to the probe's offset: no end offset or idle
