@@ -152,9 +152,10 @@ def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ingest.add_argument(
         "--again",
         action="store_true",
-        help="publish every row even if this file (same bytes, topic and --customer) was "
-        "ingested before; without it such a file publishes nothing, and one whose ingest "
-        "stopped part-way resumes after the last line the broker acknowledged",
+        help="publish every row even if this file (same bytes, topic, --customer, "
+        "--encoding, --format and mappings) was ingested before; without it such a file "
+        "publishes nothing, and one whose ingest stopped part-way resumes after the last line "
+        "the broker acknowledged",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -358,9 +359,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.registry import ValueCodec
     from streams.app import ingest, services
     from streams.app.claim_files import IngestError
-    from streams.devtools.generator import encode_claim
     from streams.kafka.ledger import LedgerUnavailableError
-    from streams.kafka.topics import create_topics
+    from streams.kafka.topics import TopicMissingError, create_topics
     from streams.reference import load_reference
 
     codec = ValueCodec(settings.schema_registry_url)
@@ -382,7 +382,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             topic,
             reference,
             report,
-            lambda record: encode_claim(record, args.format, codec, topic),
+            codec,
             bootstrap=bootstrap,
             customer=args.customer,
             encoding=args.encoding,
@@ -396,7 +396,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     except (IngestError, ValueError) as exc:
         print(f"upstream ingest: {exc}", file=sys.stderr)
         return 2
-    except (KafkaError, LedgerUnavailableError, RuntimeError) as exc:  # RuntimeError: no topic
+    except (KafkaError, LedgerUnavailableError, TopicMissingError) as exc:
         print(f"upstream ingest: Kafka failed: {exc}", file=sys.stderr)
         return 3
     if summary.earlier is not None and summary.earlier.complete:

@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+from schemas.registry import ValueCodec
 from streams.app.claim_files import (
     IngestError,
     RejectReport,
@@ -33,6 +34,7 @@ from streams.app.claim_files import (
     rows,
     spool_stdin,
 )
+from streams.devtools.generator import encode_claim
 from streams.domain.claims import InvalidClaim
 from streams.kafka.ledger import Entry, Ledger, file_digest, ledger_key
 from streams.reference import Reference
@@ -183,11 +185,11 @@ class Job:
     topic: str
     reference: Reference
     report_path: Path
-    encode: Callable[[dict[str, Any]], bytes]
+    codec: ValueCodec  # encodes each record in ``value_format``
     bootstrap: str | None = None  # None: validate only, publish nothing
     customer: str | None = None
     encoding: str = "utf-8"
-    value_format: str = "json"  # what ``encode`` writes: json or avro
+    value_format: str = "json"  # json or avro
     # The worker's history plus its grace: rows older than that count as beyond history.
     history_days: float | None = None
     # With a ledger topic, a file the ledger has as finished is not read again (unless
@@ -247,7 +249,8 @@ async def _publisher(
 
     async def send(record: dict[str, Any]) -> Any:
         key = str(record["claim_id"]).encode()
-        return await producer.send(job.topic, value=job.encode(record), key=key)
+        value = encode_claim(record, job.value_format, job.codec, job.topic)
+        return await producer.send(job.topic, value=value, key=key)
 
     if job.ledger_topic is None:
         return Publisher(send), None

@@ -15,6 +15,10 @@ from streams.settings import Settings
 log = logging.getLogger("upstream.topics")
 
 
+class TopicMissingError(RuntimeError):
+    """A topic was not there (or not listed with its partitions) in time."""
+
+
 def public_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic name → configs. ``alerts.rules`` is compacted (latest rule per key)."""
     return {
@@ -102,4 +106,4 @@ async def topic_partitions(
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
-    raise RuntimeError(f"topic {topic!r} does not exist: run `upstream topics create`")
+    raise TopicMissingError(f"topic {topic!r} does not exist: run `upstream topics create`")
