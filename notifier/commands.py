@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from notifier.tokens import Operator
 from sinks.audit import record_audit
 from streams.domain.values import COMMANDS, VERDICTS
-from streams.kafka.topics import topic_partitions
+from streams.kafka.topics import TopicMissingError, topic_partitions
 
 log = logging.getLogger("upstream.notifier")
 MAX_ID_CHARS = 64
@@ -195,7 +195,7 @@ class Rejections:
                 try:
                     partitions = await topic_partitions(self.bootstrap, self.topic)
                     break
-                except RuntimeError as exc:  # not created yet: keep serving, look again
+                except TopicMissingError as exc:  # not yet created: serve, look again
                     log.warning("%s; rejected commands are not reported until it exists", exc)
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
