@@ -31,7 +31,8 @@ from bench.machine import machine
 from bench.workloads import DAYS, ONSET_DAY, Group, detection_scenario
 from streams.devtools.generator import FEEDS, REMITTANCE_LAG_DAYS, Scenario, generate_mix
 from streams.domain.claims import parse_claim
-from streams.domain.processor import ClaimFromSource, PartitionWindows
+from streams.domain.partition import PartitionWindows
+from streams.domain.processor import ClaimFromSource
 from streams.kafka.partitioner import default_partition
 from streams.runtime.worker import drift_config
 from streams.settings import Settings

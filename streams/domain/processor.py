@@ -1,6 +1,8 @@
-"""One windows partition's state: claims in; amendments, dead letters and evaluations out.
+"""A customer's windows: claims in; amendments, dead letters and evaluations out.
 
-Event time is kept **per customer** (:class:`CustomerWindows`): a customer's watermark moves
+A windows partition (:class:`streams.domain.partition.PartitionWindows`) holds its customers
+and hands each its claims in order. Event time is kept **per customer**
+(:class:`CustomerWindows`): a customer's watermark moves
 with its own claims only, its buckets close on it, and its keys are evaluated together (one
 Benjamini–Hochberg family per customer and close). Claims are applied in the order given, so
 the result depends only on each customer's claims and their order within each source (claims)
@@ -47,20 +49,18 @@ atomic changelog flush. A customer remembers the last pending claim it released
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig, evaluate_close
 from streams.domain.events import DriftDetected, KeyEvaluated
+from streams.domain.watermark import Watermark, last_closable_bucket
 from streams.domain.windows import (
     Added,
     KeyWindows,
-    Watermark,
     bucket_of,
     claims_floor,
-    last_closable_bucket,
     packed_bucket,
     packed_claim,
 )
@@ -340,102 +340,3 @@ class CustomerWindows:
         released = self.released_through
         return released is not None and (waiting.effective, waiting.source,
                                          waiting.offset) <= released  # fmt: skip
-
-
-class PartitionWindows:
-    """The customers of one windows partition, and the last offset applied per source."""
-
-    def __init__(self, partition: int, cfg: DriftConfig, grace_ms: int, sources: int = 1) -> None:
-        self.partition = partition
-        self.cfg = cfg
-        self.grace_ms = grace_ms
-        self.sources = sources
-        self.customers: dict[str, CustomerWindows] = {}
-        self.offsets: dict[int, int] = {}  # source → the last offset applied
-        # Whether a customer may be behind (see the module): after a load, or a step whose
-        # budget ran out. Spares every step a look at every customer.
-        self.maybe_behind = True
-
-    def customer(self, customer_id: str) -> CustomerWindows:
-        """The customer's windows, created empty on first use."""
-        found = self.customers.get(customer_id)
-        if found is None:
-            found = CustomerWindows(
-                customer_id, self.partition, self.cfg, self.grace_ms, self.sources
-            )
-            self.customers[customer_id] = found
-        return found
-
-    @property
-    def keys(self) -> dict[str, KeyWindows]:
-        """Every key of every customer (a new dict)."""
-        return {name: key for c in self.customers.values() for name, key in c.keys.items()}
-
-    def key_count(self) -> int:
-        """Keys held, over every customer."""
-        return sum(len(c.keys) for c in self.customers.values())
-
-    def apply(
-        self,
-        arrivals: Sequence[ClaimFromSource],
-        now_ms: int | None = None,
-        release_budget: int | None = None,
-    ) -> StepResult:
-        """Apply claims in order; evaluate each bucket that closes for their customer.
-
-        With ``release_budget``, the step releases at most that many pending claims: it first
-        does what earlier steps left due, and stops before the next arrival once the budget is
-        spent (``StepResult.taken``). ``now_ms`` (wall clock) only feeds idle detection;
-        results never depend on it.
-        """
-        result = StepResult(releases_left=-1 if release_budget is None else release_budget)
-        if not self._caught_up(result):
-            return result
-        offsets = self.offsets
-        customers = self.customers
-        for arrival in arrivals:
-            if result.budget_spent():
-                break
-            result.taken += 1
-            source, offset = arrival.source, arrival.offset
-            if offset <= offsets.get(source, -1):
-                result.redelivered += 1
-                continue
-            offsets[source] = offset
-            self.sources = max(self.sources, arrival.sources)
-            customer_id = arrival.claim.customer_id
-            customer = customers.get(customer_id)
-            if customer is None:
-                customer = self.customer(customer_id)
-            customer.take(arrival, result, now_ms)
-        if result.budget_spent():
-            self.maybe_behind = True
-        return result
-
-    def idle_tick(
-        self, now_ms: int, idle_after_ms: int, release_budget: int | None = None
-    ) -> StepResult:
-        """Advance idle customers by the wall clock (see :meth:`Watermark.idle_tick`), once
-        what earlier steps left due is done (``release_budget``: as :meth:`apply`)."""
-        result = StepResult(releases_left=-1 if release_budget is None else release_budget)
-        if not self._caught_up(result):
-            return result
-        for customer_id in sorted(self.customers):
-            if result.budget_spent():
-                break
-            self.customers[customer_id].idle_tick(now_ms, idle_after_ms, result)
-        if result.budget_spent():
-            self.maybe_behind = True
-        return result
-
-    def _caught_up(self, result: StepResult) -> bool:
-        """Do what earlier steps left due, within the budget; whether all of it is done."""
-        if not self.maybe_behind:
-            return True
-        for customer in self.customers.values():
-            while customer.behind:
-                if result.budget_spent():
-                    return False
-                customer.catch_up(result)
-        self.maybe_behind = False
-        return True

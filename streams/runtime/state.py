@@ -16,7 +16,8 @@ from faust.serializers import codecs
 
 from streams.domain.alerts import AlertState
 from streams.domain.drift import DriftConfig
-from streams.domain.processor import PartitionWindows, Pending, StepResult
+from streams.domain.partition import PartitionWindows
+from streams.domain.processor import Pending, StepResult
 from streams.domain.windows import KeyWindows, packed_bucket
 from streams.kafka.partitioner import default_partition
 from streams.observability.metrics import CHANGELOG_SPLIT_FLUSHES

@@ -4,15 +4,16 @@
    ones go to the DLQ with headers. Valid ones are repartitioned by ``customer_id``: one
    message per windows partition and batch carries the claims for it, each with the claims
    partition and offset it was read at. The route keeps no state.
-2. ``windows`` applies claims to :class:`PartitionWindows` (event time per customer, late
-   claims amend their buckets), sends claims older than their customer's history to the DLQ
-   (``beyond_history``, read back from ``claims.decided``), drift events to ``drift.events``
-   and key evaluations to the alert input (keyed by customer). A timer advances customers
-   whose feed is quiet by the wall clock after ``idle_close_after_s``.
-3. ``commands`` validates ``alerts.commands`` and forwards them to the alert input, so that
-   evaluations and commands of one customer are applied in one order.
-4. ``alerts`` applies evaluations (with the rules from ``alerts.rules``) and commands to
-   :class:`AlertLifecycle` and sends every transition to ``alerts.events``.
+2. ``windows`` (:mod:`streams.runtime.windows_stage`) applies claims to the windows (event
+   time per customer, late claims amend their buckets), sends claims older than their
+   customer's history to the DLQ, drift events to ``drift.events`` and key evaluations to the
+   alert input (keyed by customer). A timer advances customers whose feed is quiet by the wall
+   clock after ``idle_close_after_s``.
+3. ``commands`` (:mod:`streams.runtime.alerts_stage`) validates ``alerts.commands`` and
+   forwards them to the alert input, so that evaluations and commands of one customer are
+   applied in one order.
+4. ``alerts`` (the same module) applies evaluations (with the rules from ``alerts.rules``) and
+   commands to the alert lifecycle and sends every transition to ``alerts.events``.
 
 Every stage is a task over a :class:`BatchTopic` subscription (see :mod:`streams.runtime.batches`),
 not a per-event agent: ``route`` and ``windows`` carry the volume, and a bucket close sends
@@ -31,60 +32,39 @@ import asyncio
 import gc
 import logging
 import time
-from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import faust
 
-from schemas.codec import DecodeError
 from schemas.registry import ValueCodec
-from streams.domain.claims import InvalidClaim
 from streams.domain.drift import DriftConfig
-from streams.domain.processor import ClaimFromSource, PartitionWindows, StepResult
 from streams.domain.rules import RuleBook
 from streams.kafka import envelopes
-from streams.kafka.originals import Originals, Rebuilt
-from streams.kafka.records import alert_record, drift_record
+from streams.kafka.originals import Originals
 from streams.kafka.rules_feed import RulesFeed
 from streams.observability.health import Health
 from streams.observability.metrics import (
     ACTIVE_KEYS,
-    ALERT_TRANSITIONS,
-    BUCKET_CLOSES,
-    CLAIMS_AMENDED,
     CLAIMS_BY_OUTCOME,
     CLAIMS_DLQ,
-    CLAIMS_DUPLICATE,
-    CLAIMS_PENDING,
-    CLAIMS_PROCESSED,
-    CLAIMS_REDELIVERED,
-    COMMANDS,
     CONSUMER_LAG,
-    DRIFT_EVENTS,
-    EVENT_TIME_LAG,
 )
+from streams.runtime.alerts_stage import AlertsStage
 from streams.runtime.batches import BatchSubscription, BatchTopic, UpstreamApp
 from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.jobs import ScheduledJobs
 from streams.runtime.state import (
     ChangelogTable,
     StandardJsonTable,
-    TableAlertStore,
     WindowsState,
-    send_keyed,
 )
+from streams.runtime.windows_stage import WindowsStage
 from streams.settings import Settings
-from streams.stages.alerts import apply_alert_input
 from streams.stages.routing import Router
-from streams.stages.windows import RELEASE_BUDGET, flush_slices
 
 HEALTH_EVERY_S = 2.0
-# A step applied to a partition's windows: the partition, what it produced, the id of its
-# last claim (None for an idle tick), for the log line of each drift found.
-_Applied = tuple[PartitionWindows, StepResult, str | None]
 log = logging.getLogger("upstream.worker")
 
 
@@ -161,13 +141,22 @@ class WorkerStages:
             for name in ("windows", "alerts")
         ]  # fmt: skip
         self.changelogs = [ChangelogTable(t, self.kafka_producer) for t in self.tables]
-        windows_table, self.alerts_table = self.changelogs
+        windows_table, alerts_table = self.changelogs
         self.state = WindowsState(windows_table, drift_config(settings), settings.grace_ms)
         self.router = Router(codec, settings.topic_claims, settings.partitions)
-        self.windows_lock = asyncio.Lock()  # the idle timer and the windows stage share state
         self.rules = RuleBook()
         self.rules_feed = RulesFeed(bootstrap, settings.topic_rules, codec, self.rules)
         self.originals = Originals(bootstrap)
+        self.windowing = WindowsStage(
+            self.state, codec, self.kafka_producer, settings.topic_drift,
+            self.alert_input_topic.get_topic_name(), settings.topic_claims, self.source_count,
+            self.send_dlq, self.originals,
+        )  # fmt: skip
+        self.alerting = AlertsStage(
+            alerts_table, self.rules, codec, self.kafka_producer, settings.topic_commands,
+            self.alert_input_topic.get_topic_name(), settings.topic_alerts,
+            self.commands_dlq_topic.send,
+        )  # fmt: skip
         self._metadata_lock = asyncio.Lock()
         self._metadata_ready = False
 
@@ -213,7 +202,7 @@ class WorkerStages:
         are handed over. (Faust then reads the windows changelog from its start: see
         :class:`WindowsState`.)
         """
-        async with self.windows_lock:
+        async with self.windowing.lock:
             self.state.forget()
 
     async def follow_rules(self) -> None:
@@ -285,8 +274,10 @@ class WorkerStages:
         await self.consume(self.claims_batches, self.route, self.settings.batch_within_s)
 
     async def window_claims(self) -> None:
-        """Task: :meth:`windows` every batch of the by-key topic."""
-        await self.consume(self.by_key_batches, self.windows, self.settings.windows_batch_within_s)
+        """Task: :meth:`WindowsStage.windows` every batch of the by-key topic."""
+        await self.consume(
+            self.by_key_batches, self.windowing.windows, self.settings.windows_batch_within_s
+        )
 
     async def route(self, messages: list[Any], checkpoint: Checkpoint) -> None:
         """Route a batch (see :meth:`Router.plan`): dead-letter what it refuses, send its
@@ -299,117 +290,6 @@ class WorkerStages:
         checkpoint.deliver([await self.by_key_topic.send(value=value, partition=partition)
                             for partition, value in plan.by_key])  # fmt: skip
 
-    async def windows(self, messages: list[Any], checkpoint: Checkpoint) -> None:
-        """Apply claims to the partitions' windows; emit what the closes find."""
-        by_partition: dict[int, list[ClaimFromSource]] = defaultdict(list)
-        for message in messages:
-            try:
-                items = envelopes.arrivals(envelopes.loads(message.value))
-            except (InvalidClaim, ValueError, KeyError, TypeError, IndexError) as exc:
-                checkpoint.deliver(
-                    [await self.send_dlq(message, "window", "invalid", str(exc)[:200])]
-                )
-                continue
-            by_partition[message.partition].extend(items)
-        now_ms = int(time.time() * 1000)
-        async with self.windows_lock:
-            sources = self.source_count()
-            # A flush per slice keeps each partition's changelog records within the one record
-            # batch that makes a flush atomic (see ChangelogTable). A round takes at most one
-            # slice of every partition, and its partitions share one wait for their outputs'
-            # delivery and one flush (a round per partition cost two round trips each).
-            # A step stops early when its release budget is spent: the rest of its slice
-            # waits for the next round, after the releases and closes left due.
-            work = {partition: (self.state.get(partition, sources), deque(flush_slices(arrivals)))
-                    for partition, arrivals in by_partition.items()}  # fmt: skip
-            while work:
-                applied = []
-                for partition, (pw, left) in list(work.items()):
-                    piece = left[0] if left else []
-                    step = await self._apply(pw, piece, now_ms, checkpoint)
-                    taken = step[1].taken
-                    if left and taken == len(piece):
-                        left.popleft()
-                    elif left:
-                        left[0] = piece[taken:]
-                    if not left and not step[1].budget_spent():
-                        del work[partition]
-                    applied.append(step)
-                await self._emit(applied, checkpoint)
-            ACTIVE_KEYS.set(self.state.key_count())
-            CLAIMS_PENDING.set(self.state.pending_count())
-
-    async def _apply(
-        self,
-        pw: PartitionWindows,
-        arrivals: list[ClaimFromSource],
-        now_ms: int,
-        checkpoint: Checkpoint,
-    ) -> _Applied:
-        """Apply ``arrivals`` to one partition's windows and dead-letter the claims beyond
-        their customer's history; the outputs and state are for :meth:`_emit`."""
-        result = pw.apply(arrivals, now_ms=now_ms, release_budget=RELEASE_BUDGET)
-        observe = EVENT_TIME_LAG.observe
-        taken = arrivals[: result.taken]
-        for arrival in taken:
-            observe((now_ms - arrival.claim.event_ms) / 1000)
-        await self._dead_letter_beyond_history(result.beyond_history, checkpoint)
-        _count_claims(result)
-        return pw, result, taken[-1].claim.claim_id if taken else None
-
-    async def _dead_letter_beyond_history(
-        self, arrivals: list[ClaimFromSource], checkpoint: Checkpoint
-    ) -> None:
-        """The original claims (or, failing that, the claims as validated) to the DLQ."""
-        if not arrivals:
-            return
-        topic = self.settings.topic_claims
-        origins = [envelopes.Origin(topic, a.source, a.offset) for a in arrivals]
-        originals = await self.originals.read_many(origins)
-        for arrival, origin in zip(arrivals, origins, strict=True):
-            reason = "older than the customer's history (its watermark less the history kept)"
-            original = originals.get(origin)
-            if original is None:
-                claim = arrival.claim
-                original = Rebuilt(
-                    origin.topic, origin.partition, origin.offset, claim.claim_id.encode(),
-                    envelopes.dumps(claim.to_record()),
-                )  # fmt: skip
-                reason += " (original unreadable: the value is the claim as validated)"
-            checkpoint.deliver([await self.send_dlq(original, "window", "beyond_history", reason)])
-
-    async def _emit(self, applied: list[_Applied], checkpoint: Checkpoint) -> None:
-        """Deliver the outputs of each applied step (in order), then persist the state that
-        produced them: one changelog flush, atomic per partition. The dead letters handed to
-        ``checkpoint`` are delivered first too: once the state (and the offsets applied) is
-        persisted, the claims are never windowed again."""
-        drifts: list[tuple[bytes, bytes]] = []
-        evaluations: list[tuple[bytes, bytes]] = []
-        for _, result, closing_claim in applied:
-            for drift in result.drifts:
-                DRIFT_EVENTS.labels(drift_type=drift.drift_type, level=drift.severity_level).inc()
-                log.info(
-                    "drift detected: %s %s", drift.kafka_key, drift.severity_level,
-                    extra={"event_id": drift.event_id, "claim_id": closing_claim,
-                           "customer_id": drift.customer_id, "drift_type": drift.drift_type},
-                )  # fmt: skip
-                record = drift_record(drift)
-                value = self.codec.encode("DriftEvent", self.settings.topic_drift, record)
-                drifts.append((drift.kafka_key.encode(), value))
-            for evaluation in result.evaluations:
-                message = envelopes.evaluation_message(evaluation)
-                evaluations.append((evaluation.customer_id.encode(), message))
-        producer = self.kafka_producer()
-        checkpoint.deliver(await send_keyed(producer, self.drift_topic.get_topic_name(), drifts))
-        topic = self.alert_input_topic.get_topic_name()
-        checkpoint.deliver(await send_keyed(producer, topic, evaluations))
-
-        def save() -> None:
-            for pw, result, _ in applied:
-                self.state.save(pw, result)
-
-        await checkpoint.persist(self.state.table, save)
-
     async def advance_idle_partitions(self) -> None:
         """Timer: advance customers whose feed (or one of its sources) is quiet by the wall
         clock (idle_close_after_s)."""
@@ -417,7 +297,7 @@ class WorkerStages:
         idle_ms = int(self.settings.idle_close_after_s * 1000)
         topic = self.by_key_topic.get_topic_name()
         await self.ensure_partition_metadata()
-        async with self.windows_lock:
+        async with self.windowing.lock:
             # From a revoke until the changelogs are recovered the tables are incomplete, and
             # the assignor already names partitions not yet restored: loading one then would
             # keep a partial state for good.
@@ -425,105 +305,26 @@ class WorkerStages:
                 return
             assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
                               if tp.topic == topic)  # fmt: skip
-            behind = [self.state.get(partition, self.source_count()) for partition in assigned]
-            ticked = False
-            while behind:  # a tick, then catching up with what its budget left due
-                closed: list[_Applied] = []
-                for pw in behind:
-                    if ticked:
-                        result = pw.apply([], release_budget=RELEASE_BUDGET)
-                    else:
-                        result = pw.idle_tick(now_ms, idle_ms, release_budget=RELEASE_BUDGET)
-                    _count_claims(result)
-                    if result.closes or result.pending_done:
-                        closed.append((pw, result, None))
-                behind = [pw for pw, result, _ in closed if result.budget_spent()]
-                ticked = True
-                if closed:
-                    await self._emit(closed, Checkpoint())
-                    CLAIMS_PENDING.set(self.state.pending_count())
+            await self.windowing.tick_idle(assigned, now_ms, idle_ms)
 
     async def forward_commands(self) -> None:
-        """Task: :meth:`commands` every batch of ``alerts.commands``."""
+        """Task: :meth:`AlertsStage.commands` every batch of ``alerts.commands``."""
         await self.consume(
-            self.commands_batches, self.commands, self.settings.alerts_batch_within_s
-        )
-
-    async def commands(self, messages: list[Any], checkpoint: Checkpoint) -> None:
-        """Validate operator commands and forward them next to the customer's evaluations."""
-        forwarded = []
-        for message in messages:
-            try:
-                record = self.codec.decode(
-                    message.value, "AlertCommand", self.settings.topic_commands
-                )
-                command = envelopes.command_from_record(record)
-            except (DecodeError, KeyError, ValueError, TypeError) as exc:
-                checkpoint.deliver([await self._reject(message, "invalid_command", str(exc))])
-                continue
-            forwarded.append((command.customer_id.encode(), envelopes.command_message(record)))
-        topic = self.alert_input_topic.get_topic_name()
-        checkpoint.deliver(await send_keyed(self.kafka_producer(), topic, forwarded))
-
-    async def _reject(self, message: Any, reason: str, detail: str) -> Any:
-        """Dead-letter a command or alert-input ``message`` (a Kafka message) it cannot apply;
-        the future of its delivery."""
-        COMMANDS.labels(outcome=reason).inc()
-        letter = envelopes.dead_letter(message, "alerts", reason, detail)
-        return await self.commands_dlq_topic.send(
-            key=letter.key, value=letter.value, headers=letter.headers
+            self.commands_batches, self.alerting.commands, self.settings.alerts_batch_within_s
         )
 
     async def apply_alert_input(self) -> None:
-        """Task: :meth:`alerts` every batch of the alert input, once the rules are loaded."""
+        """Task: :meth:`AlertsStage.alerts` every batch of the alert input, once the rules are
+        loaded."""
         await self.rules_feed.ready.wait()
         await self.consume(
-            self.alert_input_batches, self.alerts, self.settings.alerts_batch_within_s
+            self.alert_input_batches, self.alerting.alerts, self.settings.alerts_batch_within_s
         )
-
-    async def alerts(self, messages: list[Any], checkpoint: Checkpoint) -> None:
-        """Apply evaluations (with the customer's rules) and commands, in order
-        (:func:`apply_alert_input`); send every transition, then save the state that produced
-        them."""
-        applied = apply_alert_input(
-            messages, partial(TableAlertStore, self.alerts_table), self.rules
-        )
-        for message, reason, detail in applied.rejected:
-            checkpoint.deliver([await self._reject(message, reason, detail)])
-        for outcome in applied.commands:
-            COMMANDS.labels(outcome=outcome).inc()
-        records = []
-        for transition in applied.transitions:
-            ALERT_TRANSITIONS.labels(transition=transition.transition).inc()
-            log.info(
-                "alert %s", transition.transition,
-                extra={"alert_id": transition.alert_id, "version": transition.version,
-                       "event_id": transition.drift_event_id,
-                       "customer_id": transition.customer_id,
-                       "transition": transition.transition},
-            )  # fmt: skip
-            value = self.codec.encode("AlertEvent", self.settings.topic_alerts,
-                                      alert_record(transition))  # fmt: skip
-            records.append((transition.customer_id.encode(), value))
-        topic = self.alerts_topic.get_topic_name()
-        checkpoint.deliver(await send_keyed(self.kafka_producer(), topic, records))
-        await checkpoint.persist(self.alerts_table)  # the state that produced them
 
 
 # Fetched but not yet taken, per batch topic: by messages alone, a backlog of by-key messages
 # (up to routing.CHUNK_CLAIMS claims each) could hold millions of claims in memory.
 BUFFER_BYTES = 16 << 20
-
-
-def _count_claims(result: StepResult) -> None:
-    """The claim and close counters of a step: every claim read is, once, counted
-    (processed), a duplicate, beyond the history or redelivered, after it waited (the pending
-    gauge, set from the windows held) or not."""
-    BUCKET_CLOSES.inc(result.closes)
-    CLAIMS_PROCESSED.inc(result.counted)
-    CLAIMS_DUPLICATE.inc(result.duplicates)
-    CLAIMS_AMENDED.inc(result.amended)
-    CLAIMS_REDELIVERED.inc(result.redelivered)
 
 
 def tune_gc(settings: Settings) -> None:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig
 from streams.domain.events import DriftDetected, KeyEvaluated
-from streams.domain.processor import CLAIM_SCAN_BUCKETS, ClaimFromSource, PartitionWindows
+from streams.domain.partition import PartitionWindows
+from streams.domain.processor import CLAIM_SCAN_BUCKETS, ClaimFromSource
 from streams.domain.windows import claim_hash
 from streams.runtime.state import ChangelogTable, WindowsState
 from tests.unit.changelog import FakeProducer, FakeTable, recovered

@@ -4,7 +4,8 @@ import zlib
 
 from streams.domain.claims import Claim
 from streams.domain.drift import DriftConfig
-from streams.domain.processor import ClaimFromSource, PartitionWindows
+from streams.domain.partition import PartitionWindows
+from streams.domain.processor import ClaimFromSource
 from tests.unit.claims import DAY_MS, Feed, claim_for, claim_on_day, day_of_claims
 
 CFG = DriftConfig(bucket_ms=DAY_MS)

@@ -236,22 +236,21 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     partition, only once every output is delivered."""
     from schemas.registry import ValueCodec
     from streams.runtime.checkpoint import Checkpoint
-    from streams.runtime.worker import WorkerStages
-    from streams.settings import Settings
+    from streams.runtime.windows_stage import Applied, WindowsStage
 
     producer = _HeldProducer()
-    stages: Any = object.__new__(WorkerStages)  # only what _emit touches
-    stages.settings, stages.codec = Settings(), ValueCodec()
-    stages.kafka_producer = lambda: producer
-    stages.drift_topic = SimpleNamespace(get_topic_name=lambda: "drift.events")
-    stages.alert_input_topic = SimpleNamespace(get_topic_name=lambda: "app-alert-input")
     small = DriftConfig(bucket_ms=DAY_MS, short_window_buckets=2, long_window_buckets=3,
                         baseline_buckets=5, min_current_n=2, min_baseline_n=2,
                         min_expected_count=0)  # fmt: skip
-    stages.state = WindowsState(ChangelogTable(FakeTable(), lambda: producer), small, GRACE_MS)
-    applied = []
+    state = WindowsState(ChangelogTable(FakeTable(), lambda: producer), small, GRACE_MS)
+    unused: Any = None  # neither reads nor dead-letters claims here
+    stage = WindowsStage(
+        state, ValueCodec(), lambda: producer, "drift.events", "app-alert-input",
+        "claims.decided", lambda: 1, unused, unused,
+    )  # fmt: skip
+    applied: list[Applied] = []
     for partition in (0, 1):
-        pw = stages.state.get(partition, 1)
+        pw = state.get(partition, 1)
         claims = [claim_on_day(d, denied=d > 12 and i < 2, payer=f"payer-{partition}", i=i)
                   for d in range(1, 20) for i in range(4)]  # fmt: skip
         arrivals = [ClaimFromSource(0, 1, i, claim) for i, claim in enumerate(claims)]
@@ -259,7 +258,7 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     drifts = sum(len(result.drifts) for _, result, _ in applied)
     evaluations = sum(len(result.evaluations) for _, result, _ in applied)
     assert evaluations >= 2  # each partition's closes evaluated its key
-    emitting = asyncio.ensure_future(stages._emit(applied, Checkpoint()))
+    emitting = asyncio.ensure_future(stage.emit(applied, Checkpoint()))
     await run_ready()
     assert {topic for topic, _, _ in producer.sent} <= {"drift.events", "app-alert-input"}
     assert sum(n for _, _, n in producer.sent) == drifts + evaluations
@@ -271,8 +270,8 @@ async def test_a_round_of_partitions_persists_once_its_outputs_are_delivered() -
     assert len(producer.sent) == len(held)  # one output still in flight: no state yet
     held[-1].set_result(None)
     await run_ready()
-    state = [(p, n) for topic, p, n in producer.sent[len(held) :]]
-    assert [p for p, _ in state][:2] == [0, 1]  # each windows partition's values: one batch
+    flushed = [(p, n) for topic, p, n in producer.sent[len(held) :]]
+    assert [p for p, _ in flushed][:2] == [0, 1]  # each windows partition's values: one batch
     for future in producer.undelivered:
         future.set_result(None)
     await emitting

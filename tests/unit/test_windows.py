@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.domain.claims import parse_claim
+from streams.domain.watermark import Watermark
 from streams.domain.windows import (
     LOG_SCALE,
     Added,
     Contribution,
     KeyWindows,
-    Watermark,
     bucket_of,
 )
 from tests.unit.claims import DAY_MS, claim_on_day, raw_claim
