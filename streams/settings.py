@@ -295,6 +295,13 @@ class Settings(BaseSettings):
         """``grace_days`` in ms: how far a customer's watermark stays behind its claims."""
         return int(self.grace_days * 86_400_000)
 
+    @property
+    def history_days(self) -> float:
+        """How far behind its newest claims a customer's claims still count, in days: the
+        grace plus the buckets a drift test reads (long window and baseline)."""
+        buckets = self.long_window_buckets + self.baseline_buckets
+        return self.grace_days + buckets * self.bucket_hours / 24
+
 
 def env_name(field: str) -> str:
     """The environment variable of ``field``."""

@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 import notifier.server  # noqa: F401 - registers the notifier's metrics
 import sinks.service  # noqa: F401 - registers the sink's metrics
 import streams.observability.metrics  # noqa: F401 - registers the worker's metrics
-from streams.app.cli import _parser
+from streams.app.cli_parser import build_parser
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration  # runs docker compose
@@ -65,7 +65,7 @@ def test_compose_validates_and_runs_the_whole_stack() -> None:
 
 def test_compose_commands_and_variables_exist_in_the_code() -> None:
     config = _compose_config()
-    subcommands = cast(argparse._ArgumentGroup, _parser()._subparsers)  # set: it has commands
+    subcommands = cast(argparse._ArgumentGroup, build_parser()._subparsers)  # set: it has commands
     commands = set(cast(dict[str, argparse.ArgumentParser], subcommands._group_actions[0].choices))
     fields = {f"UPSTREAM_{name.upper()}" for name in Settings.model_fields}
     for name, service in _upstream_services(config).items():
