@@ -23,36 +23,24 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy.exc import DBAPIError, OperationalError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from schemas.codec import DecodeError, decode_row
 from schemas.registry import ValueCodec
-from sinks.tables import ALERT_FIELDS
+from sinks.batches import Batch, BatchDecoder, log_stored
+from sinks.retrying import REJECTED, UNAVAILABLE, postgres_retrying, reason_of
 from sinks.writer import (
-    DRIFT_COLUMNS,
     PostgresWriter,
     Row,
-    alert_row,
-    claim_row,
-    drift_row,
 )
-from streams.domain.claims import InvalidClaim
 from streams.kafka.envelopes import dead_letter
 from streams.observability.health import Health
 from streams.settings import Settings
 
 log = logging.getLogger("upstream.sink")
-_D_EVENT_ID = DRIFT_COLUMNS.index("event_id")
-_A_ID, _A_VERSION = ALERT_FIELDS.index("alert_id"), ALERT_FIELDS.index("version")
-_A_EVENT_ID = ALERT_FIELDS.index("drift_event_id")
 HEALTH_EVERY_S = 2.0
 # The longest a batch reads on for the drift events its alert transitions name (see
 # SinkService.with_their_drift_events): they are in Kafka already, unless another sink owns them.
@@ -69,52 +57,6 @@ SINK_DLQ = Counter("upstream_sink_dlq_total", "Messages sent to sink.dlq", ["rea
 SINK_LAG = Gauge(
     "upstream_sink_consumer_lag_messages", "Messages not yet consumed", ["topic", "partition"]
 )
-MAX_BACKOFF_S = 10.0
-# Messages decoded between two turns of the batch being written. Short: every statement the
-# writer awaits resumes only at a turn, and Postgres waits meanwhile (250 → 50 gave the drift
-# and alert path 16% more rows/s; a turn costs about a microsecond).
-DECODE_SLICE = 25
-# The bulk path talks to psycopg directly, so errors come from either layer.
-UNAVAILABLE = (OperationalError, psycopg.OperationalError)
-REJECTED = (DBAPIError, psycopg.DataError, psycopg.IntegrityError)
-
-
-@dataclass
-class Batch:
-    """Rows decoded from one poll, each with the message it came from."""
-
-    drift: list[tuple[Any, Row]] = field(default_factory=list)
-    alerts: list[tuple[Any, Row]] = field(default_factory=list)
-    claims: list[tuple[Any, Row]] = field(default_factory=list)
-    rejected: list[tuple[Any, str, str]] = field(default_factory=list)  # message, reason, detail
-    offsets: dict[Any, int] = field(default_factory=dict)  # partition -> next offset to commit
-
-    def extend(self, more: Batch) -> None:
-        """Add the rows of a later poll (its offsets come after this batch's)."""
-        self.drift += more.drift
-        self.alerts += more.alerts
-        self.claims += more.claims
-        self.rejected += more.rejected
-        self.offsets.update(more.offsets)
-
-    def rows(self) -> tuple[list[Row], list[Row], list[Row]]:
-        """The rows by table: drift, alerts, claims."""
-        return (
-            [r for _, r in self.drift],
-            [r for _, r in self.alerts],
-            [r for _, r in self.claims],
-        )
-
-
-def _log_stored(batch: Batch) -> None:
-    """A line per drift event and alert transition stored (few, and what operators trace)."""
-    if not log.isEnabledFor(logging.INFO):
-        return
-    for _, row in batch.drift:
-        log.info("drift event stored", extra={"event_id": row[_D_EVENT_ID]})
-    for _, row in batch.alerts:
-        log.info("alert transition stored", extra={"alert_id": row[_A_ID],
-                 "version": row[_A_VERSION], "event_id": row[_A_EVENT_ID]})  # fmt: skip
 
 
 async def _finish(*tasks: asyncio.Task[None] | None) -> None:
@@ -122,35 +64,6 @@ async def _finish(*tasks: asyncio.Task[None] | None) -> None:
     for task in tasks:
         if task is not None:
             await task
-
-
-def _reason(exc: Exception) -> str:
-    """The database's own message, without SQLAlchemy's wrapping."""
-    return str(getattr(exc, "orig", None) or exc)[:500]
-
-
-def postgres_retrying(
-    on_retry: Callable[[BaseException | None], None] | None = None, **options: Any
-) -> AsyncRetrying:
-    """Attempts that are tried again, with exponential backoff and jitter up to
-    :data:`MAX_BACKOFF_S`, for as long as Postgres is unreachable; each wait is logged (and
-    reported to ``on_retry``). ``options`` go to tenacity (``stop``, ``sleep``)."""
-
-    def report(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        if on_retry is not None:
-            on_retry(error)
-        reason = _reason(error) if isinstance(error, Exception) else "?"
-        log.warning("postgres unavailable (%s); retrying in %.1fs", reason.splitlines()[0],
-                    state.upcoming_sleep)  # fmt: skip
-
-    return AsyncRetrying(
-        retry=retry_if_exception_type(UNAVAILABLE),
-        wait=wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.2),
-        before_sleep=report,
-        reraise=True,
-        **options,
-    )
 
 
 class ConsumerGroup(NamedTuple):
@@ -183,12 +96,7 @@ class SinkService:
         # Drift event ids of the batches handed to the writer (the one in flight included),
         # oldest first, at most RECENT_DRIFT_EVENTS: see with_their_drift_events.
         self._handed_on: OrderedDict[str, None] = OrderedDict()
-        self._decoders: dict[str, Callable[[Batch, Any], None]] = {
-            settings.topic_drift: self._drift,
-            settings.topic_alerts: self._alert,
-        }
-        if settings.sink_claims:
-            self._decoders[settings.topic_claims] = self._claim
+        self._decoder = BatchDecoder(codec, settings)
 
     def stop(self) -> None:
         """Finish the batch in flight, commit, and return from :meth:`run`."""
@@ -289,7 +197,7 @@ class SinkService:
                     await _finish(writing, committing)
                     writing = committing = None
                     continue
-                batch = await self._decode(polled)
+                batch = await self._decoder.decode(polled)
                 await self.with_their_drift_events(consumer, batch)
                 if writing is not None:
                     await writing
@@ -320,8 +228,7 @@ class SinkService:
         partition owned by another sink) the alert is written all the same: nothing waits for
         good.
         """
-        wanted = {row[_A_EVENT_ID] for _, row in batch.alerts if row[_A_EVENT_ID]}
-        wanted -= {row[_D_EVENT_ID] for _, row in batch.drift}
+        wanted = batch.named_drift_event_ids() - set(batch.drift_event_ids())
         wanted -= self._handed_on.keys()  # stored before this batch is, or the loop stops
         if not wanted:
             return
@@ -330,9 +237,9 @@ class SinkService:
         deadline = time.monotonic() + DRIFT_WAIT_S
         while wanted and drift and (left_s := deadline - time.monotonic()) > 0:
             polled = await consumer.getmany(*drift, timeout_ms=int(min(left_s, 0.2) * 1000) + 1)
-            more = await self._decode(polled)
+            more = await self._decoder.decode(polled)
             batch.extend(more)
-            wanted -= {row[_D_EVENT_ID] for _, row in more.drift}
+            wanted -= set(more.drift_event_ids())
         if wanted:
             log.warning(
                 "alert transitions stored before their drift events (not read here within "
@@ -348,8 +255,8 @@ class SinkService:
         in its own batch nor in Postgres, and waited DRIFT_WAIT_S for a message already read.
         """
         handed_on = self._handed_on
-        for _, row in batch.drift:
-            handed_on[row[_D_EVENT_ID]] = None
+        for event_id in batch.drift_event_ids():
+            handed_on[event_id] = None
         while len(handed_on) > RECENT_DRIFT_EVENTS:
             handed_on.popitem(last=False)
 
@@ -379,47 +286,6 @@ class SinkService:
             # Rebalanced away: the new owner redelivers, and the writes are idempotent.
             log.warning("offsets not committed (%s); the batch will be redelivered", exc)
 
-    async def _decode(self, polled: dict[Any, list[Any]]) -> Batch:
-        """Decode a poll into rows, handing the loop to the batch in flight now and then.
-
-        Without the yields the batch in flight would wait for the whole decode before sending
-        more rows, and Python and Postgres would take turns instead of working together.
-        """
-        batch = Batch()
-        for tp, messages in polled.items():
-            decode = self._decoders[tp.topic]
-            batch.offsets[tp] = messages[-1].offset + 1
-            for i, message in enumerate(messages, 1):
-                try:
-                    decode(batch, message)
-                except (DecodeError, InvalidClaim) as exc:
-                    batch.rejected.append((message, exc.reason, exc.message))
-                except Exception as exc:
-                    log.warning("%s@%s:%s cannot be stored: %r", message.topic, message.partition,
-                                message.offset, exc)  # fmt: skip
-                    batch.rejected.append((message, "bad_record", f"{type(exc).__name__}: {exc}"))
-                if i % DECODE_SLICE == 0:
-                    await asyncio.sleep(0)
-        return batch
-
-    # The table's columns are the schema's fields (tests/unit/test_sink_rows.py checks it), so
-    # a value in the current schema is read straight into a row, typed by Avro itself.
-    def _drift(self, batch: Batch, message: Any) -> None:
-        row = decode_row(message.value, "DriftEvent") if message.value else None
-        if row is None:
-            row = drift_row(self.codec.decode(message.value, "DriftEvent", message.topic))
-        batch.drift.append((message, row))
-
-    def _alert(self, batch: Batch, message: Any) -> None:
-        row = decode_row(message.value, "AlertEvent") if message.value else None
-        if row is None:
-            row = alert_row(self.codec.decode(message.value, "AlertEvent", message.topic))
-        batch.alerts.append((message, row))
-
-    def _claim(self, batch: Batch, message: Any) -> None:
-        record = self.codec.decode(message.value, "ClaimDecided", message.topic)
-        batch.claims.append((message, claim_row(record, message.partition, message.offset)))
-
     async def _write(self, batch: Batch) -> None:
         """Write the batch; on a rejected row, write row by row and dead-letter the rejects."""
         rows = batch.rows()
@@ -429,11 +295,11 @@ class SinkService:
             for table, table_rows in zip(("drift_events", "alert_transitions", "claim_records"),
                                          rows, strict=True):  # fmt: skip
                 ROWS.labels(table=table).inc(len(table_rows))
-            _log_stored(batch)
+            log_stored(batch)
             self.rows_written += sum(map(len, rows))
             return
         except REJECTED as exc:
-            log.warning("batch rejected (%s); writing row by row", _reason(exc))
+            log.warning("batch rejected (%s); writing row by row", reason_of(exc))
         for message, drift in batch.drift:
             await self._write_one(batch, message, [drift], [], [])
         for message, alert in batch.alerts:
@@ -453,7 +319,7 @@ class SinkService:
             await self._with_retry(lambda: self.writer.write(drift, alerts, claims))
             self.rows_written += 1
         except REJECTED as exc:
-            batch.rejected.append((message, "rejected_by_database", _reason(exc)))
+            batch.rejected.append((message, "rejected_by_database", reason_of(exc)))
 
     async def _with_retry(self, write: Callable[[], Any]) -> None:
         """``write()``, again with backoff for as long as Postgres is unreachable."""

@@ -22,7 +22,8 @@ from notifier.server import Limits, NotifierServer
 from notifier.tokens import Keys
 from schemas.registry import ValueCodec
 from sinks.migrate import migrate
-from sinks.service import UNAVAILABLE, SinkService, postgres_retrying
+from sinks.retrying import UNAVAILABLE, postgres_retrying
+from sinks.service import SinkService
 from sinks.writer import PostgresWriter
 from streams.kafka.topics import create_topics
 from streams.observability.health import Health, serve

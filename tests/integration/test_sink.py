@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from schemas.codec import encode_single_object
-from sinks.service import DRIFT_WAIT_S, REJECTED
+from sinks.retrying import REJECTED
+from sinks.service import DRIFT_WAIT_S
 from sinks.writer import PostgresWriter, Row, alert_row, claim_row, drift_row
 from streams.app.services import migrate_database
 from streams.devtools.probes import read_all
