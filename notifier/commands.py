@@ -13,6 +13,7 @@ status ``rejected`` and the reason follows (:class:`Rejections`). A refusal is `
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -165,6 +166,14 @@ def rejected_command_id(value: bytes | None, codec: Any, topic: str) -> str | No
         return None
 
 
+def _raise_if_cancelled() -> None:
+    """Honour a cancel that aiokafka swallowed: ``AIOKafkaClient.close()`` (which
+    :func:`topic_partitions` calls) suppresses a CancelledError meant for its caller."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Rejections:
     """Follows ``alerts.commands.dlq`` from its end and reports each rejected command.
 
@@ -189,9 +198,10 @@ class Rejections:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
         )
-        await consumer.start()
         try:
+            await consumer.start()  # inside: a consumer cancelled while starting is stopped
             while True:
+                _raise_if_cancelled()
                 try:
                     partitions = await topic_partitions(self.bootstrap, self.topic)
                     break
@@ -200,6 +210,7 @@ class Rejections:
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             while True:
+                _raise_if_cancelled()
                 batch = await consumer.getmany(timeout_ms=500)
                 for messages in batch.values():
                     for message in messages:

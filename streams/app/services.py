@@ -134,6 +134,30 @@ async def until_stopped(stop: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
         stopping.cancel()
 
 
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], timeout_s: float = 10.0, again_s: float = 1.0
+) -> None:
+    """Cancel ``tasks`` and wait until they end, cancelling again any still running after
+    ``again_s``; give up (logged) after ``timeout_s``.
+
+    A single cancel is not enough: aiokafka's ``AIOKafkaClient.close()`` awaits its own
+    cancelled task under ``suppress(CancelledError)``, so a cancel that reaches the caller
+    there is swallowed and the caller (the rejections reader) goes on running.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            names = sorted(task.get_name() for task in pending)
+            log.error("still running %.0fs after being cancelled: %s", timeout_s, names)
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(again_s, left))
+
+
 def raise_if_ended(tasks: Iterable[asyncio.Task[Any]]) -> None:
     """Raise the error of the first of ``tasks`` that ended by itself (before any signal): a
     service's process then exits non-zero, to be restarted. One that returned, though it was
@@ -259,9 +283,7 @@ def run_notifier(settings: Settings) -> None:
         await commands.close()
         await producer.stop()
         await engine.dispose()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         raise_if_ended(ended)  # the process exits non-zero, to be restarted
 
     asyncio.run(_until_signalled(main))
