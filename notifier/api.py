@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from prometheus_client import Counter
@@ -29,7 +29,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from notifier.answers import (
+    ActiveAlerts,
+    AlertSeries,
+    DenialMonth,
+    DenialTrend,
+    DriftEvent,
+    DriftEventPage,
+    ErrorAnswer,
+    SeriesDay,
+)
 from notifier.commands import RateLimit
+from notifier.messages import Alert
 from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
     DriftFilter,
@@ -39,7 +50,7 @@ from sinks.queries import (
     key_daily,
     monthly_denial_trend,
 )
-from streams.domain.values import LEVELS
+from streams.domain.values import as_drift_type, as_level
 
 log = logging.getLogger("upstream.notifier")
 CACHE_TTL_S = 2.0
@@ -147,7 +158,8 @@ def _next_cursor(row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-Handler = Callable[[Operator, dict[str, list[str]]], Awaitable[dict[str, Any]]]
+Answer = ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries
+Handler = Callable[[Operator, dict[str, list[str]]], Awaitable[Answer]]
 
 
 class HttpApi:
@@ -189,7 +201,7 @@ class HttpApi:
             status = HTTPStatus.OK
             headers = {"Cache-Control": f"private, max-age={int(CACHE_TTL_S)}"}
         except ApiError as exc:
-            body = json.dumps({"error": str(exc)}).encode()
+            body = json.dumps(ErrorAnswer(error=str(exc))).encode()
             status, headers = exc.status, exc.headers
         API_REQUESTS.labels(endpoint=endpoint, status=str(status.value)).inc()
         accepts = request.headers.get("Accept-Encoding", "")
@@ -250,17 +262,21 @@ class HttpApi:
                 HTTPStatus.TOO_MANY_REQUESTS, "too many requests; slow down", {"Retry-After": "1"}
             )
 
-    async def _alerts(self, operator: Operator, query: dict[str, list[str]]) -> dict[str, Any]:  # noqa: ARG002 - every route handler takes the query
+    async def _alerts(self, operator: Operator, query: dict[str, list[str]]) -> ActiveAlerts:  # noqa: ARG002 - every route handler takes the query
         async with self.engine.connect() as conn:
             alerts = await active_alerts(conn, operator.customer_id)
-        return {"customer_id": operator.customer_id, "alerts": alerts}
+        # The rows read are the answer's items (the tests check them against openapi.json).
+        return ActiveAlerts(customer_id=operator.customer_id, alerts=cast("list[Alert]", alerts))
 
     async def _drift_events(
         self, operator: Operator, query: dict[str, list[str]]
-    ) -> dict[str, Any]:
-        level = _one(query, "min_severity_level") or "info"
-        if level not in LEVELS:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"min_severity_level must be one of {LEVELS}")
+    ) -> DriftEventPage:
+        try:
+            level = as_level(_one(query, "min_severity_level") or "info")
+            drift_type = _one(query, "drift_type")
+            drift_type = None if drift_type is None else as_drift_type(drift_type)
+        except ValueError as exc:
+            raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         try:
             limit = int(_one(query, "limit") or 100)
         except ValueError:
@@ -270,7 +286,7 @@ class HttpApi:
         filters = DriftFilter(
             min_severity_level=level,
             payer_id=_one(query, "payer_id"),
-            drift_type=_one(query, "drift_type"),
+            drift_type=drift_type,
             since=_datetime(query, "since"),
             until=_datetime(query, "until"),
         )
@@ -278,15 +294,13 @@ class HttpApi:
         async with self.engine.connect() as conn:
             rows = await drift_events_page(conn, operator.customer_id, filters, limit + 1, before)
         page, more = rows[:limit], len(rows) > limit
-        return {
-            "customer_id": operator.customer_id,
-            "drift_events": page,
-            "next_cursor": _next_cursor(page[-1]) if more else None,
-        }
+        return DriftEventPage(
+            customer_id=operator.customer_id,
+            drift_events=cast("list[DriftEvent]", page),
+            next_cursor=_next_cursor(page[-1]) if more else None,
+        )
 
-    async def _denial_trend(
-        self, operator: Operator, query: dict[str, list[str]]
-    ) -> dict[str, Any]:
+    async def _denial_trend(self, operator: Operator, query: dict[str, list[str]]) -> DenialTrend:
         today = datetime.now(UTC).date()
         since, until = _datetime(query, "since"), _datetime(query, "until")
         until_day = until.date() if until else today + timedelta(days=1)
@@ -295,16 +309,14 @@ class HttpApi:
             raise ApiError(HTTPStatus.BAD_REQUEST, "since must be before until")
         async with self.engine.connect() as conn:
             months = await monthly_denial_trend(conn, operator.customer_id, since_day, until_day)
-        return {
-            "customer_id": operator.customer_id,
-            "since": since_day,
-            "until": until_day,
-            "months": months,
-        }
+        return DenialTrend(
+            customer_id=operator.customer_id,
+            since=since_day,
+            until=until_day,
+            months=cast("list[DenialMonth]", months),
+        )
 
-    async def _alert_series(
-        self, operator: Operator, query: dict[str, list[str]]
-    ) -> dict[str, Any]:
+    async def _alert_series(self, operator: Operator, query: dict[str, list[str]]) -> AlertSeries:
         alert_id = _one(query, "alert_id")
         if not alert_id:
             raise ApiError(HTTPStatus.BAD_REQUEST, "alert_id is required")
@@ -324,14 +336,14 @@ class HttpApi:
                 conn, operator.customer_id, alert["payer_id"], alert["cpt_group"], since, until
             )
         value = _DAILY_VALUE.get(alert["drift_type"], _DAILY_VALUE["denial_rate"])
-        return {
-            "alert_id": alert_id,
-            "drift_type": alert["drift_type"],
-            "baseline_value": alert["baseline_value"],
-            "current_value": alert["current_value"],
-            "baseline_start": alert["baseline_start"],
-            "baseline_end": alert["baseline_end"],
-            "current_start": alert["current_start"],
-            "current_end": alert["current_end"],
-            "days": [{"day": r["day"], "value": value(r), "claims": r["decided"]} for r in rows],
-        }
+        return AlertSeries(
+            alert_id=alert_id,
+            drift_type=alert["drift_type"],
+            baseline_value=alert["baseline_value"],
+            current_value=alert["current_value"],
+            baseline_start=alert["baseline_start"],
+            baseline_end=alert["baseline_end"],
+            current_start=alert["current_start"],
+            current_end=alert["current_end"],
+            days=[SeriesDay(day=r["day"], value=value(r), claims=r["decided"]) for r in rows],
+        )

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 
 from notifier.tokens import Operator
 from sinks.audit import record_audit
-from streams.domain.values import COMMANDS, VERDICTS
+from streams.domain.values import as_command, as_verdict
 from streams.kafka.topics import TopicMissingError, topic_partitions
 
 log = logging.getLogger("upstream.notifier")
@@ -41,9 +41,10 @@ class CommandError(ValueError):
 
 def build_command(operator: Operator, message: dict[str, Any], now_ms: int) -> dict[str, Any]:
     """The AlertCommand record for a client ``message``, or :class:`CommandError`."""
-    command = message.get("type")
-    if command not in COMMANDS:
-        raise CommandError(f"unknown command {command!r}; one of {list(COMMANDS)}")
+    try:
+        command = as_command(message.get("type"))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if not operator.can("act"):
         raise CommandError("this token has the read scope only; commands need act")
     alert_id = message.get("alert_id")
@@ -53,9 +54,12 @@ def build_command(operator: Operator, message: dict[str, Any], now_ms: int) -> d
     if not isinstance(command_id, str) or len(command_id) > MAX_ID_CHARS:
         raise CommandError(f"command_id must be a string of up to {MAX_ID_CHARS} characters")
     verdict = message.get("verdict")
-    if command == "judge" and verdict not in VERDICTS:
-        raise CommandError(f"judge needs a verdict, one of {list(VERDICTS)}")
-    if command != "judge" and verdict is not None:
+    if command == "judge":
+        try:
+            verdict = as_verdict(verdict)
+        except ValueError as exc:
+            raise CommandError(f"judge needs a verdict: {exc}") from None
+    elif verdict is not None:
         raise CommandError("only judge takes a verdict")
     note = message.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):

@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 
 from notifier.messages import Alert, AlertMessage
 from sinks.tables import NOTIFY_CHANNEL
-from streams.domain.values import LEVELS
+from streams.domain.values import LEVELS, DriftType, Level
 
 log = logging.getLogger("upstream.notifier")
 SEND_QUEUE_MAX = 1000
@@ -53,9 +53,9 @@ def psycopg_conninfo(database_url: str) -> str:
 class Filters:
     """What a subscription wants to see."""
 
-    min_severity_level: str = "info"
+    min_severity_level: Level = "info"
     payer_ids: frozenset[str] = frozenset()
-    drift_types: frozenset[str] = frozenset()
+    drift_types: frozenset[DriftType] = frozenset()
 
     def matches(self, alert: dict[str, Any]) -> bool:
         """Whether an alert row passes the filters."""

@@ -9,13 +9,16 @@ read only when the schemas are written.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
+import orjson
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from streams.domain.values import DriftType, Level, Status, Transition, Verdict
 
+MAX_DEPTH = 32  # how deep a client's JSON may nest (no message of the protocol needs 3)
+BAD_MESSAGE = f"expected a JSON object, nested at most {MAX_DEPTH} deep, with finite numbers"
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 Share = Annotated[float, Field(ge=0, le=1)]
 Count = Annotated[int, Field(ge=1)]
@@ -70,7 +73,7 @@ class Subscribe(TypedDict):
     type: Literal["subscribe"]
     min_severity_level: NotRequired[Level]
     payer_ids: NotRequired[list[str]]
-    drift_types: NotRequired[list[str]]
+    drift_types: NotRequired[list[DriftType]]
     since: NotRequired[Annotated[int | None, Field(description="cursor to resume after")]]
 
 
@@ -151,3 +154,23 @@ SERVER_MESSAGES: dict[str, type] = {
     "ack": Ack,
     "error": Error,
 }
+
+
+def parse_message(raw: str | bytes) -> dict[str, Any] | None:
+    """A client's message: a JSON object nested at most :data:`MAX_DEPTH` deep, its numbers
+    finite; None for anything else (orjson refuses deeper than 1,024 levels and infinities
+    while it parses, so no input can exhaust the stack)."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    level: list[Any] = [message]
+    for _ in range(MAX_DEPTH):
+        level = [child for node in level
+                 for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]  # fmt: skip
+        if not level:
+            return message
+    return None

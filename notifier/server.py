@@ -27,16 +27,16 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
 from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
 from notifier.hub import Filters, Hub, Subscriber
-from notifier.messages import Ack, Error, ServerMessage, Snapshot
+from notifier.messages import BAD_MESSAGE, Ack, Error, ServerMessage, Snapshot, parse_message
 from notifier.tokens import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -45,7 +45,7 @@ from notifier.tokens import (
     TokenError,
     verify_token,
 )
-from streams.domain.values import COMMANDS, LEVELS
+from streams.domain.values import COMMANDS, as_drift_type, as_level
 
 log = logging.getLogger("upstream.notifier")
 AUTH_TIMEOUT_S = 10.0
@@ -53,8 +53,6 @@ CLOSE_BAD_MESSAGE = 4400  # before authentication: the first message is not a JS
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
-MAX_DEPTH = 32  # how deep a client's JSON may nest (no message of the protocol needs 3)
-BAD_MESSAGE = f"expected a JSON object, nested at most {MAX_DEPTH} deep, with finite numbers"
 READY_TIMEOUT_S = 2.0
 PENDING_COMMANDS_MAX = 10_000  # commands remembered for a rejection notice, newest kept
 
@@ -89,26 +87,6 @@ STATIC = {  # path -> (file in notifier/static, content type)
     "/openapi.json": ("openapi.json", "application/json"),
     "/asyncapi.json": ("asyncapi.json", "application/json"),
 }
-
-
-def parse_message(raw: str | bytes) -> dict[str, Any] | None:
-    """A client's message: a JSON object nested at most :data:`MAX_DEPTH` deep, its numbers
-    finite; None for anything else (orjson refuses deeper than 1,024 levels and infinities
-    while it parses, so no input can exhaust the stack)."""
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(message, dict):
-        return None
-    level: list[Any] = [message]
-    for _ in range(MAX_DEPTH):
-        level = [child for node in level
-                 for child in (node.values() if isinstance(node, dict) else node)
-                 if isinstance(child, dict | list)]  # fmt: skip
-        if not level:
-            return message
-    return None
 
 
 class NotifierServer:
@@ -171,7 +149,9 @@ class NotifierServer:
             page = resources.files("notifier").joinpath(f"static/{name}").read_bytes()
             return response(HTTPStatus.OK, page, content_type)
         if path == "/healthz":
-            return response(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
+            return response(
+                HTTPStatus.OK, json.dumps(Live(status="ok")).encode(), "application/json"
+            )
         if path == "/readyz":
             return await self._readiness()
         if path == "/metrics":
@@ -188,12 +168,12 @@ class NotifierServer:
                 raise TokenError("send the token as 'Authorization: Bearer <token>'")
             operator = verify_token(self.keys, token, self.revoked)
         except TokenError as exc:
-            body = json.dumps({"error": str(exc)}).encode()
+            body = json.dumps(ErrorAnswer(error=str(exc))).encode()
             return response(HTTPStatus.UNAUTHORIZED, body, "application/json")
         max_age = max(0, int(operator.expires_at_s - time.time()))
         cookie = (f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/; HttpOnly; "
                   "SameSite=Strict")  # fmt: skip
-        who = json.dumps({"customer_id": operator.customer_id, "operator": operator.operator})
+        who = json.dumps(Session(customer_id=operator.customer_id, operator=operator.operator))
         return response(HTTPStatus.OK, who.encode(), "application/json", {"Set-Cookie": cookie})
 
     def _remember(self, command_id: str, ws: ServerConnection) -> None:
@@ -216,16 +196,16 @@ class NotifierServer:
 
     async def _readiness(self) -> Response:
         """Postgres followed by the hub, and each extra check (Kafka), with its latency."""
-        checks: dict[str, dict[str, Any]] = {"postgres": {"ok": self.hub.ready}}
+        checks: dict[str, Check] = {"postgres": Check(ok=self.hub.ready)}
         for name, check in self.checks.items():
             started = time.monotonic()
             try:
                 ok = await asyncio.wait_for(check(), READY_TIMEOUT_S)
             except Exception:  # any failure means not ready
                 ok = False
-            checks[name] = {"ok": ok, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+            checks[name] = Check(ok=ok, latency_ms=round((time.monotonic() - started) * 1000, 1))
         ready = all(c["ok"] for c in checks.values())
-        body = json.dumps({"status": "ok" if ready else "unavailable", "checks": checks}).encode()
+        body = json.dumps(Ready(status="ok" if ready else "unavailable", checks=checks)).encode()
         status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
         return response(status, body, "application/json")
 
@@ -387,12 +367,10 @@ class NotifierServer:
     ) -> Subscriber | None:
         try:
             filters = Filters(
-                min_severity_level=str(message.get("min_severity_level") or "info"),
+                min_severity_level=as_level(message.get("min_severity_level") or "info"),
                 payer_ids=frozenset(map(str, message.get("payer_ids") or ())),
-                drift_types=frozenset(map(str, message.get("drift_types") or ())),
+                drift_types=frozenset(map(as_drift_type, message.get("drift_types") or ())),
             )
-            if filters.min_severity_level not in LEVELS:
-                raise ValueError(f"min_severity_level must be one of {list(LEVELS)}")
             since = message.get("since")
             if since is not None and (type(since) is not int or not 0 <= since < 2**63):
                 raise ValueError("since must be a cursor: an integer from 0 to 2**63 - 1")

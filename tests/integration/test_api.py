@@ -174,6 +174,18 @@ async def test_drift_events_pages_cover_everything_once(api: ServiceStack) -> No
             "another customer",
         ),
         ("/api/drift-events?limit=0", mint_token(SECRET, "demo", "alice"), 400, "limit"),
+        (
+            "/api/drift-events?drift_type=nope",
+            mint_token(SECRET, "demo", "alice"),
+            400,
+            "unknown drift type",
+        ),
+        (
+            "/api/drift-events?min_severity_level=urgent",
+            mint_token(SECRET, "demo", "alice"),
+            400,
+            "unknown severity level",
+        ),
         ("/api/drift-events?since=yesterday", mint_token(SECRET, "demo", "alice"), 400, "ISO 8601"),
         ("/api/drift-events?cursor=%21%21", mint_token(SECRET, "demo", "alice"), 400, "cursor"),
         ("/api/nothing", mint_token(SECRET, "demo", "alice"), 404, "openapi.json"),
@@ -226,6 +238,24 @@ async def test_docs_are_served(api: ServiceStack) -> None:
         status, body = await get_json(api, f"/{name}.json")
         assert status == 200
         assert body == document(name)
+
+
+async def test_answers_outside_the_api_are_as_openapi_describes(api: ServiceStack) -> None:
+    """/healthz, /session (with a token and without) and an API error: each body is the
+    schema openapi.json gives for its status."""
+    token = mint_token(SECRET, "demo", "alice")
+    status, body = await get_json(api, "/healthz")
+    check_response("/healthz", status, body)
+    status, body = await get_json(api, "/session", token)
+    assert status == 200
+    check_response("/session", 200, body)
+    assert body == {"customer_id": "demo", "operator": "alice"}
+    status, body = await get_json(api, "/session")
+    assert status == 401
+    check_response("/session", 401, body)
+    status, body = await get_json(api, "/api/alert-series?alert_id=nothing", token)
+    assert status == 404
+    check_response("/api/alert-series", 404, body)
 
 
 async def test_readiness_reports_each_check(api: ServiceStack) -> None:

@@ -51,6 +51,8 @@ async def test_malformed_messages_get_an_error_and_never_a_1011(
     async with connect(ws_url(stack, mint_token(SECRET, "demo", "alice"))) as ws:
         for bad in (DEEP, '{"type":"subscribe","since":1e400}', '{"type":"subscribe","since":1.5}',
                     '{"type":"subscribe","since":"x"}', '{"type":"subscribe","since":-1}',
+                    '{"type":"subscribe","drift_types":["nope"]}',
+                    '{"type":"subscribe","min_severity_level":"urgent"}',
                     "{" * 40 + "}" * 40, "[]", "null", '{"type":"ack"}'):  # fmt: skip
             await ws.send(bad)
             assert (await _reply(ws))["type"] == "error", bad

@@ -82,3 +82,18 @@ def test_the_configuration_page_is_what_scripts_config_docs_writes() -> None:
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True,
                             text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_the_wire_types_carry_the_avro_records_fields() -> None:
+    """The alert sent to operators is an AlertEvent record plus its drift event's two values,
+    and the API's drift event is a DriftEvent record: no field added or lost on one side."""
+    from notifier.answers import DriftEvent
+    from notifier.messages import Alert
+
+    def avro_fields(name: str) -> set[str]:
+        return {field["name"] for field in load_schema_json(name)["fields"]}
+
+    assert set(Alert.__annotations__) == avro_fields("AlertEvent") | {
+        "baseline_value", "current_value"
+    }  # fmt: skip
+    assert set(DriftEvent.__annotations__) == avro_fields("DriftEvent")

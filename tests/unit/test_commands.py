@@ -18,7 +18,7 @@ ALICE = Operator("alice", "demo", frozenset({"read", "act"}))
     [
         (Operator("vic", "demo", frozenset({"read"})), {"type": "resolve", "alert_id": "a"},
          "read scope only"),
-        (ALICE, {"type": "delete", "alert_id": "a"}, "unknown command"),
+        (ALICE, {"type": "delete", "alert_id": "a"}, "unknown command 'delete'"),
         (ALICE, {"type": "resolve"}, "alert_id must be"),
         (ALICE, {"type": "resolve", "alert_id": "x" * 65}, "alert_id must be"),
         (ALICE, {"type": "judge", "alert_id": "a"}, "judge needs a verdict"),

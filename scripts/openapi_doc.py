@@ -1,0 +1,200 @@
+"""The OpenAPI document of the notifier's HTTP API (written by ``api_docs.py``)."""
+
+# ruff: noqa: E501 -- long literal descriptions read better on one line
+
+from __future__ import annotations
+
+from pydantic import TypeAdapter
+
+from notifier.answers import (
+    ActiveAlerts,
+    AlertSeries,
+    DenialTrend,
+    DriftEventPage,
+    ErrorAnswer,
+    Live,
+    Ready,
+    Session,
+)
+from streams.domain.values import DRIFT_TYPES, LEVELS
+
+REF = "#/components/schemas/{model}"
+COMPONENTS: dict[str, dict] = {}  # the HTTP answers' schemas, each type once, by name
+
+
+def component(kind: type) -> dict:
+    """A reference to ``kind``'s schema (a type of :mod:`notifier.answers`), which goes into
+    the OpenAPI components with the types it nests."""
+    schema = TypeAdapter(kind).json_schema(ref_template=REF)
+    COMPONENTS.update(schema.pop("$defs", {}))
+    COMPONENTS[kind.__name__] = schema
+    return {"$ref": REF.format(model=kind.__name__)}
+
+
+ERRORS = {
+    "400": "Bad parameter",
+    "401": "Missing, forged or expired token",
+    "403": "Token for another customer",
+    "404": "No such alert for this customer",
+    "429": "Rate limited (see Retry-After)",
+    "503": "Database unavailable; retry",
+}
+
+
+def answer(description: str, kind: type, media: str = "application/json") -> dict:
+    """An OpenAPI response whose body is ``kind``."""
+    return {"description": description, "content": {media: {"schema": component(kind)}}}
+
+
+def errors(*codes: str) -> dict:
+    """OpenAPI responses for the error ``codes``."""
+    return {code: answer(ERRORS[code], ErrorAnswer) for code in codes}
+
+
+level = {"type": "string", "enum": list(LEVELS)}
+DRIFT_TYPE = {"type": "string", "enum": list(DRIFT_TYPES)}
+STR = {"type": "string"}
+DATE = {"type": "string", "format": "date"}
+customer_param = {
+    "name": "customer_id",
+    "in": "query",
+    "required": False,
+    "description": "Optional; must be the token's customer.",
+    "schema": STR,
+}
+
+
+def param(name, schema, description=None, required=False):
+    """An OpenAPI query parameter."""
+    out = {"name": name, "in": "query"}
+    if required:
+        out["required"] = True
+    if description:
+        out["description"] = description
+    return {**out, "schema": schema}
+
+
+def get(operation_id, summary, parameters, kind, *codes):
+    """An OpenAPI GET of the API: the bearer token, ``kind`` as its 200 answer, the usual
+    errors and ``codes``."""
+    responses = {
+        "200": answer(" ".join(kind.__doc__.split()), kind),
+        **errors(*codes, "401", "403", "429", "503"),
+    }
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": parameters,
+            "responses": responses,
+        }
+    }
+
+
+def open_get(operation_id, summary, responses):
+    """An OpenAPI GET that needs no token."""
+    return {
+        "get": {
+            "operationId": operation_id,
+            "security": [],
+            "summary": summary,
+            "responses": responses,
+        }
+    }
+
+
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Upstream notifier HTTP API",
+        "version": "1.0.0",
+        "description": "Read-side API of the Upstream notifier, on the same port as the WebSocket (/ws). "
+        "Authenticate with the operator token (`upstream token`) as `Authorization: Bearer <token>`, "
+        "or with the session cookie `GET /session` sets; a token reads its own customer's data only. "
+        "Responses are cached for up to 2 s and dropped at once when a new alert transition arrives; "
+        "gzip when `Accept-Encoding: gzip`; 20 requests/s per operator (bursts of 40).",
+    },
+    "servers": [{"url": "http://127.0.0.1:8765"}],
+    "security": [{"operatorToken": []}],
+    "paths": {
+        "/api/alerts": get(
+            "listActiveAlerts",
+            "The customer's open alerts (active or acknowledged), most recently seen first.",
+            [customer_param],
+            ActiveAlerts,
+        ),
+        "/api/drift-events": get(
+            "listDriftEvents",
+            "Drift events, newest first, filtered and paginated by cursor.",
+            [
+                customer_param,
+                param("min_severity_level", {**level, "default": "info"}),
+                param("payer_id", STR),
+                param("drift_type", DRIFT_TYPE),
+                param("since", STR, "detected_at >= since (ISO 8601; UTC when no offset)"),
+                param("until", STR, "detected_at < until"),
+                param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+                param("cursor", STR, "next_cursor of the previous page"),
+            ],
+            DriftEventPage,
+            "400",
+        ),
+        "/api/trends/denials": get(
+            "monthlyDenialTrend",
+            "Decided and denied claims and the denial rate per month and payer.",
+            [
+                customer_param,
+                param(
+                    "since",
+                    DATE,
+                    "first day (ISO date); default: the first of the month 12 months before until",
+                ),
+                param("until", DATE, "day after the last (ISO date); default: tomorrow (UTC)"),
+            ],
+            DenialTrend,
+            "400",
+        ),
+        "/api/alert-series": get(
+            "alertSeries",
+            "One alert's key, day by day, against the drift event's baseline and current values (the console's chart).",
+            [
+                customer_param,
+                param("alert_id", STR, required=True),
+                param(
+                    "days",
+                    {"type": "integer", "minimum": 1, "maximum": 400, "default": 120},
+                    "days up to the alert's last_seen",
+                ),
+            ],
+            AlertSeries,
+            "400",
+            "404",
+        ),
+        "/session": open_get(
+            "session",
+            "Trade the token in `Authorization: Bearer` for an HttpOnly, SameSite=Strict session cookie (until the token expires), which the console then uses.",
+            {"200": answer("Session set (Set-Cookie)", Session), **errors("401")},
+        ),
+        "/healthz": open_get("liveness", "The process is up.", {"200": answer("Up", Live)}),
+        "/readyz": open_get(
+            "readiness",
+            "Postgres followed and Kafka answering; 503 otherwise.",
+            {"200": answer("Ready", Ready), "503": answer("Not ready", Ready)},
+        ),
+        "/metrics": open_get(
+            "metrics",
+            "Prometheus metrics (text exposition format).",
+            {"200": {"description": "Metrics", "content": {"text/plain": {"schema": STR}}}},
+        ),
+    },
+    "components": {
+        "securitySchemes": {
+            "operatorToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT (HS256: sub, customer_id, scope, exp)",
+            }
+        },
+        "schemas": COMPONENTS,
+    },
+}
