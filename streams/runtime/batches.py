@@ -201,39 +201,8 @@ class BatchingConsumer(AIOKafkaConsumer):
                         await self.commit()
                     if buffer is None:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
-                    else:
-                        # A rebalance during an await above ended this fetch's generation: its
-                        # message is not delivered, and no read offset of that generation is
-                        # written over the new one's (which would drop what the new
-                        # generation reads below it as "already read").
-                        if not flow_active() or app.consumer_generation_id != generation:
-                            note_rewind(rewinds, tp.topic, tp.partition, offset)
-                            continue
-                        message.incref(1)
-                        if buffer.full():
-                            putting = buffer.put(message)
-                            waited = await self.wait_first(putting, self.suspend_flow.wait())
-                            landed = putting in waited.done and bool(
-                                waited.results[waited.done.index(putting)]
-                            )
-                            if not landed:
-                                note_rewind(rewinds, tp.topic, tp.partition, offset)
-                                continue
-                            if not flow_active() or app.consumer_generation_id != generation:
-                                continue  # buffered, then cleared: clear() noted it
-                        else:
-                            high_drop = pressure.get(tp)
-                            if high_drop is None:  # Faust wants its TP, not aiokafka's
-                                faust_tp = TP(tp.topic, tp.partition)
-                                high_drop = pressure[tp] = (
-                                    partial(self.on_buffer_full, faust_tp),
-                                    partial(self.on_buffer_drop, faust_tp),
-                                )
-                            buffer.put_nowait_enhanced(
-                                message,
-                                on_pressure_high=high_drop[0],
-                                on_pressure_drop=high_drop[1],
-                            )
+                    elif not await self._buffer(buffer, tp, message, generation, pressure):
+                        continue
                     read_offsets[tp] = offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -246,6 +215,49 @@ class BatchingConsumer(AIOKafkaConsumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _buffer(
+        self,
+        buffer: MessageBuffer,
+        tp: Any,
+        message: Any,
+        generation: int,
+        pressure: dict[Any, tuple[Callable[[], None], Callable[[], None]]],
+    ) -> bool:  # pragma: no cover - Faust's loop
+        """Put a fetched ``message`` into its batch ``buffer``; False when it is not delivered
+        and is to be fetched again (a rewind is noted for it).
+
+        A rebalance during an await of the loop ends the fetch's generation: its message is not
+        delivered, and no read offset of that generation is written over the new one's (which
+        would drop what the new generation reads below it as "already read").
+        """
+        app: Any = self.app
+        rewinds: dict[tuple[str, int], int] = app.batch_rewinds
+        flow_active = app.flow_control.is_active
+        if not flow_active() or app.consumer_generation_id != generation:
+            note_rewind(rewinds, tp.topic, tp.partition, message.offset)
+            return False
+        message.incref(1)
+        if buffer.full():
+            putting = buffer.put(message)
+            waited = await self.wait_first(putting, self.suspend_flow.wait())
+            landed = putting in waited.done and bool(waited.results[waited.done.index(putting)])
+            if not landed:
+                note_rewind(rewinds, tp.topic, tp.partition, message.offset)
+                return False
+            # Buffered, then cleared by a rebalance: clear() noted the rewind.
+            return bool(flow_active() and app.consumer_generation_id == generation)
+        high_drop = pressure.get(tp)
+        if high_drop is None:  # Faust wants its TP, not aiokafka's
+            faust_tp = TP(tp.topic, tp.partition)
+            high_drop = pressure[tp] = (
+                partial(self.on_buffer_full, faust_tp),
+                partial(self.on_buffer_drop, faust_tp),
+            )
+        buffer.put_nowait_enhanced(
+            message, on_pressure_high=high_drop[0], on_pressure_drop=high_drop[1]
+        )
+        return True
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 - Faust's signature
         """Faust's ``Consumer.getmany``, except that no record fetched is dropped unnoted.

@@ -60,6 +60,7 @@ class _Consumer:
     getmany = _borrowed(BatchingConsumer.getmany)
     _rewind = _borrowed(BatchingConsumer._rewind)
     _fetched_before_seek_back = _borrowed(BatchingConsumer._fetched_before_seek_back)
+    _buffer = _borrowed(BatchingConsumer._buffer)
     seek = _borrowed(FaustConsumer.seek)
     perform_seek = _borrowed(FaustConsumer.perform_seek)
     on_buffer_full = _borrowed(FaustConsumer.on_buffer_full)
