@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,16 +43,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-from websockets.asyncio.client import ClientConnection, connect
-
 from bench.harness import BROKERS, percentiles, start_broker
 from bench.machine import machine
+from bench.paced import SECRET, Clients, Flood, Sent, flood_claims, produce_paced
 from bench.throughput import claims_for
-from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
 from streams.app.services import migrate_database
-from streams.devtools.generator import Scenario, generate
 from streams.devtools.probes import (
     COUNTED,
     read_all,
@@ -69,152 +65,6 @@ from streams.devtools.stack import (
 )
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
-
-SECRET = "latency-bench-secret-of-at-least-32-bytes"  # noqa: S105 -- a throwaway local stack
-
-
-class Sent:
-    """When each claim was handed to the producer, its customer and event time, and (once
-    delivered) its partition; then, per customer and partition, the send time of the first
-    claim reaching a given time."""
-
-    def __init__(self, count: int) -> None:
-        self.at = [0.0] * count
-        self.event_ms = [0] * count
-        self.customer = [""] * count
-        self.partition = [-1] * count
-        self.handed = 0  # claims handed to the producer so far
-        self._running: dict[str, dict[int, tuple[list[int], list[int]]]] = {}
-
-    def index(self) -> None:
-        """Per customer and partition: running max event time (non-decreasing) and the claims'
-        indexes."""
-        for i, p in enumerate(self.partition):
-            if p < 0:
-                continue
-            partitions = self._running.setdefault(self.customer[i], {})
-            maxima, claims = partitions.setdefault(p, ([], []))
-            top = max(self.event_ms[i], maxima[-1]) if maxima else self.event_ms[i]
-            maxima.append(top)
-            claims.append(i)
-
-    def closed_by(self, customer: str, event_ms: int) -> int | None:
-        """The claim (index) after which every partition had reached ``event_ms`` for
-        ``customer``."""
-        latest: int | None = None
-        for maxima, claims in self._running.get(customer, {}).values():
-            i = bisect.bisect_left(maxima, event_ms)
-            if i == len(maxima):
-                return None  # never reached by a claim: the idle timer closed it, if anything
-            if latest is None or self.at[claims[i]] > self.at[latest]:
-                latest = claims[i]
-        return latest
-
-
-def produce_paced(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate: int,
-                  sent: Sent, stop: threading.Event) -> float:  # fmt: skip
-    """Send ``claims`` at ``rate`` a second; return the achieved rate."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "all"})
-    payloads = [(json.dumps(c, separators=(",", ":")).encode(), c["claim_id"].encode())
-                for c in claims]  # fmt: skip
-    for i, claim in enumerate(claims):
-        sent.event_ms[i] = int(datetime.fromisoformat(claim["decided_at"]).timestamp() * 1000)
-        sent.customer[i] = claim["customer_id"]
-
-    def delivered(i: int) -> Any:
-        def report(err: Any, msg: Any) -> None:
-            if err is None:
-                sent.partition[i] = msg.partition()
-
-        return report
-
-    started = time.monotonic()
-    for i, (value, key) in enumerate(payloads):
-        if stop.is_set():
-            break
-        while (ahead := started + i / rate - time.monotonic()) > 0:
-            time.sleep(min(ahead, 0.005))
-        producer.poll(0)
-        sent.at[i] = time.monotonic()
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=delivered(i))
-                break
-            except BufferError:
-                producer.poll(0.01)
-        sent.handed = i + 1
-        if i % (rate * 10) == 0 and i:
-            print(f"  {time.monotonic() - started:4.0f} s: {i:,} claims sent", file=sys.stderr)
-    producer.flush(60)
-    return len(payloads) / (time.monotonic() - started)
-
-
-class Clients:
-    """One WebSocket client per customer; each alert's arrival time."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, dict[str, Any]]] = []
-        self.connections: list[ClientConnection] = []
-
-    async def open(self, url: str, customers: list[str]) -> None:
-        """Connect one client per customer and subscribe."""
-        for customer in customers:
-            token = mint_token(SECRET, customer, f"op-{customer}")
-            ws = await connect(f"{url}?token={token}", max_size=None, open_timeout=60)
-            await ws.send(json.dumps({"type": "subscribe"}))
-            snapshot = json.loads(await ws.recv())
-            assert snapshot["type"] == "snapshot", snapshot
-            self.connections.append(ws)
-
-    async def listen(self) -> None:
-        """Record the arrival time of every alert message until closed."""
-        await asyncio.gather(*(self._listen(ws) for ws in self.connections))
-
-    async def _listen(self, ws: ClientConnection) -> None:
-        async for raw in ws:
-            arrived = time.monotonic()
-            message = json.loads(raw)
-            if message["type"] == "alert":
-                self.arrivals.append((arrived, message["alert"]))
-
-
-class Flood:
-    """An onboarding customer's history, produced at once while the live claims stream."""
-
-    def __init__(self, claims: list[dict[str, Any]]) -> None:
-        self.claims = claims
-        self.handed = 0
-        self.started: float | None = None
-        self.produced: float | None = None
-
-    def send(self, bootstrap: str, topic: str, after_s: float, stop: threading.Event) -> None:
-        """After ``after_s`` seconds, produce every claim as fast as the producer goes."""
-        if stop.wait(after_s):
-            return
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
-        self.started = time.monotonic()
-        for claim in self.claims:
-            value = json.dumps(claim, separators=(",", ":")).encode()
-            while True:
-                try:
-                    producer.produce(topic, value, claim["claim_id"].encode())
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            self.handed += 1
-        producer.flush(120)
-        self.produced = time.monotonic()
-        print(f"  flood of {len(self.claims):,} claims produced in "
-              f"{self.produced - self.started:.1f} s", file=sys.stderr)  # fmt: skip
-
-
-def flood_claims(count: int) -> list[dict[str, Any]]:
-    """An onboarding customer's history of ``count`` claims, in decision order."""
-    days = 365
-    per_day = -(-count // (days * len(Scenario().key_profiles())))
-    scenario = Scenario(customer_id="onboarding", days=days, spike_day=300, seed=99,
-                        claims_per_key_per_day=per_day)  # fmt: skip
-    return generate(scenario)[:count]
 
 
 async def _sample_backlog(
@@ -291,33 +141,81 @@ def _env(base: dict[str, str], **extra: str) -> dict[str, str]:
     return {**os.environ, **base, **{f"UPSTREAM_{k.upper()}": v for k, v in extra.items()}}
 
 
-async def _run(  # noqa: PLR0912, PLR0915 - one run, its steps in the order they happen
-    args: argparse.Namespace, database_url: str, bootstrap: str
-) -> dict[str, Any]:
+def _start_services(
+    base: dict[str, str], log_dir: Path, worker_port: int, notifier_port: int
+) -> dict[str, subprocess.Popen[bytes]]:
+    """``upstream worker``, ``sink`` and ``notifier`` as processes, logging into ``log_dir``."""
+    return {
+        "worker": spawn_service("worker", _env(base, metrics_port=str(worker_port),
+                                               worker_data_dir=str(log_dir / "w")),
+                                log_dir / "worker.log"),
+        "sink": spawn_service("sink", _env(base, metrics_port=str(free_port())),
+                              log_dir / "sink.log"),
+        "notifier": spawn_service("notifier", _env(base, notifier_port=str(notifier_port)),
+                                  log_dir / "notifier.log"),
+    }  # fmt: skip
+
+
+async def _services_ready(
+    procs: dict[str, subprocess.Popen[bytes]], log_dir: Path, worker_port: int, notifier_port: int
+) -> None:
+    """Until the notifier listens and the worker has partitions; raise if a service exits."""
+    wait_for_port(notifier_port, 60, procs["notifier"], log_dir / "notifier.log")
+    while not ready_partitions(worker_port):
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                log = (log_dir / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"{name} exited:\n{log}")
+        await asyncio.sleep(0.5)
+
+
+def _alert_latencies(
+    clients: Clients, sent: Sent, grace_ms: int
+) -> tuple[list[float], list[tuple[int, float, dict[str, Any]]], int, int]:
+    """Each detection's latency (ms) from the claim that closed its bucket, with its sample
+    (closing claim, arrival, alert); the transitions the idle timer closed, and the others."""
+    latencies, by_idle, other = [], 0, 0
+    samples: list[tuple[int, float, dict[str, Any]]] = []
+    for arrived, alert in clients.arrivals:
+        if alert["transition"] not in ("triggered", "updated"):
+            other += 1
+            continue
+        last_seen = datetime.fromisoformat(alert["last_seen"].replace("Z", "+00:00"))
+        closing = sent.closed_by(alert["customer_id"], int(last_seen.timestamp() * 1000) + grace_ms)
+        if closing is None:
+            by_idle += 1
+        else:
+            latencies.append((arrived - sent.at[closing]) * 1000)
+            samples.append((closing, arrived, alert))
+    return latencies, samples, by_idle, other
+
+
+async def _until_quiet(
+    clients: Clients, settle_s: float, backlog: list[float] | None, rate: int
+) -> None:
+    """Until no alert has arrived for ``settle_s``; with a flood's ``backlog``, also until it
+    is read (the backlog is sampled until then, for ``read_s``)."""
+    quiet_since, seen = time.monotonic(), 0
+    while time.monotonic() - quiet_since < settle_s:
+        await asyncio.sleep(0.5)
+        if len(clients.arrivals) != seen:
+            seen, quiet_since = len(clients.arrivals), time.monotonic()
+    if backlog is not None:
+        while backlog and backlog[-1] >= rate and time.monotonic() - quiet_since < 600:  # noqa: ASYNC110 -- polling the sampler's list
+            await asyncio.sleep(1)
+
+
+async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> dict[str, Any]:
     settings = Settings()
     log_dir = Path(tempfile.mkdtemp(prefix="upstream-latency-"))
     base = {"UPSTREAM_DATABASE_URL": database_url, "UPSTREAM_KAFKA_BOOTSTRAP": bootstrap,
             "UPSTREAM_NOTIFIER_SECRET": SECRET, "UPSTREAM_LOG_FORMAT": "text",
             "UPSTREAM_APP_ID": "latency"}  # fmt: skip
-    worker_port, sink_port, notifier_port = free_port(), free_port(), free_port()
-    procs = {
-        "worker": spawn_service("worker", _env(base, metrics_port=str(worker_port),
-                                               worker_data_dir=str(log_dir / "w")),
-                                log_dir / "worker.log"),
-        "sink": spawn_service("sink", _env(base, metrics_port=str(sink_port)),
-                              log_dir / "sink.log"),
-        "notifier": spawn_service("notifier", _env(base, notifier_port=str(notifier_port)),
-                                  log_dir / "notifier.log"),
-    }  # fmt: skip
+    worker_port, notifier_port = free_port(), free_port()
+    procs = _start_services(base, log_dir, worker_port, notifier_port)
     stop = threading.Event()
     try:
-        wait_for_port(notifier_port, 60, procs["notifier"], log_dir / "notifier.log")
-        while not ready_partitions(worker_port):
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    log = (log_dir / f"{name}.log").read_text()[-3000:]
-                    raise RuntimeError(f"{name} exited:\n{log}")
-            await asyncio.sleep(0.5)
+        await _services_ready(procs, log_dir, worker_port, notifier_port)
         claims = claims_for(args.days * args.customers * 6 * 20, args.customers)
         customers = sorted({c["customer_id"] for c in claims})
         clients = Clients()
@@ -345,14 +243,7 @@ async def _run(  # noqa: PLR0912, PLR0915 - one run, its steps in the order they
         behind_at_end = sent_in_all - sum(
             worker_totals(worker_port).get(name, 0.0) for name in COUNTED
         )
-        quiet_since, seen = time.monotonic(), 0
-        while time.monotonic() - quiet_since < args.settle_s:  # until no alert for a while
-            await asyncio.sleep(0.5)
-            if len(clients.arrivals) != seen:
-                seen, quiet_since = len(clients.arrivals), time.monotonic()
-        if flood is not None:  # the backlog sampled until the flood is read, for read_s
-            while backlog and backlog[-1] >= args.rate and time.monotonic() - quiet_since < 600:  # noqa: ASYNC110 -- polling the sampler's list
-                await asyncio.sleep(1)
+        await _until_quiet(clients, args.settle_s, backlog if flood else None, args.rate)
         sampling.cancel()
         for ws in clients.connections:
             await ws.close()
@@ -362,20 +253,7 @@ async def _run(  # noqa: PLR0912, PLR0915 - one run, its steps in the order they
         for proc in procs.values():
             stop_process(proc, timeout_s=30)
     sent.index()
-    grace_ms = settings.grace_ms
-    latencies, by_idle, other = [], 0, 0
-    samples: list[tuple[int, float, dict[str, Any]]] = []  # closing claim, arrival, alert
-    for arrived, alert in clients.arrivals:
-        if alert["transition"] not in ("triggered", "updated"):
-            other += 1
-            continue
-        last_seen = datetime.fromisoformat(alert["last_seen"].replace("Z", "+00:00"))
-        closing = sent.closed_by(alert["customer_id"], int(last_seen.timestamp() * 1000) + grace_ms)
-        if closing is None:
-            by_idle += 1
-        else:
-            latencies.append((arrived - sent.at[closing]) * 1000)
-            samples.append((closing, arrived, alert))
+    latencies, samples, by_idle, other = _alert_latencies(clients, sent, settings.grace_ms)
     hops = await _hops(bootstrap, settings, base["UPSTREAM_APP_ID"], claims, sent, samples)
     flooded = _flood_report(flood, args.rate, backlog, sampled_at, samples, sent)
     return {

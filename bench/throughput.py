@@ -24,9 +24,11 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,97 +124,151 @@ class WorkerRun:
     logs: str  # the workers' logs (kept for a look after the run)
 
 
-def run_workers(  # noqa: C901, PLR0915 - one run, its steps in the order they happen
+@dataclass
+class _Backlog:
+    """The claims counted once producing was over, and the workers' CPU meanwhile."""
+
+    timed: int
+    seconds: float
+    cores: list[dict[str, float]]
+    cpu_us_per_claim: float | None
+    progress: list[list[int]]
+    ended: float  # when the last claim was seen counted (perf_counter)
+
+
+def _start_workers(
+    bootstrap: str, topic: str, app_id: str, ports: list[int], log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """A worker process per metrics port, in one group, reading ``topic``."""
+    procs = []
+    for i, port in enumerate(ports):
+        env = {
+            **os.environ, "UPSTREAM_KAFKA_BOOTSTRAP": bootstrap, "UPSTREAM_APP_ID": app_id,
+            "UPSTREAM_TOPIC_CLAIMS": topic, "UPSTREAM_METRICS_PORT": str(port),
+            "UPSTREAM_LOG_FORMAT": "text", "UPSTREAM_WORKER_DATA_DIR": str(log_dir / f"d{i}"),
+        }  # fmt: skip
+        procs.append(spawn_service("worker", env, log_dir / f"worker-{i}.log"))
+    return procs
+
+
+def _alive_check(
+    procs: list[subprocess.Popen[bytes]], log_dir: Path, deadline: float
+) -> Callable[[], None]:
+    """A check that raises once a worker has exited or the run is past ``deadline``."""
+
+    def check_alive() -> None:
+        for i, proc in enumerate(procs):
+            if proc.poll() is not None:
+                log = (log_dir / f"worker-{i}.log").read_text()[-3000:]
+                raise RuntimeError(f"worker {i} exited with {proc.returncode}:\n{log}")
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the workers did not finish in time")
+
+    return check_alive
+
+
+def _wait_for_group(ports: list[int], check_alive: Callable[[], None]) -> None:
+    """Until every worker has partitions, the same for 3 s."""
+    stable, last = 0, None
+    while stable < 6:
+        check_alive()
+        assigned = [ready_partitions(p) for p in ports]
+        stable = stable + 1 if all(assigned) and assigned == last else 0
+        last = assigned
+        time.sleep(0.5)
+
+
+def _time_backlog(
+    procs: list[subprocess.Popen[bytes]],
+    ports: list[int],
+    count: int,
+    produced: float,
+    check_alive: Callable[[], None],
+) -> _Backlog:
+    """Poll the workers' counts until all ``count`` claims are counted; time the backlog.
+
+    The workers count while the claims are produced, but then share the CPU with the producer
+    (and an embedded broker taking them in): some 60,000 of 300,000 claims counted in those
+    ~2 s, at under half their speed. The rate is taken on the backlog left once producing is
+    over, as the ceiling reads one: from the first poll after it to the last claim counted.
+    (Dividing the whole count by the time after producing would leave the claims counted
+    meanwhile untimed: a rate about a quarter high.)
+    """
+    start_done, started = -1, produced  # the first poll after producing sets both
+    progress: list[list[int]] = []
+    cpu_before: list[dict[str, float]] = []
+    while True:
+        check_alive()
+        try:
+            metrics = [worker_totals(p) for p in ports]
+        except OSError:
+            metrics = []
+        per_worker = [int(sum(m.get(name, 0.0) for name in COUNTED)) for m in metrics]
+        done = sum(per_worker)
+        now = time.perf_counter()
+        if start_done < 0 and per_worker:
+            start_done, started = done, now
+            cpu_before = [cpu_seconds(proc.pid) for proc in procs]
+        if start_done >= 0 and now - started >= len(progress):
+            progress.append(per_worker)
+        if done >= count:
+            break
+        time.sleep(POLL_S)
+    cpu_after = [cpu_seconds(proc.pid) for proc in procs]
+    timed, seconds = count - start_done, now - started
+    # Cores each worker kept busy over the timed backlog: its main thread (the event loop,
+    # every stage) and its other threads (Faust's consumer thread, /metrics).
+    cores = [{part: round((after[part] - before[part]) / seconds, 2) for part in after}
+             for before, after in zip(cpu_before, cpu_after, strict=True)]  # fmt: skip
+    cpu_s = sum(a["process"] - b["process"] for b, a in zip(cpu_before, cpu_after, strict=True))
+    cpu_us_per_claim = round(cpu_s * 1e6 / timed, 1) if timed else None
+    return _Backlog(timed, seconds, cores, cpu_us_per_claim, progress, now)
+
+
+def _active_keys(ports: list[int]) -> float:
+    """The workers' window keys (the gauge is refreshed every 2 s by their health loop)."""
+    keys = 0.0
+    for _ in range(40):
+        keys = sum(worker_totals(p).get("upstream_active_window_keys", 0.0) for p in ports)
+        if keys:
+            break
+        time.sleep(0.1)
+    return keys
+
+
+def run_workers(
     bootstrap: str, claims: list[dict[str, Any]], workers: int, app_id: str, timeout_s: float
 ) -> WorkerRun:
     """Start ``workers`` processes, wait for their group, produce ``claims``; time them."""
     log_dir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
     ports = [free_port() for _ in range(workers)]
     topic = f"claims.{app_id}"
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     launched = time.perf_counter()
     count = len(claims)
     try:
         asyncio.run(create_topics(Settings(topic_claims=topic), bootstrap))
-        for i, port in enumerate(ports):
-            env = {
-                **os.environ, "UPSTREAM_KAFKA_BOOTSTRAP": bootstrap, "UPSTREAM_APP_ID": app_id,
-                "UPSTREAM_TOPIC_CLAIMS": topic, "UPSTREAM_METRICS_PORT": str(port),
-                "UPSTREAM_LOG_FORMAT": "text", "UPSTREAM_WORKER_DATA_DIR": str(log_dir / f"d{i}"),
-            }  # fmt: skip
-            procs.append(spawn_service("worker", env, log_dir / f"worker-{i}.log"))
-        deadline = launched + timeout_s
-
-        def check_alive() -> None:
-            for i, proc in enumerate(procs):
-                if proc.poll() is not None:
-                    log = (log_dir / f"worker-{i}.log").read_text()[-3000:]
-                    raise RuntimeError(f"worker {i} exited with {proc.returncode}:\n{log}")
-            if time.perf_counter() > deadline:
-                raise RuntimeError("the workers did not finish in time")
-
-        stable, last = 0, None
-        while stable < 6:  # every worker has partitions, the same for 3 s
-            check_alive()
-            assigned = [ready_partitions(p) for p in ports]
-            stable = stable + 1 if all(assigned) and assigned == last else 0
-            last = assigned
-            time.sleep(0.5)
+        procs = _start_workers(bootstrap, topic, app_id, ports, log_dir)
+        check_alive = _alive_check(procs, log_dir, launched + timeout_s)
+        _wait_for_group(ports, check_alive)
         joined = time.perf_counter()
         produce_all(bootstrap, topic, claims)
         produced = time.perf_counter()
-        # The workers count while the claims are produced, but then share the CPU with the
-        # producer (and an embedded broker taking them in): some 60,000 of 300,000 claims
-        # counted in those ~2 s, at under half their speed. The rate is taken on the backlog
-        # left once producing is over, as the ceiling reads one: from the first poll after it
-        # to the last claim counted. (Dividing the whole count by the time after producing
-        # would leave the claims counted meanwhile untimed: a rate about a quarter high.)
-        start_done, started = -1, produced  # the first poll after producing sets both
-        progress: list[list[int]] = []
-        while True:
-            check_alive()
-            try:
-                metrics = [worker_totals(p) for p in ports]
-            except OSError:
-                metrics = []
-            per_worker = [int(sum(m.get(name, 0.0) for name in COUNTED)) for m in metrics]
-            done = sum(per_worker)
-            now = time.perf_counter()
-            if start_done < 0 and per_worker:
-                start_done, started = done, now
-                cpu_before = [cpu_seconds(proc.pid) for proc in procs]
-            if start_done >= 0 and now - started >= len(progress):
-                progress.append(per_worker)
-            if done >= count:
-                break
-            time.sleep(POLL_S)
-        cpu_after = [cpu_seconds(proc.pid) for proc in procs]
-        timed, seconds = count - start_done, now - started
-        # Cores each worker kept busy over the timed backlog: its main thread (the event loop,
-        # every stage) and its other threads (Faust's consumer thread, /metrics).
-        cores = [{part: round((after[part] - before[part]) / seconds, 2) for part in after}
-                 for before, after in zip(cpu_before, cpu_after, strict=True)]  # fmt: skip
-        cpu_s = sum(a["process"] - b["process"] for b, a in zip(cpu_before, cpu_after, strict=True))
-        cpu_us_per_claim = round(cpu_s * 1e6 / timed, 1) if timed else None
+        backlog = _time_backlog(procs, ports, count, produced, check_alive)
+        timed, seconds = backlog.timed, backlog.seconds
         if timed < count // 10:  # (a small run) hardly any backlog left: the whole run, then
-            timed, seconds = count, now - joined
-        keys = 0.0
-        for _ in range(40):  # the gauge is refreshed every 2 s by the worker's health loop
-            keys = sum(worker_totals(p).get("upstream_active_window_keys", 0.0) for p in ports)
-            if keys:
-                break
-            time.sleep(0.1)
+            timed, seconds = count, backlog.ended - joined
         return WorkerRun(
             claims_per_s=timed / seconds if seconds > 0 else float("inf"),
             seconds=seconds,
             timed_claims=timed,
             produce_s=produced - joined,
-            cores=cores,
-            cpu_us_per_claim=cpu_us_per_claim,
+            cores=backlog.cores,
+            cpu_us_per_claim=backlog.cpu_us_per_claim,
             startup_s=joined - launched,
             rss_mib=[rss_mib(p.pid) for p in procs],
-            active_keys=keys,
-            progress=progress,
+            active_keys=_active_keys(ports),
+            progress=backlog.progress,
             logs=str(log_dir),
         )
     finally:
