@@ -69,8 +69,14 @@ async def _fixtures(database_url: str) -> None:
         await engine.dispose()
 
 
-def _runs(stack: ServiceStack, worker: str, what: str) -> int:
-    return stack.log(worker).count(what)
+def _runs(stack: ServiceStack, worker: str, what: str) -> list[datetime]:
+    """The minutes ``worker`` logged ``what`` in (its JSON log lines carry their time)."""
+    minutes = []
+    for line in stack.log(worker).splitlines():
+        if what in line and line.startswith("{"):
+            ts = datetime.fromisoformat(json.loads(line)["ts"])
+            minutes.append(ts.replace(second=0, microsecond=0))
+    return minutes
 
 
 async def test_jobs_run_on_the_leader_only_and_do_their_work(
@@ -82,7 +88,8 @@ async def test_jobs_run_on_the_leader_only_and_do_their_work(
     stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
     stack.extra_env.update({"UPSTREAM_REPORT_CRON": "* * * * *",
                             "UPSTREAM_RETENTION_CRON": "* * * * *",
-                            "UPSTREAM_RETENTION_DAYS": "30"})  # fmt: skip
+                            "UPSTREAM_RETENTION_DAYS": "30",
+                            "UPSTREAM_LOG_FORMAT": "json"})  # fmt: skip
     s = stack.settings()
     await create_topics(s, kafka_bootstrap)
     await _fixtures(database_url)
@@ -102,18 +109,19 @@ async def test_jobs_run_on_the_leader_only_and_do_their_work(
             return True
 
         await wait_until(both_assigned, 120, "both workers holding partitions")
-        await asyncio.sleep(3)  # let the group settle before counting
-        before = {w: (_runs(stack, w, RAN_REPORTS), _runs(stack, w, RAN_RETENTION)) for w in ports}
+        # The first whole minute with the group settled; its runs are all logged once a run
+        # of a later minute is (every worker's crontab fires at the start of each minute).
+        watched = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
 
-        async def ran_again() -> bool:
-            return sum(_runs(stack, w, RAN_REPORTS) - before[w][0] for w in ports) >= 1
+        async def ran_after_watched() -> bool:
+            return any(m > watched for w in ports for m in _runs(stack, w, RAN_REPORTS))
 
-        await wait_until(ran_again, 90, "a weekly-report run after the group settled")
-        await asyncio.sleep(2)
-        new = {w: (_runs(stack, w, RAN_REPORTS) - before[w][0],
-                   _runs(stack, w, RAN_RETENTION) - before[w][1]) for w in ports}  # fmt: skip
-        ran = [w for w, (reports, retention) in new.items() if reports or retention]
-        assert len(ran) == 1, f"jobs ran on {ran}: {new}"
+        await wait_until(ran_after_watched, 150, "weekly-report runs in two minutes")
+        runs = {w: [what for what in (RAN_REPORTS, RAN_RETENTION)
+                    if watched in _runs(stack, w, what)] for w in ports}  # fmt: skip
+        ran = [w for w, jobs in runs.items() if jobs]
+        assert len(ran) == 1, f"jobs ran on {ran} in the minute of {watched}: {runs}"
+        assert runs[ran[0]] == [RAN_REPORTS, RAN_RETENTION]
 
         with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
             reports: dict[str, Any] = dict(

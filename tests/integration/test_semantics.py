@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.registry import ValueCodec
 from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER, Scenario, generate, produce
-from streams.devtools.probes import read_all
+from streams.devtools.probes import TopicTail, read_all
 from streams.kafka.topics import create_topics
 from tests.integration.stack import ServiceStack, outputs, wait_consumed, wait_until, worker_stack
 
@@ -29,6 +29,22 @@ MIXED = Scenario(
     resend_fraction=0.05,
     correction_fraction=0.02,
 )
+
+
+async def _until_routed(stack: ServiceStack, claims: int) -> None:
+    """Until the stack's worker has routed (or dead-lettered) ``claims`` claims."""
+    s = stack.settings()
+    internal = f"{s.app_id}-claims-by-key"
+    tail = TopicTail(stack.bootstrap, [internal, s.topic_claims_dlq], s.topic_claims)
+
+    async def routed() -> bool:
+        await tail.poll()
+        return len(tail.accounted) >= claims
+
+    try:
+        await wait_until(routed, 120, f"{claims} claims routed")
+    finally:
+        await tail.close()
 
 
 async def test_replay_with_a_restart_gives_the_same_outputs(
@@ -54,8 +70,8 @@ async def test_replay_with_a_restart_gives_the_same_outputs(
             await produce(
                 MIXED, kafka_bootstrap, stack.settings().topic_claims, claims=claims[:half]
             )
-            if restart:
-                await asyncio.sleep(3)  # mid-stream: whatever the worker got to by then
+            if restart:  # mid-stream: once the worker has routed a third of what it was sent
+                await _until_routed(stack, half // 3)
                 assert stack.stop_all() == {"worker": 0}
                 stack.start("worker")
             await produce(
