@@ -27,10 +27,15 @@ pure: ## remove the compiled domain (for line-level py-spy profiles) until a mak
 run: install ## the whole stack on embedded Kafka + Postgres, with the denial-spike demo
 	$(VENV)/bin/upstream dev
 
-test: install ## unit, integration and end-to-end tests on real Kafka, Postgres and Chromium
+test: install ## unit, integration and end-to-end tests on real Kafka, Postgres and Chromium; line coverage of every process, with a floor
 	bash scripts/ensure-chromium
 	bash scripts/ensure-compose
-	$(PY) -m pytest
+	rm -f .coverage .coverage.*
+	$(PY) -m coverage run -m pytest
+	@echo "== the unit suite again, the domain imported from its Python sources (its lines for coverage)"
+	$(PY) -m coverage run -m pytest -q -p tests.python_domain tests/unit
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report
 
 test-kafka: install ## the integration and e2e suites again, on Apache Kafka 4 (KRaft, jars via mvn)
 	bash scripts/ensure-chromium
@@ -87,5 +92,5 @@ fmt: install ## format and auto-fix
 	$(VENV)/bin/ruff check --fix .
 
 clean: ## remove the venv, caches and compiled modules
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache build .coverage .coverage.*
 	rm -f streams/domain/*.so upstream_domain__mypyc*.so
