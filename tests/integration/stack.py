@@ -20,8 +20,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
+from streams.app.services import migrate_database
 from streams.devtools.probes import read_all, wait_processed
 from streams.devtools.stack import free_port, spawn_service, stop_process
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -256,3 +258,15 @@ async def receive_until_closed(
         message = await asyncio.wait_for(ws.recv(), timeout_s)
         if seen is not None:
             seen(message)
+
+
+async def sink_stack(
+    kafka_bootstrap: str, postgres_url: str, name: str, unique: str, tmp_path: Path
+) -> tuple[str, ServiceStack, Settings]:
+    """A fresh database ``<name>_<unique>``, migrated; a service stack on it, and its topics."""
+    database_url = create_database(postgres_url, f"{name}_{unique}")
+    await asyncio.to_thread(migrate_database, database_url)
+    stack = ServiceStack(kafka_bootstrap, database_url, unique, tmp_path)
+    settings = stack.settings()
+    await create_topics(settings, kafka_bootstrap)
+    return database_url, stack, settings

@@ -190,7 +190,17 @@ async def test_drift_events_pages_cover_everything_once(api: ServiceStack) -> No
         ("/api/drift-events?cursor=%21%21", mint_token(SECRET, "demo", "alice"), 400, "cursor"),
         ("/api/nothing", mint_token(SECRET, "demo", "alice"), 404, "openapi.json"),
     ],
-    ids=["no-token", "forged", "foreign-customer", "bad-limit", "bad-since", "bad-cursor", "404"],
+    ids=[
+        "no-token",
+        "forged",
+        "foreign-customer",
+        "bad-limit",
+        "bad-drift-type",
+        "bad-level",
+        "bad-since",
+        "bad-cursor",
+        "404",
+    ],
 )
 async def test_api_refusals(
     api: ServiceStack, path: str, token: str | None, status: int, error: str
