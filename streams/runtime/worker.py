@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -337,7 +338,9 @@ def tune_gc(settings: Settings) -> None:
 def build_worker(
     settings: Settings, bootstrap: str, codec: ValueCodec, health: Health | None = None
 ) -> Worker:
-    """Build the Faust app, its topics, tables and stages. Connects to nothing yet."""
+    """Build the Faust app, its topics, tables and stages, and its data directory (Faust makes
+    only the last level of it). Connects to nothing yet."""
+    Path(settings.worker_data_dir).mkdir(parents=True, exist_ok=True)
     app = UpstreamApp(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
