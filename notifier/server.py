@@ -23,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +34,7 @@ from websockets.http11 import Request, Response
 from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
 from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
+from notifier.files import FILES, read
 from notifier.hub import Filters, Hub, Subscriber
 from notifier.messages import BAD_MESSAGE, Ack, Error, ServerMessage, Snapshot, parse_message
 from notifier.tokens import (
@@ -80,13 +80,6 @@ def _release(counts: collections.Counter[Any], key: Any) -> None:
     counts[key] -= 1
     if counts[key] <= 0:
         del counts[key]
-
-
-STATIC = {  # path -> (file in notifier/static, content type)
-    "/": ("console.html", "text/html; charset=utf-8"),
-    "/openapi.json": ("openapi.json", "application/json"),
-    "/asyncapi.json": ("asyncapi.json", "application/json"),
-}
 
 
 class NotifierServer:
@@ -144,10 +137,10 @@ class NotifierServer:
             return self._session(request)
         if self.api is not None and self.api.handles(path):
             return await self.api.respond(request, path, url.query)
-        if path in STATIC:
-            name, content_type = STATIC[path]
-            page = resources.files("notifier").joinpath(f"static/{name}").read_bytes()
-            return response(HTTPStatus.OK, page, content_type)
+        if path in FILES:
+            file = FILES[path]
+            cache = {"Cache-Control": f"public, max-age={file.max_age_s}"} if file.max_age_s else {}
+            return response(HTTPStatus.OK, read(file), file.content_type, cache)
         if path == "/healthz":
             return response(
                 HTTPStatus.OK, json.dumps(Live(status="ok")).encode(), "application/json"

@@ -114,7 +114,9 @@ OPENAPI = {
         "Responses are cached for up to 2 s and dropped at once when a new alert transition arrives; "
         "gzip when `Accept-Encoding: gzip`; 20 requests/s per operator (bursts of 40).",
     },
-    "servers": [{"url": "http://127.0.0.1:8765"}],
+    "servers": [
+        {"url": "/", "description": "the notifier that serves this document (default port 8765)"}
+    ],
     "security": [{"operatorToken": []}],
     "paths": {
         "/api/alerts": get(
@@ -180,6 +182,11 @@ OPENAPI = {
             "readiness",
             "Postgres followed and Kafka answering; 503 otherwise.",
             {"200": answer("Ready", Ready), "503": answer("Not ready", Ready)},
+        ),
+        "/docs": open_get(
+            "apiDocs",
+            "This document in Swagger UI, served by the notifier itself; its requests go to the same origin, with the console's session cookie or a token given to Authorize.",
+            {"200": {"description": "The page", "content": {"text/html": {"schema": STR}}}},
         ),
         "/metrics": open_get(
             "metrics",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -266,6 +267,28 @@ async def test_answers_outside_the_api_are_as_openapi_describes(api: ServiceStac
     status, body = await get_json(api, "/api/alert-series?alert_id=nothing", token)
     assert status == 404
     check_response("/api/alert-series", 404, body)
+
+
+async def test_the_api_docs_page_and_its_assets_come_from_the_notifier(
+    api: ServiceStack,
+) -> None:
+    """/docs is an HTML page whose scripts, styles and icon are all served under /docs/ by the
+    notifier itself (Swagger UI's assets cached for a day)."""
+    status, headers, body = await asyncio.to_thread(_get, api, "/docs", None)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets
+    assert all(asset.startswith("/docs/") for asset in assets), assets
+    types = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+    for asset in assets:
+        status, headers, body = await asyncio.to_thread(_get, api, asset, None)
+        assert status == 200, asset
+        assert body
+        assert headers["Content-Type"].startswith(types[asset[asset.rindex(".") :]]), asset
+    _, headers, _ = await asyncio.to_thread(_get, api, "/docs/swagger-ui-bundle.js", None)
+    assert headers["Cache-Control"] == "public, max-age=86400"
 
 
 async def test_readiness_reports_each_check(api: ServiceStack) -> None:

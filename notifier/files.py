@@ -1,0 +1,35 @@
+"""The files the notifier serves as they are: the console, the generated API documents, and the
+interactive API docs page with Swagger UI's assets (from the ``swagger-ui-py`` package, served
+from here: the page loads nothing from another host)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import NamedTuple
+
+
+class File(NamedTuple):
+    """A file: its package, its path in the package, its content type, how long to cache it."""
+
+    package: str
+    name: str
+    content_type: str
+    max_age_s: int = 0
+
+
+HTML, JS = "text/html; charset=utf-8", "text/javascript; charset=utf-8"
+FILES = {  # URL path -> file
+    "/": File("notifier", "static/console.html", HTML),
+    "/openapi.json": File("notifier", "static/openapi.json", "application/json"),
+    "/asyncapi.json": File("notifier", "static/asyncapi.json", "application/json"),
+    "/docs": File("notifier", "static/docs.html", HTML),
+    "/docs/docs.js": File("notifier", "static/docs.js", JS),
+    "/docs/swagger-ui.css": File("swagger_ui", "static/swagger-ui.css", "text/css", 86_400),
+    "/docs/swagger-ui-bundle.js": File("swagger_ui", "static/swagger-ui-bundle.js", JS, 86_400),
+    "/docs/favicon-32x32.png": File("swagger_ui", "static/favicon-32x32.png", "image/png", 86_400),
+}
+
+
+def read(file: File) -> bytes:
+    """The file's bytes."""
+    return resources.files(file.package).joinpath(file.name).read_bytes()
