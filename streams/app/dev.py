@@ -144,7 +144,11 @@ def run_dev(settings: Settings, scenario: Scenario, duration_s: float) -> int:
         stopping = True
         raise KeyboardInterrupt
 
+    # SIGINT too: left to asyncio.run, a Ctrl-C during the generator becomes a cancel of its
+    # task, which aiokafka's producer swallows if it lands while it closes; the command then
+    # waited for a Ctrl-C it had had. With a handler of ours asyncio.run installs none.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     stack = start_stack(settings, log_dir, say)
     try:

@@ -4,6 +4,7 @@ client and in the console page in headless Chromium, and Ctrl-C leaves no proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -159,6 +160,9 @@ async def test_make_run_shows_spike_alert_and_stops_cleanly(
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
+            for pid in descendants:  # a stack that did not stop must not outlive the test
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(pid).kill()
     assert proc.returncode == 0, out
     assert "stopped" in out
     alive = [
