@@ -42,6 +42,9 @@ _ALERT_COLUMNS = (
 _DRIFT_VALUES = "d.baseline_value, d.current_value"
 _JOIN_DRIFT = "LEFT JOIN drift_events d ON d.event_id = a.drift_event_id"
 _COLUMNS = ", ".join(f"a.{c}" for c in _ALERT_COLUMNS) + ", " + _DRIFT_VALUES
+# A transition carries when its alert was first notified, which its alert_events row holds
+# (stored in the same transaction).
+_JOIN_FIRST = "LEFT JOIN alert_events e ON e.alert_id = a.alert_id"
 
 
 def psycopg_conninfo(database_url: str) -> str:
@@ -69,7 +72,7 @@ class Filters:
 def alert_json(row: dict[str, Any]) -> Alert:
     """An alert row as JSON-ready fields (times in RFC 3339)."""
     out = {k: v for k, v in row.items() if k != "seq"}
-    for name in ("first_seen", "last_seen"):
+    for name in ("first_seen", "last_seen", "first_notified_at"):
         value = out.get(name)
         if isinstance(value, datetime):
             out[name] = value.isoformat().replace("+00:00", "Z")
@@ -186,8 +189,8 @@ class Hub:
     ) -> list[dict[str, Any]]:
         assert self._query is not None
         sql = (
-            f"SELECT a.seq, {_COLUMNS} FROM alert_transitions a {_JOIN_DRIFT} "  # noqa: S608 - fixed text
-            "WHERE a.seq > %s"
+            f"SELECT a.seq, {_COLUMNS}, e.first_notified_at "  # noqa: S608 - fixed text
+            f"FROM alert_transitions a {_JOIN_DRIFT} {_JOIN_FIRST} WHERE a.seq > %s"
         )
         params: list[Any] = [after]
         if customer_id is not None:
@@ -261,7 +264,8 @@ class Hub:
             cursor = int(row["seq"]) if row else 0
             rows = await (
                 await self._query.execute(
-                    f"SELECT 0 AS seq, {_COLUMNS} FROM alert_events a {_JOIN_DRIFT} "  # noqa: S608
+                    f"SELECT 0 AS seq, {_COLUMNS}, a.first_notified_at "  # noqa: S608 - fixed text
+                    f"FROM alert_events a {_JOIN_DRIFT} "
                     "WHERE a.customer_id = %s AND a.status <> 'resolved' "
                     "ORDER BY a.last_seen DESC, a.alert_id",
                     [subscriber.customer_id],

@@ -58,6 +58,14 @@ class Alert(TypedDict):
     current_value: NotRequired[
         Annotated[float | None, Field(description="the drift event's current value")]
     ]
+    first_notified_at: Annotated[
+        Timestamp | None,
+        Field(
+            description="when operators were first told of the alert, by the wall clock (the sink "
+            "stored its first transition); first_seen and last_seen are event times, when the "
+            "payer decided the claims. Null if not recorded."
+        ),
+    ]
 
 
 class Auth(TypedDict):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 metadata = MetaData()
@@ -80,6 +81,10 @@ alert_events = Table(
     Column("alert_id", String(64), primary_key=True),
     Column("version", BigInteger, nullable=False),
     *_alert_columns(),
+    # When operators were first told of the alert, by the wall clock: the sink stored its first
+    # transition (the notifier sends it on at once). Set by Postgres on insert, never updated;
+    # null for alerts stored before the column existed.
+    Column("first_notified_at", DateTime(timezone=True), nullable=True, server_default=func.now()),
 )
 
 ALERT_FIELDS = ("alert_id", "version", *(name for name, _, _ in _ALERT_COLUMNS))

@@ -97,7 +97,9 @@ def _typed_row(record: dict[str, Any], columns: tuple[_Column, ...]) -> Row:
 
 
 _DRIFT = _columns(drift_events)
-_ALERT = _columns(alert_events)
+_ALERT = tuple(
+    c for c in _columns(alert_events) if c.name in ALERT_FIELDS
+)  # Postgres sets the rest
 DRIFT_COLUMNS = tuple(c.name for c in _DRIFT)
 DRIFT_TYPES = tuple(_PG_TYPES[c.kind] for c in _DRIFT)
 ALERT_TYPES = tuple(_PG_TYPES[c.kind] for c in _ALERT)

@@ -3,6 +3,7 @@ second operator's browser sees, on the real worker, sink and notifier."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,9 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             cells = await row.locator("td").all_inner_texts()
             assert cells[:5] == ["critical", "active", SPIKE_PAYER, SPIKE_GROUP, "denial_rate"]
             assert "% → " in cells[5]  # baseline → current denial rate
+            # First told by the wall clock (moments ago), not by the claims' event time (the
+            # scenario's days lie weeks back).
+            assert re.fullmatch(r"just now|\d+ min ago", cells[7]), cells[7]
 
             # The chart of the key's daily denial rate against its baseline. Every live
             # message re-renders the table: a click that lands as its row is replaced is lost,
@@ -71,6 +75,13 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
                     assert attempt < 2, f"no chart after 3 clicks; the console says {notice!r}"
             assert await alice.locator("#chart circle").count() > 30  # ~70 days of claims
             assert await alice.locator("#chart line.baseline").count() == 1
+            times = await alice.locator("#detail-times").inner_text()
+            assert re.fullmatch(
+                r"First told: .+ · Detected in claims decided by \d{4}-\d\d-\d\d, last by "
+                r"\d{4}-\d\d-\d\d \(event dates\)",
+                times,
+            ), times
+            assert "not recorded" not in times
             assert await alice.locator("#chart line.current").count() == 1
 
             await row.get_by_role("button", name="Acknowledge").click()

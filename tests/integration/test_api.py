@@ -123,6 +123,30 @@ async def test_api_answers_each_endpoint_as_openapi_describes(api: ServiceStack)
     ]  # fmt: skip
 
 
+async def test_an_alert_tells_when_operators_were_first_notified(api: ServiceStack) -> None:
+    """first_notified_at is the wall-clock time the sink stored an alert's first transition
+    (its first_seen is event time, months before); a later version leaves it as it was."""
+    token = mint_token(SECRET, "demo", "alice")
+    before = datetime.now(UTC)
+    await _store(api.database_url, [_drift(9)], [_alert(9)], [])
+    after = datetime.now(UTC)
+    _, body = await get_json(api, "/api/alerts", token)
+    alert = next(a for a in body["alerts"] if a["alert_id"] == "demo-a9")
+    first = datetime.fromisoformat(alert["first_notified_at"])
+    assert before - timedelta(seconds=1) <= first <= after + timedelta(seconds=1)
+    assert datetime.fromisoformat(alert["first_seen"]) == T0
+    acknowledged = {**_alert(9), "version": 2, "status": "acknowledged",
+                    "transition": "acknowledged", "acknowledged_by": "alice"}  # fmt: skip
+    await _store(api.database_url, [], [acknowledged], [])
+
+    async def updated() -> dict[str, Any] | None:
+        _, body = await get_json(api, "/api/alerts", token)
+        return next((a for a in body["alerts"] if a["version"] == 2), None)
+
+    alert = await wait_until(updated, 10, "version 2 served")  # past the 2 s answer cache
+    assert datetime.fromisoformat(alert["first_notified_at"]) == first
+
+
 async def test_alert_series_is_the_keys_daily_value(api: ServiceStack) -> None:
     """The chart's data: daily denial rate of the alert's key up to its last_seen, with baseline."""
     token = mint_token(SECRET, "demo", "alice")

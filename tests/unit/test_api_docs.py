@@ -85,8 +85,9 @@ def test_the_configuration_page_is_what_scripts_config_docs_writes() -> None:
 
 
 def test_the_wire_types_carry_the_avro_records_fields() -> None:
-    """The alert sent to operators is an AlertEvent record plus its drift event's two values,
-    and the API's drift event is a DriftEvent record: no field added or lost on one side."""
+    """The alert sent to operators is an AlertEvent record plus its drift event's two values
+    and when it was first notified, and the API's drift event is a DriftEvent record: no field
+    added or lost on one side."""
     from notifier.answers import DriftEvent
     from notifier.messages import Alert
 
@@ -94,6 +95,6 @@ def test_the_wire_types_carry_the_avro_records_fields() -> None:
         return {field["name"] for field in load_schema_json(name)["fields"]}
 
     assert set(Alert.__annotations__) == avro_fields("AlertEvent") | {
-        "baseline_value", "current_value"
+        "baseline_value", "current_value", "first_notified_at"
     }  # fmt: skip
     assert set(DriftEvent.__annotations__) == avro_fields("DriftEvent")
