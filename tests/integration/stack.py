@@ -129,14 +129,17 @@ TABLES = ("drift_events", "alert_events", "alert_transitions", "claim_records",
 
 
 def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table's rows (without surrogate keys and timestamps of storage), sorted."""
+    """Every table's rows (without surrogate keys and the wall-clock times rows were stored or
+    first notified at), sorted."""
     out = {}
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         for table in TABLES:
             cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
             rows = cursor.fetchall()
             names = [d.name for d in cursor.description or ()]
-            drop = {i for i, n in enumerate(names) if n in ("seq", "stored_at")}
+            drop = {
+                i for i, n in enumerate(names) if n in ("seq", "stored_at", "first_notified_at")
+            }
             out[table] = sorted(
                 (tuple(v for i, v in enumerate(r) if i not in drop) for r in rows), key=repr
             )
