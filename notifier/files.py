@@ -4,6 +4,7 @@ from here: the page loads nothing from another host)."""
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import NamedTuple
 
@@ -30,6 +31,7 @@ FILES = {  # URL path -> file
 }
 
 
+@functools.cache
 def read(file: File) -> bytes:
-    """The file's bytes."""
+    """The file's bytes, read once: package files do not change while the notifier runs."""
     return resources.files(file.package).joinpath(file.name).read_bytes()
