@@ -12,10 +12,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
 )
 
@@ -85,6 +87,20 @@ alert_events = Table(
     # transition (the notifier sends it on at once). Set by Postgres on insert, never updated;
     # null for alerts stored before the column existed.
     Column("first_notified_at", DateTime(timezone=True), nullable=True, server_default=func.now()),
+)
+
+# Every version of every alert, in the order the sink stored them (``seq``).
+alert_transitions = Table(
+    "alert_transitions",
+    metadata,
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("alert_id", String(64), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    *_alert_columns(),
+    # When the sink stored the transition, by the wall clock (an operator's command is stored
+    # within a second); null for transitions stored before the column existed.
+    Column("stored_at", DateTime(timezone=True), nullable=True, server_default=func.now()),
+    UniqueConstraint("alert_id", "version", name="uq_alert_transitions_alert_version"),
 )
 
 ALERT_FIELDS = ("alert_id", "version", *(name for name, _, _ in _ALERT_COLUMNS))
