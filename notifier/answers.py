@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from notifier.messages import Alert
-from streams.domain.values import DriftType, Level
+from streams.domain.values import DriftType, Level, Status, Transition, Verdict
 
 Share = Annotated[float, Field(ge=0, le=1)]
 Strict = ConfigDict(extra="forbid")
@@ -108,6 +108,78 @@ class AlertSeries(TypedDict):
     current_start: datetime | None
     current_end: datetime | None
     days: list[SeriesDay]
+
+
+@with_config(Strict)
+class DetailDay(TypedDict):
+    """One decided day of an alert's key: its three metrics (null without claims to measure)."""
+
+    day: date
+    claims: Annotated[int, Field(description="decided claims that day")]
+    denial_rate: float | None
+    decision_lag_days: Annotated[float | None, Field(description="mean days submitted→decided")]
+    allowed_amount: Annotated[float | None, Field(description="geometric mean, $, of allowed > 0")]
+
+
+@with_config(Strict)
+class CodeChange(TypedDict):
+    """A denial reason code or CPT code of the key: denials in each window, and how many more
+    the current window has than the baseline's rate predicts (negative: fewer)."""
+
+    code: str
+    baseline_denials: int
+    current_denials: int
+    extra_denials: float
+
+
+@with_config(Strict)
+class HistoryEntry(TypedDict):
+    """One version of the alert, as stored: what changed and who did it."""
+
+    version: int
+    transition: Transition
+    status: Status
+    severity_level: Level
+    occurrence_count: int
+    acknowledged_by: str | None
+    resolved_by: str | None
+    resolution: Literal["auto", "operator"] | None
+    verdict: Verdict | None
+    message: str
+    last_seen: Annotated[datetime, Field(description="event time of the key's latest close")]
+    stored_at: Annotated[
+        datetime | None,
+        Field(
+            description="when the sink stored this version, by the wall clock (null: not recorded)"
+        ),
+    ]
+
+
+@with_config(Strict)
+class AlertDetail(TypedDict):
+    """An alert explained: its change in words, the drift event behind it, the reason and CPT
+    codes that account for it, example claims, the key's three metrics day by day, and every
+    version of the alert."""
+
+    alert: Alert
+    explanation: Annotated[
+        str | None, Field(description="the change in words (null if the drift event is not stored)")
+    ]
+    drift_event: Annotated[
+        DriftEvent | None,
+        Field(description="the statistics: windows, values, claims counted, p and q values"),
+    ]
+    median_allowed: Annotated[
+        float | None, Field(description="median allowed amount, $, of the baseline's paid claims")
+    ]
+    denial_reasons: Annotated[list[CodeChange], Field(description="most extra denials first")]
+    cpt_codes: Annotated[list[CodeChange], Field(description="most extra denials first")]
+    example_claim_ids: Annotated[
+        list[str],
+        Field(description="up to 5 of the current window: denied, slowest or least allowed"),
+    ]
+    days: list[DetailDay]
+    history: Annotated[list[HistoryEntry], Field(description="oldest first")]
 
 
 @with_config(Strict)

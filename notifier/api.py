@@ -31,25 +31,34 @@ from websockets.http11 import Request, Response
 
 from notifier.answers import (
     ActiveAlerts,
+    AlertDetail,
     AlertSeries,
     DenialMonth,
     DenialTrend,
+    DetailDay,
     DriftEvent,
     DriftEventPage,
     ErrorAnswer,
+    HistoryEntry,
     SeriesDay,
 )
 from notifier.commands import RateLimit
+from notifier.explain import cpt_changes, explain, reason_changes
 from notifier.messages import Alert
 from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
     DriftFilter,
+    KeyWindows,
     active_alerts,
+    alert_history,
     alert_with_drift,
+    drift_event,
     drift_events_page,
+    key_breakdown,
     key_daily,
     monthly_denial_trend,
 )
+from sinks.tables import ALERT_FIELDS
 from streams.domain.values import as_drift_type, as_level
 
 log = logging.getLogger("upstream.notifier")
@@ -75,6 +84,47 @@ API_REQUESTS = Counter(
     "JSON API requests by endpoint and status",
     ["endpoint", "status"],
 )
+
+
+_ALERT_KEYS = (*ALERT_FIELDS, "first_notified_at", "baseline_value", "current_value")
+
+
+def _detail(
+    row: dict[str, Any],
+    drift: dict[str, Any] | None,
+    history: list[dict[str, Any]],
+    breakdown: dict[str, Any],
+    days: list[dict[str, Any]],
+) -> AlertDetail:
+    """An alert's detail (:class:`AlertDetail`) from its row (``alert_with_drift``), its drift
+    event (None if not stored), its versions and its key's claims."""
+    codes = breakdown.get("cpt_codes", [])
+    median = breakdown.get("median_allowed")
+    return AlertDetail(
+        alert=cast("Alert", {name: row[name] for name in _ALERT_KEYS}),
+        explanation=None if drift is None else explain(drift, median),
+        drift_event=cast("DriftEvent | None", drift),
+        median_allowed=median,
+        denial_reasons=reason_changes(
+            breakdown.get("reasons", []),
+            sum(c["baseline_claims"] for c in codes),
+            sum(c["current_claims"] for c in codes),
+        ),
+        cpt_codes=cpt_changes(codes),
+        example_claim_ids=breakdown.get("examples", []),
+        days=[_detail_day(d) for d in days],
+        history=cast("list[HistoryEntry]", history),
+    )
+
+
+def _detail_day(day: dict[str, Any]) -> DetailDay:
+    return DetailDay(
+        day=day["day"],
+        claims=day["decided"],
+        denial_rate=_denial_rate(day),
+        decision_lag_days=day["lag_days"],
+        allowed_amount=day["allowed_geomean"],
+    )
 
 
 class ApiError(Exception):
@@ -158,7 +208,7 @@ def _next_cursor(row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-Answer = ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries
+Answer = ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries | AlertDetail
 Handler = Callable[[Operator, dict[str, list[str]]], Awaitable[Answer]]
 
 
@@ -187,6 +237,7 @@ class HttpApi:
             "/api/drift-events": self._drift_events,
             "/api/trends/denials": self._denial_trend,
             "/api/alert-series": self._alert_series,
+            "/api/alert-detail": self._alert_detail,
         }
 
     def handles(self, path: str) -> bool:
@@ -347,3 +398,29 @@ class HttpApi:
             current_end=alert["current_end"],
             days=[SeriesDay(day=r["day"], value=value(r), claims=r["decided"]) for r in rows],
         )
+
+    async def _alert_detail(self, operator: Operator, query: dict[str, list[str]]) -> AlertDetail:
+        alert_id = _one(query, "alert_id")
+        if not alert_id:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "alert_id is required")
+        customer = operator.customer_id
+        async with self.engine.connect() as conn:
+            row = await alert_with_drift(conn, customer, alert_id)
+            if row is None:
+                raise ApiError(HTTPStatus.NOT_FOUND, f"no alert {alert_id} for this customer")
+            history = await alert_history(conn, customer, alert_id)
+            drift = await drift_event(conn, customer, row["drift_event_id"])
+            if drift is None:
+                return _detail(row, None, history, {}, [])
+            key = KeyWindows(
+                customer, drift["payer_id"], drift["cpt_group"],
+                drift["baseline_start"].date(), drift["baseline_end"].date(),
+                drift["current_start"].date(), drift["current_end"].date(),
+            )  # fmt: skip
+            breakdown = await key_breakdown(conn, key, drift["drift_type"])
+            since = max(min(key.baseline_start, key.current_start),
+                        key.current_end - timedelta(days=SERIES_DAYS_MAX))  # fmt: skip
+            days = await key_daily(
+                conn, customer, key.payer_id, key.cpt_group, since, key.current_end
+            )
+        return _detail(row, drift, history, breakdown, days)

@@ -8,6 +8,7 @@ from pydantic import TypeAdapter
 
 from notifier.answers import (
     ActiveAlerts,
+    AlertDetail,
     AlertSeries,
     DenialTrend,
     DriftEventPage,
@@ -169,6 +170,14 @@ OPENAPI = {
                 ),
             ],
             AlertSeries,
+            "400",
+            "404",
+        ),
+        "/api/alert-detail": get(
+            "alertDetail",
+            "One alert explained (the console's alert detail): the change in words, the test's statistics, the denial reason and CPT codes with the most extra denials, example claim ids, the key's three metrics day by day over both windows, and every version with who acted and when.",
+            [customer_param, param("alert_id", STR, required=True)],
+            AlertDetail,
             "400",
             "404",
         ),

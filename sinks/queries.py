@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sinks.tables import alert_events, drift_events
+from sinks.tables import alert_events, alert_transitions, drift_events
 from streams.domain.values import LEVELS
 
 
@@ -138,3 +138,114 @@ async def key_daily(
     params = {"customer_id": customer_id, "payer_id": payer_id, "cpt_group": cpt_group,
               "since": since, "until": until}  # fmt: skip
     return [dict(row) for row in (await conn.execute(_KEY_DAILY, params)).mappings()]
+
+
+async def drift_event(
+    conn: AsyncConnection, customer_id: str, event_id: str
+) -> dict[str, Any] | None:
+    """One drift event of the customer, as stored (None if unknown)."""
+    d = drift_events.c
+    stmt = select(drift_events).where(d.customer_id == customer_id, d.event_id == event_id)
+    row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else dict(row)
+
+
+async def alert_history(
+    conn: AsyncConnection, customer_id: str, alert_id: str
+) -> list[dict[str, Any]]:
+    """Every stored version of one alert of the customer, oldest first, with who acted and
+    when the sink stored it."""
+    t = alert_transitions.c
+    stmt = (
+        select(
+            t.version, t.transition, t.status, t.severity_level, t.occurrence_count,
+            t.acknowledged_by, t.resolved_by, t.resolution, t.verdict, t.message, t.last_seen,
+            t.stored_at,
+        )
+        .where(t.customer_id == customer_id, t.alert_id == alert_id)
+        .order_by(t.version)
+    )  # fmt: skip
+    return [dict(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWindows:
+    """One key and a drift event's two windows of decided dates (each end excluded)."""
+
+    customer_id: str
+    payer_id: str
+    cpt_group: str
+    baseline_start: date
+    baseline_end: date
+    current_start: date
+    current_end: date
+
+    def params(self) -> dict[str, Any]:
+        """The bound parameters of the queries below."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+_KEY_IN_WINDOWS = """
+    FROM claim_records
+    WHERE customer_id = :customer_id AND payer_id = :payer_id AND cpt_group = :cpt_group
+      AND outcome <> 'PENDED'
+      AND decided_date >= least(:baseline_start, :current_start)
+      AND decided_date < greatest(:baseline_end, :current_end)
+"""
+_IN_BASELINE = "decided_date >= :baseline_start AND decided_date < :baseline_end"
+_IN_CURRENT = "decided_date >= :current_start AND decided_date < :current_end"
+# Per denial reason code: the denials that carry it in each window.
+_REASONS = text(
+    f"""
+    SELECT code,
+           count(*) FILTER (WHERE {_IN_BASELINE}) AS baseline,
+           count(*) FILTER (WHERE {_IN_CURRENT}) AS current
+    FROM (SELECT decided_date, unnest(denial_reason_codes) AS code {_KEY_IN_WINDOWS}
+          AND outcome = 'DENIED') AS denials
+    GROUP BY code
+    """  # noqa: S608 - fixed fragments; values are bound parameters
+)
+# Per CPT code: claims decided and denied in each window.
+_CPT_CODES = text(
+    f"""
+    SELECT cpt_code AS code,
+           count(*) FILTER (WHERE {_IN_BASELINE}) AS baseline_claims,
+           count(*) FILTER (WHERE {_IN_BASELINE} AND outcome = 'DENIED') AS baseline,
+           count(*) FILTER (WHERE {_IN_CURRENT}) AS current_claims,
+           count(*) FILTER (WHERE {_IN_CURRENT} AND outcome = 'DENIED') AS current
+    {_KEY_IN_WINDOWS}
+    GROUP BY cpt_code
+    """
+)
+_MEDIAN_ALLOWED = text(
+    f"""
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY allowed_amount)::float8
+    {_KEY_IN_WINDOWS} AND {_IN_BASELINE} AND outcome = 'PAID' AND allowed_amount > 0
+    """
+)
+# A handful of the current window's claims that show the change, by drift type.
+_EXAMPLES = {
+    drift_type: text(
+        f"SELECT claim_id {_KEY_IN_WINDOWS} AND {_IN_CURRENT} {where} "
+        f"ORDER BY {order}, claim_id LIMIT 5"
+    )
+    for drift_type, where, order in (
+        ("denial_rate", "AND outcome = 'DENIED'", "decided_date DESC"),
+        ("decision_lag", "", "decided_date - submitted_date DESC"),
+        ("allowed_amount", "AND allowed_amount > 0", "allowed_amount"),
+    )
+}
+
+
+async def key_breakdown(conn: AsyncConnection, key: KeyWindows, drift_type: str) -> dict[str, Any]:
+    """What the claims of ``key`` say about a change between its two windows: denials per
+    reason code and claims and denials per CPT code in each window, the median allowed amount
+    of the baseline's paid claims, and up to five example claim ids of the current window
+    (denied; decided slowest; allowed least: by ``drift_type``)."""
+    params = key.params()
+    return {
+        "reasons": [dict(r) for r in (await conn.execute(_REASONS, params)).mappings()],
+        "cpt_codes": [dict(r) for r in (await conn.execute(_CPT_CODES, params)).mappings()],
+        "median_allowed": (await conn.execute(_MEDIAN_ALLOWED, params)).scalar(),
+        "examples": list((await conn.execute(_EXAMPLES[drift_type], params)).scalars()),
+    }

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
+from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from streams.app.services import migrate_database
 from streams.devtools.probes import read_all, wait_processed
 from streams.devtools.stack import free_port, spawn_service, stop_process
@@ -144,6 +146,22 @@ def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
                 (tuple(v for i, v in enumerate(r) if i not in drop) for r in rows), key=repr
             )
     return out
+
+
+async def store_rows(
+    database_url: str, drift: list[Any], alerts: list[Any], claims: list[Any]
+) -> None:
+    """Write drift events, alert transitions and claims (records as on the topics) as the sink
+    writes them; claims at offsets 0, 1, … of partition 0."""
+    engine = create_async_engine(database_url)
+    try:
+        await PostgresWriter(engine).write(
+            [drift_row(d) for d in drift],
+            [alert_row(a) for a in alerts],
+            [claim_row(c, 0, i) for i, c in enumerate(claims)],
+        )
+    finally:
+        await engine.dispose()
 
 
 def create_database(server_url: str, name: str) -> str:

@@ -11,13 +11,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from notifier.api import CACHE_TTL_S
 from notifier.tokens import mint_token
-from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
 from tests.apidocs import check_response, document
-from tests.integration.stack import SECRET, ServiceStack, http_get, notifier_ready, wait_until
+from tests.integration.stack import (
+    SECRET,
+    ServiceStack,
+    http_get,
+    notifier_ready,
+    store_rows,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -54,18 +59,6 @@ def _claim(i: int) -> dict[str, Any]:
             "billed_amount": "100.00", "allowed_amount": "80.00"}  # fmt: skip
 
 
-async def _store(database_url: str, drift: list[Any], alerts: list[Any], claims: list[Any]) -> None:
-    engine = create_async_engine(database_url)
-    try:
-        await PostgresWriter(engine).write(
-            [drift_row(d) for d in drift],
-            [alert_row(a) for a in alerts],
-            [claim_row(c, 0, i) for i, c in enumerate(claims)],
-        )
-    finally:
-        await engine.dispose()
-
-
 def _get(
     stack: ServiceStack, path: str, token: str | None, **headers: str
 ) -> tuple[int, dict[str, str], bytes]:
@@ -85,7 +78,7 @@ async def get_json(stack: ServiceStack, path: str, token: str | None = None) -> 
 async def api(notifier_stack: ServiceStack) -> ServiceStack:
     """A notifier with 250 drift events, alerts of two customers and claims over 3 months."""
     await (await notifier_ready(notifier_stack)).close()
-    await _store(
+    await store_rows(
         notifier_stack.database_url,
         [_drift(i) for i in range(250)] + [_drift(i, "other") for i in range(5)],
         [_alert(1), _alert(2), _alert(3, status="resolved"), _alert(4, "other")],
@@ -128,7 +121,7 @@ async def test_an_alert_tells_when_operators_were_first_notified(api: ServiceSta
     (its first_seen is event time, months before); a later version leaves it as it was."""
     token = mint_token(SECRET, "demo", "alice")
     before = datetime.now(UTC)
-    await _store(api.database_url, [_drift(9)], [_alert(9)], [])
+    await store_rows(api.database_url, [_drift(9)], [_alert(9)], [])
     after = datetime.now(UTC)
     _, body = await get_json(api, "/api/alerts", token)
     alert = next(a for a in body["alerts"] if a["alert_id"] == "demo-a9")
@@ -137,7 +130,7 @@ async def test_an_alert_tells_when_operators_were_first_notified(api: ServiceSta
     assert datetime.fromisoformat(alert["first_seen"]) == T0
     acknowledged = {**_alert(9), "version": 2, "status": "acknowledged",
                     "transition": "acknowledged", "acknowledged_by": "alice"}  # fmt: skip
-    await _store(api.database_url, [], [acknowledged], [])
+    await store_rows(api.database_url, [], [acknowledged], [])
 
     async def updated() -> dict[str, Any] | None:
         _, body = await get_json(api, "/api/alerts", token)
@@ -250,7 +243,7 @@ async def test_gzip_cache_invalidation_and_rate_limit(api: ServiceStack) -> None
     assert [a["alert_id"] for a in (await get_json(api, "/api/alerts", token))[1]["alerts"]] == [
         "demo-a2", "demo-a1"
     ]  # fmt: skip
-    await _store(api.database_url, [], [_alert(9)], [])  # the sink NOTIFYs; the hub moves on
+    await store_rows(api.database_url, [], [_alert(9)], [])  # the sink NOTIFYs; the hub moves on
 
     async def fresh() -> bool:
         body = (await get_json(api, "/api/alerts", token))[1]
