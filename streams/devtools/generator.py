@@ -18,6 +18,12 @@ decided), ``remittance`` (sent 5–20 days after the decision, as 835 remittance
 ``onboarding`` (nothing until ``onboard_day``, then the whole history in one burst sorted by
 decision date, then daily). The claims are the same in every feed; only when they are sent
 differs. :func:`generate_mix` merges several customers' scenarios into one stream.
+
+Each claim has a CPT code of its group and, when denied, a denial reason code (CARC). Both are
+drawn from a hash of the claim id, not from the scenario's random stream, so they add to the
+claims without changing any other value. A denial-rate shift's extra denials share one reason
+(``CO-50``, not medically necessary) and one CPT code (the group's last), as a payer's new
+policy on one procedure would: the alert detail's breakdown then points at them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncio
 import json
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -45,6 +52,13 @@ PAYERS = ("payer-a", "payer-b", "payer-c")
 # (group, a representative CPT code, typical billed dollars)
 GROUPS = (("radiology", "71046", 180.0), ("evaluation_management", "99213", 140.0))
 CPT_OF = {group: cpt for group, cpt, _ in GROUPS}
+# Every CPT code of a group a claim may carry (the representative one first and most often).
+CPT_CODES = {
+    "radiology": ("71046", "71046", "71045", "70450", "74177"),
+    "evaluation_management": ("99213", "99213", "99214", "99203", "99215"),
+}
+DENIAL_REASONS = ("CO-16", "CO-97", "CO-197", "PR-204", "CO-50", "CO-16")  # CARC codes
+SHIFT_REASON = "CO-50"  # not medically necessary: the reason a denial-rate shift's extras give
 SPIKE_PAYER = "payer-b"
 SPIKE_GROUP = "radiology"
 BASE_DENIAL_RATE = 0.10
@@ -192,16 +206,21 @@ def _claim(p: KeyProfile, rng: random.Random, day: int, start: date, i: int) -> 
         else:
             amount_factor = 1.0 + change
     denied = rng.random() < rate
+    claim_id = f"{p.customer_id}-{p.payer_id}-{p.cpt_group}-{day}-{i}"
+    extra = 0.0  # the share of this day's denials that the shift adds
+    if p.shift is not None and p.shift.kind == "denial_rate" and rate > 0:
+        extra = max(0.0, p.shift.at(day)) / rate
     billed = round(p.billed * rng.uniform(0.8, 1.2), 2)
     allowed = 0.0 if denied else billed * 0.7 * amount_factor
     decided_at = datetime(decided.year, decided.month, decided.day, tzinfo=UTC) + timedelta(
         seconds=rng.randrange(DAY_S)
     )
-    return {
-        "claim_id": f"{p.customer_id}-{p.payer_id}-{p.cpt_group}-{day}-{i}",
+    cpt_code, reasons = _codes(p.cpt_group, claim_id, denied, extra)
+    claim: dict[str, Any] = {
+        "claim_id": claim_id,
         "customer_id": p.customer_id,
         "payer_id": p.payer_id,
-        "cpt_code": CPT_OF.get(p.cpt_group, "71046"),
+        "cpt_code": cpt_code,
         "cpt_group": p.cpt_group,
         "submitted_date": (decided - timedelta(days=rng.randint(lag_low, lag_high))).isoformat(),
         "decided_date": decided.isoformat(),
@@ -210,6 +229,21 @@ def _claim(p: KeyProfile, rng: random.Random, day: int, start: date, i: int) -> 
         "billed_amount": f"{billed:.2f}",
         "allowed_amount": f"{allowed:.2f}",
     }
+    if reasons:
+        claim["denial_reason_codes"] = reasons
+    return claim
+
+
+def _codes(group: str, claim_id: str, denied: bool, extra: float) -> tuple[str, list[str]]:
+    """The claim's CPT code and denial reasons, from a hash of its id (see the module): an extra
+    denial of a denial-rate shift (a share ``extra`` of the day's denials) carries
+    :data:`SHIFT_REASON` and the group's last CPT code."""
+    digest = zlib.crc32(claim_id.encode())
+    codes = CPT_CODES.get(group, (CPT_OF.get(group, "71046"),))
+    if denied and (digest % 10_000) / 10_000 < extra:
+        return codes[-1], [SHIFT_REASON]
+    cpt_code = codes[(digest >> 14) % len(codes)]
+    return cpt_code, [DENIAL_REASONS[(digest >> 20) % len(DENIAL_REASONS)]] if denied else []
 
 
 def generate(scenario: Scenario) -> list[dict[str, Any]]:
