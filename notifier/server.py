@@ -34,7 +34,7 @@ from websockets.http11 import Request, Response
 from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
 from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
-from notifier.files import FILES, read
+from notifier.files import FILES, File, read, read_gzipped
 from notifier.hub import Filters, Hub, Subscriber
 from notifier.messages import BAD_MESSAGE, Ack, Error, ServerMessage, Snapshot, parse_message
 from notifier.tokens import (
@@ -138,9 +138,7 @@ class NotifierServer:
         if self.api is not None and self.api.handles(path):
             return await self.api.respond(request, path, url.query)
         if path in FILES:
-            file = FILES[path]
-            cache = {"Cache-Control": f"public, max-age={file.max_age_s}"} if file.max_age_s else {}
-            return response(HTTPStatus.OK, read(file), file.content_type, cache)
+            return _file(FILES[path], request.headers.get("Accept-Encoding", ""))
         if path == "/healthz":
             return response(
                 HTTPStatus.OK, json.dumps(Live(status="ok")).encode(), "application/json"
@@ -405,3 +403,12 @@ class NotifierServer:
     async def _send(ws: ServerConnection, message: ServerMessage) -> None:
         await ws.send(json.dumps(message, default=str))
         WS_MESSAGES.inc()
+
+
+def _file(file: File, accepts: str) -> Response:
+    """A served file, gzip-compressed when the client accepts it (text only)."""
+    headers = {"Cache-Control": f"public, max-age={file.max_age_s}"} if file.max_age_s else {}
+    if file.compressible and "gzip" in accepts:
+        headers |= {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return response(HTTPStatus.OK, read_gzipped(file), file.content_type, headers)
+    return response(HTTPStatus.OK, read(file), file.content_type, headers)
