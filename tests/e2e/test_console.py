@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Locator, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from notifier.tokens import mint_token
@@ -21,10 +21,25 @@ SCENARIO = Scenario(name="denial-spike", customer_id="demo", days=70, spike_day=
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
+# Records each desktop notification the page shows (the browser's own Notification shows it).
+RECORD_NOTIFICATIONS = """
+const Real = window.Notification;
+window.notified = [];
+function Recording(title, options) { window.notified.push(title); return new Real(title, options); }
+Object.defineProperty(Recording, "permission", {get: () => Real.permission});
+Recording.requestPermission = (...args) => Real.requestPermission(...args);
+window.Notification = Recording;
+"""
+
+
 async def _open(browser: object, stack: ServiceStack, operator: str) -> Page:
-    page: Page = await browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+    origin = f"http://127.0.0.1:{stack.notifier_port}"
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+    await context.grant_permissions(["notifications"], origin=origin)
+    page: Page = await context.new_page()
+    await page.add_init_script(RECORD_NOTIFICATIONS)
     token = mint_token(SECRET, "demo", operator)
-    await page.goto(f"http://127.0.0.1:{stack.notifier_port}/?token={token}")
+    await page.goto(f"{origin}/?token={token}")
     await page.locator("#status.live").wait_for(timeout=30_000)
     assert "token" not in page.url  # traded for an HttpOnly cookie, out of the address bar
     cookies = await page.context.cookies()
@@ -36,11 +51,76 @@ async def _open(browser: object, stack: ServiceStack, operator: str) -> Page:
     return page
 
 
+async def _open_detail(page: Page, row: Locator, ready: str) -> None:
+    """Click ``row`` until its alert's detail shows ``ready``. Every live message re-renders the
+    table: a click that lands as its row is replaced is lost (say what the console showed if
+    three are)."""
+    for attempt in range(3):
+        await row.click()
+        try:
+            await page.locator(ready).first.wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeoutError:
+            notice = await page.locator("#notice").inner_text()
+            assert attempt < 2, f"no {ready} after 3 clicks; the console says {notice!r}"
+
+
+async def _check_announced(alice: Page, carol: Page) -> None:
+    """A toast, the unseen count in the badge and the tab's title, and a desktop notification
+    for the critical alert in the browser that opted in; a click on the badge clears it."""
+    await alice.locator("#toasts .toast.critical").first.wait_for(timeout=10_000)
+    toast = await alice.locator("#toasts .toast.critical").first.inner_text()
+    assert re.fullmatch(rf"(New|Escalated to) critical: {SPIKE_PAYER} / .+", toast), toast
+    badge = int(await alice.locator("#badge").inner_text())
+    assert badge >= 1
+    assert await alice.title() == f"({badge}) Upstream — live alerts"
+    await alice.wait_for_function("window.notified.some((t) => t.includes('critical'))")
+    assert await carol.evaluate("window.notified") == []  # carol did not opt in
+    await alice.locator("#badge").click()
+    assert await alice.title() == "Upstream — live alerts"
+
+
+async def _check_detail(page: Page) -> None:
+    """The change in words, the key's daily denial rate with dated and labelled axes, both
+    windows drawn as bands, the other two metrics below, the codes, examples and history."""
+    words = await page.locator("#detail-explanation").inner_text()
+    assert re.fullmatch(
+        r"Denials rose from \d+\.\d% to \d+\.\d% of [\d,]+ claims decided "
+        r"\d+ \w{3}( \d{4})? – \d+ \w{3} \d{4} \(the last \d+ days\); "
+        r"about [\d,]+ more denials than usual, "
+        r"≈ \$[\d.,]+[kM]? of allowed amount at stake\.",
+        words,
+    ), words
+    main = page.locator("#chart-main")
+    assert await main.locator(".g-xtitle").text_content() == "Decided date"
+    assert await main.locator(".g-ytitle").text_content() == "Denial rate"
+    ticks = await main.locator(".xtick text").all_text_contents()
+    assert ticks
+    assert all(re.fullmatch(r"\d\d \w{3}", t) for t in ticks), ticks
+    assert await main.locator(".scatterlayer .point").count() > 30  # ~70 days of claims
+    assert await main.locator(".shapelayer path").count() == 2  # the two windows
+    others = [await page.locator(f"#chart-other-{i} .g-ytitle").text_content()
+              for i in range(2)]  # fmt: skip
+    assert others == ["Mean days to decision", "Typical allowed amount ($)"]
+    assert await page.locator("#reasons tbody tr").count() > 0
+    assert await page.locator("#cpt-codes tbody tr").count() > 0
+    assert (await page.locator("#examples").inner_text()).startswith("Example claims")
+    times = await page.locator("#detail-times").inner_text()
+    assert re.fullmatch(
+        r"First told: .+ · Detected in claims decided by \d{4}-\d\d-\d\d, last by "
+        r"\d{4}-\d\d-\d\d \(event dates\)",
+        times,
+    ), times
+    assert "not recorded" not in times
+    history = await page.locator("#history tbody tr").first.locator("td").all_inner_texts()
+    assert history[:2] == ["1", "triggered"], history
+
+
 async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser(
     stack: ServiceStack,
 ) -> None:
-    """An alert appears live and opens explained; Acknowledge in one browser shows in the
-    other's table and in the alert's history there."""
+    """An alert appears live, announced, and opens explained; Acknowledge in one browser shows
+    in the other's table and in the alert's history there."""
     await (await notifier_ready(stack)).close()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -49,6 +129,8 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
                 await _open(browser, stack, "alice"),
                 await _open(browser, stack, "carol"),
             )
+            await alice.locator("#desktop").check()  # desktop notifications for critical
+            assert await alice.locator("#desktop").is_checked()  # the permission was granted
             await produce(SCENARIO, stack.bootstrap, stack.settings().topic_claims)
 
             # The alert may show as a warning first and escalate a moment later (two
@@ -56,6 +138,7 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             row = alice.locator("#alerts tr", has_text=SPIKE_PAYER).filter(has_text="critical")
             row = row.first
             await row.wait_for(timeout=120_000)
+            await _check_announced(alice, carol)
             cells = await row.locator("td").all_inner_texts()
             assert cells[:5] == ["critical", "active", SPIKE_PAYER, SPIKE_GROUP, "denial_rate"]
             assert "% → " in cells[5]  # baseline → current denial rate
@@ -63,59 +146,11 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             # scenario's days lie weeks back).
             assert re.fullmatch(r"just now|\d+ min ago", cells[7]), cells[7]
 
-            # The alert's detail: the change in words, the key's daily denial rate with dated
-            # and labelled axes, both windows drawn as bands, the other two metrics below, and
-            # the alert's history. Every live message re-renders the table: a click that lands
-            # as its row is replaced is lost, so click again until the detail fills (and say
-            # what the console showed if not).
-            for attempt in range(3):
-                await row.click()
-                try:
-                    await alice.locator("#chart-main .main-svg").first.wait_for(timeout=10_000)
-                    break
-                except PlaywrightTimeoutError:
-                    notice = await alice.locator("#notice").inner_text()
-                    assert attempt < 2, f"no chart after 3 clicks; the console says {notice!r}"
-            words = await alice.locator("#detail-explanation").inner_text()
-            assert re.fullmatch(
-                r"Denials rose from \d+\.\d% to \d+\.\d% of [\d,]+ claims decided "
-                r"\d+ \w{3}( \d{4})? – \d+ \w{3} \d{4} \(the last \d+ days\); "
-                r"about [\d,]+ more denials than usual, "
-                r"≈ \$[\d.,]+[kM]? of allowed amount at stake\.",
-                words,
-            ), words
-            main = alice.locator("#chart-main")
-            assert await main.locator(".g-xtitle").text_content() == "Decided date"
-            assert await main.locator(".g-ytitle").text_content() == "Denial rate"
-            ticks = await main.locator(".xtick text").all_text_contents()
-            assert ticks
-            assert all(re.fullmatch(r"\d\d \w{3}", t) for t in ticks), ticks
-            assert await main.locator(".scatterlayer .point").count() > 30  # ~70 days of claims
-            assert await main.locator(".shapelayer path").count() == 2  # the two windows
-            others = [await alice.locator(f"#chart-other-{i} .g-ytitle").text_content()
-                      for i in range(2)]  # fmt: skip
-            assert others == ["Mean days to decision", "Typical allowed amount ($)"]
-            assert await alice.locator("#reasons tbody tr").count() > 0
-            assert await alice.locator("#cpt-codes tbody tr").count() > 0
-            assert (await alice.locator("#examples").inner_text()).startswith("Example claims")
-            times = await alice.locator("#detail-times").inner_text()
-            assert re.fullmatch(
-                r"First told: .+ · Detected in claims decided by \d{4}-\d\d-\d\d, last by "
-                r"\d{4}-\d\d-\d\d \(event dates\)",
-                times,
-            ), times
-            assert "not recorded" not in times
-            history = await alice.locator("#history tbody tr").first.locator("td").all_inner_texts()
-            assert history[:2] == ["1", "triggered"], history
+            await _open_detail(alice, row, "#chart-main .main-svg")
+            await _check_detail(alice)
             alert_id = await row.get_attribute("data-alert-id")
             carol_row = carol.locator(f'#alerts tr[data-alert-id="{alert_id}"]')
-            for attempt in range(3):  # the same alert's detail in the other browser
-                await carol_row.click()
-                try:
-                    await carol.locator("#history tbody tr").first.wait_for(timeout=10_000)
-                    break
-                except PlaywrightTimeoutError:
-                    assert attempt < 2, "no detail in the second browser after 3 clicks"
+            await _open_detail(carol, carol_row, "#history tbody tr")  # the same alert
 
             await row.get_by_role("button", name="Acknowledge").click()
             await alice.locator("#notice", has_text="command accepted").wait_for(timeout=15_000)
