@@ -319,7 +319,7 @@ class _Fetching:
         self._buffered_partitions: set[TP] = set()
         self.sought = 0
         self.app = SimpleNamespace(
-            batch_rewinds={}, consumer_generation_id=3,
+            batch_rewinds={}, batch_gaps={}, consumer_generation_id=3,
             monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
         )  # fmt: skip
         self.scheduler = SimpleNamespace(iterate=self._round_robin)

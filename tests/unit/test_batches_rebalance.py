@@ -26,6 +26,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
+from intervaltree import IntervalTree
 from mode.services import Service
 from mode.utils.queues import FlowControlEvent
 
@@ -60,6 +61,8 @@ class _Consumer:
     getmany = _borrowed(BatchingConsumer.getmany)
     _rewind = _borrowed(BatchingConsumer._rewind)
     _fetched_before_seek_back = _borrowed(BatchingConsumer._fetched_before_seek_back)
+    _real_gap = _borrowed(BatchingConsumer._real_gap)
+    _behind_a_rewind = _borrowed(BatchingConsumer._behind_a_rewind)
     _buffer = _borrowed(BatchingConsumer._buffer)
     seek = _borrowed(FaustConsumer.seek)
     perform_seek = _borrowed(FaustConsumer.perform_seek)
@@ -152,14 +155,18 @@ class _Consumer:
         await asyncio.sleep(0)
 
 
-async def test_a_rebalance_while_the_buffer_is_full_skips_no_offset() -> None:
-    flow = FlowControlEvent(initially_suspended=False)
-    app = SimpleNamespace(
-        batch_buffers={}, batch_rewinds={}, flow_control=flow, consumer_generation_id=1,
-        topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+def _app(flow: FlowControlEvent) -> SimpleNamespace:
+    return SimpleNamespace(
+        batch_buffers={}, batch_rewinds={}, batch_gaps={}, flow_control=flow,
+        consumer_generation_id=1, topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
         monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
         in_recovery=False, should_stop=False,
     )  # fmt: skip
+
+
+async def test_a_rebalance_while_the_buffer_is_full_skips_no_offset() -> None:
+    flow = FlowControlEvent(initially_suspended=False)
+    app = _app(flow)
     # 17,265..19,365 fill the buffer; the put of 19,366 waits for room (a backlog).
     buffer = MessageBuffer(2101, flow, app.batch_rewinds)
     buffer.high = buffer.low = 10**9  # no partition pauses: not this path
@@ -231,3 +238,57 @@ async def test_a_put_that_waited_across_a_clear_does_not_land() -> None:
     buffer.clear()
     assert await waiting is False
     assert len(buffer) == 0
+
+
+async def test_a_clear_at_a_recoverys_end_mid_fetch_keeps_each_partition_in_order() -> None:
+    """The end of a recovery seeks to the committed offsets (Faust resets the read offsets
+    while a fetch from there is being drained) and then clears the buffers (resuming the flow)
+    while the loop awaits its gap check for the next message. That message must not be
+    buffered ahead of the cleared ones, nor the gap below it counted as read: the windows skip
+    a claim whose source offset lies below one applied, and Faust commits past a gap."""
+    flow = FlowControlEvent(initially_suspended=False)
+    app = _app(flow)
+    buffer = MessageBuffer(10_000, flow, app.batch_rewinds)
+    buffer.high = buffer.low = 10**9
+    app.batch_buffers["claims"] = buffer
+    consumer = _Consumer(app, [300, 300, 300])
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._add_gap = _borrowed(FaustConsumer._add_gap).__get__(consumer)  # type: ignore[attr-defined]
+    consumer.resume_flow()
+    consumer._set_active_tps({P0})
+    script = {"reset": False, "cleared": False}
+
+    def iterate(records: dict[TP, list[Any]]) -> Any:
+        for tp, batch in records.items():
+            for i, record in enumerate(batch):
+                if i == 101 and not script["reset"]:  # perform_seek, at the loop's yield
+                    consumer._read_offset[tp] = consumer._committed_offset[tp] = COMMITTED
+                    script["reset"] = True
+                yield tp, record
+
+    async def position(tp: TP) -> int:  # the gap check's hop: the recovery resumes the flow
+        if script["reset"] and not script["cleared"]:
+            script["cleared"] = True
+            flow.resume()
+        await asyncio.sleep(0)
+        return consumer.position_of[tp]
+
+    consumer.scheduler = SimpleNamespace(iterate=iterate)
+    consumer.position = position  # type: ignore[method-assign]
+    drain = asyncio.ensure_future(
+        consumer._drain_messages(SimpleNamespace(_stopped=asyncio.Event()))
+    )
+    try:
+        await _until(lambda: not consumer.fetch_sizes and len(buffer) > 0, "every fetch drained")
+        await asyncio.sleep(0.05)
+    finally:
+        drain.cancel()
+    taken = [m.offset for m in await buffer.take(10_000, 0.001)]
+    first_seen: list[int] = []
+    for offset in taken:
+        if offset not in first_seen:
+            first_seen.append(offset)
+    assert first_seen == sorted(first_seen), f"out of order from {first_seen[:3]}"
+    assert first_seen[0] == COMMITTED
+    assert first_seen == list(range(COMMITTED, COMMITTED + len(first_seen)))
+    assert not consumer._gap[P0], "a gap counted as read"
