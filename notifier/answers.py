@@ -146,6 +146,9 @@ class HistoryEntry(TypedDict):
     resolution: Literal["auto", "operator"] | None
     verdict: Verdict | None
     message: str
+    assignee: str | None
+    actor: Annotated[str | None, Field(description="the operator who made it (null: Upstream)")]
+    note: str | None
     last_seen: Annotated[datetime, Field(description="event time of the key's latest close")]
     stored_at: Annotated[
         datetime | None,

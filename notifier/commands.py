@@ -1,9 +1,10 @@
 """Operator commands over the WebSocket: validated, rate-limited, audited, sent to Kafka.
 
-A client sends ``{"type": "acknowledge" | "resolve" | "judge", "alert_id": …, "command_id"?,
-"verdict"? (judge), "note"?}``. The notifier checks the token's ``act`` scope and the fields,
-writes an ``audit_log`` row (who, what, when, from where), publishes an AlertCommand keyed by
-customer to ``alerts.commands`` and answers ``{"type": "ack", "command_id", "status":
+A client sends ``{"type": "acknowledge" | "resolve" | "judge" | "note" | "assign", "alert_id":
+…, "command_id"?, "verdict"? (judge), "assignee"? (assign), "note"? (required by note)}``. The
+notifier checks the token's ``act`` scope and the fields, writes an ``audit_log`` row (who,
+what, when, from where), publishes an AlertCommand keyed by customer to ``alerts.commands`` and
+answers ``{"type": "ack", "command_id", "status":
 "accepted"}``. The worker applies the command exactly once (by ``command_id``, so a client may
 resend after a reconnect); the resulting transition reaches every operator of the customer as
 an ``alert`` message. If the worker rejects it (an unknown alert, say), a second ``ack`` with
@@ -64,6 +65,15 @@ def build_command(operator: Operator, message: dict[str, Any], now_ms: int) -> d
     note = message.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
         raise CommandError(f"note must be a string of up to {MAX_NOTE_CHARS} characters")
+    if command == "note" and not (note or "").strip():
+        raise CommandError("note needs a note")
+    assignee = message.get("assignee")
+    if command == "assign":
+        if not isinstance(assignee, str) or len(assignee) > MAX_ID_CHARS:
+            raise CommandError(f"assign needs an assignee of up to {MAX_ID_CHARS} characters "
+                               "(empty to unassign)")  # fmt: skip
+    elif assignee is not None:
+        raise CommandError("only assign takes an assignee")
     return {
         "command_id": command_id,
         "customer_id": operator.customer_id,
@@ -73,6 +83,7 @@ def build_command(operator: Operator, message: dict[str, Any], now_ms: int) -> d
         "verdict": verdict,
         "note": note,
         "issued_at": now_ms,
+        "assignee": assignee,
     }
 
 
@@ -127,7 +138,7 @@ class KafkaCommands:
     async def _write_audit(self, record: dict[str, Any], origin: str) -> None:
         if self._audit is None or self._audit.closed:
             self._audit = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-        detail = {k: record[k] for k in ("command_id", "verdict", "note") if record[k]}
+        detail = {k: record[k] for k in ("command_id", "verdict", "note", "assignee") if record[k]}
         try:
             await record_audit(
                 self._audit, customer_id=record["customer_id"], actor=record["operator"],

@@ -36,7 +36,7 @@ _ALERT_COLUMNS = (
     "alert_id", "version", "dedup_key", "customer_id", "rule_id", "drift_event_id", "payer_id",
     "cpt_group", "drift_type", "status", "transition", "severity", "severity_level",
     "occurrence_count", "first_seen", "last_seen", "acknowledged_by", "resolved_by", "resolution",
-    "verdict", "message", "notify",
+    "verdict", "message", "notify", "assignee", "actor", "note",
 )  # fmt: skip
 # Each alert carries its drift event's baseline and current values, for "baseline → current".
 _DRIFT_VALUES = "d.baseline_value, d.current_value"

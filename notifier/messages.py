@@ -50,6 +50,12 @@ class Alert(TypedDict):
     verdict: Verdict | None
     message: str
     notify: bool
+    assignee: Annotated[str | None, Field(description="the operator the alert is assigned to")]
+    actor: Annotated[
+        str | None,
+        Field(description="the operator whose command made this transition (null: Upstream)"),
+    ]
+    note: Annotated[str | None, Field(description="that command's note")]
     baseline_value: NotRequired[
         Annotated[
             float | None, Field(description="the drift event's baseline value (null if not stored)")
@@ -113,6 +119,25 @@ class Judge(TypedDict):
     note: NotRequired[str | None]
 
 
+class Note(TypedDict):
+    """Add a note to an alert's history (scope act)."""
+
+    type: Literal["note"]
+    alert_id: str
+    note: str
+    command_id: NotRequired[str]
+
+
+class Assign(TypedDict):
+    """Assign an alert to an operator; an empty assignee unassigns it (scope act)."""
+
+    type: Literal["assign"]
+    alert_id: str
+    assignee: str
+    command_id: NotRequired[str]
+    note: NotRequired[str | None]
+
+
 class Snapshot(TypedDict):
     """Open alerts at subscribe, as of cursor."""
 
@@ -155,6 +180,8 @@ CLIENT_MESSAGES: dict[str, type] = {
     "acknowledge": Acknowledge,
     "resolve": Resolve,
     "judge": Judge,
+    "note": Note,
+    "assign": Assign,
 }
 SERVER_MESSAGES: dict[str, type] = {
     "snapshot": Snapshot,

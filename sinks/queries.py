@@ -159,8 +159,8 @@ async def alert_history(
     stmt = (
         select(
             t.version, t.transition, t.status, t.severity_level, t.occurrence_count,
-            t.acknowledged_by, t.resolved_by, t.resolution, t.verdict, t.message, t.last_seen,
-            t.stored_at,
+            t.acknowledged_by, t.resolved_by, t.resolution, t.verdict, t.message, t.assignee,
+            t.actor, t.note, t.last_seen, t.stored_at,
         )
         .where(t.customer_id == customer_id, t.alert_id == alert_id)
         .order_by(t.version)

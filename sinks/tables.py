@@ -70,6 +70,9 @@ _ALERT_COLUMNS = (
     ("verdict", String(32), True),
     ("message", Text, False),
     ("notify", Boolean, False),
+    ("assignee", String(128), True),
+    ("actor", String(128), True),
+    ("note", Text, True),
 )
 
 

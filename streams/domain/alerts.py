@@ -5,8 +5,10 @@ A drift that matches a rule triggers an alert keyed by
 ``dedup_window_hours`` (event time) of ``last_seen`` update the open alert; an update notifies
 only when the severity level rises and the alert is not acknowledged. After
 ``auto_resolve_after`` clean evaluations the alert resolves itself; a later detection opens a
-new alert. Evaluations are applied at most once per dedup key (by evaluation time), and
-commands at most once per alert (by ``command_id``), so redelivered input changes nothing.
+new alert. Operators acknowledge, resolve, judge, note and assign; each command is a transition
+that names its operator (``actor``) and carries its note. Evaluations are applied at most once
+per dedup key (by evaluation time), and commands at most once per alert (by ``command_id``), so
+redelivered input changes nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class AlertState:
     verdict: Verdict | None = None
     message: str = ""
     applied_commands: list[str] = field(default_factory=list)
+    assignee: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -79,7 +82,8 @@ class AlertState:
 
 @dataclass(frozen=True, slots=True)
 class AlertCommand:
-    """An operator's command (imperative): acknowledge, resolve or judge one alert."""
+    """An operator's command (imperative): acknowledge, resolve, judge, note or assign one alert
+    (``assignee`` empty: unassign)."""
 
     command_id: str
     customer_id: str
@@ -89,6 +93,7 @@ class AlertCommand:
     verdict: str | None = None
     note: str | None = None
     issued_at_ms: int = 0
+    assignee: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +136,13 @@ def _message(drift: DriftDetected) -> str:
     )
 
 
-def _transition(state: AlertState, transition: Transition, *, notify: bool) -> AlertTransitioned:
+def _transition(
+    state: AlertState,
+    transition: Transition,
+    *,
+    notify: bool,
+    command: AlertCommand | None = None,
+) -> AlertTransitioned:
     return AlertTransitioned(
         alert_id=state.alert_id,
         version=state.version,
@@ -155,6 +166,9 @@ def _transition(state: AlertState, transition: Transition, *, notify: bool) -> A
         verdict=state.verdict,
         message=state.message,
         notify=notify,
+        assignee=state.assignee,
+        actor=None if command is None else command.operator,
+        note=None if command is None else command.note,
     )
 
 
@@ -249,13 +263,17 @@ class AlertLifecycle:
 
     @staticmethod
     def _resolve(
-        state: AlertState, resolution: str, operator: str | None, out: list[AlertTransitioned]
+        state: AlertState,
+        resolution: str,
+        operator: str | None,
+        out: list[AlertTransitioned],
+        command: AlertCommand | None = None,
     ) -> None:
         state.version += 1
         state.status = "resolved"
         state.resolution = resolution
         state.resolved_by = operator
-        out.append(_transition(state, "resolved", notify=True))
+        out.append(_transition(state, "resolved", notify=True, command=command))
 
     def apply_command(self, command: AlertCommand) -> CommandOutcome:
         """Apply an operator command exactly once; reject it (never apply) when invalid."""
@@ -276,20 +294,31 @@ class AlertLifecycle:
             state.version += 1
             state.status = "acknowledged"
             state.acknowledged_by = command.operator
-            out.append(_transition(state, "acknowledged", notify=True))
+            out.append(_transition(state, "acknowledged", notify=True, command=command))
         elif command.command == "resolve":
             if not state.is_open:
                 return CommandOutcome([], "invalid_state", "alert is resolved already")
-            self._resolve(state, "operator", command.operator, out)
+            self._resolve(state, "operator", command.operator, out, command)
         else:
             state.version += 1
-            state.verdict = as_verdict(command.verdict)  # checked by _validate
-            out.append(_transition(state, "judged", notify=False))
+            if command.command == "judge":
+                state.verdict = as_verdict(command.verdict)  # checked by _validate
+            elif command.command == "assign":
+                state.assignee = command.assignee or None
+            transition = _COMMAND_TRANSITIONS[command.command]
+            out.append(_transition(state, transition, notify=transition == "assigned",
+                                   command=command))  # fmt: skip
         state.applied_commands = [*state.applied_commands, command.command_id][
             -REMEMBERED_COMMANDS:
         ]
         self.store.put(state)
         return CommandOutcome(out)
+
+
+# The transition of each command that changes neither status nor resolution.
+_COMMAND_TRANSITIONS: dict[str, Transition] = {
+    "judge": "judged", "note": "noted", "assign": "assigned"
+}  # fmt: skip
 
 
 def _validate(command: AlertCommand) -> str:
@@ -299,4 +328,8 @@ def _validate(command: AlertCommand) -> str:
         return "command_id, alert_id and operator are required"
     if command.command == "judge" and command.verdict not in VERDICTS:
         return f"judge needs a verdict in {list(VERDICTS)}"
+    if command.command == "note" and not command.note:
+        return "note needs a note"
+    if command.command == "assign" and command.assignee is None:
+        return "assign needs an assignee (empty to unassign)"
     return ""

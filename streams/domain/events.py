@@ -129,6 +129,9 @@ class AlertTransitioned:
     verdict: Verdict | None
     message: str
     notify: bool
+    assignee: str | None = None  # the operator the alert is assigned to
+    actor: str | None = None  # the operator whose command made this transition
+    note: str | None = None  # that command's note
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""

@@ -12,8 +12,10 @@ from typing import Literal, TypeVar, get_args
 DriftType = Literal["denial_rate", "decision_lag", "allowed_amount"]
 Level = Literal["info", "warning", "critical"]  # in ascending order
 Status = Literal["active", "acknowledged", "resolved"]
-Transition = Literal["triggered", "updated", "acknowledged", "resolved", "judged"]
-CommandName = Literal["acknowledge", "resolve", "judge"]
+Transition = Literal[
+    "triggered", "updated", "acknowledged", "resolved", "judged", "noted", "assigned"
+]
+CommandName = Literal["acknowledge", "resolve", "judge", "note", "assign"]
 Verdict = Literal["true_positive", "false_positive", "needs_review"]
 Outcome = Literal["PAID", "DENIED", "PARTIAL", "PENDED"]
 _V = TypeVar("_V", bound=str)

@@ -94,7 +94,7 @@ def alert_input(envelope: Mapping[str, Any]) -> KeyEvaluated | AlertCommand:
 
 def command_from_record(record: Mapping[str, Any]) -> AlertCommand:
     """An AlertCommand from its record (raises KeyError / ValueError / TypeError)."""
-    verdict, note = record.get("verdict"), record.get("note")
+    verdict, note, assignee = record.get("verdict"), record.get("note"), record.get("assignee")
     return AlertCommand(
         command_id=str(record["command_id"]),
         customer_id=str(record["customer_id"]),
@@ -104,6 +104,7 @@ def command_from_record(record: Mapping[str, Any]) -> AlertCommand:
         verdict=None if verdict is None else str(verdict),
         note=None if note is None else str(note),
         issued_at_ms=to_epoch_ms(record.get("issued_at") or 0),
+        assignee=None if assignee is None else str(assignee),
     )
 
 

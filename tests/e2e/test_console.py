@@ -78,6 +78,7 @@ async def _check_announced(alice: Page, carol: Page) -> None:
     assert await carol.evaluate("window.notified") == []  # carol did not opt in
     await alice.locator("#badge").click()
     assert await alice.title() == "Upstream — live alerts"
+    assert await alice.locator("#badge").is_hidden()
 
 
 async def _check_detail(page: Page) -> None:
@@ -119,8 +120,8 @@ async def _check_detail(page: Page) -> None:
 async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser(
     stack: ServiceStack,
 ) -> None:
-    """An alert appears live, announced, and opens explained; Acknowledge in one browser shows
-    in the other's table and in the alert's history there."""
+    """An alert appears live, announced, and opens explained; an acknowledgement, a note and an
+    assignment in one browser show in the other's table and in the alert's history there."""
     await (await notifier_ready(stack)).close()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -159,6 +160,17 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             # Carol's open detail lists the acknowledgement with who made it.
             acknowledged = carol.locator("#history tbody tr", has_text="acknowledged")
             await acknowledged.filter(has_text="alice").first.wait_for(timeout=15_000)
+            # A note and an assignment in alice's browser reach carol's detail and table.
+            await alice.locator("#note-text").fill("payer confirmed a policy change")
+            await alice.locator("#add-note").click()
+            noted = carol.locator("#history tbody tr", has_text="payer confirmed a policy change")
+            await noted.filter(has_text="alice").first.wait_for(timeout=15_000)
+            assert (await noted.first.locator("td").all_inner_texts())[1] == "noted"
+            await alice.locator("#assignee").fill("ravi")
+            await alice.locator("#assign").click()
+            await carol_row.locator("td", has_text="ravi").wait_for(timeout=15_000)
+            assigned = carol.locator("#history tbody tr", has_text="assigned")
+            await assigned.filter(has_text="ravi").first.wait_for(timeout=15_000)
 
             ARTIFACTS.mkdir(exist_ok=True)
             await alice.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)

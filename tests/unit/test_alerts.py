@@ -192,6 +192,9 @@ def _command(alert_id: str, command: str, command_id: str = "cmd-1", **kw: Any) 
             ["resolved", "judged"],
             "resolved",
         ),
+        ([("note", {"note": "payer confirmed"})], ["noted"], "active"),
+        ([("assign", {"assignee": "ravi"})], ["assigned"], "active"),
+        ([("resolve", {}), ("note", {"note": "appealed"})], ["resolved", "noted"], "resolved"),
     ],
 )
 def test_operator_commands(
@@ -218,6 +221,9 @@ def test_operator_commands(
         (None, "acknowledge", {"customer_id": "other"}, "foreign_customer"),
         (None, "explode", {}, "invalid_command"),
         (None, "judge", {"verdict": "maybe"}, "invalid_command"),
+        (None, "note", {}, "invalid_command"),
+        (None, "note", {"note": ""}, "invalid_command"),
+        (None, "assign", {}, "invalid_command"),
     ],
 )
 def test_invalid_commands_are_rejected_never_applied(
@@ -231,6 +237,32 @@ def test_invalid_commands_are_rejected_never_applied(
     )
     assert (outcome.rejected, outcome.transitions) == (reason, [])
     assert cast(AlertState, store.get(trigger.alert_id)).version == 1
+
+
+def test_a_command_names_its_operator_and_carries_its_note_and_assignment_stays() -> None:
+    """A command's actor and note belong to its transition; the assignee to the alert, on
+    every later transition, until an empty assignee unassigns it."""
+    store = DictStore()
+    (trigger,) = run(evaluation(DAY, drift(DAY)), store=store)
+    assert (trigger.actor, trigger.note, trigger.assignee) == (None, None, None)
+    lifecycle = AlertLifecycle(store)
+    (assigned,) = lifecycle.apply_command(
+        _command(trigger.alert_id, "assign", "c1", assignee="ravi", note="yours")
+    ).transitions
+    assert (assigned.actor, assigned.note, assigned.assignee) == ("olga", "yours", "ravi")
+    assert assigned.notify
+    (noted,) = lifecycle.apply_command(
+        _command(trigger.alert_id, "note", "c2", note="payer confirmed a policy change")
+    ).transitions
+    assert (noted.actor, noted.note, noted.assignee, noted.notify) == (
+        "olga", "payer confirmed a policy change", "ravi", False
+    )  # fmt: skip
+    (update,) = run(evaluation(DAY + 1, drift(DAY + 1)), store=store)
+    assert (update.actor, update.note, update.assignee) == (None, None, "ravi")
+    (unassigned,) = lifecycle.apply_command(
+        _command(trigger.alert_id, "assign", "c3", assignee="")
+    ).transitions
+    assert (unassigned.transition, unassigned.assignee) == ("assigned", None)
 
 
 def test_commands_apply_exactly_once_by_command_id() -> None:

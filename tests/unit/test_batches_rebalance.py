@@ -26,7 +26,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
-from intervaltree import IntervalTree
+from intervaltree import IntervalTree  # type: ignore[import-untyped]
 from mode.services import Service
 from mode.utils.queues import FlowControlEvent
 
@@ -63,6 +63,7 @@ class _Consumer:
     _fetched_before_seek_back = _borrowed(BatchingConsumer._fetched_before_seek_back)
     _real_gap = _borrowed(BatchingConsumer._real_gap)
     _behind_a_rewind = _borrowed(BatchingConsumer._behind_a_rewind)
+    _add_gap = _borrowed(FaustConsumer._add_gap)
     _buffer = _borrowed(BatchingConsumer._buffer)
     seek = _borrowed(FaustConsumer.seek)
     perform_seek = _borrowed(FaustConsumer.perform_seek)
@@ -91,6 +92,7 @@ class _Consumer:
         self._n_acked = 0
         self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
         self._committed_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self._gap: dict[TP, Any] = defaultdict(IntervalTree)  # Faust's gaps (offsets read)
         self._active_partitions: set[TP] = set()
         self._paused_partitions: set[TP] = set()
         self._buffered_partitions: set[TP] = set()
@@ -252,8 +254,6 @@ async def test_a_clear_at_a_recoverys_end_mid_fetch_keeps_each_partition_in_orde
     buffer.high = buffer.low = 10**9
     app.batch_buffers["claims"] = buffer
     consumer = _Consumer(app, [300, 300, 300])
-    consumer._gap = defaultdict(IntervalTree)
-    consumer._add_gap = _borrowed(FaustConsumer._add_gap).__get__(consumer)  # type: ignore[attr-defined]
     consumer.resume_flow()
     consumer._set_active_tps({P0})
     script = {"reset": False, "cleared": False}

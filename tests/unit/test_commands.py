@@ -26,6 +26,13 @@ ALICE = Operator("alice", "demo", frozenset({"read", "act"}))
          "only judge takes a verdict"),
         (ALICE, {"type": "resolve", "alert_id": "a", "note": 5}, "note must be"),
         (ALICE, {"type": "resolve", "alert_id": "a", "command_id": ["x"]}, "command_id must be"),
+        (ALICE, {"type": "note", "alert_id": "a"}, "note needs a note"),
+        (ALICE, {"type": "note", "alert_id": "a", "note": "  "}, "note needs a note"),
+        (ALICE, {"type": "assign", "alert_id": "a"}, "assign needs an assignee"),
+        (ALICE, {"type": "assign", "alert_id": "a", "assignee": "x" * 65},
+         "assign needs an assignee"),
+        (ALICE, {"type": "resolve", "alert_id": "a", "assignee": "bob"},
+         "only assign takes an assignee"),
     ],
 )  # fmt: skip
 def test_refusals_name_the_problem(operator: Operator, message: dict[str, Any], error: str) -> None:
@@ -44,6 +51,16 @@ def test_a_command_carries_the_tokens_customer_and_operator() -> None:
     assert record["operator"] == "alice"
     assert record["issued_at"] == 1234
     assert record["command_id"]
+
+
+def test_note_and_assign_records_encode_as_alert_commands() -> None:
+    """A note and an assignment go to alerts.commands as AlertCommand records like any other."""
+    codec = ValueCodec()
+    for message in ({"type": "note", "alert_id": "a1", "note": "called the payer"},
+                    {"type": "assign", "alert_id": "a1", "assignee": "ravi"}):  # fmt: skip
+        record = build_command(ALICE, message, 0)
+        decoded = codec.decode(codec.encode("AlertCommand", "t", record), "AlertCommand", "t")
+        assert {**decoded, "issued_at": 0} == record
 
 
 def test_rate_limit_allows_a_burst_then_refuses() -> None:
