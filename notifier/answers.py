@@ -186,6 +186,72 @@ class AlertDetail(TypedDict):
 
 
 @with_config(Strict)
+class ClaimsPeriod(TypedDict):
+    """Claims decided in a period and the share denied (null without claims)."""
+
+    decided: int
+    denied: int
+    denial_rate: float | None
+
+
+@with_config(Strict)
+class TrendDay(TypedDict):
+    """One decided day of the customer."""
+
+    day: date
+    decided: int
+    denial_rate: float | None
+
+
+@with_config(Strict)
+class PayerChange(TypedDict):
+    """A payer's denial rate in the last 30 days against the 60 before, and what the change
+    means: extra denials (current claims × the rise) priced at the baseline's median allowed
+    amount of paid claims."""
+
+    payer_id: str
+    baseline_rate: float | None
+    current_rate: float | None
+    change: float | None
+    current_claims: int
+    extra_denials: float
+    at_stake: Annotated[float | None, Field(description="$; null without a baseline median")]
+
+
+@with_config(Strict)
+class Activity(TypedDict):
+    """One alert transition, newest first: what changed, who did it, when it was stored."""
+
+    alert_id: str
+    version: int
+    transition: Transition
+    status: Status
+    severity_level: Level
+    payer_id: str
+    cpt_group: str
+    drift_type: DriftType
+    actor: str | None
+    note: str | None
+    assignee: str | None
+    stored_at: datetime | None
+
+
+@with_config(Strict)
+class Dashboard(TypedDict):
+    """The console's landing page for one customer. Claims are counted by decided date as of
+    the customer's latest one (``as_of``; feeds arrive late), not by the wall clock."""
+
+    customer_id: str
+    as_of: Annotated[date | None, Field(description="the latest decided date (null: no claims)")]
+    open_alerts: Annotated[dict[str, int], Field(description="open alerts by severity level")]
+    today: ClaimsPeriod
+    week: Annotated[ClaimsPeriod, Field(description="the 7 days ending on as_of")]
+    trend: Annotated[list[TrendDay], Field(description="the 28 days ending on as_of")]
+    top_payers: Annotated[list[PayerChange], Field(description="largest rise first, up to 5")]
+    activity: Annotated[list[Activity], Field(description="the latest 20 transitions")]
+
+
+@with_config(Strict)
 class Session(TypedDict):
     """Who the session cookie set with this answer is for."""
 

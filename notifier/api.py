@@ -33,6 +33,7 @@ from notifier.answers import (
     ActiveAlerts,
     AlertDetail,
     AlertSeries,
+    Dashboard,
     DenialMonth,
     DenialTrend,
     DetailDay,
@@ -43,6 +44,7 @@ from notifier.answers import (
     SeriesDay,
 )
 from notifier.commands import RateLimit
+from notifier.dashboard import dashboard
 from notifier.explain import cpt_changes, explain, reason_changes
 from notifier.messages import Alert
 from notifier.tokens import Keys, Operator, TokenError, verify_token
@@ -208,7 +210,7 @@ def _next_cursor(row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-Answer = ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries | AlertDetail
+Answer = ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries | AlertDetail | Dashboard
 Handler = Callable[[Operator, dict[str, list[str]]], Awaitable[Answer]]
 
 
@@ -238,6 +240,7 @@ class HttpApi:
             "/api/trends/denials": self._denial_trend,
             "/api/alert-series": self._alert_series,
             "/api/alert-detail": self._alert_detail,
+            "/api/dashboard": self._dashboard,
         }
 
     def handles(self, path: str) -> bool:
@@ -312,6 +315,10 @@ class HttpApi:
             raise ApiError(
                 HTTPStatus.TOO_MANY_REQUESTS, "too many requests; slow down", {"Retry-After": "1"}
             )
+
+    async def _dashboard(self, operator: Operator, query: dict[str, list[str]]) -> Dashboard:  # noqa: ARG002 - every route handler takes the query
+        async with self.engine.connect() as conn:
+            return await dashboard(conn, operator.customer_id)
 
     async def _alerts(self, operator: Operator, query: dict[str, list[str]]) -> ActiveAlerts:  # noqa: ARG002 - every route handler takes the query
         async with self.engine.connect() as conn:

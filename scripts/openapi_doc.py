@@ -10,6 +10,7 @@ from notifier.answers import (
     ActiveAlerts,
     AlertDetail,
     AlertSeries,
+    Dashboard,
     DenialTrend,
     DriftEventPage,
     ErrorAnswer,
@@ -172,6 +173,12 @@ OPENAPI = {
             AlertSeries,
             "400",
             "404",
+        ),
+        "/api/dashboard": get(
+            "dashboard",
+            "The console's landing page: open alerts by level; claims decided on the customer's latest decided date and in the week to it, with the denial rate, and its 28-day trend; the payers whose denial rate rose most (last 30 days against the 60 before) with the extra denials and the allowed amount at stake; the latest 20 alert transitions with who made them.",
+            [customer_param],
+            Dashboard,
         ),
         "/api/alert-detail": get(
             "alertDetail",

@@ -32,13 +32,15 @@ window.Notification = Recording;
 """
 
 
-async def _open(browser: object, stack: ServiceStack, operator: str) -> Page:
+async def _open(
+    browser: object, stack: ServiceStack, operator: str, customer: str = "demo"
+) -> Page:
     origin = f"http://127.0.0.1:{stack.notifier_port}"
     context = await browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
     await context.grant_permissions(["notifications"], origin=origin)
     page: Page = await context.new_page()
     await page.add_init_script(RECORD_NOTIFICATIONS)
-    token = mint_token(SECRET, "demo", operator)
+    token = mint_token(SECRET, customer, operator)
     await page.goto(f"{origin}/?token={token}")
     await page.locator("#status.live").wait_for(timeout=30_000)
     assert "token" not in page.url  # traded for an HttpOnly cookie, out of the address bar
@@ -79,6 +81,31 @@ async def _check_announced(alice: Page, carol: Page) -> None:
     await alice.locator("#badge").click()
     assert await alice.title() == "Upstream — live alerts"
     assert await alice.locator("#badge").is_hidden()
+
+
+async def _check_dashboard(alice: Page, other: Page) -> None:
+    """The dashboard's widgets fill with the customer's live data, and another customer's
+    dashboard shows none of it."""
+    critical = alice.locator("#open-critical")
+    await alice.wait_for_function(
+        "document.getElementById('open-critical').firstChild.textContent !== '–'"
+        " && +document.getElementById('open-critical').firstChild.textContent >= 1"
+    )
+    assert (await critical.inner_text()).split()[-1] == "critical"
+    title = await alice.locator("#claims-title").inner_text()
+    assert re.fullmatch(r"Claims decided, as of \d{4}-\d\d-\d\d \(latest decided date\)", title)
+    assert await alice.locator("#trend-chart .xtick").count() > 0  # a dated axis drawn
+    payer = await alice.locator("#payers tbody tr").first.locator("td").all_inner_texts()
+    assert payer[0] == SPIKE_PAYER, payer  # the spike payer's denial rate rose most
+    assert payer[2].startswith("+"), payer
+    activity = await alice.locator("#activity li").all_inner_texts()
+    assert any("Upstream — triggered " + SPIKE_PAYER in a for a in activity), activity
+    await other.wait_for_function(
+        "document.getElementById('open-critical').firstChild.textContent === '0'"
+    )
+    assert await other.locator("#payers tbody tr").count() == 0
+    assert await other.locator("#activity li").count() == 0
+    assert await other.locator("#claims-title").inner_text() == "Claims: none yet"
 
 
 async def _check_detail(page: Page) -> None:
@@ -130,6 +157,7 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
                 await _open(browser, stack, "alice"),
                 await _open(browser, stack, "carol"),
             )
+            other = await _open(browser, stack, "olaf", customer="other")
             await alice.locator("#desktop").check()  # desktop notifications for critical
             assert await alice.locator("#desktop").is_checked()  # the permission was granted
             await produce(SCENARIO, stack.bootstrap, stack.settings().topic_claims)
@@ -140,6 +168,7 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             row = row.first
             await row.wait_for(timeout=120_000)
             await _check_announced(alice, carol)
+            await _check_dashboard(alice, other)
             cells = await row.locator("td").all_inner_texts()
             assert cells[:5] == ["critical", "active", SPIKE_PAYER, SPIKE_GROUP, "denial_rate"]
             assert "% → " in cells[5]  # baseline → current denial rate

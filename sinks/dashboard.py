@@ -1,0 +1,106 @@
+"""Read-side queries of the console's dashboard: one customer's open alerts, claims and
+operator activity. Each is one SQL statement over bound parameters."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sinks.tables import alert_events, alert_transitions
+
+TREND_DAYS = 28  # the denial-rate trend, ending on the as-of date
+CURRENT_DAYS, BASELINE_DAYS = 30, 60  # the top payers' windows, ending on the as-of date
+
+
+async def open_alerts_by_level(conn: AsyncConnection, customer_id: str) -> dict[str, int]:
+    """Open (active or acknowledged) alerts per severity level."""
+    a = alert_events.c
+    stmt = (
+        select(a.severity_level, func.count())
+        .where(a.customer_id == customer_id, a.status != "resolved")
+        .group_by(a.severity_level)
+    )
+    return {level: count for level, count in (await conn.execute(stmt)).all()}
+
+
+async def latest_decided(conn: AsyncConnection, customer_id: str) -> date | None:
+    """The customer's latest decided date: the dashboard's "today" (feeds arrive late)."""
+    stmt = text("SELECT max(decided_date) FROM claim_records WHERE customer_id = :customer_id")
+    value: date | None = (await conn.execute(stmt, {"customer_id": customer_id})).scalar()
+    return value
+
+
+_DAILY = text(
+    """
+    SELECT decided_date AS day,
+           count(*) AS decided,
+           count(*) FILTER (WHERE outcome = 'DENIED') AS denied
+    FROM claim_records
+    WHERE customer_id = :customer_id AND outcome <> 'PENDED'
+      AND decided_date > :until - :days AND decided_date <= :until
+    GROUP BY decided_date
+    ORDER BY decided_date
+    """
+)
+
+
+async def daily_denials(
+    conn: AsyncConnection, customer_id: str, until: date, days: int = TREND_DAYS
+) -> list[dict[str, Any]]:
+    """Decided and denied claims per decided day, the ``days`` days ending on ``until``."""
+    params = {"customer_id": customer_id, "until": until, "days": days}
+    return [dict(row) for row in (await conn.execute(_DAILY, params)).mappings()]
+
+
+_PAYERS = text(
+    """
+    SELECT payer_id,
+           count(*) FILTER (WHERE decided_date <= :baseline_end) AS baseline_claims,
+           count(*) FILTER (WHERE decided_date <= :baseline_end AND outcome = 'DENIED')
+               AS baseline_denied,
+           count(*) FILTER (WHERE decided_date > :baseline_end) AS current_claims,
+           count(*) FILTER (WHERE decided_date > :baseline_end AND outcome = 'DENIED')
+               AS current_denied,
+           (percentile_cont(0.5) WITHIN GROUP (ORDER BY allowed_amount) FILTER (
+               WHERE decided_date <= :baseline_end AND outcome = 'PAID' AND allowed_amount > 0
+           ))::float8 AS median_allowed
+    FROM claim_records
+    WHERE customer_id = :customer_id AND outcome <> 'PENDED'
+      AND decided_date > :baseline_start AND decided_date <= :until
+    GROUP BY payer_id
+    """
+)
+
+
+async def payer_windows(
+    conn: AsyncConnection, customer_id: str, until: date
+) -> list[dict[str, Any]]:
+    """Per payer: claims and denials of the :data:`CURRENT_DAYS` ending on ``until`` and of the
+    :data:`BASELINE_DAYS` before, and the median allowed amount of the baseline's paid claims."""
+    params = {
+        "customer_id": customer_id,
+        "until": until,
+        "baseline_end": until - timedelta(days=CURRENT_DAYS),
+        "baseline_start": until - timedelta(days=CURRENT_DAYS + BASELINE_DAYS),
+    }
+    return [dict(row) for row in (await conn.execute(_PAYERS, params)).mappings()]
+
+
+async def recent_transitions(
+    conn: AsyncConnection, customer_id: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The customer's latest alert transitions, newest first, with who made them and when."""
+    t = alert_transitions.c
+    stmt = (
+        select(
+            t.alert_id, t.version, t.transition, t.status, t.severity_level, t.payer_id,
+            t.cpt_group, t.drift_type, t.actor, t.note, t.assignee, t.stored_at,
+        )
+        .where(t.customer_id == customer_id)
+        .order_by(t.seq.desc())
+        .limit(limit)
+    )  # fmt: skip
+    return [dict(row) for row in (await conn.execute(stmt)).mappings()]
