@@ -147,8 +147,9 @@ async def _check_detail(page: Page) -> None:
 async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser(
     stack: ServiceStack,
 ) -> None:
-    """An alert appears live, announced, and opens explained; an acknowledgement, a note and an
-    assignment in one browser show in the other's table and in the alert's history there."""
+    """The dashboard fills; an alert appears live, announced, and opens explained; an
+    acknowledgement, a note, an assignment and a bulk resolve in one browser show in the other's
+    table and in the alert's history there."""
     await (await notifier_ready(stack)).close()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -203,5 +204,14 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
 
             ARTIFACTS.mkdir(exist_ok=True)
             await alice.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+
+            # A bulk resolve with a note, from the ticked rows.
+            await row.locator("input.pick").check()
+            assert await alice.locator("#bulk-count").inner_text() == "1 selected"
+            await alice.locator("#bulk-note").fill("closed after the payer call")
+            await alice.locator("#bulk-resolve").click()
+            resolved = carol.locator("#history tbody tr", has_text="closed after the payer call")
+            await resolved.filter(has_text="resolved").first.wait_for(timeout=15_000)
+            await carol_row.wait_for(state="detached", timeout=15_000)  # resolved: not shown
         finally:
             await browser.close()
