@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # any domain source newer than the last install builds it again.
 DOMAIN  := $(wildcard streams/domain/*.py)
 
-.PHONY: help install pure run test test-kafka test-unit test-integration lint fmt bench bench-customers bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
+.PHONY: help install pure run test test-kafka screenshots test-unit test-integration lint fmt bench bench-customers bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ chaos: install ## SIGKILL the worker while feeds stream, Tansu then Apache Kafka
 		UPSTREAM_TEST_BROKER=$$broker UPSTREAM_CHAOS_KILLS=$${CHAOS_KILLS:-10} \
 			$(PY) -m pytest -s tests/integration/test_chaos.py || exit 1; \
 	done; done
+
+screenshots: install ## the console's dashboard and alert detail, as the e2e console test leaves them, into docs/images
+	bash scripts/ensure-chromium
+	$(PY) -m pytest -q tests/e2e/test_console.py
+	mkdir -p docs/images
+	cp tests/artifacts/dashboard.png tests/artifacts/alert-detail.png docs/images/
 
 test-unit: install ## the fast, pure tests only
 	$(PY) -m pytest tests/unit

@@ -83,6 +83,12 @@ async def _check_announced(alice: Page, carol: Page) -> None:
     assert await alice.locator("#badge").is_hidden()
 
 
+async def _wait_toasts_gone(page: Page) -> None:
+    """Until the toasts (10 s each) have left the dashboard's corner."""
+    await page.locator("#toasts .toast").first.wait_for(state="detached", timeout=20_000)
+    await page.wait_for_function("document.querySelectorAll('#toasts .toast').length === 0")
+
+
 async def _check_dashboard(alice: Page, other: Page) -> None:
     """The dashboard's widgets fill with the customer's live data, and another customer's
     dashboard shows none of it."""
@@ -202,8 +208,11 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             assigned = carol.locator("#history tbody tr", has_text="assigned")
             await assigned.filter(has_text="ravi").first.wait_for(timeout=15_000)
 
-            ARTIFACTS.mkdir(exist_ok=True)
+            ARTIFACTS.mkdir(exist_ok=True)  # make screenshots copies these into docs/images
             await alice.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+            await _wait_toasts_gone(alice)
+            await alice.locator("#dashboard").screenshot(path=str(ARTIFACTS / "dashboard.png"))
+            await alice.locator("#detail").screenshot(path=str(ARTIFACTS / "alert-detail.png"))
 
             # A bulk resolve with a note, from the ticked rows.
             await row.locator("input.pick").check()
