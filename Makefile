@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # any domain source newer than the last install builds it again.
 DOMAIN  := $(wildcard streams/domain/*.py)
 
-.PHONY: help install pure run test test-kafka screenshots test-unit test-integration lint fmt bench bench-customers bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout chaos hooks clean
+.PHONY: help install pure run test test-kafka screenshots test-unit test-integration lint fmt bench bench-customers bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout bench-dashboard chaos hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -82,6 +82,10 @@ bench-sink: install ## sink rows/s vs raw COPY (bench/results/sink-DATE.json, pr
 
 bench-fanout: install ## notifier fan-out: 2,000 WebSocket clients, 100 alerts/s for 60 s (p50/p99, CPU)
 	$(PY) -m bench.fanout > bench/results/fanout-$(TODAY).json
+
+bench-dashboard: install ## the console in Chromium with 1,000 open alerts over 500 keys: table and dashboard load times (bench/results/dashboard-DATE.json)
+	bash scripts/ensure-chromium
+	$(PY) -m bench.dashboard > bench/results/dashboard-$(TODAY).json
 
 hooks: install ## install the pre-commit hooks (ruff, ruff-format, mypy, hygiene) into .git
 	$(VENV)/bin/pre-commit install

@@ -28,15 +28,12 @@ import psutil
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.harness import percentiles
+from bench.harness import on_embedded_stack, percentiles
 from bench.machine import machine
 from notifier.tokens import mint_token
 from sinks.writer import PostgresWriter, alert_row
-from streams.app.services import migrate_database
 from streams.devtools.generator import alert_transition
 from streams.devtools.stack import (
-    EmbeddedKafka,
-    EmbeddedPostgres,
     free_port,
     spawn_service,
     stop_process,
@@ -164,13 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < args.customers:
         parser.error("--clients must be at least --customers (every customer has a client)")
-    server, kafka = EmbeddedPostgres().start(), EmbeddedKafka().start()
-    try:
-        migrate_database(server.url)
-        report = asyncio.run(_run(args, server.url, kafka.bootstrap))
-    finally:
-        kafka.stop()
-        server.stop()
+    report = on_embedded_stack(lambda database_url, bootstrap: _run(args, database_url, bootstrap))
     print(json.dumps(report, indent=2))
     lat = report["latency_ms"]
     print("| clients | alerts/s | delivered / expected | p50 ms | p99 ms | max ms | notifier CPU |",

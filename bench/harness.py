@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from schemas.registry import ValueCodec
+from streams.app.services import migrate_database
 from streams.devtools.generator import Scenario, produce
 from streams.devtools.probes import (
     read_all,
     wait_processed,
 )
-from streams.devtools.stack import EmbeddedKafka, spawn_service, stop_process
+from streams.devtools.stack import EmbeddedKafka, EmbeddedPostgres, spawn_service, stop_process
 from streams.kafka.records import to_epoch_ms
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
@@ -31,6 +34,20 @@ def start_broker(kind: str) -> Any:
 
         return ApacheKafka().start()
     return EmbeddedKafka().start()
+
+
+def on_embedded_stack(
+    run: Callable[[str, str], Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """``run(database_url, bootstrap)`` on a fresh embedded PostgreSQL (migrated) and Tansu
+    broker, both stopped after it; its report."""
+    server, kafka = EmbeddedPostgres().start(), EmbeddedKafka().start()
+    try:
+        migrate_database(server.url)
+        return asyncio.run(run(server.url, kafka.bootstrap))
+    finally:
+        kafka.stop()
+        server.stop()
 
 
 def percentiles(samples: list[float]) -> dict[str, float | None]:

@@ -43,6 +43,16 @@ def test_fanout_bench_smoke_run() -> None:
     assert "| clients | alerts/s |" in stderr
 
 
+def test_dashboard_bench_smoke_run() -> None:
+    """One console load of 1,000 open alerts over 500 keys (a claim a key a day): timed."""
+    report, stderr = run_bench("dashboard", "--loads", "1", "--claims-per-day", "1")
+    assert (report["open_alerts"], report["keys"], report["claims"]) == (1000, 500, 45_000)
+    assert 0 < report["table_live_ms"]["p50"] <= report["dashboard_filled_ms"]["max"]
+    assert report["api_dashboard_ms"]["p50"] > 0
+    assert report["api_alerts_ms"]["p50"] > 0
+    assert "| open alerts | keys |" in stderr
+
+
 def test_latency_bench_smoke_run() -> None:
     """Worker, sink and notifier at 1,000 claims/s: alerts arrive and are timed, in order."""
     report, stderr = run_bench(
