@@ -46,7 +46,8 @@ from notifier.answers import (
 from notifier.commands import RateLimit
 from notifier.dashboard import dashboard
 from notifier.explain import cpt_changes, explain, reason_changes
-from notifier.messages import Alert
+from notifier.layouts import Layouts
+from notifier.messages import Alert, Layout
 from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
     DriftFilter,
@@ -69,6 +70,9 @@ CACHE_MAX_ENTRIES = 1000
 GZIP_MIN_BYTES = 1024
 PAGE_MAX = 500
 SERIES_DAYS_MAX = 400
+# Answers of one operator, not of the customer, and changed by the operator's own messages
+# rather than by alert transitions: never cached.
+PER_OPERATOR = frozenset({"/api/layout"})
 
 
 def _denial_rate(day: dict[str, Any]) -> float | None:
@@ -210,7 +214,9 @@ def _next_cursor(row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-Answer = ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries | AlertDetail | Dashboard
+Answer = (
+    ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries | AlertDetail | Dashboard | Layout
+)
 Handler = Callable[[Operator, dict[str, list[str]]], Awaitable[Answer]]
 
 
@@ -241,7 +247,9 @@ class HttpApi:
             "/api/alert-series": self._alert_series,
             "/api/alert-detail": self._alert_detail,
             "/api/dashboard": self._dashboard,
+            "/api/layout": self._layout,
         }
+        self.layouts = Layouts(engine)
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is an API path."""
@@ -253,7 +261,8 @@ class HttpApi:
         try:
             body = await self._answer(request, path, raw_query)
             status = HTTPStatus.OK
-            headers = {"Cache-Control": f"private, max-age={int(CACHE_TTL_S)}"}
+            cache = "no-store" if path in PER_OPERATOR else f"private, max-age={int(CACHE_TTL_S)}"
+            headers = {"Cache-Control": cache}
         except ApiError as exc:
             body = json.dumps(ErrorAnswer(error=str(exc))).encode()
             status, headers = exc.status, exc.headers
@@ -276,7 +285,7 @@ class HttpApi:
             raise ApiError(HTTPStatus.FORBIDDEN, "token is for another customer")
         key = (operator.customer_id, path, "&".join(sorted(raw_query.split("&"))))
         now, version = time.monotonic(), self.version()
-        cached = self._cache.get(key)
+        cached = None if path in PER_OPERATOR else self._cache.get(key)
         if cached is not None and cached[0] > now and cached[1] == version:
             return cached[2]
         try:
@@ -285,6 +294,8 @@ class HttpApi:
             log.warning("API query failed: %s", exc)
             raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "database unavailable; retry") from None
         body = json.dumps(payload, default=_json_default).encode()
+        if path in PER_OPERATOR:
+            return body
         if len(self._cache) >= CACHE_MAX_ENTRIES:
             self._cache.clear()
         self._cache[key] = (now + CACHE_TTL_S, version, body)
@@ -315,6 +326,9 @@ class HttpApi:
             raise ApiError(
                 HTTPStatus.TOO_MANY_REQUESTS, "too many requests; slow down", {"Retry-After": "1"}
             )
+
+    async def _layout(self, operator: Operator, query: dict[str, list[str]]) -> Layout:  # noqa: ARG002 - every route handler takes the query
+        return await self.layouts.load(operator.customer_id, operator.operator)
 
     async def _dashboard(self, operator: Operator, query: dict[str, list[str]]) -> Dashboard:  # noqa: ARG002 - every route handler takes the query
         async with self.engine.connect() as conn:

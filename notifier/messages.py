@@ -138,6 +138,25 @@ class Assign(TypedDict):
     note: NotRequired[str | None]
 
 
+Widget = Literal["open", "claims", "payers", "activity"]
+WIDGETS: tuple[Widget, ...] = ("open", "claims", "payers", "activity")
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Layout(TypedDict):
+    """An operator's dashboard: its widgets in order, and those hidden."""
+
+    order: Annotated[list[Widget], Field(description="every widget once, in the order shown")]
+    hidden: list[Widget]
+
+
+class SaveLayout(TypedDict):
+    """Save the operator's dashboard layout (any scope); the server answers layout_saved."""
+
+    type: Literal["layout"]
+    layout: Layout
+
+
 class Snapshot(TypedDict):
     """Open alerts at subscribe, as of cursor."""
 
@@ -164,6 +183,13 @@ class Ack(TypedDict):
     error: NotRequired[str]
 
 
+class LayoutSaved(TypedDict):
+    """The operator's layout as saved (GET /api/layout reads it back)."""
+
+    type: Literal["layout_saved"]
+    layout: Layout
+
+
 class Error(TypedDict):
     """A message the server could not act on."""
 
@@ -171,7 +197,7 @@ class Error(TypedDict):
     message: str
 
 
-ServerMessage = Snapshot | AlertMessage | Ack | Error
+ServerMessage = Snapshot | AlertMessage | Ack | LayoutSaved | Error
 
 # Each message type of the protocol, by its ``type``, in the order the documents list them.
 CLIENT_MESSAGES: dict[str, type] = {
@@ -182,11 +208,13 @@ CLIENT_MESSAGES: dict[str, type] = {
     "judge": Judge,
     "note": Note,
     "assign": Assign,
+    "layout": SaveLayout,
 }
 SERVER_MESSAGES: dict[str, type] = {
     "snapshot": Snapshot,
     "alert": AlertMessage,
     "ack": Ack,
+    "layout_saved": LayoutSaved,
     "error": Error,
 }
 

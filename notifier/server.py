@@ -36,7 +36,16 @@ from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, sessio
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
 from notifier.files import FILES, File, read, read_gzipped
 from notifier.hub import Filters, Hub, Subscriber
-from notifier.messages import BAD_MESSAGE, Ack, Error, ServerMessage, Snapshot, parse_message
+from notifier.layouts import as_layout
+from notifier.messages import (
+    BAD_MESSAGE,
+    Ack,
+    Error,
+    LayoutSaved,
+    ServerMessage,
+    Snapshot,
+    parse_message,
+)
 from notifier.tokens import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -284,6 +293,8 @@ class NotifierServer:
                     await self._send(ws, Error(type="error", message="already subscribed"))
                 elif kind in COMMANDS:
                     await self._command(ws, operator, message, rate, address)
+                elif kind == "layout":
+                    await self._save_layout(ws, operator, message)
                 else:
                     await self._send(ws, Error(type="error", message=f"unknown type {kind!r}"))
         except ConnectionClosed:
@@ -352,6 +363,25 @@ class NotifierServer:
             return
         COMMAND_OUTCOMES.labels(command=kind, outcome="accepted").inc()
         await self._send(ws, Ack(type="ack", command_id=command_id, status="accepted"))
+
+    async def _save_layout(
+        self, ws: ServerConnection, operator: Operator, message: dict[str, Any]
+    ) -> None:
+        """Store the operator's dashboard layout; answer with it as saved."""
+        if self.api is None:
+            await self._send(ws, Error(type="error", message="this notifier keeps no layouts"))
+            return
+        try:
+            layout = as_layout(message.get("layout"))
+            await self.api.layouts.save(operator.customer_id, operator.operator, layout)
+        except ValueError as exc:
+            await self._send(ws, Error(type="error", message=f"layout: {exc}"))
+            return
+        except Exception as exc:  # Postgres down: the console keeps its layout until next time
+            log.warning("layout not saved: %s", exc)
+            await self._send(ws, Error(type="error", message="layout not saved; retry"))
+            return
+        await self._send(ws, LayoutSaved(type="layout_saved", layout=layout))
 
     async def _subscribe(
         self, ws: ServerConnection, operator: Operator, message: dict[str, Any]

@@ -16,11 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 REF = "#/components/schemas/{model}"
 
 
+COMPONENTS: dict[str, dict] = {}  # the types the messages nest (Alert, Layout), each once
+
+
 def schema_of(kind: object) -> dict:
-    """The JSON Schema of a type of :mod:`notifier.messages` (an alert refers to the Alert
-    component)."""
+    """The JSON Schema of a type of :mod:`notifier.messages`; the types it nests become
+    components it refers to."""
     schema = TypeAdapter(kind).json_schema(ref_template=REF)
-    schema.pop("$defs", None)  # the one nested type, Alert, is a component of both documents
+    COMPONENTS.update(schema.pop("$defs", {}))
     return schema
 
 
@@ -266,5 +269,5 @@ ASYNCAPI = {
     },
     "channels": channels,
     "operations": operations,
-    "components": {"schemas": {"Alert": alert_schema}},
+    "components": {"schemas": {"Alert": alert_schema, **COMPONENTS}},
 }

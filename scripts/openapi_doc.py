@@ -18,6 +18,7 @@ from notifier.answers import (
     Ready,
     Session,
 )
+from notifier.messages import Layout
 from streams.domain.values import DRIFT_TYPES, LEVELS
 
 REF = "#/components/schemas/{model}"
@@ -179,6 +180,12 @@ OPENAPI = {
             "The console's landing page: open alerts by level; claims decided on the customer's latest decided date and in the week to it, with the denial rate, and its 28-day trend; the payers whose denial rate rose most (last 30 days against the 60 before) with the extra denials and the allowed amount at stake; the latest 20 alert transitions with who made them.",
             [customer_param],
             Dashboard,
+        ),
+        "/api/layout": get(
+            "layout",
+            "The operator's dashboard layout as saved over the WebSocket (a layout message), or the default: every widget, none hidden.",
+            [customer_param],
+            Layout,
         ),
         "/api/alert-detail": get(
             "alertDetail",

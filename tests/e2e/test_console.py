@@ -89,6 +89,22 @@ async def _wait_toasts_gone(page: Page) -> None:
     await page.wait_for_function("document.querySelectorAll('#toasts .toast').length === 0")
 
 
+async def _check_layout_kept(alice: Page, carol: Page) -> None:
+    """A widget hidden and another moved survive a reload (saved for alice on the server), and
+    carol's layout is her own."""
+    await alice.locator("#w-payers .layout-hide").click()
+    await alice.locator("#w-activity .layout-earlier").click()
+    await alice.locator("#notice", has_text="layout saved").wait_for(timeout=10_000)
+    await alice.reload()
+    await alice.locator("#status.live").wait_for(timeout=30_000)
+    await alice.locator("#w-payers").wait_for(state="hidden", timeout=10_000)
+    order = "(id) => getComputedStyle(document.getElementById(id)).order"
+    assert await alice.evaluate(order, "w-activity") == "2"
+    assert await alice.evaluate(order, "w-claims") == "1"
+    assert (await alice.locator("#hidden-widgets").inner_text()).startswith("Hidden:")
+    assert await carol.locator("#w-payers").is_visible()
+
+
 async def _check_dashboard(alice: Page, other: Page) -> None:
     """The dashboard's widgets fill with the customer's live data, and another customer's
     dashboard shows none of it."""
@@ -222,5 +238,6 @@ async def test_console_shows_alerts_live_and_acknowledge_reaches_another_browser
             resolved = carol.locator("#history tbody tr", has_text="closed after the payer call")
             await resolved.filter(has_text="resolved").first.wait_for(timeout=15_000)
             await carol_row.wait_for(state="detached", timeout=15_000)  # resolved: not shown
+            await _check_layout_kept(alice, carol)
         finally:
             await browser.close()

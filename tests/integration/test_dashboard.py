@@ -3,14 +3,16 @@ checked against openapi.json."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from notifier.tokens import mint_token
-from tests.apidocs import check_response
-from tests.integration.stack import SECRET, ServiceStack, notifier_ready, store_rows
+from tests.apidocs import check_response, check_ws_message
+from tests.integration.stack import SECRET, ServiceStack, notifier_ready, store_rows, ws_url
 from tests.integration.test_alert_detail import ALERT
 from tests.integration.test_api import get_json
 
@@ -103,3 +105,27 @@ async def test_a_customer_without_claims_gets_an_empty_dashboard(filled: Service
         None, [], [], []
     )  # fmt: skip
     assert body["today"] == {"decided": 0, "denied": 0, "denial_rate": None}
+
+
+async def test_each_operator_keeps_a_layout_of_their_own(filled: ServiceStack) -> None:
+    """A layout message saves the operator's layout (answered layout_saved); GET /api/layout
+    reads it back for that operator only; a layout that does not check is refused."""
+    alice = mint_token(SECRET, "demo", "alice")
+    saved = {"order": ["activity", "open", "claims", "payers"], "hidden": ["payers"]}
+    async with connect(ws_url(filled, alice)) as ws:
+        await ws.send(json.dumps({"type": "layout", "layout": saved}))
+        reply = json.loads(await ws.recv())
+        check_ws_message(reply)
+        assert reply == {"type": "layout_saved", "layout": saved}
+        for bad in ({"order": ["open"], "hidden": []}, {"order": saved["order"], "hidden": ["x"]},
+                    [1, 2]):  # fmt: skip
+            await ws.send(json.dumps({"type": "layout", "layout": bad}))
+            refused = json.loads(await ws.recv())
+            check_ws_message(refused)
+            assert refused["type"] == "error"
+            assert refused["message"].startswith("layout: ")
+    status, body = await get_json(filled, "/api/layout", alice)
+    check_response("/api/layout", 200, body)
+    assert (status, body) == (200, saved)
+    _, default = await get_json(filled, "/api/layout", mint_token(SECRET, "demo", "bob"))
+    assert default == {"order": ["open", "claims", "payers", "activity"], "hidden": []}

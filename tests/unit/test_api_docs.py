@@ -50,7 +50,17 @@ def test_asyncapi_embeds_the_current_avro_schemas(name: str) -> None:
 def test_asyncapi_lists_every_websocket_message_type() -> None:
     """Commands, subscribe/auth in; snapshot/alert/ack/error out: all described."""
     messages = document("asyncapi")["channels"]["operatorSocket"]["messages"]
-    assert set(messages) == {"auth", "subscribe", *COMMANDS, "snapshot", "alert", "ack", "error"}
+    assert set(messages) == {
+        "auth",
+        "subscribe",
+        *COMMANDS,
+        "layout",
+        "snapshot",
+        "alert",
+        "ack",
+        "layout_saved",
+        "error",
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,49 @@
+"""Operators' dashboard layouts: checked where they come in (the WebSocket's ``layout``
+message), stored per operator of a customer, read back by ``GET /api/layout``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifier.messages import WIDGETS, Layout, Widget
+from sinks.layouts import load_layout, save_layout
+
+DEFAULT_LAYOUT = Layout(order=list(WIDGETS), hidden=[])
+
+
+def as_layout(raw: Any) -> Layout:
+    """``raw`` as a layout: every widget once in ``order``, some in ``hidden``; ValueError
+    naming the problem otherwise."""
+    if not isinstance(raw, dict) or set(raw) != {"order", "hidden"}:
+        raise ValueError('a layout is {"order": [widgets], "hidden": [widgets]}')
+    order, hidden = raw["order"], raw["hidden"]
+    names = ", ".join(WIDGETS)
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(WIDGETS):
+        raise ValueError(f"order must name each widget once: {names}")
+    if not isinstance(hidden, list) or not set(map(str, hidden)) <= set(WIDGETS):
+        raise ValueError(f"hidden must name widgets among: {names}")
+    known: dict[str, Widget] = {w: w for w in WIDGETS}
+    return Layout(order=[known[w] for w in order], hidden=sorted({known[w] for w in hidden}))
+
+
+class Layouts:
+    """Each operator's layout in Postgres."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def load(self, customer_id: str, operator: str) -> Layout:
+        """The operator's saved layout, or the default (every widget, in their order)."""
+        async with self.engine.connect() as conn:
+            saved = await load_layout(conn, customer_id, operator)
+        try:
+            return DEFAULT_LAYOUT if saved is None else as_layout(saved)
+        except ValueError:  # a stored layout that does not check (edited by hand, say)
+            return DEFAULT_LAYOUT
+
+    async def save(self, customer_id: str, operator: str, layout: Layout) -> None:
+        """Store the operator's layout."""
+        async with self.engine.begin() as conn:
+            await save_layout(conn, customer_id, operator, dict(layout))
