@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from notifier.alert_detail import alert_detail
 from notifier.answers import (
     ActiveAlerts,
     AlertDetail,
@@ -36,32 +37,24 @@ from notifier.answers import (
     Dashboard,
     DenialMonth,
     DenialTrend,
-    DetailDay,
     DriftEvent,
     DriftEventPage,
     ErrorAnswer,
-    HistoryEntry,
     SeriesDay,
 )
 from notifier.commands import RateLimit
 from notifier.dashboard import dashboard
-from notifier.explain import cpt_changes, explain, reason_changes
 from notifier.layouts import Layouts
 from notifier.messages import Alert, Layout
 from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
     DriftFilter,
-    KeyWindows,
     active_alerts,
-    alert_history,
     alert_with_drift,
-    drift_event,
     drift_events_page,
-    key_breakdown,
     key_daily,
     monthly_denial_trend,
 )
-from sinks.tables import ALERT_FIELDS
 from streams.domain.values import as_drift_type, as_level
 
 log = logging.getLogger("upstream.notifier")
@@ -90,47 +83,6 @@ API_REQUESTS = Counter(
     "JSON API requests by endpoint and status",
     ["endpoint", "status"],
 )
-
-
-_ALERT_KEYS = (*ALERT_FIELDS, "first_notified_at", "baseline_value", "current_value")
-
-
-def _detail(
-    row: dict[str, Any],
-    drift: dict[str, Any] | None,
-    history: list[dict[str, Any]],
-    breakdown: dict[str, Any],
-    days: list[dict[str, Any]],
-) -> AlertDetail:
-    """An alert's detail (:class:`AlertDetail`) from its row (``alert_with_drift``), its drift
-    event (None if not stored), its versions and its key's claims."""
-    codes = breakdown.get("cpt_codes", [])
-    median = breakdown.get("median_allowed")
-    return AlertDetail(
-        alert=cast("Alert", {name: row[name] for name in _ALERT_KEYS}),
-        explanation=None if drift is None else explain(drift, median),
-        drift_event=cast("DriftEvent | None", drift),
-        median_allowed=median,
-        denial_reasons=reason_changes(
-            breakdown.get("reasons", []),
-            sum(c["baseline_claims"] for c in codes),
-            sum(c["current_claims"] for c in codes),
-        ),
-        cpt_codes=cpt_changes(codes),
-        example_claim_ids=breakdown.get("examples", []),
-        days=[_detail_day(d) for d in days],
-        history=cast("list[HistoryEntry]", history),
-    )
-
-
-def _detail_day(day: dict[str, Any]) -> DetailDay:
-    return DetailDay(
-        day=day["day"],
-        claims=day["decided"],
-        denial_rate=_denial_rate(day),
-        decision_lag_days=day["lag_days"],
-        allowed_amount=day["allowed_geomean"],
-    )
 
 
 class ApiError(Exception):
@@ -424,24 +376,8 @@ class HttpApi:
         alert_id = _one(query, "alert_id")
         if not alert_id:
             raise ApiError(HTTPStatus.BAD_REQUEST, "alert_id is required")
-        customer = operator.customer_id
         async with self.engine.connect() as conn:
-            row = await alert_with_drift(conn, customer, alert_id)
-            if row is None:
-                raise ApiError(HTTPStatus.NOT_FOUND, f"no alert {alert_id} for this customer")
-            history = await alert_history(conn, customer, alert_id)
-            drift = await drift_event(conn, customer, row["drift_event_id"])
-            if drift is None:
-                return _detail(row, None, history, {}, [])
-            key = KeyWindows(
-                customer, drift["payer_id"], drift["cpt_group"],
-                drift["baseline_start"].date(), drift["baseline_end"].date(),
-                drift["current_start"].date(), drift["current_end"].date(),
-            )  # fmt: skip
-            breakdown = await key_breakdown(conn, key, drift["drift_type"])
-            since = max(min(key.baseline_start, key.current_start),
-                        key.current_end - timedelta(days=SERIES_DAYS_MAX))  # fmt: skip
-            days = await key_daily(
-                conn, customer, key.payer_id, key.cpt_group, since, key.current_end
-            )
-        return _detail(row, drift, history, breakdown, days)
+            detail = await alert_detail(conn, operator.customer_id, alert_id)
+        if detail is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"no alert {alert_id} for this customer")
+        return detail
