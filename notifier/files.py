@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import functools
 import gzip
+from http import HTTPStatus
 from importlib import resources
 from typing import NamedTuple
+
+from websockets.http11 import Response
+
+from notifier.api import response
 
 
 class File(NamedTuple):
@@ -49,3 +54,12 @@ def read(file: File) -> bytes:
 def read_gzipped(file: File) -> bytes:
     """The file gzip-compressed, once (plotly.min.js: 4.8 MB, 1.4 MB compressed)."""
     return gzip.compress(read(file), compresslevel=6, mtime=0)
+
+
+def file_response(file: File, accepts: str) -> Response:
+    """A served file, gzip-compressed when the client accepts it (text only)."""
+    headers = {"Cache-Control": f"public, max-age={file.max_age_s}"} if file.max_age_s else {}
+    if file.compressible and "gzip" in accepts:
+        headers |= {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return response(HTTPStatus.OK, read_gzipped(file), file.content_type, headers)
+    return response(HTTPStatus.OK, read(file), file.content_type, headers)

@@ -3,12 +3,16 @@ message), stored per operator of a customer, read back by ``GET /api/layout``.""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifier.messages import WIDGETS, Layout, Widget
-from sinks.layouts import load_layout, save_layout
+from notifier.messages import WIDGETS, Error, Layout, LayoutSaved, Widget
+from notifier.tokens import Operator
+from sinks import layouts as stored
+
+log = logging.getLogger("upstream.notifier")
 
 DEFAULT_LAYOUT = Layout(order=list(WIDGETS), hidden=[])
 
@@ -37,7 +41,7 @@ class Layouts:
     async def load(self, customer_id: str, operator: str) -> Layout:
         """The operator's saved layout, or the default (every widget, in their order)."""
         async with self.engine.connect() as conn:
-            saved = await load_layout(conn, customer_id, operator)
+            saved = await stored.load_layout(conn, customer_id, operator)
         try:
             return DEFAULT_LAYOUT if saved is None else as_layout(saved)
         except ValueError:  # a stored layout that does not check (edited by hand, say)
@@ -46,4 +50,21 @@ class Layouts:
     async def save(self, customer_id: str, operator: str, layout: Layout) -> None:
         """Store the operator's layout."""
         async with self.engine.begin() as conn:
-            await save_layout(conn, customer_id, operator, dict(layout))
+            await stored.save_layout(conn, customer_id, operator, dict(layout))
+
+
+async def save_layout(
+    layouts: Layouts | None, operator: Operator, message: dict[str, Any]
+) -> LayoutSaved | Error:
+    """Store the layout of a ``layout`` message for its operator; the answer to send."""
+    if layouts is None:
+        return Error(type="error", message="this notifier keeps no layouts")
+    try:
+        layout = as_layout(message.get("layout"))
+        await layouts.save(operator.customer_id, operator.operator, layout)
+    except ValueError as exc:
+        return Error(type="error", message=f"layout: {exc}")
+    except Exception as exc:  # Postgres down: the console keeps its layout until next time
+        log.warning("layout not saved: %s", exc)
+        return Error(type="error", message="layout not saved; retry")
+    return LayoutSaved(type="layout_saved", layout=layout)

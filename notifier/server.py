@@ -34,14 +34,13 @@ from websockets.http11 import Request, Response
 from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
 from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
-from notifier.files import FILES, File, read, read_gzipped
+from notifier.files import FILES, file_response
 from notifier.hub import Filters, Hub, Subscriber
-from notifier.layouts import as_layout
+from notifier.layouts import save_layout
 from notifier.messages import (
     BAD_MESSAGE,
     Ack,
     Error,
-    LayoutSaved,
     ServerMessage,
     Snapshot,
     parse_message,
@@ -147,7 +146,7 @@ class NotifierServer:
         if self.api is not None and self.api.handles(path):
             return await self.api.respond(request, path, url.query)
         if path in FILES:
-            return _file(FILES[path], request.headers.get("Accept-Encoding", ""))
+            return file_response(FILES[path], request.headers.get("Accept-Encoding", ""))
         if path == "/healthz":
             return response(
                 HTTPStatus.OK, json.dumps(Live(status="ok")).encode(), "application/json"
@@ -294,7 +293,8 @@ class NotifierServer:
                 elif kind in COMMANDS:
                     await self._command(ws, operator, message, rate, address)
                 elif kind == "layout":
-                    await self._save_layout(ws, operator, message)
+                    layouts = None if self.api is None else self.api.layouts
+                    await self._send(ws, await save_layout(layouts, operator, message))
                 else:
                     await self._send(ws, Error(type="error", message=f"unknown type {kind!r}"))
         except ConnectionClosed:
@@ -364,25 +364,6 @@ class NotifierServer:
         COMMAND_OUTCOMES.labels(command=kind, outcome="accepted").inc()
         await self._send(ws, Ack(type="ack", command_id=command_id, status="accepted"))
 
-    async def _save_layout(
-        self, ws: ServerConnection, operator: Operator, message: dict[str, Any]
-    ) -> None:
-        """Store the operator's dashboard layout; answer with it as saved."""
-        if self.api is None:
-            await self._send(ws, Error(type="error", message="this notifier keeps no layouts"))
-            return
-        try:
-            layout = as_layout(message.get("layout"))
-            await self.api.layouts.save(operator.customer_id, operator.operator, layout)
-        except ValueError as exc:
-            await self._send(ws, Error(type="error", message=f"layout: {exc}"))
-            return
-        except Exception as exc:  # Postgres down: the console keeps its layout until next time
-            log.warning("layout not saved: %s", exc)
-            await self._send(ws, Error(type="error", message="layout not saved; retry"))
-            return
-        await self._send(ws, LayoutSaved(type="layout_saved", layout=layout))
-
     async def _subscribe(
         self, ws: ServerConnection, operator: Operator, message: dict[str, Any]
     ) -> Subscriber | None:
@@ -433,12 +414,3 @@ class NotifierServer:
     async def _send(ws: ServerConnection, message: ServerMessage) -> None:
         await ws.send(json.dumps(message, default=str))
         WS_MESSAGES.inc()
-
-
-def _file(file: File, accepts: str) -> Response:
-    """A served file, gzip-compressed when the client accepts it (text only)."""
-    headers = {"Cache-Control": f"public, max-age={file.max_age_s}"} if file.max_age_s else {}
-    if file.compressible and "gzip" in accepts:
-        headers |= {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-        return response(HTTPStatus.OK, read_gzipped(file), file.content_type, headers)
-    return response(HTTPStatus.OK, read(file), file.content_type, headers)
