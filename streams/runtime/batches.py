@@ -163,6 +163,8 @@ class BatchingConsumer(AIOKafkaConsumer):
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         pressure: dict[Any, tuple[Callable[[], None], Callable[[], None]]] = {}
+        delivered: dict[Any, int] = {}  # partition → the last offset delivered from it
+        gaps: dict[tuple[str, int], tuple[int, int]] = app.batch_gaps
         since_yield = 0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -193,7 +195,10 @@ class BatchingConsumer(AIOKafkaConsumer):
                     if r_offset is not None and offset < r_offset:
                         continue  # already read
                     if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                        if buffer is not None and not await self._real_gap(tp, r_offset, offset):
+                        last = delivered.get(tp)
+                        if buffer is not None and not await self._real_gap(
+                            tp, r_offset, offset, last
+                        ):
                             continue  # what lies between comes again first, then this
                         await self._add_gap(tp, r_offset + 1, offset)
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -206,6 +211,9 @@ class BatchingConsumer(AIOKafkaConsumer):
                     ):
                         continue
                     read_offsets[tp] = offset
+                    delivered[tp] = offset
+                    if gaps:
+                        gaps.pop((tp.topic, tp.partition), None)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -335,20 +343,25 @@ class BatchingConsumer(AIOKafkaConsumer):
         note_rewind(rewinds, tp.topic, tp.partition, offset)
         return True
 
-    async def _real_gap(self, tp: Any, read: int, offset: int) -> bool:
-        """Whether a batch-topic message past a gap (``read``, then ``offset``) may be delivered
-        with the gap counted as read, which Faust commits past.
+    async def _real_gap(self, tp: Any, read: int, offset: int, last: int | None) -> bool:
+        """Whether a batch-topic message past a gap (``read``, then ``offset``; ``last``
+        delivered from its partition) may be delivered with the gap counted as read, which
+        Faust commits past.
 
-        The batch topics are neither compacted nor transactional: their offsets have no holes
-        unless retention deleted records. A message fetched before a seek back comes again from
-        the position (:meth:`_fetched_before_seek_back`). Any other gap is first read again
-        from ``read`` (a rewind; the messages read twice are deduplicated downstream); only
-        the same gap seen again after that is real (records deleted under the position), and
-        counted as read. A CI chaos run lost claims to gaps taken on faith: a recovery's
-        end reset the read offsets mid-fetch, and the gap then covered records never routed.
+        A message fetched before a seek back comes again from the position
+        (:meth:`_fetched_before_seek_back`). A gap above the last offset delivered is a hole in
+        the log (a transaction's marker, records deleted by retention): read. A gap below it
+        means the read offset was reset under what the loop delivered — at a recovery's end
+        Faust seeks to the committed offsets while a fetch from there is drained — and the
+        records between were dropped by the clear that follows, never routed (a CI chaos run
+        lost claims so): read again from ``read`` (messages read twice are deduplicated
+        downstream), unless the same gap comes again straight after that rewind (records
+        deleted under it).
         """
         if await self._fetched_before_seek_back(tp, offset):
             return False
+        if last is None or read >= last:
+            return True
         app: Any = self.app
         gaps: dict[tuple[str, int], tuple[int, int]] = app.batch_gaps
         key = (tp.topic, tp.partition)

@@ -292,3 +292,36 @@ async def test_a_clear_at_a_recoverys_end_mid_fetch_keeps_each_partition_in_orde
     assert first_seen[0] == COMMITTED
     assert first_seen == list(range(COMMITTED, COMMITTED + len(first_seen)))
     assert not consumer._gap[P0], "a gap counted as read"
+
+
+async def test_a_hole_in_the_log_is_read_past_without_a_rewind() -> None:
+    """A transaction's commit marker (or records deleted by retention) leaves an offset no
+    record has: above the last offset delivered, it is counted as read at once, as Faust does,
+    and the partition is not read again."""
+    flow = FlowControlEvent(initially_suspended=False)
+    app = _app(flow)
+    buffer = MessageBuffer(10_000, flow, app.batch_rewinds)
+    buffer.high = buffer.low = 10**9
+    app.batch_buffers["claims"] = buffer
+    consumer = _Consumer(app, [300])
+    consumer.resume_flow()
+    consumer._set_active_tps({P0})
+    consumer._read_offset[P0] = consumer._committed_offset[P0] = COMMITTED
+    marker = COMMITTED + 50
+
+    def iterate(records: dict[TP, list[Any]]) -> Any:
+        for tp, batch in records.items():
+            yield from ((tp, r) for r in batch if r.offset != marker)
+
+    consumer.scheduler = SimpleNamespace(iterate=iterate)
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+    drain = asyncio.ensure_future(consumer._drain_messages(fetcher))
+    try:
+        await _until(lambda: len(buffer) == 299, "the fetch buffered")
+        await asyncio.sleep(0.05)
+    finally:
+        drain.cancel()
+    taken = [m.offset for m in await buffer.take(10_000, 0.001)]
+    assert taken == [o for o in range(COMMITTED, COMMITTED + 300) if o != marker]
+    assert app.batch_rewinds == {}
+    assert consumer._gap[P0].overlaps(marker)
