@@ -3,7 +3,7 @@ and CPT codes behind it, example claims, its key's metrics day by day and its hi
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +22,7 @@ from sinks.queries import (
 from sinks.tables import ALERT_FIELDS
 
 DAYS_MAX = 400  # of the key's metrics, ending with the current window
+WINDOW_BOUNDS = ("baseline_start", "baseline_end", "current_start", "current_end")
 
 
 async def alert_detail(
@@ -35,11 +36,9 @@ async def alert_detail(
     drift = await drift_event(conn, customer_id, row["drift_event_id"])
     if drift is None:
         return _detail(row, None, history, {}, [])
-    key = KeyWindows(
-        customer_id, drift["payer_id"], drift["cpt_group"],
-        drift["baseline_start"].date(), drift["baseline_end"].date(),
-        drift["current_start"].date(), drift["current_end"].date(),
-    )  # fmt: skip
+    day = {name: drift[name].astimezone(UTC).date() for name in WINDOW_BOUNDS}  # UTC midnights
+    key = KeyWindows(customer_id, drift["payer_id"], drift["cpt_group"],
+                     *(day[name] for name in WINDOW_BOUNDS))  # fmt: skip
     breakdown = await key_breakdown(conn, key, drift["drift_type"])
     since = max(min(key.baseline_start, key.current_start),
                 key.current_end - timedelta(days=DAYS_MAX))  # fmt: skip

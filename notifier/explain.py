@@ -8,7 +8,7 @@ key's median allowed amount, what they put at stake), days waited more, dollars 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from notifier.answers import CodeChange
@@ -30,8 +30,9 @@ def _money(amount: float) -> str:
 
 
 def _days(start: datetime, end: datetime) -> str:
-    """The window's decided dates, its end excluded: "8 Mar – 6 Apr 2026"."""
-    last = end - DAY
+    """The window's decided dates, its end excluded: "8 Mar – 6 Apr 2026" (the bounds are UTC
+    midnights, whatever time zone the database session reads them in)."""
+    start, last = start.astimezone(UTC), end.astimezone(UTC) - DAY
     first = f"{start.day} {start:%b}" + ("" if start.year == last.year else f" {start.year}")
     return f"{first} – {last.day} {last:%b %Y}"
 

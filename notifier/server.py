@@ -41,6 +41,7 @@ from notifier.messages import (
     BAD_MESSAGE,
     Ack,
     Error,
+    LayoutSaved,
     ServerMessage,
     Snapshot,
     parse_message,
@@ -293,8 +294,7 @@ class NotifierServer:
                 elif kind in COMMANDS:
                     await self._command(ws, operator, message, rate, address)
                 elif kind == "layout":
-                    layouts = None if self.api is None else self.api.layouts
-                    await self._send(ws, await save_layout(layouts, operator, message))
+                    await self._send(ws, await self._layout(operator, message, rate))
                 else:
                     await self._send(ws, Error(type="error", message=f"unknown type {kind!r}"))
         except ConnectionClosed:
@@ -313,6 +313,14 @@ class NotifierServer:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+
+    async def _layout(
+        self, operator: Operator, message: dict[str, Any], rate: RateLimit
+    ) -> LayoutSaved | Error:
+        """Save a layout message's layout (a write: within the commands' limit)."""
+        if not rate.allow():
+            return Error(type="error", message="too many messages; slow down")
+        return await save_layout(None if self.api is None else self.api.layouts, operator, message)
 
     def revoke(self, token_ids: set[str]) -> None:
         """Close the connections that authenticated with one of ``token_ids`` (4401)."""

@@ -27,8 +27,12 @@ async def open_alerts_by_level(conn: AsyncConnection, customer_id: str) -> dict[
 
 
 async def latest_decided(conn: AsyncConnection, customer_id: str) -> date | None:
-    """The customer's latest decided date: the dashboard's "today" (feeds arrive late)."""
-    stmt = text("SELECT max(decided_date) FROM claim_records WHERE customer_id = :customer_id")
+    """The customer's latest decided date of a decided claim, tomorrow at the latest (a
+    mistyped far date does not empty the dashboard): its "today" (feeds arrive late)."""
+    stmt = text(
+        "SELECT max(decided_date) FROM claim_records WHERE customer_id = :customer_id"
+        " AND outcome <> 'PENDED' AND decided_date <= current_date + 1"
+    )
     value: date | None = (await conn.execute(stmt, {"customer_id": customer_id})).scalar()
     return value
 

@@ -306,8 +306,7 @@ class AlertLifecycle:
             elif command.command == "assign":
                 state.assignee = command.assignee or None
             transition = _COMMAND_TRANSITIONS[command.command]
-            out.append(_transition(state, transition, notify=transition == "assigned",
-                                   command=command))  # fmt: skip
+            out.append(_transition(state, transition, notify=False, command=command))
         state.applied_commands = [*state.applied_commands, command.command_id][
             -REMEMBERED_COMMANDS:
         ]

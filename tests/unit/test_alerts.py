@@ -250,7 +250,7 @@ def test_a_command_names_its_operator_and_carries_its_note_and_assignment_stays(
         _command(trigger.alert_id, "assign", "c1", assignee="ravi", note="yours")
     ).transitions
     assert (assigned.actor, assigned.note, assigned.assignee) == ("olga", "yours", "ravi")
-    assert assigned.notify
+    assert not assigned.notify  # pages nobody: who owns an alert is not news of the payer
     (noted,) = lifecycle.apply_command(
         _command(trigger.alert_id, "note", "c2", note="payer confirmed a policy change")
     ).transitions
