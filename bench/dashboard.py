@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.harness import on_embedded_stack, percentiles
 from bench.machine import machine
 from notifier.tokens import mint_token
-from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
+from sinks.rows import alert_row, claim_row, drift_row
+from sinks.writer import PostgresWriter
 from streams.devtools.stack import (
     free_port,
     spawn_service,

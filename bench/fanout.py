@@ -31,7 +31,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.harness import on_embedded_stack, percentiles
 from bench.machine import machine
 from notifier.tokens import mint_token
-from sinks.writer import PostgresWriter, alert_row
+from sinks.rows import alert_row
+from sinks.writer import PostgresWriter
 from streams.devtools.generator import alert_transition
 from streams.devtools.stack import (
     free_port,

@@ -205,6 +205,30 @@ async def _until_quiet(
             await asyncio.sleep(1)
 
 
+async def _send(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topic: str,
+    claims: list[dict[str, Any]],
+    sent: Sent,
+    flood: Flood | None,
+    stop: threading.Event,
+) -> float:
+    """Send ``claims`` at ``args.rate`` (and the flood at ``args.flood_at``, alongside); the
+    rate achieved."""
+    flooding = None
+    if flood is not None:
+        flooding = asyncio.create_task(
+            asyncio.to_thread(flood.send, bootstrap, topic, args.flood_at, stop)
+        )
+    achieved = await asyncio.to_thread(
+        produce_paced, bootstrap, topic, claims, args.rate, sent, stop
+    )
+    if flooding is not None:
+        await flooding
+    return achieved
+
+
 async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> dict[str, Any]:
     settings = Settings()
     log_dir = Path(tempfile.mkdtemp(prefix="upstream-latency-"))
@@ -229,16 +253,7 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         sampling = asyncio.create_task(
             _sample_backlog(worker_port, sent, backlog, flood, sampled_at)
         )
-        flooding = None
-        if flood is not None:
-            flooding = asyncio.create_task(asyncio.to_thread(
-                flood.send, bootstrap, settings.topic_claims, args.flood_at, stop
-            ))  # fmt: skip
-        achieved = await asyncio.to_thread(
-            produce_paced, bootstrap, settings.topic_claims, claims, args.rate, sent, stop
-        )
-        if flooding is not None:
-            await flooding
+        achieved = await _send(args, bootstrap, settings.topic_claims, claims, sent, flood, stop)
         sent_in_all = len(claims) + (flood.handed if flood else 0)
         behind_at_end = sent_in_all - sum(
             worker_totals(worker_port).get(name, 0.0) for name in COUNTED

@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,6 +82,34 @@ def per_key(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _start_worker(bootstrap: str, log_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """A worker on ``bootstrap`` with its metrics on ``port``, once its partitions are ready."""
+    env = {
+        **os.environ,
+        "UPSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "UPSTREAM_APP_ID": "memory-soak",
+        "UPSTREAM_METRICS_PORT": str(port),
+        "UPSTREAM_LOG_FORMAT": "text",
+        "UPSTREAM_WORKER_DATA_DIR": str(log_dir / "d"),
+    }
+    proc = spawn_service("worker", env, log_dir / "worker.log")
+    while not ready_partitions(port):
+        if proc.poll() is not None:
+            raise RuntimeError((log_dir / "worker.log").read_text()[-3000:])
+        time.sleep(0.5)
+    return proc
+
+
+def _growth_per_minute(samples: list[dict[str, float]], duration_s: float) -> float | None:
+    """RSS growth in MiB per minute over the second half of the soak (a linear fit)."""
+    second_half = [s for s in samples if s["s"] >= duration_s / 2]
+    if len(second_half) < 2:
+        return None
+    return statistics.linear_regression(
+        [s["s"] / 60 for s in second_half], [s["rss_mib"] for s in second_half]
+    ).slope
+
+
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     """RSS of one worker while claims stream at a steady rate for ``--soak-minutes``."""
     broker = start_broker(args.broker)
@@ -90,19 +119,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     proc = None
     try:
         asyncio.run(create_topics(Settings(), broker.bootstrap))
-        env = {
-            **os.environ,
-            "UPSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "UPSTREAM_APP_ID": "memory-soak",
-            "UPSTREAM_METRICS_PORT": str(port),
-            "UPSTREAM_LOG_FORMAT": "text",
-            "UPSTREAM_WORKER_DATA_DIR": str(log_dir / "d"),
-        }
-        proc = spawn_service("worker", env, log_dir / "worker.log")  # fmt: skip
-        while not ready_partitions(port):
-            if proc.poll() is not None:
-                raise RuntimeError((log_dir / "worker.log").read_text()[-3000:])
-            time.sleep(0.5)
+        proc = _start_worker(broker.bootstrap, log_dir, port)
         producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
         keys = profiles(args.soak_keys, 4)
         started = time.perf_counter()
@@ -129,12 +146,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                       f"{done:,.0f} of {sent:,} counted, day {day}", file=sys.stderr)  # fmt: skip
                 next_sample += 15
         producer.flush(30)
-        second_half = [s for s in samples if s["s"] >= duration / 2]
-        slope = None
-        if len(second_half) >= 2:
-            slope = statistics.linear_regression(
-                [s["s"] / 60 for s in second_half], [s["rss_mib"] for s in second_half]
-            ).slope
+        slope = _growth_per_minute(samples, duration)
         return {
             "broker": args.broker,
             "minutes": args.soak_minutes,

@@ -35,19 +35,18 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.machine import machine
 from schemas.codec import encode_single_object
 from schemas.registry import ValueCodec
-from sinks.service import SinkService
-from sinks.tables import ALERT_FIELDS
-from sinks.writer import (
+from sinks.rows import (
     ALERT_TYPES,
     CLAIM_COLUMNS,
     DRIFT_COLUMNS,
     DRIFT_TYPES,
-    PostgresWriter,
-    _latest,
     alert_row,
     claim_row,
     drift_row,
 )
+from sinks.service import SinkService
+from sinks.tables import ALERT_FIELDS
+from sinks.writer import PostgresWriter, _latest
 from streams.app.services import migrate_database
 from streams.devtools.generator import Scenario, generate
 from streams.devtools.stack import EmbeddedPostgres

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Container
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, cast
 from urllib.parse import parse_qs
 
@@ -46,6 +45,7 @@ from notifier.commands import RateLimit
 from notifier.dashboard import dashboard
 from notifier.layouts import Layouts
 from notifier.messages import Alert, Layout
+from notifier.session import bearer_token, session_token
 from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
     DriftFilter,
@@ -102,26 +102,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     raise TypeError(f"not JSON: {type(value).__name__}")
-
-
-SESSION_COOKIE = "upstream_session"  # the console's token, set by GET /session
-
-
-def bearer_token(headers: Any) -> str:
-    """The token of an ``Authorization: Bearer …`` header in ``headers``, or ""."""
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def session_token(headers: Any) -> str:
-    """The token of the session cookie in request ``headers``, or ""."""
-    cookies = SimpleCookie()
-    try:
-        cookies.load(headers.get("Cookie", ""))
-    except CookieError:
-        return ""
-    morsel = cookies.get(SESSION_COOKIE)
-    return morsel.value if morsel is not None else ""
 
 
 def response(

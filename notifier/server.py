@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
-from notifier.api import SESSION_COOKIE, HttpApi, bearer_token, response, session_token
+from notifier.api import HttpApi, response
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
 from notifier.files import FILES, file_response
 from notifier.hub import Filters, Hub, Subscriber
@@ -46,8 +46,8 @@ from notifier.messages import (
     Snapshot,
     parse_message,
 )
+from notifier.session import SESSION_COOKIE, WS_REFUSED, authenticate, bearer_token
 from notifier.tokens import (
-    CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
     Keys,
     Operator,
@@ -57,8 +57,6 @@ from notifier.tokens import (
 from streams.domain.values import COMMANDS, as_drift_type, as_level
 
 log = logging.getLogger("upstream.notifier")
-AUTH_TIMEOUT_S = 10.0
-CLOSE_BAD_MESSAGE = 4400  # before authentication: the first message is not a JSON object
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -68,7 +66,6 @@ PENDING_COMMANDS_MAX = 10_000  # commands remembered for a rejection notice, new
 WS_CLIENTS = Gauge("upstream_ws_clients", "Connected WebSocket clients")
 WS_MESSAGES = Counter("upstream_ws_messages_sent_total", "Messages sent to WebSocket clients")
 WS_SLOW = Counter("upstream_ws_slow_client_disconnects_total", "Clients dropped for not reading")
-WS_REFUSED = Counter("upstream_ws_auth_refusals_total", "Connections refused", ["code"])
 COMMAND_OUTCOMES = Counter(
     "upstream_ws_commands_total", "Operator commands received, by outcome", ["command", "outcome"]
 )
@@ -209,36 +206,6 @@ class NotifierServer:
         status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
         return response(status, body, "application/json")
 
-    async def _authenticate(self, ws: ServerConnection) -> Operator | None:
-        assert ws.request is not None
-        query = parse_qs(urlsplit(ws.request.path).query)
-        token = (query.get("token") or [""])[0]
-        try:
-            if not token and (token := session_token(ws.request.headers)):
-                origin = ws.request.headers.get("Origin", "")
-                if urlsplit(origin).netloc != ws.request.headers.get("Host"):
-                    # A page of another site cannot borrow an operator's session.
-                    raise TokenError("a session cookie is accepted from the console's own "
-                                     "origin only", CLOSE_FORBIDDEN)  # fmt: skip
-            if not token:
-                first = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
-                message = parse_message(first)
-                if message is None:
-                    raise TokenError(BAD_MESSAGE, CLOSE_BAD_MESSAGE)
-                if message.get("type") != "auth":
-                    raise TokenError('the first message must be {"type":"auth","token":…}')
-                token = str(message.get("token", ""))
-            operator = verify_token(self.keys, token, self.revoked)
-            wanted = (query.get("customer_id") or [operator.customer_id])[0]
-            if wanted != operator.customer_id:
-                raise TokenError("token is for another customer", CLOSE_FORBIDDEN)
-            return operator
-        except (TokenError, TimeoutError, ValueError) as exc:
-            code = exc.close_code if isinstance(exc, TokenError) else 4401
-            WS_REFUSED.labels(code=str(code)).inc()
-            await ws.close(code, str(exc)[:120])
-            return None
-
     async def _handle(self, ws: ServerConnection) -> None:
         address = str(ws.remote_address[0]) if ws.remote_address else "unknown"
         self._by_address[address] += 1
@@ -246,7 +213,7 @@ class NotifierServer:
             if self._by_address[address] > self.limits.connections_per_address:
                 await self._refuse(ws, CLOSE_TOO_MANY, "too many connections from this address")
                 return
-            operator = await self._authenticate(ws)
+            operator = await authenticate(ws, self.keys, self.revoked)
             if operator is None:
                 return
             who = (operator.customer_id, operator.operator)

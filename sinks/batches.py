@@ -11,8 +11,8 @@ from typing import Any
 
 from schemas.codec import DecodeError, decode_row
 from schemas.registry import ValueCodec
+from sinks.rows import DRIFT_COLUMNS, Row, alert_row, claim_row, drift_row
 from sinks.tables import ALERT_FIELDS
-from sinks.writer import DRIFT_COLUMNS, Row, alert_row, claim_row, drift_row
 from streams.domain.claims import InvalidClaim
 from streams.settings import Settings
 

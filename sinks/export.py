@@ -23,8 +23,8 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
+from sinks.rows import CLAIM_COLUMNS, DRIFT_COLUMNS
 from sinks.tables import ALERT_FIELDS
-from sinks.writer import CLAIM_COLUMNS, DRIFT_COLUMNS
 from streams.domain.values import LEVELS
 
 FORMATS = ("csv", "jsonl", "xlsx")

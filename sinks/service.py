@@ -32,10 +32,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from schemas.registry import ValueCodec
 from sinks.batches import Batch, BatchDecoder, log_stored
 from sinks.retrying import REJECTED, UNAVAILABLE, postgres_retrying, reason_of
-from sinks.writer import (
-    PostgresWriter,
-    Row,
-)
+from sinks.rows import Row
+from sinks.writer import PostgresWriter
 from streams.kafka.envelopes import dead_letter
 from streams.observability.health import Health
 from streams.settings import Settings

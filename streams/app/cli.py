@@ -7,11 +7,16 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.app.cli_parser import build_parser
 from streams.observability.error_reporting import init_error_reporting
 from streams.observability.logs import configure as configure_logging
 from streams.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from streams.app.ingest import Summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +186,12 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     except (KafkaError, LedgerUnavailableError, TopicMissingError) as exc:
         print(f"upstream ingest: Kafka failed: {exc}", file=sys.stderr)
         return 3
+    print(f"{summary.layout} layout, mappings {reference.version}", file=sys.stderr)
+    return _ingest_summary(args, summary, topic, report)
+
+
+def _ingest_summary(args: argparse.Namespace, summary: Summary, topic: str, report: Path) -> int:
+    """Print what an ingest did on stderr; its exit status (1: rows rejected, unless allowed)."""
     if summary.earlier is not None and summary.earlier.complete:
         print(f"upstream ingest: {summary.earlier.describe()}: nothing published (--again "
               "publishes it again)", file=sys.stderr)  # fmt: skip
@@ -188,7 +199,6 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     if summary.earlier is not None:
         print(f"resuming: {summary.earlier.describe()}", file=sys.stderr)
     verb = "would publish" if args.dry_run else f"published to {topic}"
-    print(f"{summary.layout} layout, mappings {reference.version}", file=sys.stderr)
     if summary.ignored_columns:
         print(f"ignored column(s): {', '.join(summary.ignored_columns)}", file=sys.stderr)
     resumed = f", {summary.already_published} already published" if summary.earlier else ""

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -116,11 +116,7 @@ async def ingest(
     checkpoint = publisher.checkpoint if publisher is not None else None
     newest: dict[str, date] = {}  # customer → the latest decided_date read
     it = rows(text, encoding)
-    first = next(it, None)
-    if first is None:
-        raise IngestError("the file is empty (no header row)")
-    if isinstance(first[1], Unreadable):
-        raise IngestError(f"line {first[0]}: the header cannot be read: {first[1].message}")
+    first = _header(it)
     reader = reader_for(first[1])
     summary.layout, summary.ignored_columns = reader.layout, reader.ignored
     pending: list[Any] = []
@@ -150,14 +146,8 @@ async def ingest(
                     await checkpoint(line, summary.published + summary.already_published, False)
         else:
             summary.published += 1
-        if history_days is not None:
-            customer = record["customer_id"]
-            decided = date.fromisoformat(str(record["decided_date"]).strip()[:10])
-            latest = newest.get(customer)
-            if latest is None or decided > latest:
-                newest[customer] = decided
-            elif (latest - decided).days > history_days:
-                summary.beyond_history += 1
+        if history_days is not None and _beyond_history(newest, record, history_days):
+            summary.beyond_history += 1
         if summary.rows % 1000 == 0:
             progress.tick(summary)
     await asyncio.gather(*pending)
@@ -165,6 +155,29 @@ async def ingest(
         await checkpoint(last, summary.published + summary.already_published, True)
     progress.tick(summary, final=True)
     return summary
+
+
+def _header(it: Iterator[tuple[int, list[str] | Unreadable]]) -> tuple[int, list[str]]:
+    """The file's first row (its line and values), or IngestError when it has none."""
+    first = next(it, None)
+    if first is None:
+        raise IngestError("the file is empty (no header row)")
+    line, values = first
+    if isinstance(values, Unreadable):
+        raise IngestError(f"line {line}: the header cannot be read: {values.message}")
+    return line, values
+
+
+def _beyond_history(newest: dict[str, date], record: dict[str, Any], history_days: float) -> bool:
+    """Whether ``record`` is older than its customer's history by the newest claim of that
+    customer read before it (``newest``, kept up to date here)."""
+    customer = record["customer_id"]
+    decided = date.fromisoformat(str(record["decided_date"]).strip()[:10])
+    latest = newest.get(customer)
+    if latest is None or decided > latest:
+        newest[customer] = decided
+        return False
+    return (latest - decided).days > history_days
 
 
 def default_report_path(path: str) -> Path:

@@ -1,13 +1,13 @@
 """Every private part of faust-streaming (and of the aiokafka consumer under it) that the
 runtime relies on, named in one place.
 
-The batch path (:mod:`streams.runtime.batches`) replaces Faust's drain loop and reads and
-writes the consumer's acknowledgement bookkeeping; the worker and its tables override a few
-hooks. None of this is public API, so each part is listed here with what depends on it, and
-``tests/unit/test_faust_private.py`` fails when the installed faust-streaming no longer has one
-of them, or is another version than the one the drain loop was read against
-(:data:`CHECKED_VERSION`): an upgrade must re-read ``Consumer._drain_messages`` and
-``Consumer.ack`` before this version is raised.
+The batch path (:mod:`streams.runtime.batches`, :mod:`streams.runtime.consumer`) replaces
+Faust's drain loop and reads and writes the consumer's acknowledgement bookkeeping; the worker
+and its tables override a few hooks. None of this is public API, so each part is listed here
+with what depends on it, and ``tests/unit/test_faust_private.py`` fails when the installed
+faust-streaming no longer has one of them, or is another version than the one the drain loop
+was read against (:data:`CHECKED_VERSION`): an upgrade must re-read ``Consumer._drain_messages``
+and ``Consumer.ack`` before this version is raised.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
-from sinks.writer import PostgresWriter, alert_row, claim_row, drift_row
+from sinks.rows import alert_row, claim_row, drift_row
+from sinks.writer import PostgresWriter
 from streams.app.services import migrate_database
 from streams.devtools.probes import read_all, wait_processed
 from streams.devtools.stack import free_port, spawn_service, stop_process

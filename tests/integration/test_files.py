@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaProducer
 from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sinks.writer import PostgresWriter, claim_row, drift_row
+from sinks.rows import claim_row, drift_row
+from sinks.writer import PostgresWriter
 from streams.app.ingest import IN_FLIGHT
 from streams.app.services import migrate_database
 from streams.devtools.generator import Scenario, generate, produce

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sinks.reports import last_full_week
-from sinks.writer import PostgresWriter, claim_row, drift_row
+from sinks.rows import claim_row, drift_row
+from sinks.writer import PostgresWriter
 from streams.app.services import migrate_database
 from streams.devtools.probes import read_all
 from streams.devtools.stack import free_port

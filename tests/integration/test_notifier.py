@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
 from notifier.tokens import mint_token
-from sinks.writer import PostgresWriter, alert_row
+from sinks.rows import alert_row
+from sinks.writer import PostgresWriter
 from streams.devtools.generator import Scenario, alert_transition, produce
 from streams.devtools.probes import scrape
 from tests.apidocs import check_ws_message

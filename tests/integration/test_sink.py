@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from schemas.codec import encode_single_object
 from sinks.retrying import REJECTED
-from sinks.writer import PostgresWriter, Row, alert_row, claim_row, drift_row
+from sinks.rows import Row, alert_row, claim_row, drift_row
+from sinks.writer import PostgresWriter
 from streams.app.services import migrate_database
 from streams.devtools.probes import read_all
 from tests.integration.stack import (

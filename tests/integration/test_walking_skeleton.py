@@ -16,7 +16,8 @@ from websockets.asyncio.client import connect
 
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
-from sinks.writer import PostgresWriter, alert_row
+from sinks.rows import alert_row
+from sinks.writer import PostgresWriter
 from streams.devtools.generator import (
     SPIKE_GROUP,
     SPIKE_PAYER,

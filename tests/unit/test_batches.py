@@ -21,13 +21,9 @@ from hypothesis import strategies as st
 from streams.domain.claims import InvalidClaim, _cents, parse_claim
 from streams.domain.processor import ClaimFromSource
 from streams.kafka.envelopes import arrivals, routed_batch
-from streams.runtime.batches import (
-    BatchingConsumer,
-    BatchSubscription,
-    BatchTopic,
-    UpstreamApp,
-)
+from streams.runtime.batches import BatchSubscription, BatchTopic, UpstreamApp
 from streams.runtime.buffer import MessageBuffer
+from streams.runtime.consumer import BatchingConsumer
 from streams.runtime.state import _dump
 from tests.unit.claims import raw_claim
 from tests.unit.loop import run_ready

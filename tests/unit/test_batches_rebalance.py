@@ -30,8 +30,8 @@ from intervaltree import IntervalTree  # type: ignore[import-untyped]
 from mode.services import Service
 from mode.utils.queues import FlowControlEvent
 
-from streams.runtime.batches import BatchingConsumer
 from streams.runtime.buffer import MessageBuffer
+from streams.runtime.consumer import BatchingConsumer
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -63,6 +63,9 @@ class _Consumer:
     _fetched_before_seek_back = _borrowed(BatchingConsumer._fetched_before_seek_back)
     _real_gap = _borrowed(BatchingConsumer._real_gap)
     _behind_a_rewind = _borrowed(BatchingConsumer._behind_a_rewind)
+    _dropped = _borrowed(BatchingConsumer._dropped)
+    _past_gap = _borrowed(BatchingConsumer._past_gap)
+    _commit_when_due = _borrowed(BatchingConsumer._commit_when_due)
     _add_gap = _borrowed(FaustConsumer._add_gap)
     _buffer = _borrowed(BatchingConsumer._buffer)
     seek = _borrowed(FaustConsumer.seek)

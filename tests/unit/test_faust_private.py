@@ -32,7 +32,7 @@ def test_each_private_part_is_where_the_runtime_expects_it(part: Private) -> Non
 def test_the_installed_faust_streaming_is_the_version_the_drain_loop_was_read_against() -> None:
     assert version("faust-streaming") == CHECKED_VERSION, (
         "faust-streaming changed: re-read Consumer._drain_messages and Consumer.ack against "
-        "streams/runtime/batches.py, then raise CHECKED_VERSION"
+        "streams/runtime/batches.py and consumer.py, then raise CHECKED_VERSION"
     )
 
 

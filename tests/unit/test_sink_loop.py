@@ -13,9 +13,9 @@ import pytest
 from schemas.codec import encode_single_object
 from schemas.registry import ValueCodec
 from sinks import service as service_module
+from sinks.rows import DRIFT_COLUMNS
 from sinks.service import SinkService
 from sinks.tables import ALERT_FIELDS
-from sinks.writer import DRIFT_COLUMNS
 from streams.settings import Settings
 from tests.unit.claims import raw_claim
 from tests.unit.events import alert_event, drift_event

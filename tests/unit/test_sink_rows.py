@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from schemas.codec import decode_row, decode_single_object, encode_single_object, load_schema_json
+from sinks.rows import DRIFT_COLUMNS, alert_row, claim_row, drift_row
 from sinks.tables import ALERT_FIELDS
-from sinks.writer import DRIFT_COLUMNS, PostgresWriter, alert_row, claim_row, drift_row
+from sinks.writer import PostgresWriter
 from streams.domain.claims import InvalidClaim
 from tests.unit.claims import raw_claim
 

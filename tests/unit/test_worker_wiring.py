@@ -11,7 +11,8 @@ import pytest
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import AppT
 
-from streams.runtime.batches import UpstreamApp, _ConsumerThread
+from streams.runtime.batches import UpstreamApp
+from streams.runtime.consumer import _ConsumerThread
 from tests.unit.loop import run_ready
 
 
