@@ -31,15 +31,15 @@ test: install ## unit, integration and end-to-end tests on real Kafka, Postgres 
 	bash scripts/ensure-chromium
 	bash scripts/ensure-compose
 	rm -f .coverage .coverage.*
-	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage run -m pytest --durations=25
 	@echo "== the unit suite again, the domain imported from its Python sources (its lines for coverage)"
 	$(PY) -m coverage run -m pytest -q -p tests.python_domain tests/unit
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 
-test-kafka: install ## the integration and e2e suites again, on Apache Kafka 4 (KRaft, jars via mvn)
+test-kafka: install ## the integration and e2e tests that use a broker again, on Apache Kafka 4 (KRaft, jars via mvn)
 	bash scripts/ensure-chromium
-	UPSTREAM_TEST_BROKER=kafka $(PY) -m pytest tests/integration tests/e2e
+	UPSTREAM_TEST_BROKER=kafka $(PY) -m pytest --durations=25 tests/integration tests/e2e
 
 chaos: install ## SIGKILL the worker while feeds stream, Tansu then Apache Kafka: outputs equal field for field (CHAOS_RUNS=5, CHAOS_KILLS=10 each)
 	for broker in tansu kafka; do for run in $$(seq $${CHAOS_RUNS:-5}); do \

@@ -36,6 +36,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                     "(or `make pure` to test the sources as Python)", returncode=4)  # fmt: skip
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the Apache Kafka suite, leave out the tests that use no broker (no broker fixture, no
+    ``broker`` mark): they would repeat the embedded suite's run of them exactly."""
+    if BROKER != "kafka":
+        return
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        uses = {"kafka_bootstrap", "apache_kafka"} & set(fixtures) or item.get_closest_marker(
+            "broker"
+        )
+        (kept if uses else left_out).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 def pytest_report_header() -> str:
     """Say which domain this run tests."""
     return f"domain core: {'compiled (mypyc)' if domain_compiled() else 'Python (not compiled)'}"

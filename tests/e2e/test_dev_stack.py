@@ -24,7 +24,7 @@ from streams.devtools.generator import SPIKE_GROUP, SPIKE_PAYER
 from streams.devtools.stack import free_port
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
 SECRET = "e2e-secret-that-is-at-least-32-bytes-long"
 
