@@ -250,14 +250,12 @@ async def _run(args: argparse.Namespace, database_url: str, bootstrap: str) -> d
         backlog: list[float] = []  # claims sent but not yet counted by the worker, each second
         sampled_at: list[float] = []
         flood = Flood(flood_claims(args.flood)) if args.flood else None
-        sampling = asyncio.create_task(
-            _sample_backlog(worker_port, sent, backlog, flood, sampled_at)
-        )
+        sampling = asyncio.create_task(_sample_backlog(worker_port, sent, backlog, flood,
+                                                       sampled_at))  # fmt: skip
         achieved = await _send(args, bootstrap, settings.topic_claims, claims, sent, flood, stop)
         sent_in_all = len(claims) + (flood.handed if flood else 0)
-        behind_at_end = sent_in_all - sum(
-            worker_totals(worker_port).get(name, 0.0) for name in COUNTED
-        )
+        counted = worker_totals(worker_port)
+        behind_at_end = sent_in_all - sum(counted.get(name, 0.0) for name in COUNTED)
         await _until_quiet(clients, args.settle_s, backlog if flood else None, args.rate)
         sampling.cancel()
         for ws in clients.connections:
