@@ -70,15 +70,24 @@ class BatchingConsumer(AIOKafkaConsumer):
                         await asyncio.sleep(0)
                         since_yield = 0
                     buffer = buffers.get(tp.topic)
-                    if await self._dropped(tp, message, buffer, rewound):
+                    if (rewinds or rewound or not flow_active()) and await self._dropped(
+                        tp, message, buffer, rewound
+                    ):
                         continue
                     offset = message.offset
                     r_offset = read_offsets[tp]
                     if r_offset is not None and offset < r_offset:
                         continue  # already read
-                    if not await self._past_gap(tp, message, r_offset, buffer, delivered.get(tp)):
+                    if (
+                        r_offset
+                        and offset - r_offset > 1
+                        and not await self._past_gap(
+                            tp, message, r_offset, buffer, delivered.get(tp)
+                        )
+                    ):
                         continue  # what lies between comes again first, then this
-                    await self._commit_when_due()
+                    if self._commit_every is not None:
+                        await self._commit_when_due()
                     if buffer is None:
                         await self.wait_first(self.callback(message), self.suspend_flow.wait())
                     elif self._behind_a_rewind(tp, offset) or not await self._buffer(
@@ -102,6 +111,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         """Whether the drain loop drops ``message`` to read it again: a batch-topic message
         while the flow is stopped (its rewind noted), or one fetched before its partition was
         sought back (``rewound``: the partitions sought back during this fetch, added to here).
+        The drain loop calls this only while a rewind or a stopped flow is about.
         """
         app: Any = self.app
         rewinds: dict[tuple[str, int], int] = app.batch_rewinds
@@ -117,14 +127,15 @@ class BatchingConsumer(AIOKafkaConsumer):
         self,
         tp: Any,
         message: Any,
-        read: int | None,
+        read: int,
         buffer: MessageBuffer | None,
         last: int | None,
     ) -> bool:  # pragma: no cover - Faust's loop
-        """Whether ``message`` may be delivered after the offsets between ``read`` (the
-        partition's read offset) and it: none, or a gap counted as read (:meth:`_real_gap`)."""
+        """Whether ``message``, past a gap after ``read`` (the partition's read offset), may be
+        delivered with the gap counted as read (:meth:`_real_gap`). The drain loop calls this
+        only for a gap, so the common message pays for no call."""
         offset = message.offset
-        if not read or offset - read <= 1 or not self.app.topics.acks_enabled_for(message.topic):
+        if not self.app.topics.acks_enabled_for(message.topic):
             return True
         if buffer is not None and not await self._real_gap(tp, read, offset, last):
             return False
