@@ -186,11 +186,13 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     except (KafkaError, LedgerUnavailableError, TopicMissingError) as exc:
         print(f"upstream ingest: Kafka failed: {exc}", file=sys.stderr)
         return 3
-    print(f"{summary.layout} layout, mappings {reference.version}", file=sys.stderr)
-    return _ingest_summary(args, summary, topic, report)
+    read_as = f"{summary.layout} layout, mappings {reference.version}"
+    return _ingest_summary(args, summary, topic, report, read_as)
 
 
-def _ingest_summary(args: argparse.Namespace, summary: Summary, topic: str, report: Path) -> int:
+def _ingest_summary(
+    args: argparse.Namespace, summary: Summary, topic: str, report: Path, read_as: str
+) -> int:
     """Print what an ingest did on stderr; its exit status (1: rows rejected, unless allowed)."""
     if summary.earlier is not None and summary.earlier.complete:
         print(f"upstream ingest: {summary.earlier.describe()}: nothing published (--again "
@@ -199,6 +201,7 @@ def _ingest_summary(args: argparse.Namespace, summary: Summary, topic: str, repo
     if summary.earlier is not None:
         print(f"resuming: {summary.earlier.describe()}", file=sys.stderr)
     verb = "would publish" if args.dry_run else f"published to {topic}"
+    print(read_as, file=sys.stderr)
     if summary.ignored_columns:
         print(f"ignored column(s): {', '.join(summary.ignored_columns)}", file=sys.stderr)
     resumed = f", {summary.already_published} already published" if summary.earlier else ""
