@@ -182,15 +182,21 @@ async def _burst(
     client_back: asyncio.Event,
     on_write: Callable[[dict[str, float]], None] = lambda _: None,
     tail_batches: int = 10,
+    read: Callable[[], int] | None = None,
 ) -> int:
     """Batches of transitions for demo, each interleaved with another customer's, until
     ``tail_batches`` after ``client_back`` is set; returns how many demo transitions it wrote.
-    ``on_write`` gets each batch's messages with the time its write started."""
+    ``on_write`` gets each batch's messages with the time its write started. Given ``read``
+    (how many the client has read), it stays at most 20 batches ahead of the client: a backlog
+    the client needs minutes to read would hold its keepalive pongs behind it."""
     engine = create_async_engine(database_url)
     writer = PostgresWriter(engine)
     written, left = 0, tail_batches
     try:
         while left:
+            if read is not None and written - read() > 20 * batch:
+                await asyncio.sleep(0.01)
+                continue
             rows = [alert_row(alert_transition(i, c)) for i in range(written, written + batch)
                     for c in ("demo", "other")]  # fmt: skip
             # Before the write: a client may hear of the commit before write() returns.
@@ -236,8 +242,10 @@ async def test_resume_during_a_burst_has_no_gap_and_no_duplicate(
     first = await notifier_ready(stack)
     snapshot = await subscribe(first)
     client_back = asyncio.Event()
-    burst = asyncio.create_task(_burst(stack.database_url, 100, client_back))
     cursors: list[int] = []
+    burst = asyncio.create_task(
+        _burst(stack.database_url, 100, client_back, read=lambda: len(cursors))
+    )
     while len(cursors) < 700:  # well inside the burst
         message = json.loads(await asyncio.wait_for(first.recv(), 30))
         assert message["type"] == "alert"
