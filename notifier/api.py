@@ -1,9 +1,9 @@
 """The notifier's JSON API (``/api/…``), on the WebSocket port; described in ``openapi.json``.
 
-Same tokens as the WebSocket (``Authorization: Bearer …``); a token reads its own customer's
-data only. Responses are cached briefly per customer and query and dropped as soon as the hub
-sees a new alert transition (QW-4), gzip-compressed when the client accepts it (QW-3), and
-rate-limited per operator (QW-5, ``429`` with ``Retry-After``). Every error is
+Same tokens as the WebSocket (``Authorization: Bearer …``, or the console's session cookie); a
+token reads its own customer's data only. Responses are cached briefly per customer and query
+and dropped as soon as the hub sees a new alert transition, and rate-limited per operator
+(``429`` with ``Retry-After``); :mod:`notifier.web` compresses them. Every error is
 ``{"error": "…"}`` with its status.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import json
 import logging
 import time
@@ -25,8 +24,8 @@ from urllib.parse import parse_qs
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from notifier.alert_detail import alert_detail
 from notifier.answers import (
@@ -60,7 +59,6 @@ from streams.domain.values import as_drift_type, as_level
 log = logging.getLogger("upstream.notifier")
 CACHE_TTL_S = 2.0
 CACHE_MAX_ENTRIES = 1000
-GZIP_MIN_BYTES = 1024
 PAGE_MAX = 500
 SERIES_DAYS_MAX = 400
 # Answers of one operator, not of the customer, and changed by the operator's own messages
@@ -108,10 +106,13 @@ def response(
     status: HTTPStatus, body: bytes, content_type: str, extra: dict[str, str] | None = None
 ) -> Response:
     """An HTTP response with Content-Type and Content-Length (and ``extra`` headers)."""
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
-    for name, value in (extra or {}).items():
-        headers[name] = value
-    return Response(status.value, status.phrase, headers, body)
+    return Response(body, status.value, extra, media_type=content_type)
+
+
+def error_response(exc: ApiError) -> Response:
+    """``{"error": …}`` with the error's status and headers."""
+    body = json.dumps(ErrorAnswer(error=str(exc))).encode()
+    return response(exc.status, body, "application/json", exc.headers)
 
 
 def _one(query: dict[str, list[str]], name: str) -> str | None:
@@ -183,38 +184,34 @@ class HttpApi:
         }
         self.layouts = Layouts(engine)
 
-    def handles(self, path: str) -> bool:
-        """Whether ``path`` is an API path."""
-        return path.startswith("/api/")
-
     async def respond(self, request: Request, path: str, raw_query: str) -> Response:
         """The response to one API request (never raises)."""
         endpoint = path if path in self._routes else "unknown"
         try:
             body = await self._answer(request, path, raw_query)
-            status = HTTPStatus.OK
-            cache = "no-store" if path in PER_OPERATOR else f"private, max-age={int(CACHE_TTL_S)}"
-            headers = {"Cache-Control": cache}
         except ApiError as exc:
-            body = json.dumps(ErrorAnswer(error=str(exc))).encode()
-            status, headers = exc.status, exc.headers
-        API_REQUESTS.labels(endpoint=endpoint, status=str(status.value)).inc()
-        accepts = request.headers.get("Accept-Encoding", "")
-        if len(body) >= GZIP_MIN_BYTES and "gzip" in accepts:
-            body = gzip.compress(body, compresslevel=5)
-            headers = {**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-        return response(status, body, "application/json", headers)
+            API_REQUESTS.labels(endpoint=endpoint, status=str(exc.status.value)).inc()
+            return error_response(exc)
+        API_REQUESTS.labels(endpoint=endpoint, status="200").inc()
+        cache = "no-store" if path in PER_OPERATOR else f"private, max-age={int(CACHE_TTL_S)}"
+        return response(HTTPStatus.OK, body, "application/json", {"Cache-Control": cache})
+
+    def authorize(self, request: Request) -> tuple[Operator, dict[str, list[str]]]:
+        """The operator a request comes from (its token), within its rate limit, and the
+        request's query, whose ``customer_id`` if given is the token's; or ApiError."""
+        operator = self._operator(request)
+        self._rate_limit(operator)
+        query = parse_qs(request.url.query, keep_blank_values=True)
+        wanted = _one(query, "customer_id")
+        if wanted is not None and wanted != operator.customer_id:
+            raise ApiError(HTTPStatus.FORBIDDEN, "token is for another customer")
+        return operator, query
 
     async def _answer(self, request: Request, path: str, raw_query: str) -> bytes:
         handler = self._routes.get(path)
         if handler is None:
             raise ApiError(HTTPStatus.NOT_FOUND, f"no such endpoint {path}; see /openapi.json")
-        operator = self._operator(request)
-        self._rate_limit(operator)
-        query = parse_qs(raw_query, keep_blank_values=True)
-        wanted = _one(query, "customer_id")
-        if wanted is not None and wanted != operator.customer_id:
-            raise ApiError(HTTPStatus.FORBIDDEN, "token is for another customer")
+        operator, query = self.authorize(request)
         key = (operator.customer_id, path, "&".join(sorted(raw_query.split("&"))))
         now, version = time.monotonic(), self.version()
         cached = None if path in PER_OPERATOR else self._cache.get(key)

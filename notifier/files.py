@@ -11,7 +11,7 @@ from http import HTTPStatus
 from importlib import resources
 from typing import NamedTuple
 
-from websockets.http11 import Response
+from starlette.responses import Response
 
 from notifier.api import response
 

@@ -1,10 +1,8 @@
-"""WebSocket + HTTP server for operators (docs/protocol.md).
+"""The operators' WebSocket ``/ws`` (docs/protocol.md), served by :mod:`notifier.web`.
 
-``/ws``: authenticate (``?token=`` or a first ``{"type":"auth"}`` message), then ``subscribe``
-→ ``snapshot`` → live ``alert`` messages with cursors, and commands (``acknowledge``,
-``resolve``, ``judge``; see :mod:`notifier.commands`). HTTP on the same port: ``/`` console,
-``/healthz``, ``/readyz``, ``/metrics``, the JSON API ``/api/…`` (:mod:`notifier.api`) and its
-descriptions ``/openapi.json`` (HTTP) and ``/asyncapi.json`` (topics and WebSocket messages).
+Authenticate (``?token=``, the console's session cookie, or a first ``{"type":"auth"}``
+message), then ``subscribe`` → ``snapshot`` → live ``alert`` messages with cursors, and commands
+(``acknowledge``, ``resolve``, ``judge``, ``note``, ``assign``; see :mod:`notifier.commands`).
 
 Limits, each refusal with its own close code or error: connections per address and per
 operator (close 4429), commands per second per connection (an ``ack`` with status ``refused``),
@@ -20,23 +18,17 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Container, Mapping
+from collections.abc import Container
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from prometheus_client import Counter, Gauge
+from starlette.websockets import WebSocket
 
-from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
-from notifier.api import HttpApi, response
 from notifier.commands import CommandError, CommandPort, RateLimit, build_command
-from notifier.files import FILES, file_response
+from notifier.connection import CLOSED, close, receive
 from notifier.hub import Filters, Hub, Subscriber
-from notifier.layouts import save_layout
+from notifier.layouts import Layouts, save_layout
 from notifier.messages import (
     BAD_MESSAGE,
     Ack,
@@ -46,21 +38,14 @@ from notifier.messages import (
     Snapshot,
     parse_message,
 )
-from notifier.session import SESSION_COOKIE, WS_REFUSED, authenticate, bearer_token
-from notifier.tokens import (
-    CLOSE_UNAUTHORIZED,
-    Keys,
-    Operator,
-    TokenError,
-    verify_token,
-)
+from notifier.session import WS_REFUSED, authenticate
+from notifier.tokens import CLOSE_UNAUTHORIZED, Keys, Operator
 from streams.domain.values import COMMANDS, as_drift_type, as_level
 
 log = logging.getLogger("upstream.notifier")
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
-READY_TIMEOUT_S = 2.0
 PENDING_COMMANDS_MAX = 10_000  # commands remembered for a rejection notice, newest kept
 
 WS_CLIENTS = Gauge("upstream_ws_clients", "Connected WebSocket clients")
@@ -97,83 +82,23 @@ class NotifierServer:
         secret: Keys | str,
         commands: CommandPort | None = None,
         limits: Limits | None = None,
-        api: HttpApi | None = None,
-        checks: Mapping[str, Callable[[], Awaitable[bool]]] | None = None,
+        layouts: Layouts | None = None,
         revoked: Container[str] = (),
     ) -> None:
         self.hub = hub
         self.keys = Keys.of(secret)
         self.revoked = revoked  # token ids (jti) refused, e.g. :class:`Revocations`
         self.commands = commands
-        self.api = api
-        self.checks = checks or {}  # name -> readiness probe, besides Postgres
+        self.layouts = layouts
         self.limits = limits or Limits()
         # command_id -> the connection that sent it, to tell it of a rejection by the worker
-        self._pending: collections.OrderedDict[str, ServerConnection] = collections.OrderedDict()
+        self._pending: collections.OrderedDict[str, WebSocket] = collections.OrderedDict()
         self._by_address: collections.Counter[str] = collections.Counter()
         self._by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
         self._closing: set[asyncio.Future[None]] = set()  # closes at token expiry, in flight
-        self._by_token: dict[str, set[ServerConnection]] = collections.defaultdict(set)
+        self._by_token: dict[str, set[WebSocket]] = collections.defaultdict(set)
 
-    async def start(self, host: str, port: int) -> Server:
-        """Listen on ``host:port``; the caller closes the returned server."""
-        return await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            max_size=MAX_MESSAGE_BYTES,
-            ping_interval=20,
-            ping_timeout=20,
-        )
-
-    async def _process_request(  # noqa: PLR0911 - a return per HTTP answer
-        self,
-        connection: ServerConnection,  # noqa: ARG002 - websockets' process_request hook
-        request: Request,
-    ) -> Response | None:
-        url = urlsplit(request.path)
-        path = url.path
-        if request.method != "GET":  # every resource here is read-only; commands go by /ws
-            body = f"{request.method} is not allowed here; use GET\n".encode()
-            return response(HTTPStatus.METHOD_NOT_ALLOWED, body, "text/plain", {"Allow": "GET"})
-        if path == "/ws":
-            return None
-        if path == "/session":
-            return self._session(request)
-        if self.api is not None and self.api.handles(path):
-            return await self.api.respond(request, path, url.query)
-        if path in FILES:
-            return file_response(FILES[path], request.headers.get("Accept-Encoding", ""))
-        if path == "/healthz":
-            return response(
-                HTTPStatus.OK, json.dumps(Live(status="ok")).encode(), "application/json"
-            )
-        if path == "/readyz":
-            return await self._readiness()
-        if path == "/metrics":
-            return response(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
-        return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
-
-    def _session(self, request: Request) -> Response:
-        """Trade the token in ``Authorization: Bearer`` for a session cookie (HttpOnly,
-        SameSite=Strict, until the token expires): the console then drops the token from its
-        address bar, and the browser sends the cookie with the WebSocket and the API calls."""
-        token = bearer_token(request.headers)
-        try:
-            if not token:
-                raise TokenError("send the token as 'Authorization: Bearer <token>'")
-            operator = verify_token(self.keys, token, self.revoked)
-        except TokenError as exc:
-            body = json.dumps(ErrorAnswer(error=str(exc))).encode()
-            return response(HTTPStatus.UNAUTHORIZED, body, "application/json")
-        max_age = max(0, int(operator.expires_at_s - time.time()))
-        cookie = (f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/; HttpOnly; "
-                  "SameSite=Strict")  # fmt: skip
-        who = json.dumps(Session(customer_id=operator.customer_id, operator=operator.operator))
-        return response(HTTPStatus.OK, who.encode(), "application/json", {"Set-Cookie": cookie})
-
-    def _remember(self, command_id: str, ws: ServerConnection) -> None:
+    def _remember(self, command_id: str, ws: WebSocket) -> None:
         self._pending[command_id] = ws
         self._pending.move_to_end(command_id)
         while len(self._pending) > PENDING_COMMANDS_MAX:
@@ -186,28 +111,19 @@ class NotifierServer:
             return
         COMMAND_OUTCOMES.labels(command="any", outcome=f"rejected_{reason}").inc()
         error = f"{reason}: {detail}" if detail else reason
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(*CLOSED):
             await self._send(
                 ws, Ack(type="ack", command_id=command_id, status="rejected", error=error)
             )
 
-    async def _readiness(self) -> Response:
-        """Postgres followed by the hub, and each extra check (Kafka), with its latency."""
-        checks: dict[str, Check] = {"postgres": Check(ok=self.hub.ready)}
-        for name, check in self.checks.items():
-            started = time.monotonic()
-            try:
-                ok = await asyncio.wait_for(check(), READY_TIMEOUT_S)
-            except Exception:  # any failure means not ready
-                ok = False
-            checks[name] = Check(ok=ok, latency_ms=round((time.monotonic() - started) * 1000, 1))
-        ready = all(c["ok"] for c in checks.values())
-        body = json.dumps(Ready(status="ok" if ready else "unavailable", checks=checks)).encode()
-        status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
-        return response(status, body, "application/json")
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        address = str(ws.remote_address[0]) if ws.remote_address else "unknown"
+    async def handle(self, ws: WebSocket) -> None:
+        """Serve one connection to its end. The handshake completes first: every refusal is a
+        close with its code (4401, 4403, 4429, …), which a client can tell apart."""
+        address = ws.client.host if ws.client else "unknown"
+        try:
+            await ws.accept()
+        except CLOSED:
+            return
         self._by_address[address] += 1
         try:
             if self._by_address[address] > self.limits.connections_per_address:
@@ -229,11 +145,11 @@ class NotifierServer:
             _release(self._by_address, address)
 
     @staticmethod
-    async def _refuse(ws: ServerConnection, code: int, reason: str) -> None:
+    async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
         WS_REFUSED.labels(code=str(code)).inc()
-        await ws.close(code, reason)
+        await close(ws, code, reason)
 
-    async def _serve(self, ws: ServerConnection, operator: Operator, address: str) -> None:
+    async def _serve(self, ws: WebSocket, operator: Operator, address: str) -> None:
         WS_CLIENTS.inc()
         subscriber: Subscriber | None = None
         sender: asyncio.Task[None] | None = None
@@ -246,7 +162,7 @@ class NotifierServer:
                 max(0.0, left_s), lambda: self._close_later(ws, "token expired")
             )
         try:
-            async for raw in ws:
+            while (raw := await _next(ws, sender)) is not None:
                 message = parse_message(raw)
                 if message is None:
                     await self._send(ws, Error(type="error", message=BAD_MESSAGE))
@@ -264,7 +180,7 @@ class NotifierServer:
                     await self._send(ws, await self._layout(operator, message, rate))
                 else:
                     await self._send(ws, Error(type="error", message=f"unknown type {kind!r}"))
-        except ConnectionClosed:
+        except CLOSED:
             pass
         finally:
             if expiry is not None:
@@ -287,7 +203,7 @@ class NotifierServer:
         """Save a layout message's layout (a write: within the commands' limit)."""
         if not rate.allow():
             return Error(type="error", message="too many messages; slow down")
-        return await save_layout(None if self.api is None else self.api.layouts, operator, message)
+        return await save_layout(self.layouts, operator, message)
 
     def revoke(self, token_ids: set[str]) -> None:
         """Close the connections that authenticated with one of ``token_ids`` (4401)."""
@@ -295,14 +211,14 @@ class NotifierServer:
             for ws in list(self._by_token.get(token_id, ())):
                 self._close_later(ws, "token revoked")
 
-    def _close_later(self, ws: ServerConnection, reason: str) -> None:
-        task = asyncio.ensure_future(ws.close(CLOSE_UNAUTHORIZED, reason))
+    def _close_later(self, ws: WebSocket, reason: str) -> None:
+        task = asyncio.ensure_future(close(ws, CLOSE_UNAUTHORIZED, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def _command(
         self,
-        ws: ServerConnection,
+        ws: WebSocket,
         operator: Operator,
         message: dict[str, Any],
         rate: RateLimit,
@@ -340,7 +256,7 @@ class NotifierServer:
         await self._send(ws, Ack(type="ack", command_id=command_id, status="accepted"))
 
     async def _subscribe(
-        self, ws: ServerConnection, operator: Operator, message: dict[str, Any]
+        self, ws: WebSocket, operator: Operator, message: dict[str, Any]
     ) -> Subscriber | None:
         try:
             filters = Filters(
@@ -365,7 +281,7 @@ class NotifierServer:
             return None
         return subscriber
 
-    async def _drain(self, ws: ServerConnection, subscriber: Subscriber) -> None:
+    async def _drain(self, ws: WebSocket, subscriber: Subscriber) -> None:
         """Send queued messages; once the queue overflows, stop and close with 4008.
 
         The overflow is watched apart from the sending, which may itself be stuck waiting for
@@ -376,16 +292,32 @@ class NotifierServer:
             await subscriber.overflow.wait()
         finally:
             sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+            with contextlib.suppress(asyncio.CancelledError, *CLOSED):
                 await sending
         WS_SLOW.inc()
-        await ws.close(CLOSE_SLOW_CLIENT, "send queue full: client too slow")
+        await close(ws, CLOSE_SLOW_CLIENT, "send queue full: client too slow")
 
-    async def _send_queued(self, ws: ServerConnection, subscriber: Subscriber) -> None:
+    async def _send_queued(self, ws: WebSocket, subscriber: Subscriber) -> None:
         while True:
             await self._send(ws, await subscriber.queue.get())
 
     @staticmethod
-    async def _send(ws: ServerConnection, message: ServerMessage) -> None:
-        await ws.send(json.dumps(message, default=str))
+    async def _send(ws: WebSocket, message: ServerMessage) -> None:
+        await ws.send_text(json.dumps(message, default=str))
         WS_MESSAGES.inc()
+
+
+async def _next(ws: WebSocket, sender: asyncio.Task[None] | None) -> str | bytes | None:
+    """The client's next message; None once the connection is closed, or once ``sender`` (the
+    subscription's) ends: it cut off a client that stopped reading, whose close may never be
+    written, and the connection is served no more."""
+    if sender is None:
+        return await receive(ws)
+    receiving = asyncio.ensure_future(receive(ws))
+    done, _ = await asyncio.wait({receiving, sender}, return_when=asyncio.FIRST_COMPLETED)
+    if receiving in done:
+        return receiving.result()
+    receiving.cancel()
+    with contextlib.suppress(asyncio.CancelledError, *CLOSED):
+        await receiving
+    return None

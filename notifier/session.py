@@ -8,11 +8,12 @@ import asyncio
 from collections.abc import Container
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from prometheus_client import Counter
-from websockets.asyncio.server import ServerConnection
+from starlette.websockets import WebSocket
 
+from notifier.connection import close, receive
 from notifier.messages import BAD_MESSAGE, parse_message
 from notifier.tokens import CLOSE_FORBIDDEN, Keys, Operator, TokenError, verify_token
 
@@ -41,37 +42,35 @@ def session_token(headers: Any) -> str:
     return morsel.value if morsel is not None else ""
 
 
-async def authenticate(
-    ws: ServerConnection, keys: Keys, revoked: Container[str]
-) -> Operator | None:
+async def authenticate(ws: WebSocket, keys: Keys, revoked: Container[str]) -> Operator | None:
     """The operator a new connection authenticates as (a ``?token=``, the session cookie from
     the console's own origin, or a first ``{"type":"auth"}`` message), or None once the
-    connection is closed with the refusal's code."""
-    assert ws.request is not None
-    query = parse_qs(urlsplit(ws.request.path).query)
-    token = (query.get("token") or [""])[0]
+    connection is closed with the refusal's code (the connection is accepted: see
+    :meth:`notifier.server.NotifierServer.handle`)."""
+    query = ws.query_params
+    token = query.get("token", "")
     try:
-        if not token and (token := session_token(ws.request.headers)):
-            origin = ws.request.headers.get("Origin", "")
-            if urlsplit(origin).netloc != ws.request.headers.get("Host"):
+        if not token and (token := session_token(ws.headers)):
+            origin = ws.headers.get("Origin", "")
+            if urlsplit(origin).netloc != ws.headers.get("Host"):
                 # A page of another site cannot borrow an operator's session.
                 raise TokenError("a session cookie is accepted from the console's own "
                                  "origin only", CLOSE_FORBIDDEN)  # fmt: skip
         if not token:
-            first = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
-            message = parse_message(first)
+            first = await asyncio.wait_for(receive(ws), AUTH_TIMEOUT_S)
+            message = None if first is None else parse_message(first)
             if message is None:
                 raise TokenError(BAD_MESSAGE, CLOSE_BAD_MESSAGE)
             if message.get("type") != "auth":
                 raise TokenError('the first message must be {"type":"auth","token":…}')
             token = str(message.get("token", ""))
         operator = verify_token(keys, token, revoked)
-        wanted = (query.get("customer_id") or [operator.customer_id])[0]
+        wanted = query.get("customer_id", operator.customer_id)
         if wanted != operator.customer_id:
             raise TokenError("token is for another customer", CLOSE_FORBIDDEN)
         return operator
     except (TokenError, TimeoutError, ValueError) as exc:
         code = exc.close_code if isinstance(exc, TokenError) else 4401
         WS_REFUSED.labels(code=str(code)).inc()
-        await ws.close(code, str(exc)[:120])
+        await close(ws, code, str(exc))
         return None

@@ -20,6 +20,8 @@ from notifier.hub import Hub, psycopg_conninfo
 from notifier.revocations import Revocations
 from notifier.server import Limits, NotifierServer
 from notifier.tokens import Keys
+from notifier.web import Web
+from notifier.web import serve as serve_web
 from schemas.registry import ValueCodec
 from sinks.migrate import migrate
 from sinks.retrying import UNAVAILABLE, postgres_retrying
@@ -263,23 +265,23 @@ def run_notifier(settings: Settings) -> None:
             connections_per_operator=settings.notifier_connections_per_operator,
             commands_per_second=settings.notifier_commands_per_second,
         )
-        notifier = NotifierServer(hub, keys, commands, limits, api, checks, revocations)
-        server = await notifier.start(settings.notifier_host, settings.notifier_port)
+        notifier = NotifierServer(hub, keys, commands, limits, api.layouts, revocations)
+        web = Web(notifier, api, checks).app()
+        server = await serve_web(web, settings.notifier_host, settings.notifier_port)
         rejections = Rejections(
             bootstrap, settings.topic_commands_dlq, commands.codec, notifier.rejected
         )
         rejections_task = asyncio.create_task(rejections.run(), name="command rejections")
         revocations_task = asyncio.create_task(revocations.run(), name="token revocations")
-        for sock in server.sockets:
-            log.info("notifier listening on %s", sock.getsockname())
+        for address in server.addresses:
+            log.info("notifier listening on %s", address)
         tasks = (hub_task, rejections_task, revocations_task)
         await until_stopped(stop, *tasks)
         ended = [task for task in tasks if task.done()]  # by themselves: a failure
         for task in ended:
             error = None if task.cancelled() else task.exception()
             log.error("the notifier's %s task ended; stopping", task.get_name(), exc_info=error)
-        server.close()
-        await server.wait_closed()
+        await server.stop()
         await commands.close()
         await producer.stop()
         await engine.dispose()

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -174,14 +175,15 @@ def create_database(server_url: str, name: str) -> str:
     return f"{head}/{name}"
 
 
-def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """GET ``url``: (status, headers, raw body), for 4xx/5xx answers too."""
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
+    """GET ``url``: (status, headers (names case-insensitive), raw body), for 4xx/5xx answers
+    too."""
     request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 -- local servers
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 -- local servers
-            return reply.status, dict(reply.headers), reply.read()
+            return reply.status, reply.headers, reply.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, error.headers, error.read()
 
 
 def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:

@@ -8,6 +8,7 @@ import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 from typing import Any
 
 import pytest
@@ -61,7 +62,7 @@ def _claim(i: int) -> dict[str, Any]:
 
 def _get(
     stack: ServiceStack, path: str, token: str | None, **headers: str
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, Message, bytes]:
     sent = {name.replace("_", "-"): value for name, value in headers.items()}
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
