@@ -2,10 +2,11 @@
 
 ``/ws`` is the operators' WebSocket (:class:`notifier.server.NotifierServer`). Over HTTP: ``/``
 the console, ``/session`` (a token traded for the console's cookie), ``/healthz``, ``/readyz``,
-``/metrics``, the JSON API ``/api/…`` (:mod:`notifier.api`), its descriptions
-``/openapi.json`` and ``/asyncapi.json``, and the interactive docs ``/docs``. Everything over
-HTTP is read-only: any other method than GET is answered 405 (commands go by the WebSocket).
-Answers of 1 KiB and more are gzip-compressed for clients that accept it.
+``/metrics``, the JSON API ``/api/…`` (:mod:`notifier.api`) with its downloads
+(:mod:`notifier.exports`), its descriptions ``/openapi.json`` and ``/asyncapi.json``, and the
+interactive docs ``/docs``. Everything over HTTP is read-only: any other method than GET is
+answered 405 (commands go by the WebSocket). Answers of 1 KiB and more are gzip-compressed for
+clients that accept it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
 from notifier.api import HttpApi, response
+from notifier.exports import FORMATS, PDF, Exports
 from notifier.files import FILES, file_response
 from notifier.server import MAX_MESSAGE_BYTES, NotifierServer
 from notifier.session import SESSION_COOKIE, bearer_token
@@ -38,6 +40,7 @@ READY_TIMEOUT_S = 2.0
 GZIP_MIN_BYTES = 1024
 SHUTDOWN_S = 5  # open requests and connections get this long to end when the notifier stops
 Probe = Callable[[], Awaitable[bool]]
+DOWNLOADS = {"export": "/api/export/{kind}.{format}", "report": "/api/report.pdf"}
 
 
 class GetOnly:
@@ -68,18 +71,30 @@ class Web:
 
     def app(self) -> Starlette:
         """The Starlette application."""
+        downloads = []
+        if self.api is not None:
+            exports = Exports(self.api)
+            handlers = {"export": exports.export, "report": exports.report}
+            downloads = [Route(path, handlers[name]) for name, path in DOWNLOADS.items()]
         routes = [
             WebSocketRoute("/ws", self.sockets.handle),
             Route("/session", self._session),
             Route("/healthz", _live),
             Route("/readyz", self._readiness),
             Route("/metrics", _metrics),
+            *downloads,
             Route("/api/{endpoint:path}", self._api),
             *(Route(path, _file) for path in FILES),
         ]
         middleware = [
             Middleware(GetOnly),
-            Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=5),
+            Middleware(
+                GZipMiddleware,
+                minimum_size=GZIP_MIN_BYTES,
+                compresslevel=5,
+                # compressed already: a workbook is a zip file, a report's streams are deflated
+                exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, FORMATS["xlsx"], PDF),
+            ),
         ]
         return Starlette(routes=routes, middleware=middleware)
 

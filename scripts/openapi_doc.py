@@ -77,13 +77,10 @@ def param(name, schema, description=None, required=False):
     return {**out, "schema": schema}
 
 
-def get(operation_id, summary, parameters, kind, *codes):
-    """An OpenAPI GET of the API: the bearer token, ``kind`` as its 200 answer, the usual
-    errors and ``codes``."""
-    responses = {
-        "200": answer(" ".join(kind.__doc__.split()), kind),
-        **errors(*codes, "401", "403", "429", "503"),
-    }
+def _api_get(operation_id, summary, parameters, ok, codes):
+    """An OpenAPI GET of the API: the bearer token, ``ok`` as its 200 answer, the usual errors
+    and ``codes``."""
+    responses = {"200": ok, **errors(*codes, "401", "403", "429", "503")}
     return {
         "get": {
             "operationId": operation_id,
@@ -92,6 +89,20 @@ def get(operation_id, summary, parameters, kind, *codes):
             "responses": responses,
         }
     }
+
+
+def get(operation_id, summary, parameters, kind, *codes):
+    """An OpenAPI GET of the API answering ``kind`` as JSON."""
+    ok = answer(" ".join(kind.__doc__.split()), kind)
+    return _api_get(operation_id, summary, parameters, ok, codes)
+
+
+def download(operation_id, summary, parameters, media, *codes):
+    """An OpenAPI GET of a file download (an attachment of one of the ``media`` types)."""
+    body = {kind: {"schema": {"type": "string", "format": "binary", "description": what}}
+            for kind, what in media.items()}  # fmt: skip
+    ok = {"description": "The file (Content-Disposition: attachment)", "content": body}
+    return _api_get(operation_id, summary, parameters, ok, codes)
 
 
 def open_get(operation_id, summary, responses):
@@ -194,6 +205,51 @@ OPENAPI = {
             AlertDetail,
             "400",
             "404",
+        ),
+        "/api/export/{kind}.{format}": download(
+            "export",
+            "The customer's drift events, alerts or claims as a download: CSV (formula-like text quoted) and JSON lines stream as they are read, however many rows; XLSX has a Summary sheet with a chart and a Details sheet. Dates are event dates: claims by decided_date, drift events by detected_at, alerts by last_seen. Each download is written to the audit log.",
+            [
+                {
+                    "name": "kind",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["alerts", "drift-events", "claims"]},
+                },
+                {
+                    "name": "format",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["csv", "jsonl", "xlsx"]},
+                },
+                customer_param,
+                param("since", DATE, "first day (ISO date); default: no start"),
+                param("until", DATE, "day after the last (ISO date); default: no end"),
+                param("payer_id", {"type": "array", "items": STR}, "any of these payers"),
+                param("drift_type", {"type": "array", "items": DRIFT_TYPE}, "alerts, drift events"),
+                param("level", {"type": "array", "items": level}, "alerts, drift events"),
+                param(
+                    "status",
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["active", "acknowledged", "resolved"]},
+                    },
+                    "alerts",
+                ),
+            ],
+            {
+                "text/csv": "CSV, a header row first",
+                "application/x-ndjson": "one JSON object per row",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "an XLSX workbook",
+            },
+            "400",
+            "404",
+        ),
+        "/api/report.pdf": download(
+            "report",
+            "A PDF report of the customer's open alerts (most severe first) and the drift events of the week of event time up to its latest one. Written to the audit log.",
+            [customer_param],
+            {"application/pdf": "the report"},
         ),
         "/session": open_get(
             "session",

@@ -13,7 +13,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -30,6 +30,11 @@ from streams.domain.values import LEVELS
 FORMATS = ("csv", "jsonl", "xlsx")
 
 
+# Query parameter → the column it filters on, for the exports that have that column.
+FILTERS = {"payer_id": "payer_id", "drift_type": "drift_type", "level": "severity_level",
+           "status": "status"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Export:
     """One kind of export: its columns, its rows' query and its summary's."""
@@ -40,27 +45,46 @@ class Export:
     order: tuple[str, ...]
     summary_title: str
     summary_columns: tuple[str, ...]
-    summary_sql: sql.Composed  # parameters: customer, since, until; first column: category
+    # The summary's statement for a WHERE clause (parameters as :func:`where`'s); first column:
+    # the category.
+    summary_sql: Callable[[sql.Composable], sql.Composed]
 
-    def rows_sql(self) -> sql.Composed:
-        """Every row in the time range, in a stable order."""
+    def filters(self) -> tuple[str, ...]:
+        """The filters (keys of :data:`FILTERS`) this export's rows can be filtered by."""
+        return tuple(name for name, column in FILTERS.items() if column in self.columns)
+
+    def where(self, filters: Mapping[str, Sequence[str]]) -> sql.Composed:
+        """Its WHERE clause: the customer, the time range, and each filter given (any of its
+        values). Parameters: ``customer``, ``since``, ``until``, and ``f_<name>`` per filter."""
+        return _where(self.time_column, [FILTERS[name] for name in filters])
+
+    def rows_sql(self, filters: Mapping[str, Sequence[str]] | None = None) -> sql.Composed:
+        """Every row in the time range (and the filters), in a stable order."""
         return sql.SQL("SELECT {cols} FROM {t} {where} ORDER BY {order}").format(
             cols=sql.SQL(", ").join(map(sql.Identifier, self.columns)),
             t=sql.Identifier(self.table),
-            where=_where(self.time_column),
+            where=self.where(filters or {}),
             order=sql.SQL(", ").join(map(sql.Identifier, self.order)),
         )
 
 
-def _where(time_column: str) -> sql.Composed:
-    return sql.SQL(
-        "WHERE customer_id = %(customer)s AND {t} >= %(since)s AND {t} < %(until)s"
-    ).format(t=sql.Identifier(time_column))
+def _where(time_column: str, filtered: Sequence[str] = ()) -> sql.Composed:
+    conditions = [sql.SQL("customer_id = %(customer)s"),
+                  sql.SQL("{t} >= %(since)s AND {t} < %(until)s").format(
+                      t=sql.Identifier(time_column))]  # fmt: skip
+    names = {column: name for name, column in FILTERS.items()}
+    conditions += [
+        sql.SQL("{c} = ANY({p})").format(
+            c=sql.Identifier(column), p=sql.Placeholder(f"f_{names[column]}")
+        )
+        for column in filtered
+    ]
+    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions)
 
 
 def _counts(
-    category: str, table: str, time_column: str, column: str, values: Sequence[str]
-) -> sql.Composed:
+    category: str, table: str, column: str, values: Sequence[str]
+) -> Callable[[sql.Composable], sql.Composed]:
     """Rows per ``category`` and value of ``column``: one statement, values bound."""
     counts = sql.SQL(", ").join(
         sql.SQL("count(*) FILTER (WHERE {c} = {v})").format(
@@ -68,10 +92,18 @@ def _counts(
         )
         for v in values
     )
-    return sql.SQL("SELECT {cat}, {counts} FROM {t} {where} GROUP BY 1 ORDER BY 1").format(
-        cat=sql.Identifier(category), counts=counts, t=sql.Identifier(table),
-        where=_where(time_column),
-    )  # fmt: skip
+    return lambda where: sql.SQL(
+        "SELECT {cat}, {counts} FROM {t} {where} GROUP BY 1 ORDER BY 1"
+    ).format(cat=sql.Identifier(category), counts=counts, t=sql.Identifier(table), where=where)
+
+
+def _claims_by_month(where: sql.Composable) -> sql.Composed:
+    return sql.SQL(
+        "SELECT to_char(date_trunc('month', decided_date), 'YYYY-MM'), count(*), "
+        "count(*) FILTER (WHERE outcome = 'DENIED'), "
+        "round(count(*) FILTER (WHERE outcome = 'DENIED')::numeric / count(*), 4) "
+        "FROM claim_records {where} GROUP BY 1 ORDER BY 1"
+    ).format(where=where)
 
 
 _STATUSES = ("active", "acknowledged", "resolved")
@@ -79,22 +111,16 @@ EXPORTS = {
     "drift-events": Export(
         "drift_events", DRIFT_COLUMNS, "detected_at", ("detected_at", "event_id"),
         "Drift events by payer and severity", ("payer_id", *LEVELS),
-        _counts("payer_id", "drift_events", "detected_at", "severity_level", LEVELS),
+        _counts("payer_id", "drift_events", "severity_level", LEVELS),
     ),
     "alerts": Export(
         "alert_events", ALERT_FIELDS, "last_seen", ("last_seen", "alert_id"),
         "Alerts by payer and status", ("payer_id", *_STATUSES),
-        _counts("payer_id", "alert_events", "last_seen", "status", _STATUSES),
+        _counts("payer_id", "alert_events", "status", _STATUSES),
     ),
     "claims": Export(
         "claim_records", CLAIM_COLUMNS, "decided_date", ("decided_date", "claim_id"),
-        "Claims by month", ("month", "claims", "denied", "denial_rate"),
-        sql.SQL(
-            "SELECT to_char(date_trunc('month', decided_date), 'YYYY-MM'), count(*), "
-            "count(*) FILTER (WHERE outcome = 'DENIED'), "
-            "round(count(*) FILTER (WHERE outcome = 'DENIED')::numeric / count(*), 4) "
-            "FROM claim_records {where} GROUP BY 1 ORDER BY 1"
-        ).format(where=_where("decided_date")),
+        "Claims by month", ("month", "claims", "denied", "denial_rate"), _claims_by_month,
     ),
 }  # fmt: skip
 
@@ -137,21 +163,32 @@ def _excel(value: Any) -> Any:
 class Source:
     """The rows and summary of one export, read from Postgres."""
 
-    def __init__(self, url: str, export: Export, customer: str, since: Any, until: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        export: Export,
+        customer: str,
+        since: Any,
+        until: Any,
+        filters: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.url = url.replace("postgresql+psycopg://", "postgresql://")
         self.export = export
-        self.params = {"customer": customer, "since": since, "until": until}
+        self.filters = dict(filters or {})
+        self.params: dict[str, Any] = {"customer": customer, "since": since, "until": until}
+        self.params |= {f"f_{name}": list(values) for name, values in self.filters.items()}
 
     def summary(self) -> list[tuple[Any, ...]]:
         """The rows of the workbook's Summary sheet."""
+        statement = self.export.summary_sql(self.export.where(self.filters))
         with psycopg.connect(self.url) as conn:
-            return list(conn.execute(self.export.summary_sql, self.params).fetchall())
+            return list(conn.execute(statement, self.params).fetchall())
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
         """The detail rows, streamed from a server-side cursor."""
         with psycopg.connect(self.url) as conn, conn.cursor(name="upstream_export") as cur:
             cur.itersize = 5000
-            cur.execute(self.export.rows_sql(), self.params)
+            cur.execute(self.export.rows_sql(self.filters), self.params)
             yield from cur
 
 

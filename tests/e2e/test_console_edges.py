@@ -1,13 +1,18 @@
 """The console at its edges, in headless Chromium on a real notifier, Kafka and Postgres: a bulk
-action past the command burst, and an alert detail that cannot be fetched."""
+action past the command burst, an alert detail that cannot be fetched, and the downloads."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import openpyxl
 import pytest
 from playwright.async_api import Page, Route, async_playwright
+from pypdf import PdfReader
 
 from notifier.tokens import mint_token
 from schemas.registry import ValueCodec
@@ -22,14 +27,16 @@ ALERTS = 30  # past the burst of 20 commands a connection may send at once
 
 
 @asynccontextmanager
-async def _console(stack: ServiceStack) -> AsyncIterator[Page]:
-    """Alice's console on ``stack``'s notifier, live."""
+async def _console(
+    stack: ServiceStack, customer: str = "demo", operator: str = "alice"
+) -> AsyncIterator[Page]:
+    """An operator's console on ``stack``'s notifier, live."""
     origin = f"http://127.0.0.1:{stack.notifier_port}"
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 900})
-            await page.goto(f"{origin}/?token={mint_token(SECRET, 'demo', 'alice')}")
+            await page.goto(f"{origin}/?token={mint_token(SECRET, customer, operator)}")
             await page.locator("#status.live").wait_for(timeout=30_000)
             yield page
         finally:
@@ -94,3 +101,57 @@ async def test_a_detail_that_fails_to_load_shows_nothing_of_the_alert_before(
         for table in ("#history", "#reasons", "#cpt-codes"):
             assert await page.locator(f"{table} tbody tr").count() == 0, table
         assert await page.locator("#detail-stats dd").count() == 0
+
+
+async def _download(page: Page, link: str, into: Path) -> Path:
+    """Click the export form's ``link`` and save what it downloads under ``into``."""
+    async with page.expect_download() as started:
+        await page.locator(link).click()
+    download = await started.value
+    await asyncio.to_thread(into.mkdir, parents=True, exist_ok=True)
+    path = into / download.suggested_filename
+    await download.save_as(path)
+    return path
+
+
+async def test_exports_download_from_the_console_and_open_for_their_customer_only(
+    notifier_stack: ServiceStack, tmp_path: Path
+) -> None:
+    """Claims as CSV with a payer filter, alerts as XLSX and the PDF report, each opened; the
+    other customer's operator downloads none of this customer's rows."""
+    await (await notifier_ready(notifier_stack)).close()
+    theirs = {**ALERT, "alert_id": "other-x9", "customer_id": "other", "payer_id": "payer-o"}
+    their_claim = {**BASELINE_CLAIMS[0], "claim_id": "o1", "customer_id": "other",
+                   "payer_id": "payer-o"}  # fmt: skip
+    await store_rows(notifier_stack.database_url, [DRIFT], [ALERT, theirs],
+                     [*BASELINE_CLAIMS, *CURRENT_CLAIMS, their_claim])  # fmt: skip
+    async with _console(notifier_stack) as page:
+        await page.locator("#export summary").click()
+        form = page.locator("#export form")
+        await form.locator("select[name=kind]").select_option("claims")
+        await form.locator("input[name=payer_id]").fill("payer-x")
+        claims = await _download(page, "#export-download", tmp_path)
+        rows = list(csv.DictReader(claims.read_text(encoding="utf-8").splitlines()))
+        assert len(rows) == len(BASELINE_CLAIMS + CURRENT_CLAIMS)
+        assert {(r["customer_id"], r["payer_id"]) for r in rows} == {("demo", "payer-x")}
+        await form.locator("select[name=kind]").select_option("alerts")
+        await form.locator("select[name=format]").select_option("xlsx")
+        alerts = await _download(page, "#export-download", tmp_path)
+        book = openpyxl.load_workbook(alerts, read_only=True)
+        details = list(book["Details"].values)
+        book.close()
+        assert [row[details[0].index("alert_id")] for row in details[1:]] == ["demo-x1"]
+        report = await _download(page, "#export-report", tmp_path)
+        text = "".join(p.extract_text() for p in PdfReader(report).pages)
+        assert "Upstream report: demo" in text
+        assert "payer-x" in text
+    async with _console(notifier_stack, "other", "olaf") as page:
+        await page.locator("#export summary").click()
+        await page.locator("#export select[name=kind]").select_option("claims")
+        claims = await _download(page, "#export-download", tmp_path / "other")
+        rows = list(csv.DictReader(claims.read_text(encoding="utf-8").splitlines()))
+        assert [(r["customer_id"], r["claim_id"]) for r in rows] == [("other", "o1")]
+        text = "".join(p.extract_text() for p in PdfReader(
+            await _download(page, "#export-report", tmp_path / "other")).pages)  # fmt: skip
+        assert "payer-x" not in text
+        assert "payer-o" in text

@@ -1,0 +1,227 @@
+"""Downloads over HTTP, with the API's tokens, tenant check and rate limit, each one audited.
+
+``/api/export/{kind}.{format}``: a customer's drift events, alerts or claims (``kind``) as CSV,
+JSON lines or XLSX, in a date range and by payer, drift type, level and status. CSV and JSON
+lines stream from a server-side cursor as they are read, so a claim export of any size holds one
+chunk in memory; an XLSX workbook (a Summary sheet with its chart, a Details sheet) is written
+to a temporary file row by row and sent from there. ``/api/report.pdf``: the open alerts and the
+week's drift events (the seven days of event time up to the customer's latest drift event:
+feeds are late, so the wall clock's week may hold none) as a PDF report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from notifier.api import ApiError, HttpApi, error_response
+from notifier.report import pdf_report
+from sinks.audit import record_audit
+from sinks.export import EXPORTS, Export, Source, _connected, _csv, _plain, write_xlsx
+from streams.domain.values import DRIFT_TYPES, LEVELS
+
+FORMATS = {
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+PDF = "application/pdf"
+CHUNK_BYTES = 64 * 1024
+EARLIEST, LATEST = date(1970, 1, 1), date(9999, 12, 31)
+STATUSES = ("active", "acknowledged", "resolved")
+_ALLOWED = {"drift_type": DRIFT_TYPES, "level": LEVELS, "status": STATUSES}
+REPORT_DAYS = 7  # the report's drift events: a week of event time
+_LATEST_DRIFT = "SELECT max(detected_at) FROM drift_events WHERE customer_id = %s"
+
+
+@dataclass(frozen=True)
+class ExportAsked:
+    """One export as asked for: what, how, whose, when and which rows."""
+
+    kind: str
+    fmt: str
+    customer: str
+    since: date
+    until: date  # the day after the last
+    filters: Mapping[str, Sequence[str]]
+
+    @property
+    def export(self) -> Export:
+        """What is exported."""
+        return EXPORTS[self.kind]
+
+    @property
+    def filename(self) -> str:
+        """The download's name."""
+        until = "" if self.until == LATEST else f"_to_{self.until}"
+        since = "" if self.since == EARLIEST else f"_from_{self.since}"
+        return f"{self.customer}_{self.kind}{since}{until}.{self.fmt}"
+
+
+def _day(query: Mapping[str, Sequence[str]], name: str, default: date) -> date:
+    values = query.get(name)
+    if not values or not values[-1]:
+        return default
+    try:
+        return date.fromisoformat(values[-1])
+    except ValueError:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"{name} must be a date (YYYY-MM-DD)") from None
+
+
+def parse_export(
+    kind: str, fmt: str, customer: str, query: Mapping[str, Sequence[str]]
+) -> ExportAsked:
+    """The export of ``kind`` in format ``fmt`` asked for, with its query; ApiError 400/404."""
+    name = f"{kind}.{fmt}"
+    if kind not in EXPORTS or fmt not in FORMATS:
+        kinds, formats = ", ".join(EXPORTS), ", ".join(FORMATS)
+        raise ApiError(HTTPStatus.NOT_FOUND, f"no export {name}: kinds {kinds}; formats {formats}")
+    export = EXPORTS[kind]
+    since, until = _day(query, "since", EARLIEST), _day(query, "until", LATEST)
+    if since >= until:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "since must be before until")
+    filters: dict[str, list[str]] = {}
+    for param in ("payer_id", "drift_type", "level", "status"):
+        values = [v for v in query.get(param, ()) if v]
+        if not values:
+            continue
+        if param not in export.filters():
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"{kind} cannot be filtered by {param}")
+        allowed = _ALLOWED.get(param)
+        if allowed is not None and not set(values) <= set(allowed):
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"{param} must be one of {', '.join(allowed)}")
+        filters[param] = values
+    return ExportAsked(kind, fmt, customer, since, until, filters)
+
+
+def _chunks(asked: ExportAsked, rows: Iterator[tuple[Any, ...]]) -> Iterator[bytes]:
+    """The CSV or JSON lines of ``rows``, in chunks of about :data:`CHUNK_BYTES`."""
+    columns = asked.export.columns
+    out = io.StringIO()
+    writer = csv.writer(out)
+    if asked.fmt == "csv":
+        writer.writerow(columns)
+    for row in rows:
+        if asked.fmt == "csv":
+            writer.writerow([_csv(v) for v in row])
+        else:
+            out.write(json.dumps(dict(zip(columns, map(_plain, row), strict=True))) + "\n")
+        if out.tell() >= CHUNK_BYTES:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode()
+
+
+def _xlsx(source: Source, title: str) -> Path:
+    """The workbook, written to a temporary file (the caller removes it)."""
+    handle, name = tempfile.mkstemp(prefix="upstream-export-", suffix=".xlsx")
+    os.close(handle)
+    try:
+        write_xlsx(Path(name), source, title, lambda: None)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+class Exports:
+    """Answers the export and report downloads for :class:`HttpApi`'s operators."""
+
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        # The exports read with psycopg directly: a server-side cursor, no pool held meanwhile.
+        url = api.engine.url.render_as_string(hide_password=False)
+        self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+
+    async def export(self, request: Request) -> Response:
+        """``/api/export/{kind}.{format}``: the rows as a download."""
+        try:
+            operator, query = self.api.authorize(request)
+            kind, fmt = request.path_params["kind"], request.path_params["format"]
+            asked = parse_export(kind, fmt, operator.customer_id, query)
+            source = Source(self.conninfo, asked.export, asked.customer, asked.since,
+                            asked.until, asked.filters)  # fmt: skip
+            await self._audit(request, operator.operator, asked.customer, f"export.{asked.kind}",
+                              asked.filename, _detail(asked))  # fmt: skip
+            headers = {"Content-Disposition": f'attachment; filename="{asked.filename}"',
+                       "Cache-Control": "no-store"}  # fmt: skip
+            if asked.fmt == "xlsx":
+                title = f"{asked.kind} of {asked.customer}, {asked.since} to {asked.until}"
+                path = await asyncio.to_thread(_xlsx, source, title)
+                removed = BackgroundTask(path.unlink, missing_ok=True)
+                return FileResponse(
+                    path, media_type=FORMATS["xlsx"], headers=headers, background=removed
+                )
+            # The query runs before the answer starts: a database error is a 503, not a cut file.
+            rows = await asyncio.to_thread(lambda: _connected(source.rows()))
+        except ApiError as exc:
+            return error_response(exc)
+        except psycopg.OperationalError:
+            return error_response(_unavailable())
+        return StreamingResponse(_chunks(asked, rows), media_type=FORMATS[asked.fmt],
+                                 headers=headers)  # fmt: skip
+
+    async def report(self, request: Request) -> Response:
+        """``/api/report.pdf``: the open alerts and the week's drift events."""
+        try:
+            operator, _ = self.api.authorize(request)
+            now = datetime.now(UTC)
+            filename = f"{operator.customer_id}_report_{now.date()}.pdf"
+            await self._audit(request, operator.operator, operator.customer_id, "export.report",
+                              filename, {})  # fmt: skip
+            body = await asyncio.to_thread(self._report, operator.customer_id, now)
+        except ApiError as exc:
+            return error_response(exc)
+        except psycopg.OperationalError:
+            return error_response(_unavailable())
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"',
+                   "Cache-Control": "no-store"}  # fmt: skip
+        return Response(body, media_type=PDF, headers=headers)
+
+    def _report(self, customer: str, now: datetime) -> bytes:
+        with psycopg.connect(self.conninfo) as conn:
+            row = conn.execute(_LATEST_DRIFT, (customer,)).fetchone()
+        latest = row[0].astimezone(UTC).date() if row and row[0] else now.date()
+        week = (latest - timedelta(days=REPORT_DAYS - 1), latest)
+        alerts = Source(self.conninfo, EXPORTS["alerts"], customer, EARLIEST, LATEST,
+                        {"status": ["active", "acknowledged"]})  # fmt: skip
+        drift = Source(self.conninfo, EXPORTS["drift-events"], customer, week[0],
+                       week[1] + timedelta(days=1))  # fmt: skip
+        return pdf_report(customer, now, week, alerts, drift)
+
+    async def _audit(
+        self, request: Request, actor: str, customer: str, action: str, subject: str,
+        detail: Mapping[str, Any],
+    ) -> None:  # fmt: skip
+        origin = request.client.host if request.client else "unknown"
+        try:
+            async with await psycopg.AsyncConnection.connect(self.conninfo) as conn:
+                await record_audit(conn, customer_id=customer, actor=actor, action=action,
+                                   subject=subject, origin=origin, detail=detail)  # fmt: skip
+        except psycopg.OperationalError:
+            raise _unavailable() from None
+
+
+def _detail(asked: ExportAsked) -> dict[str, Any]:
+    """What the audit log keeps of an export: its format, range and filters."""
+    return {"format": asked.fmt, "since": asked.since, "until": asked.until, **asked.filters}
+
+
+def _unavailable() -> ApiError:
+    return ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "database unavailable; retry")
