@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.answers import AlertDetail, DetailDay, DriftEvent, HistoryEntry
-from notifier.explain import cpt_changes, explain, reason_changes
+from notifier.explain import cpt_changes, explain, reason_changes, share
 from notifier.messages import Alert
 from sinks.queries import (
     KeyWindows,
@@ -21,7 +21,7 @@ from sinks.queries import (
 )
 from sinks.tables import ALERT_FIELDS
 
-DAYS_MAX = 400  # of the key's metrics, ending with the current window
+DAYS_MAX = 400  # of a key's metrics the API reads at most (the detail: to its current window)
 WINDOW_BOUNDS = ("baseline_start", "baseline_end", "current_start", "current_end")
 
 
@@ -81,7 +81,7 @@ def _detail_day(day: dict[str, Any]) -> DetailDay:
     return DetailDay(
         day=day["day"],
         claims=day["decided"],
-        denial_rate=day["denied"] / day["decided"] if day["decided"] else None,
+        denial_rate=share(day["denied"], day["decided"]),
         decision_lag_days=day["lag_days"],
         allowed_amount=day["allowed_geomean"],
     )

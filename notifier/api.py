@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
-from notifier.alert_detail import alert_detail
+from notifier.alert_detail import DAYS_MAX, alert_detail
 from notifier.answers import (
     ActiveAlerts,
     AlertDetail,
@@ -42,6 +42,7 @@ from notifier.answers import (
 )
 from notifier.commands import RateLimit
 from notifier.dashboard import dashboard
+from notifier.explain import share
 from notifier.layouts import Layouts
 from notifier.messages import Alert, Layout
 from notifier.session import bearer_token, session_token
@@ -60,19 +61,14 @@ log = logging.getLogger("upstream.notifier")
 CACHE_TTL_S = 2.0
 CACHE_MAX_ENTRIES = 1000
 PAGE_MAX = 500
-SERIES_DAYS_MAX = 400
 # Answers of one operator, not of the customer, and changed by the operator's own messages
 # rather than by alert transitions: never cached.
 PER_OPERATOR = frozenset({"/api/layout"})
 
 
-def _denial_rate(day: dict[str, Any]) -> float | None:
-    return day["denied"] / day["decided"] if day["decided"] else None
-
-
 _DAILY_VALUE: dict[str, Callable[[dict[str, Any]], float | None]] = {
     # drift type -> its value on one day of sinks.queries.key_daily
-    "denial_rate": _denial_rate,
+    "denial_rate": lambda day: share(day["denied"], day["decided"]),
     "decision_lag": lambda day: day["lag_days"],
     "allowed_amount": lambda day: day["allowed_geomean"],
 }
@@ -325,8 +321,8 @@ class HttpApi:
             days = int(_one(query, "days") or 120)
         except ValueError:
             raise ApiError(HTTPStatus.BAD_REQUEST, "days must be an integer") from None
-        if not 1 <= days <= SERIES_DAYS_MAX:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"days must be between 1 and {SERIES_DAYS_MAX}")
+        if not 1 <= days <= DAYS_MAX:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"days must be between 1 and {DAYS_MAX}")
         async with self.engine.connect() as conn:
             alert = await alert_with_drift(conn, operator.customer_id, alert_id)
             if alert is None:

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.answers import Activity, ClaimsPeriod, Dashboard, PayerChange, TrendDay
+from notifier.explain import share
 from sinks.dashboard import (
     daily_denials,
     latest_decided,
@@ -41,19 +42,15 @@ async def dashboard(conn: AsyncConnection, customer_id: str) -> Dashboard:
 
 
 def _trend_day(day: dict[str, Any]) -> TrendDay:
-    rate = _rate(day["denied"], day["decided"])
+    rate = share(day["denied"], day["decided"])
     return TrendDay(day=day["day"], decided=day["decided"], denial_rate=rate)
-
-
-def _rate(denied: int, decided: int) -> float | None:
-    return denied / decided if decided else None
 
 
 def _period(days: list[dict[str, Any]], as_of: date | None, length: int) -> ClaimsPeriod:
     """Claims of the ``length`` days ending on ``as_of``."""
     shown = [] if as_of is None else [d for d in days if d["day"] > as_of - timedelta(days=length)]
     decided, denied = sum(d["decided"] for d in shown), sum(d["denied"] for d in shown)
-    return ClaimsPeriod(decided=decided, denied=denied, denial_rate=_rate(denied, decided))
+    return ClaimsPeriod(decided=decided, denied=denied, denial_rate=share(denied, decided))
 
 
 def payer_changes(payers: list[dict[str, Any]]) -> list[PayerChange]:
@@ -62,8 +59,8 @@ def payer_changes(payers: list[dict[str, Any]]) -> list[PayerChange]:
     allowed amount of the baseline's paid claims."""
     out = []
     for p in payers:
-        before = _rate(p["baseline_denied"], p["baseline_claims"])
-        now = _rate(p["current_denied"], p["current_claims"])
+        before = share(p["baseline_denied"], p["baseline_claims"])
+        now = share(p["current_denied"], p["current_claims"])
         change = None if before is None or now is None else now - before
         extra = 0.0 if change is None else change * p["current_claims"]
         median = p["median_allowed"]

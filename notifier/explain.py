@@ -37,6 +37,11 @@ def _days(start: datetime, end: datetime) -> str:
     return f"{first} – {last.day} {last:%b %Y}"
 
 
+def share(part: int, whole: int) -> float | None:
+    """``part`` of ``whole`` (denied of decided claims, say); None when there is no whole."""
+    return part / whole if whole else None
+
+
 def explain(drift: dict[str, Any], median_allowed: float | None = None) -> str:
     """One or two sentences for ``drift`` (a stored drift event's columns).
 
@@ -45,23 +50,21 @@ def explain(drift: dict[str, Any], median_allowed: float | None = None) -> str:
     """
     kind: DriftType = drift["drift_type"]
     before, now, claims = drift["baseline_value"], drift["current_value"], drift["current_n"]
+    extra = (now - before) * claims  # denials, claim-days or dollars, by the drift type
     went = "rose" if now > before else "fell"
     span = (f"of {claims:,} claims decided {_days(drift['current_start'], drift['current_end'])}"
             f" (the last {drift['window_days']:g} days)")  # fmt: skip
     if kind == "denial_rate":
-        extra = (now - before) * claims
         text = f"Denials {went} from {100 * before:.1f}% to {100 * now:.1f}% {span}; "
         text += f"about {abs(extra):,.0f} {'more' if extra >= 0 else 'fewer'} denials than usual"
         if median_allowed is not None and extra > 0:
             text += f", ≈ {_money(extra * median_allowed)} of allowed amount at stake"
         return text + "."
     if kind == "decision_lag":
-        extra = (now - before) * claims
         change = "slowed" if now > before else "sped up"
         return (f"Decisions {change} from {before:.1f} to {now:.1f} days on average {span}; "
                 f"about {abs(extra):,.0f} claim-days {'more' if extra >= 0 else 'less'} "
                 "waiting than usual.")  # fmt: skip
-    extra = (now - before) * claims
     more = "more" if extra >= 0 else "less"
     return (f"Typical allowed amounts {went} from ${before:,.2f} to ${now:,.2f} a claim {span}; "
             f"about {_money(extra)} {more} allowed than usual.")  # fmt: skip
