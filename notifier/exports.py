@@ -12,12 +12,14 @@ feeds are late, so the wall clock's week may hold none) as a PDF report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
@@ -46,6 +48,7 @@ EARLIEST, LATEST = date(1970, 1, 1), date(9999, 12, 31)
 STATUSES = ("active", "acknowledged", "resolved")
 _ALLOWED = {"drift_type": DRIFT_TYPES, "level": LEVELS, "status": STATUSES}
 REPORT_DAYS = 7  # the report's drift events: a week of event time
+DOWNLOADS_AT_ONCE = 4  # per notifier; a fifth is answered 429
 _LATEST_DRIFT = "SELECT max(detected_at) FROM drift_events WHERE customer_id = %s"
 
 
@@ -109,7 +112,7 @@ def parse_export(
     return ExportAsked(kind, fmt, customer, since, until, filters)
 
 
-def _chunks(asked: ExportAsked, rows: Iterator[tuple[Any, ...]]) -> Iterator[bytes]:
+def _chunks(asked: ExportAsked, rows: Iterator[tuple[Any, ...]]) -> Generator[bytes, None, None]:
     """The CSV or JSON lines of ``rows``, in chunks of about :data:`CHUNK_BYTES`."""
     columns = asked.export.columns
     out = io.StringIO()
@@ -148,6 +151,8 @@ class Exports:
         # The exports read with psycopg directly: a server-side cursor, no pool held meanwhile.
         url = api.engine.url.render_as_string(hide_password=False)
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        # Each download holds a Postgres connection and a thread while it runs: a few at once.
+        self._running = 0
 
     async def export(self, request: Request) -> Response:
         """``/api/export/{kind}.{format}``: the rows as a download."""
@@ -155,27 +160,37 @@ class Exports:
             operator, query = self.api.authorize(request)
             kind, fmt = request.path_params["kind"], request.path_params["format"]
             asked = parse_export(kind, fmt, operator.customer_id, query)
+            headers = _attachment(asked.filename)
             source = Source(self.conninfo, asked.export, asked.customer, asked.since,
                             asked.until, asked.filters)  # fmt: skip
-            await self._audit(request, operator.operator, asked.customer, f"export.{asked.kind}",
-                              asked.filename, _detail(asked))  # fmt: skip
-            headers = {"Content-Disposition": f'attachment; filename="{asked.filename}"',
-                       "Cache-Control": "no-store"}  # fmt: skip
+            audit = (request, operator.operator, asked.customer, f"export.{asked.kind}",
+                     asked.filename, _detail(asked))  # fmt: skip
+            self._take_slot()
+        except ApiError as exc:
+            return error_response(exc)
+        try:
             if asked.fmt == "xlsx":
-                title = f"{asked.kind} of {asked.customer}, {asked.since} to {asked.until}"
-                path = await asyncio.to_thread(_xlsx, source, title)
-                removed = BackgroundTask(path.unlink, missing_ok=True)
+                path = await asyncio.to_thread(_xlsx, source, _title(asked))
+                try:
+                    await self._audit(*audit)
+                except BaseException:
+                    path.unlink(missing_ok=True)
+                    raise
+                removed = BackgroundTask(_removed, path, self._release_slot)
                 return FileResponse(
                     path, media_type=FORMATS["xlsx"], headers=headers, background=removed
                 )
             # The query runs before the answer starts: a database error is a 503, not a cut file.
-            rows = await asyncio.to_thread(lambda: _connected(source.rows()))
-        except ApiError as exc:
-            return error_response(exc)
-        except psycopg.OperationalError:
-            return error_response(_unavailable())
-        return StreamingResponse(_chunks(asked, rows), media_type=FORMATS[asked.fmt],
-                                 headers=headers)  # fmt: skip
+            chunks = _chunks(asked, await asyncio.to_thread(lambda: _connected(source.rows())))
+            await self._audit(*audit)
+        except (ApiError, psycopg.OperationalError) as exc:
+            self._release_slot()
+            return error_response(exc if isinstance(exc, ApiError) else _unavailable())
+        except BaseException:
+            self._release_slot()
+            raise
+        body = _streamed(chunks, self._release_slot)
+        return StreamingResponse(body, media_type=FORMATS[asked.fmt], headers=headers)
 
     async def report(self, request: Request) -> Response:
         """``/api/report.pdf``: the open alerts and the week's drift events."""
@@ -183,16 +198,28 @@ class Exports:
             operator, _ = self.api.authorize(request)
             now = datetime.now(UTC)
             filename = f"{operator.customer_id}_report_{now.date()}.pdf"
+            self._take_slot()
+            try:
+                body = await asyncio.to_thread(self._report, operator.customer_id, now)
+            finally:
+                self._release_slot()
             await self._audit(request, operator.operator, operator.customer_id, "export.report",
                               filename, {})  # fmt: skip
-            body = await asyncio.to_thread(self._report, operator.customer_id, now)
         except ApiError as exc:
             return error_response(exc)
         except psycopg.OperationalError:
             return error_response(_unavailable())
-        headers = {"Content-Disposition": f'attachment; filename="{filename}"',
-                   "Cache-Control": "no-store"}  # fmt: skip
-        return Response(body, media_type=PDF, headers=headers)
+        return Response(body, media_type=PDF, headers=_attachment(filename))
+
+    def _take_slot(self) -> None:
+        """One of the :data:`DOWNLOADS_AT_ONCE` downloads, or a 429 when all are running."""
+        if self._running >= DOWNLOADS_AT_ONCE:
+            raise ApiError(HTTPStatus.TOO_MANY_REQUESTS, "too many downloads at once; retry",
+                           {"Retry-After": "5"})  # fmt: skip
+        self._running += 1
+
+    def _release_slot(self) -> None:
+        self._running -= 1
 
     def _report(self, customer: str, now: datetime) -> bytes:
         with psycopg.connect(self.conninfo) as conn:
@@ -216,6 +243,42 @@ class Exports:
                                    subject=subject, origin=origin, detail=detail)  # fmt: skip
         except psycopg.OperationalError:
             raise _unavailable() from None
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    """A download's headers. The name is made of the customer id (from a token) and fixed
+    words: anything but letters, digits, ``.``, ``_`` and ``-`` becomes ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    return {"Content-Disposition": f'attachment; filename="{safe}"', "Cache-Control": "no-store"}
+
+
+def _title(asked: ExportAsked) -> str:
+    """The workbook's title line: what, whose, which dates."""
+    since = "" if asked.since == EARLIEST else f"from {asked.since}"
+    until = "" if asked.until == LATEST else f"before {asked.until}"
+    dates = " ".join(part for part in (since, until) if part) or "all dates"
+    return f"{asked.kind} of {asked.customer}, {dates}"
+
+
+async def _streamed(
+    chunks: Generator[bytes, None, None], release: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    """``chunks``, each read in a thread (a server-side cursor's fetches block); its cursor and
+    connection closed, and the download's slot released, however the answer ends (a client
+    that goes away included)."""
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        release()
+        with contextlib.suppress(Exception):  # a read still running in its thread: left to GC
+            await asyncio.to_thread(chunks.close)
+
+
+def _removed(path: Path, release: Callable[[], None]) -> None:
+    """After a workbook is sent: the file removed, the slot released."""
+    release()
+    path.unlink(missing_ok=True)
 
 
 def _detail(asked: ExportAsked) -> dict[str, Any]:

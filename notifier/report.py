@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import heapq
+from collections import Counter, deque
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -37,14 +39,38 @@ def _day(value: Any) -> str:
     return value.date().isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _records(source: Source) -> list[dict[str, Any]]:
-    """The source's rows, as column → value, up to one more than :data:`REPORT_ROWS_MAX`."""
-    rows = []
-    for row in source.rows():
-        rows.append(dict(zip(source.export.columns, row, strict=True)))
-        if len(rows) > REPORT_ROWS_MAX:
-            break
-    return rows
+def _records(source: Source) -> Iterator[dict[str, Any]]:
+    """The source's rows, as column → value."""
+    columns = source.export.columns
+    return (dict(zip(columns, row, strict=True)) for row in source.rows())
+
+
+def _most_severe(alerts: Source) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The :data:`REPORT_ROWS_MAX` most severe open alerts (then the latest seen), and how many
+    of each level there are in all."""
+    levels: Counter[str] = Counter()
+    rank = {level: i for i, level in enumerate(reversed(LEVELS))}
+
+    def counted() -> Iterator[dict[str, Any]]:
+        for alert in _records(alerts):
+            levels[alert["severity_level"]] += 1
+            yield alert
+
+    def order(alert: dict[str, Any]) -> tuple[int, float, str]:
+        return (rank.get(alert["severity_level"], len(rank)),
+                -alert["last_seen"].timestamp(), str(alert["alert_id"]))  # fmt: skip
+
+    return heapq.nsmallest(REPORT_ROWS_MAX, counted(), key=order), levels
+
+
+def _latest(drift: Source) -> tuple[list[dict[str, Any]], int]:
+    """The :data:`REPORT_ROWS_MAX` latest drift events, latest first, and how many in all."""
+    latest: deque[dict[str, Any]] = deque(maxlen=REPORT_ROWS_MAX)
+    total = 0
+    for event in _records(drift):  # in detected_at order
+        latest.append(event)
+        total += 1
+    return list(reversed(latest)), total
 
 
 ALERT_HEADER = ["level", "status", "payer", "CPT group", "drift", "occurrences",
@@ -88,11 +114,9 @@ def pdf_report(
 ) -> bytes:
     """The report as of ``now``: open ``alerts`` (most severe first) and the ``drift`` events
     of ``week`` (its first and last day, in event time)."""
-    open_alerts = _records(alerts)
-    events = _records(drift)
-    rank = {level: i for i, level in enumerate(reversed(LEVELS))}
-    open_alerts.sort(key=lambda a: (rank.get(a["severity_level"], 9), str(a["payer_id"])))
-    levels = Counter(a["severity_level"] for a in open_alerts[:REPORT_ROWS_MAX])
+    shown_alerts, levels = _most_severe(alerts)
+    shown_events, events = _latest(drift)
+    open_alerts = sum(levels.values())
     pdf = FPDF(orientation="landscape")
     pdf.set_title(f"Upstream report: {customer}")
     pdf.add_page()
@@ -100,15 +124,15 @@ def pdf_report(
     pdf.cell(0, 10, _text(f"Upstream report: {customer}"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=10)
     counts = ", ".join(f"{levels[level]} {level}" for level in reversed(LEVELS))
-    summary = (f"Generated {now:%Y-%m-%d %H:%M} UTC. Open alerts: {len(open_alerts)} ({counts}). "
+    summary = (f"Generated {now:%Y-%m-%d %H:%M} UTC. Open alerts: {open_alerts} ({counts}). "
                f"Drift events of {week[0]} to {week[1]} (event time: the claims' decision dates, "
-               f"up to the latest drift event): {len(events)}.")  # fmt: skip
+               f"up to the latest drift event): {events}.")  # fmt: skip
     pdf.multi_cell(0, 6, _text(summary), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
-    _table(pdf, "Open alerts", ALERT_HEADER, [_alert_row(a) for a in open_alerts[:REPORT_ROWS_MAX]],
-           more=len(open_alerts) > REPORT_ROWS_MAX)  # fmt: skip
+    _table(pdf, "Open alerts, most severe first", ALERT_HEADER,
+           [_alert_row(a) for a in shown_alerts], more=open_alerts > REPORT_ROWS_MAX)  # fmt: skip
     pdf.ln(4)
-    title = f"Drift events of {week[0]} to {week[1]}"
-    _table(pdf, title, DRIFT_HEADER, [_drift_row(e) for e in events[:REPORT_ROWS_MAX]],
-           more=len(events) > REPORT_ROWS_MAX)  # fmt: skip
+    title = f"Drift events of {week[0]} to {week[1]}, latest first"
+    _table(pdf, title, DRIFT_HEADER, [_drift_row(e) for e in shown_events],
+           more=events > REPORT_ROWS_MAX)  # fmt: skip
     return bytes(pdf.output())

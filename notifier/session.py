@@ -47,8 +47,8 @@ async def authenticate(ws: WebSocket, keys: Keys, revoked: Container[str]) -> Op
     the console's own origin, or a first ``{"type":"auth"}`` message), or None once the
     connection is closed with the refusal's code (the connection is accepted: see
     :meth:`notifier.server.NotifierServer.handle`)."""
-    query = ws.query_params
-    token = query.get("token", "")
+    query = ws.query_params  # a parameter given blank counts as not given
+    token = query.get("token") or ""
     try:
         if not token and (token := session_token(ws.headers)):
             origin = ws.headers.get("Origin", "")
@@ -58,14 +58,16 @@ async def authenticate(ws: WebSocket, keys: Keys, revoked: Container[str]) -> Op
                                  "origin only", CLOSE_FORBIDDEN)  # fmt: skip
         if not token:
             first = await asyncio.wait_for(receive(ws), AUTH_TIMEOUT_S)
-            message = None if first is None else parse_message(first)
+            if first is None:
+                return None  # gone before it said anything: nothing to refuse
+            message = parse_message(first)
             if message is None:
                 raise TokenError(BAD_MESSAGE, CLOSE_BAD_MESSAGE)
             if message.get("type") != "auth":
                 raise TokenError('the first message must be {"type":"auth","token":…}')
             token = str(message.get("token", ""))
         operator = verify_token(keys, token, revoked)
-        wanted = query.get("customer_id", operator.customer_id)
+        wanted = query.get("customer_id") or operator.customer_id
         if wanted != operator.customer_id:
             raise TokenError("token is for another customer", CLOSE_FORBIDDEN)
         return operator

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
 from notifier.api import HttpApi, response
@@ -149,6 +150,19 @@ async def _file(request: Request) -> Response:
     return file_response(FILES[request.url.path], request.headers.get("Accept-Encoding", ""))
 
 
+class _WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (on the ``websockets`` library), which drops a connection
+    the app ends with its close frame unsent and data still unwritten: a client that stopped
+    reading (cut off with 4008) would otherwise hold its socket and the unsent buffer forever,
+    as closing a transport waits for its buffer to drain."""
+
+    async def run_asgi(self) -> None:
+        """Run the app; then abort the transport if it is stuck as described above."""
+        await super().run_asgi()
+        if not self.close_sent and self.transport.get_write_buffer_size():
+            self.transport.abort()
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, without the signal handlers it would install: the notifier's process
     handles SIGTERM and SIGINT itself, and stops the server."""
@@ -183,7 +197,7 @@ async def serve(app: ASGIApp, host: str, port: int) -> Listening:
         app,
         host=host,
         port=port,
-        ws="websockets-sansio",
+        ws=_WebSocketProtocol,
         ws_max_size=MAX_MESSAGE_BYTES,
         ws_ping_interval=20,
         ws_ping_timeout=20,
@@ -191,14 +205,16 @@ async def serve(app: ASGIApp, host: str, port: int) -> Listening:
         lifespan="off",
         log_config=None,
         access_log=False,
+        # A client's address is its peer's: a header a client sends does not change it (the
+        # per-address connection limit, the audit log's origin).
+        proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=SHUTDOWN_S,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(), name="http server")
     while not server.started:
-        if task.done():  # it could not listen: its error, raised here
+        if task.done():  # uvicorn ends the process (SystemExit) when it cannot listen
             await task
-            raise OSError(f"the notifier could not listen on {host}:{port}")
         await asyncio.sleep(0.01)
     return Listening(server, task)

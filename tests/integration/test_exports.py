@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import http.client
 import io
 import json
+import socket
 from typing import Any
 
 import openpyxl
@@ -15,7 +17,7 @@ import pytest
 from pypdf import PdfReader
 
 from notifier.tokens import mint_token
-from tests.integration.stack import SECRET, ServiceStack, notifier_ready, store_rows
+from tests.integration.stack import SECRET, ServiceStack, notifier_ready, store_rows, wait_until
 from tests.integration.test_api import _alert, _claim, _drift, _get
 
 pytestmark = pytest.mark.integration
@@ -38,10 +40,10 @@ async def stored(notifier_stack: ServiceStack) -> ServiceStack:
 
 
 async def _download(
-    stack: ServiceStack, path: str, operator: str = "alice", customer: str = "demo"
+    stack: ServiceStack, path: str, operator: str = "alice", customer: str = "demo", **headers: str
 ) -> tuple[int, Any, bytes]:
     token = mint_token(SECRET, customer, operator)
-    return await asyncio.to_thread(_get, stack, path, token)
+    return await asyncio.to_thread(lambda: _get(stack, path, token, **headers))
 
 
 async def test_a_claim_export_streams_every_claim_of_the_customer_as_csv(
@@ -135,11 +137,47 @@ async def test_refusals_and_the_audit_log(stored: ServiceStack) -> None:
     ):
         status, _, body = await _download(stored, path)
         assert (status, "error" in json.loads(body)) == (expected, True), path
-    await _download(stored, "/api/export/alerts.csv?status=active&level=critical", "carol")
+    # A forwarded-for header changes nothing: the origin is the peer's address.
+    await _download(stored, "/api/export/alerts.csv?status=active&level=critical", "carol",
+                    X_Forwarded_For="203.0.113.9")  # fmt: skip
     with psycopg.connect(stored.database_url.replace("+psycopg", "")) as conn:
         audit = conn.execute(
-            "SELECT customer_id, actor, action, subject, detail FROM audit_log ORDER BY id"
+            "SELECT customer_id, actor, action, subject, origin, detail FROM audit_log ORDER BY id"
         ).fetchall()
-    assert audit[-1][:4] == ("demo", "carol", "export.alerts", "demo_alerts.csv")
-    assert audit[-1][4] == {"format": "csv", "since": "1970-01-01", "until": "9999-12-31",
+    assert len(audit) == 1  # a refused download is not audited
+    assert audit[-1][:5] == ("demo", "carol", "export.alerts", "demo_alerts.csv", "127.0.0.1")
+    assert audit[-1][5] == {"format": "csv", "since": "1970-01-01", "until": "9999-12-31",
                             "status": ["active"], "level": ["critical"]}  # fmt: skip
+
+
+async def test_downloads_past_four_at_once_wait_their_turn(stored: ServiceStack) -> None:
+    """Four claim exports whose clients do not read hold their slots; a fifth is answered 429;
+    once their clients go away the slots are free again (their cursors closed)."""
+    token = mint_token(SECRET, "demo", "alice")
+
+    def started() -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        # A small receive window, and ~10 MB of JSON lines: more than the sockets' buffers
+        # hold, so the notifier is still sending while the client does not read.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", stored.notifier_port))
+        conn = http.client.HTTPConnection("127.0.0.1", stored.notifier_port, timeout=30)
+        conn.sock = sock
+        conn.request(
+            "GET", "/api/export/claims.jsonl", headers={"Authorization": f"Bearer {token}"}
+        )
+        return conn, conn.getresponse()  # the headers only: the body waits in the socket
+
+    held = [await asyncio.to_thread(started) for _ in range(4)]
+    assert [r.status for _, r in held] == [200] * 4
+    status, headers, body = await _download(stored, "/api/export/alerts.csv")
+    assert (status, headers["Retry-After"]) == (429, "5"), body
+    for conn, response in held:
+        response.close()
+        conn.close()
+
+    async def a_slot_is_free() -> bool:
+        status, _, _ = await _download(stored, "/api/export/alerts.csv")
+        return status == 200
+
+    await wait_until(a_slot_is_free, 30, "a download after the held ones went away")
