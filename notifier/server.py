@@ -47,6 +47,7 @@ CLOSE_SLOW_CLIENT = 4008
 CLOSE_TOO_MANY = 4429
 MAX_MESSAGE_BYTES = 64 * 1024
 PENDING_COMMANDS_MAX = 10_000  # commands remembered for a rejection notice, newest kept
+INBOX_MAX = 64  # a client's messages read ahead of their handling
 
 WS_CLIENTS = Gauge("upstream_ws_clients", "Connected WebSocket clients")
 WS_MESSAGES = Counter("upstream_ws_messages_sent_total", "Messages sent to WebSocket clients")
@@ -161,8 +162,12 @@ class NotifierServer:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, left_s), lambda: self._close_later(ws, "token expired")
             )
+        # Read ahead of the handling: uvicorn reads the socket, and so answers the client's
+        # pings, only while a receive is pending, and a subscribe's backlog can take a while.
+        inbox: asyncio.Queue[str | bytes] = asyncio.Queue(INBOX_MAX)
+        reader = asyncio.create_task(_read_ahead(ws, inbox))
         try:
-            while (raw := await _next(ws, sender)) is not None:
+            while (raw := await _next(inbox, reader, sender)) is not None:
                 message = parse_message(raw)
                 if message is None:
                     await self._send(ws, Error(type="error", message=BAD_MESSAGE))
@@ -185,17 +190,28 @@ class NotifierServer:
         finally:
             if expiry is not None:
                 expiry.cancel()
-            connections = self._by_token[operator.token_id]
-            connections.discard(ws)
-            if not connections:
-                del self._by_token[operator.token_id]
-            WS_CLIENTS.dec()
-            if subscriber is not None:
-                self.hub.unsubscribe(subscriber)
-            if sender is not None:
-                sender.cancel()
+            await self._ended(ws, operator, subscriber, (reader, sender))
+
+    async def _ended(
+        self,
+        ws: WebSocket,
+        operator: Operator,
+        subscriber: Subscriber | None,
+        tasks: tuple[asyncio.Task[None] | None, ...],
+    ) -> None:
+        """Forget a connection that ended: its token's entry, its subscription, its tasks."""
+        connections = self._by_token[operator.token_id]
+        connections.discard(ws)
+        if not connections:
+            del self._by_token[operator.token_id]
+        WS_CLIENTS.dec()
+        if subscriber is not None:
+            self.hub.unsubscribe(subscriber)
+        for task in tasks:
+            if task is not None:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+                    await task
 
     async def _layout(
         self, operator: Operator, message: dict[str, Any], rate: RateLimit
@@ -307,17 +323,34 @@ class NotifierServer:
         WS_MESSAGES.inc()
 
 
-async def _next(ws: WebSocket, sender: asyncio.Task[None] | None) -> str | bytes | None:
-    """The client's next message; None once the connection is closed, or once ``sender`` (the
-    subscription's) ends: it cut off a client that stopped reading, whose close may never be
-    written, and the connection is served no more."""
-    if sender is None:
-        return await receive(ws)
-    receiving = asyncio.ensure_future(receive(ws))
-    done, _ = await asyncio.wait({receiving, sender}, return_when=asyncio.FIRST_COMPLETED)
-    if receiving in done:
-        return receiving.result()
-    receiving.cancel()
-    with contextlib.suppress(asyncio.CancelledError, *CLOSED):
-        await receiving
+async def _read_ahead(ws: WebSocket, inbox: asyncio.Queue[str | bytes]) -> None:
+    """Put the client's messages into ``inbox`` as they come, until the connection closes (at
+    most :data:`INBOX_MAX` ahead of the handler; past that the client waits)."""
+    with contextlib.suppress(*CLOSED):
+        while (raw := await receive(ws)) is not None:
+            await inbox.put(raw)
+
+
+async def _next(
+    inbox: asyncio.Queue[str | bytes], reader: asyncio.Task[None], sender: asyncio.Task[None] | None
+) -> str | bytes | None:
+    """The client's next message; None once the connection is closed (the reader ended and
+    nothing is left), or once ``sender`` (the subscription's) ends: it cut off a client that
+    stopped reading, whose close may never be written, and the connection is served no more."""
+    if not inbox.empty():
+        return inbox.get_nowait()
+    if reader.done():
+        return None
+    getting = asyncio.ensure_future(inbox.get())
+    waits: set[asyncio.Future[Any]] = {getting, reader}
+    if sender is not None:
+        waits.add(sender)
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if getting in done:
+        return getting.result()
+    getting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await getting
+    if sender is None or sender not in done:  # the reader ended: what it read first
+        return inbox.get_nowait() if not inbox.empty() else None
     return None
