@@ -237,6 +237,35 @@ class Activity(TypedDict):
 
 
 @with_config(Strict)
+class FeedDay(TypedDict):
+    """What the customer's feed delivered on one day the sink stored it (UTC, wall clock)."""
+
+    day: date
+    received: Annotated[int, Field(description="claim messages stored: new + resent + amended")]
+    new: Annotated[int, Field(description="claims not stored before")]
+    resent: Annotated[int, Field(description="sent again with every value unchanged")]
+    amended: Annotated[int, Field(description="sent again with a value changed")]
+    invalid: Annotated[int, Field(description="rejected (dead-lettered)")]
+
+
+@with_config(Strict)
+class FeedHealth(TypedDict):
+    """The customer's feed as it reached Upstream: per day, when it last delivered, and a
+    quality score over the last 7 days (null rates and score: nothing delivered)."""
+
+    last_received_at: Annotated[
+        datetime | None, Field(description="when the latest claim was stored (wall clock)")
+    ]
+    days: Annotated[list[FeedDay], Field(description="the 14 days ending today, UTC, every day")]
+    received: Annotated[int, Field(description="claim messages stored in the last 7 days")]
+    dead_letter_rate: Annotated[float | None, Field(description="invalid / (received + invalid)")]
+    duplicate_rate: Annotated[float | None, Field(description="resent / received")]
+    amendment_rate: Annotated[float | None, Field(description="amended / received")]
+    quality_score: Annotated[float | None, Field(description="0–100, see formula")]
+    formula: str
+
+
+@with_config(Strict)
 class Dashboard(TypedDict):
     """The console's landing page for one customer. Claims are counted by decided date as of
     the customer's latest one (``as_of``; feeds arrive late), not by the wall clock."""
@@ -249,6 +278,7 @@ class Dashboard(TypedDict):
     trend: Annotated[list[TrendDay], Field(description="the 28 days ending on as_of")]
     top_payers: Annotated[list[PayerChange], Field(description="largest rise first, up to 5")]
     activity: Annotated[list[Activity], Field(description="the latest 20 transitions")]
+    feed: FeedHealth
 
 
 @with_config(Strict)

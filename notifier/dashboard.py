@@ -1,17 +1,29 @@
 """The console's dashboard (``/api/dashboard``): one customer's open alerts, claims decided as
-of its latest decided date, the payers whose denial rate rose most, and recent activity."""
+of its latest decided date, the payers whose denial rate rose most, recent activity, and the
+health of its feed."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifier.answers import Activity, ClaimsPeriod, Dashboard, PayerChange, TrendDay
+from notifier.answers import (
+    Activity,
+    ClaimsPeriod,
+    Dashboard,
+    FeedDay,
+    FeedHealth,
+    PayerChange,
+    TrendDay,
+)
 from notifier.explain import share
 from sinks.dashboard import (
+    FEED_DAYS,
     daily_denials,
+    feed_days,
+    last_received,
     latest_decided,
     open_alerts_by_level,
     payer_windows,
@@ -20,6 +32,11 @@ from sinks.dashboard import (
 from streams.domain.values import LEVELS
 
 TOP_PAYERS = 5
+FEED_SCORE_DAYS = 7
+FORMULA = (
+    "quality = 100 × (1 − dead-letter rate − ½ × duplicate rate − ¼ × amendment rate), at least 0,"
+    " over the last 7 days: invalid claims count fully, resent ones half, amended ones a quarter"
+)
 
 
 async def dashboard(conn: AsyncConnection, customer_id: str) -> Dashboard:
@@ -38,7 +55,38 @@ async def dashboard(conn: AsyncConnection, customer_id: str) -> Dashboard:
         trend=[_trend_day(d) for d in days],
         top_payers=payer_changes(payers)[:TOP_PAYERS],
         activity=cast("list[Activity]", activity),
+        feed=await _feed(conn, customer_id),
     )
+
+
+async def _feed(conn: AsyncConnection, customer_id: str) -> FeedHealth:
+    today = datetime.now(UTC).date()
+    stored = {d["day"]: d for d in await feed_days(conn, customer_id, today)}
+    days = [
+        stored.get(day) or FeedDay(day=day, received=0, new=0, resent=0, amended=0, invalid=0)
+        for day in (today - timedelta(days=n) for n in range(FEED_DAYS - 1, -1, -1))
+    ]
+    return feed_health(cast("list[FeedDay]", days), await last_received(conn, customer_id))
+
+
+def feed_health(days: list[FeedDay], last_received_at: datetime | None) -> FeedHealth:
+    """The feed's rates and quality score (:data:`FORMULA`) over its last
+    :data:`FEED_SCORE_DAYS` of ``days`` (oldest first)."""
+    recent = days[-FEED_SCORE_DAYS:]
+    received = sum(d["received"] for d in recent)
+    invalid = sum(d["invalid"] for d in recent)
+    dead = share(invalid, received + invalid)
+    duplicate = share(sum(d["resent"] for d in recent), received)
+    amendment = share(sum(d["amended"] for d in recent), received)
+    score = None
+    if dead is not None:
+        penalty = dead + 0.5 * (duplicate or 0.0) + 0.25 * (amendment or 0.0)
+        score = round(max(0.0, 100 * (1 - penalty)), 1)
+    return FeedHealth(
+        last_received_at=last_received_at, days=days, received=received,
+        dead_letter_rate=dead, duplicate_rate=duplicate, amendment_rate=amendment,
+        quality_score=score, formula=FORMULA,
+    )  # fmt: skip
 
 
 def _trend_day(day: dict[str, Any]) -> TrendDay:

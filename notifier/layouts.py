@@ -32,6 +32,15 @@ def as_layout(raw: Any) -> Layout:
     return Layout(order=[known[w] for w in order], hidden=sorted({known[w] for w in hidden}))
 
 
+def with_every_widget(saved: Any) -> Any:
+    """A stored layout with the widgets it does not name (added since it was saved) shown at
+    the end; anything but a layout as it was."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("order"), list):
+        return saved
+    missing = [w for w in WIDGETS if w not in saved["order"]]
+    return {**saved, "order": [*saved["order"], *missing]}
+
+
 class Layouts:
     """Each operator's layout in Postgres."""
 
@@ -42,8 +51,10 @@ class Layouts:
         """The operator's saved layout, or the default (every widget, in their order)."""
         async with self.engine.connect() as conn:
             saved = await stored.load_layout(conn, customer_id, operator)
+        if saved is None:
+            return DEFAULT_LAYOUT
         try:
-            return DEFAULT_LAYOUT if saved is None else as_layout(saved)
+            return as_layout(with_every_widget(saved))
         except ValueError:  # a stored layout that does not check (edited by hand, say)
             return DEFAULT_LAYOUT
 

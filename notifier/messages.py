@@ -138,8 +138,8 @@ class Assign(TypedDict):
     note: NotRequired[str | None]
 
 
-Widget = Literal["open", "claims", "payers", "activity"]
-WIDGETS: tuple[Widget, ...] = ("open", "claims", "payers", "activity")
+Widget = Literal["open", "claims", "payers", "activity", "feed"]
+WIDGETS: tuple[Widget, ...] = ("open", "claims", "payers", "activity", "feed")
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -3,7 +3,7 @@ operator activity. Each is one SQL statement over bound parameters."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -108,3 +108,31 @@ async def recent_transitions(
         .limit(limit)
     )  # fmt: skip
     return [dict(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+FEED_DAYS = 14  # the feed's days on the dashboard, ending today (UTC)
+
+_FEED = text(
+    """
+    SELECT day, received, new, resent, amended, invalid
+    FROM feed_days
+    WHERE customer_id = :customer_id AND day > :today - :days AND day <= :today
+    ORDER BY day
+    """
+)
+
+
+async def feed_days(
+    conn: AsyncConnection, customer_id: str, today: date, days: int = FEED_DAYS
+) -> list[dict[str, Any]]:
+    """What the customer's feed delivered per day the sink stored it, the ``days`` ending on
+    ``today``; days it delivered nothing are absent."""
+    params = {"customer_id": customer_id, "today": today, "days": days}
+    return [dict(row) for row in (await conn.execute(_FEED, params)).mappings()]
+
+
+async def last_received(conn: AsyncConnection, customer_id: str) -> datetime | None:
+    """When the sink last stored a claim of the customer's feed (wall clock)."""
+    stmt = text("SELECT max(last_received_at) FROM feed_days WHERE customer_id = :customer_id")
+    value: datetime | None = (await conn.execute(stmt, {"customer_id": customer_id})).scalar()
+    return value

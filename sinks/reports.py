@@ -56,6 +56,8 @@ RETENTION = {
     "drift_events": "detected_at",
     "alert_transitions": "last_seen",
 }
+# Tables kept by the wall clock (what the sink received, and when): older than the cutoff go.
+WALL_CLOCK_RETENTION = {"feed_days": "day", "claim_rejections": "rejected_at"}
 
 
 def last_full_week(now: datetime) -> date:
@@ -94,7 +96,8 @@ async def apply_retention(
     A customer's rows within ``age`` of its own latest row stay: a feed that stalled, or a
     customer onboarding months of history, keeps what its windows (which run on the customer's
     event time) still hold. Resolved alerts whose last transition is older than ``cutoff`` also
-    leave ``alert_events``; open ones stay.
+    leave ``alert_events``; open ones stay. Feed health (:data:`WALL_CLOCK_RETENTION`) goes by
+    the wall clock alone.
     """
     deleted = {}
     for table, column in RETENTION.items():
@@ -105,6 +108,10 @@ async def apply_retention(
         )
         params = {"cutoff": cutoff if column != "decided_date" else cutoff.date(), "age": age}
         result = await conn.execute(statement, params)
+        deleted[table] = result.rowcount
+    for table, column in WALL_CLOCK_RETENTION.items():
+        statement = text(f"DELETE FROM {table} WHERE {column} < :cutoff")  # noqa: S608 -- fixed names
+        result = await conn.execute(statement, {"cutoff": cutoff})
         deleted[table] = result.rowcount
     result = await conn.execute(
         text("DELETE FROM alert_events WHERE status = 'resolved' AND last_seen < :cutoff"),

@@ -13,7 +13,8 @@ redelivered, or written again after some of its transactions committed. A claim 
 by the worker's own function (:func:`~streams.domain.claims.parse_claim_record`). A message
 that cannot be decoded or validated, or a row Postgres rejects (a constraint), goes to
 ``sink.dlq`` with the reason (by reference if too large to copy), and the rest of the batch is
-written: no record stops the sink.
+written: no record stops the sink. A rejected claim is also stored in ``claim_rejections`` and
+counted in its customer's feed health (:mod:`sinks.feed`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.registry import ValueCodec
 from sinks.batches import Batch, BatchDecoder, log_stored
+from sinks.feed import rejection_row
 from sinks.retrying import REJECTED, UNAVAILABLE, postgres_retrying, reason_of
 from sinks.rows import Row
 from sinks.writer import PostgresWriter
@@ -259,10 +261,25 @@ class SinkService:
             handed_on.popitem(last=False)
 
     async def _store(self, producer: Any, batch: Batch) -> None:
-        """Write the batch, then dead-letter its rejects."""
+        """Write the batch, store its rejected claims (feed health), dead-letter its rejects."""
         await self._write(batch)
+        claims_topic = self.settings.topic_claims
+        rejections = [
+            rejection_row(m.partition, m.offset, self._record(m), reason, detail)
+            for m, reason, detail in batch.rejected
+            if m.topic == claims_topic
+        ]
+        if rejections:
+            await self._with_retry(lambda: self.writer.reject_claims(rejections))
         for message, reason, detail in batch.rejected:
             await self._dead_letter(producer, message, reason, detail)
+
+    def _record(self, message: Any) -> Any:
+        """The decoded value of a rejected claim message, or None if it does not decode."""
+        try:
+            return self.codec.decode(message.value, "ClaimDecided", message.topic)
+        except Exception:
+            return None
 
     @staticmethod
     async def _commit_after(

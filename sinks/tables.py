@@ -10,9 +10,11 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Identity,
+    Integer,
     MetaData,
     String,
     Table,
@@ -108,3 +110,28 @@ alert_transitions = Table(
 
 ALERT_FIELDS = ("alert_id", "version", *(name for name, _, _ in _ALERT_COLUMNS))
 NOTIFY_CHANNEL = "upstream_alert_transitions"
+
+# Each customer's feed per day it reached the sink (UTC, wall clock): claim messages received
+# (new + resent + amended), new claims, resent unchanged, amended (a value changed), rejected.
+feed_days = Table(
+    "feed_days",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("day", Date, primary_key=True),
+    *(Column(name, BigInteger, nullable=False, server_default="0")
+      for name in ("received", "new", "resent", "amended", "invalid")),
+    Column("last_received_at", DateTime(timezone=True), nullable=True),
+)  # fmt: skip
+
+# The claim messages the sink rejected, by Kafka position (a redelivery adds nothing).
+claim_rejections = Table(
+    "claim_rejections",
+    metadata,
+    Column("source_partition", Integer, primary_key=True),
+    Column("source_offset", BigInteger, primary_key=True),
+    Column("customer_id", String(128), nullable=True),
+    Column("claim_id", String(128), nullable=True),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("rejected_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -3,7 +3,8 @@
 Effectively-once by keys and versions, so a redelivered or replayed message changes nothing:
 
 - ``claim_records``: upserted, and updated only by a later Kafka position of the claim, so a
-  redelivered older version never overwrites a correction.
+  redelivered older version never overwrites a correction; what the feed sent is counted into
+  ``feed_days`` in the same transaction (:mod:`sinks.feed`).
 - ``drift_events``: insert, ``ON CONFLICT (event_id) DO NOTHING`` (ids are deterministic).
 - ``alert_transitions``: insert, ``ON CONFLICT (alert_id, version) DO NOTHING``; ``seq`` is the
   notifier's replay cursor.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -30,6 +31,7 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sinks.feed import ADD_COUNTS, ADD_REJECTIONS, batch_counts, claim_versions, merge_claims
 from sinks.rows import ALERT_TYPES, CLAIM_COLUMNS, DRIFT_COLUMNS, DRIFT_TYPES, Row
 from sinks.tables import ALERT_FIELDS, NOTIFY_CHANNEL, drift_events
 
@@ -84,6 +86,7 @@ _CLAIMS = _Bulk(
     " < (excluded.source_partition, excluded.source_offset)",
     few_as_values=False,  # 30 claims as values: 1.5x the time, 3.5x Postgres' CPU of a COPY
 )  # fmt: skip
+_MERGE_CLAIMS = merge_claims(_CLAIMS.stage, _CLAIMS.on_conflict)
 _DRIFT_EVENTS = _Bulk(
     "drift_events", DRIFT_COLUMNS, DRIFT_TYPES, "stage_drift",
     "ON CONFLICT (event_id) DO NOTHING",
@@ -104,10 +107,6 @@ _UPSERT_JUDGMENT = (
     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (alert_id) DO UPDATE SET "
     "version = excluded.version, verdict = excluded.verdict, judged_at = excluded.judged_at "
     "WHERE operator_judgments.version < excluded.version"
-)
-_CLAIM_KEY = itemgetter(CLAIM_COLUMNS.index("customer_id"), CLAIM_COLUMNS.index("claim_id"))
-_CLAIM_POSITION = itemgetter(
-    CLAIM_COLUMNS.index("source_partition"), CLAIM_COLUMNS.index("source_offset")
 )
 _A_ID, _A_VERSION = ALERT_FIELDS.index("alert_id"), ALERT_FIELDS.index("version")
 _A_TRANSITION, _A_VERDICT = ALERT_FIELDS.index("transition"), ALERT_FIELDS.index("verdict")
@@ -194,7 +193,7 @@ class PostgresWriter:
         Returns once every transaction of the batch has committed; otherwise raises the first
         error, after the others have ended.
         """
-        lanes = self._claim_lanes(_latest(claim_rows, _CLAIM_KEY, _CLAIM_POSITION))
+        lanes = self._claim_lanes(claim_versions(claim_rows))
         outcomes = await asyncio.gather(
             self._transaction(lanes[0], drift_rows, alert_rows),
             *(self._transaction(claims, (), ()) for claims in lanes[1:]),
@@ -204,28 +203,50 @@ class PostgresWriter:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    def _claim_lanes(self, claims: list[Row]) -> list[list[Row]]:
-        """``claims`` in consecutive parts of even size, one per lane; at least one part."""
+    async def reject_claims(self, rejections: Sequence[tuple[Any, ...]]) -> None:
+        """Store the claim messages the sink rejected (:func:`~sinks.feed.rejection_row`) and
+        count them in their customers' ``feed_days``; those stored already count nothing."""
+        columns = [list(column) for column in zip(*rejections, strict=True)]
+        async with self.engine.begin() as conn:
+            await conn.exec_driver_sql(ADD_REJECTIONS, tuple(columns))
+
+    def _claim_lanes(self, claims: list[list[Row]]) -> list[list[list[Row]]]:
+        """``claims`` (the versions of each claim) in consecutive parts of even size, one per
+        lane; at least one part."""
         lanes = max(1, min(self.claim_lanes, len(claims) // self.MIN_LANE_ROWS))
         size, longer = divmod(len(claims), lanes)  # the first ``longer`` parts get one more
         bounds = [i * size + min(i, longer) for i in range(lanes + 1)]
         return [claims[start:end] for start, end in itertools.pairwise(bounds)]
 
     async def _transaction(
-        self, claim_rows: Sequence[Row], drift_rows: Sequence[Row], alert_rows: Sequence[Row]
+        self, claims: Sequence[list[Row]], drift_rows: Sequence[Row], alert_rows: Sequence[Row]
     ) -> None:
-        """Write deduplicated claims and the batch's drift and alert rows in one transaction."""
+        """Write claims (the versions of each) and the batch's drift and alert rows in one
+        transaction."""
         async with self.engine.begin() as conn:
             raw = await conn.get_raw_connection()
             pg: Any = raw.driver_connection
             async with pg.cursor() as cur:
-                if claim_rows:
-                    await self._insert(cur, _CLAIMS, claim_rows)
+                if claims:
+                    await self._claims(cur, claims)
                 if drift_rows:
                     await self._insert(cur, _DRIFT_EVENTS, _first_by(drift_rows, itemgetter(0)))
                 if alert_rows:
                     await self._alerts(cur, alert_rows)
                     await cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+    async def _claims(self, cur: Any, claims: Sequence[list[Row]]) -> None:
+        """The newest version of each claim, and what the feed sent counted into
+        ``feed_days``: straight in when none is stored (counted here), merged otherwise (the
+        merge counts against the stored versions)."""
+
+        async def merge() -> None:
+            await cur.execute(_CLAIMS.create_stage)
+            await _copy(cur, _CLAIMS.stage, CLAIM_COLUMNS, None, itertools.chain(*claims))
+            await cur.execute(_MERGE_CLAIMS)
+
+        if await self._insert(cur, _CLAIMS, [versions[-1] for versions in claims], merge):
+            await cur.executemany(ADD_COUNTS, batch_counts(claims))
 
     async def _alerts(self, cur: Any, rows: Sequence[Row]) -> None:
         await self._insert(cur, _TRANSITIONS, _first_by(rows, itemgetter(_A_ID, _A_VERSION)))
@@ -245,25 +266,34 @@ class PostgresWriter:
         await cur.executemany(bulk.insert_values, rows)
         return True
 
-    async def _insert(self, cur: Any, bulk: _Bulk, rows: Sequence[Row]) -> None:
-        """COPY straight into the table; on a key already stored, merge instead. A few rows are
-        inserted as values (:meth:`_as_values`), which takes fewer round trips."""
+    async def _insert(
+        self,
+        cur: Any,
+        bulk: _Bulk,
+        rows: Sequence[Row],
+        merge: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """COPY straight into the table (True); on a key already stored, ``merge`` instead
+        (:meth:`_merge` by default; False). A few rows are inserted as values
+        (:meth:`_as_values`), which takes fewer round trips."""
         if await self._as_values(cur, bulk, rows):
-            return
+            return False
+        merge = merge or (lambda: self._merge(cur, bulk, rows))
         left = self._merge_for.get(bulk.table, 0)
         if left:
             self._merge_for[bulk.table] = left - 1
-            await self._merge(cur, bulk, rows)
-            return
+            await merge()
+            return False
         await cur.execute("SAVEPOINT bulk")
         try:
             await _copy(cur, bulk.table, bulk.columns, bulk.types, rows)
         except psycopg.errors.UniqueViolation:
             await cur.execute("ROLLBACK TO SAVEPOINT bulk")
             self._merge_for[bulk.table] = self.MERGE_AFTER_CONFLICT
-            await self._merge(cur, bulk, rows)
-        else:
-            await cur.execute("RELEASE SAVEPOINT bulk")
+            await merge()
+            return False
+        await cur.execute("RELEASE SAVEPOINT bulk")
+        return True
 
     @staticmethod
     async def _merge(cur: Any, bulk: _Bulk, rows: Sequence[Row]) -> None:

@@ -122,12 +122,21 @@ async def _check_dashboard(alice: Page, other: Page) -> None:
     assert payer[2].startswith("+"), payer
     activity = await alice.locator("#activity li").all_inner_texts()
     assert any("Upstream — triggered " + SPIKE_PAYER in a for a in activity), activity
+    feed = await alice.locator("#feed-summary").inner_text()
+    assert re.match(r"Last claim received: (just now|\d+ min ago) .* · quality \d+(\.\d)? · "
+                    r"7 days: [1-9][\d,]* received", feed), feed  # fmt: skip
+    assert await alice.locator("#feed-chart .bars .point").count() > 0  # today's bar
+    assert await alice.locator("#feed-chart .g-xtitle").text_content() == "Day received (UTC)"
+    assert (await alice.locator("#feed-formula").inner_text()).startswith("quality = 100 × ")
     await other.wait_for_function(
         "document.getElementById('open-critical').firstChild.textContent === '0'"
     )
     assert await other.locator("#payers tbody tr").count() == 0
     assert await other.locator("#activity li").count() == 0
     assert await other.locator("#claims-title").inner_text() == "Claims: none yet"
+    assert (await other.locator("#feed-summary").inner_text()).startswith(
+        "Last claim received: never · quality – · 7 days: 0 received"
+    )
 
 
 async def _check_detail(page: Page) -> None:

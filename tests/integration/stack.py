@@ -129,20 +129,29 @@ class ServiceStack:
 
 
 TABLES = ("drift_events", "alert_events", "alert_transitions", "claim_records",
-          "operator_judgments")  # fmt: skip
+          "operator_judgments", "claim_rejections", "feed_days")  # fmt: skip
+# feed_days by customer, summed over the days: which day the sink stored a claim on is the
+# wall clock's, the counts are not.
+_FEED_TOTALS = (
+    "SELECT customer_id, sum(received), sum(new), sum(resent), sum(amended), sum(invalid)"
+    " FROM feed_days GROUP BY customer_id"
+)
 
 
 def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table's rows (without surrogate keys and the wall-clock times rows were stored or
-    first notified at), sorted."""
+    """Every table's rows (without surrogate keys and the wall-clock times rows were stored,
+    first notified at or rejected at; feed_days summed per customer), sorted."""
     out = {}
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         for table in TABLES:
-            cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
+            query = _FEED_TOTALS if table == "feed_days" else f"SELECT * FROM {table}"  # noqa: S608
+            cursor = conn.execute(query)
             rows = cursor.fetchall()
             names = [d.name for d in cursor.description or ()]
             drop = {
-                i for i, n in enumerate(names) if n in ("seq", "stored_at", "first_notified_at")
+                i
+                for i, n in enumerate(names)
+                if n in ("seq", "stored_at", "first_notified_at", "rejected_at")
             }
             out[table] = sorted(
                 (tuple(v for i, v in enumerate(r) if i not in drop) for r in rows), key=repr

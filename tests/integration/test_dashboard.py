@@ -111,7 +111,7 @@ async def test_each_operator_keeps_a_layout_of_their_own(filled: ServiceStack) -
     """A layout message saves the operator's layout (answered layout_saved); GET /api/layout
     reads it back for that operator only; a layout that does not check is refused."""
     alice = mint_token(SECRET, "demo", "alice")
-    saved = {"order": ["activity", "open", "claims", "payers"], "hidden": ["payers"]}
+    saved = {"order": ["activity", "open", "claims", "payers", "feed"], "hidden": ["payers"]}
     async with connect(ws_url(filled, alice)) as ws:
         await ws.send(json.dumps({"type": "layout", "layout": saved}))
         reply = json.loads(await ws.recv())
@@ -128,4 +128,4 @@ async def test_each_operator_keeps_a_layout_of_their_own(filled: ServiceStack) -
     check_response("/api/layout", 200, body)
     assert (status, body) == (200, saved)
     _, default = await get_json(filled, "/api/layout", mint_token(SECRET, "demo", "bob"))
-    assert default == {"order": ["open", "claims", "payers", "activity"], "hidden": []}
+    assert default == {"order": ["open", "claims", "payers", "activity", "feed"], "hidden": []}

@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.codec import encode_single_object
 from sinks.retrying import REJECTED
 from sinks.rows import Row, alert_row, claim_row, drift_row
 from sinks.writer import PostgresWriter
-from streams.app.services import migrate_database
 from streams.devtools.probes import read_all
 from tests.integration.stack import (
-    create_database,
     sink_stack,
     table_rows,
     wait_until,
@@ -29,18 +26,6 @@ from tests.unit.claims import raw_claim
 from tests.unit.events import alert_event, drift_event
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def database(postgres_url: str, unique: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
-    """A fresh, migrated database and an async engine on it."""
-    url = create_database(postgres_url, f"sink_{unique}")
-    await asyncio.to_thread(migrate_database, url)
-    engine = create_async_engine(url)
-    try:
-        yield url, engine
-    finally:
-        await engine.dispose()
 
 
 def _claims() -> list[Row]:
@@ -129,7 +114,8 @@ async def test_a_lane_that_fails_leaves_the_others_committed_and_a_rewrite_compl
 async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
     kafka_bootstrap: str, postgres_url: str, unique: str, tmp_path: Path
 ) -> None:
-    """A NUL byte, a date past 2099 and an undecodable value: dead-lettered; the rest stored."""
+    """A NUL byte, a date past 2099 and an undecodable value: dead-lettered; the rest stored,
+    and the rejected claims counted in their customer's feed."""
     database_url, stack, s = await sink_stack(
         kafka_bootstrap, postgres_url, "sinkdlq", unique, tmp_path
     )
@@ -166,6 +152,13 @@ async def test_poison_rows_go_to_sink_dlq_and_the_rest_is_written(
         found = await wait_until(dead, 60, "three dead letters")
         assert found == {b"nul": b"bad_value", b"junk": b"format",
                          b"future": b"bad_value"}  # fmt: skip
+        # The rejected claims (not the drift event) count in their customer's feed health; the
+        # NUL-bearing claim id is not kept. They were stored before they were dead-lettered.
+        dump = await asyncio.to_thread(table_rows, database_url)
+        assert dump["feed_days"] == [("acme", 30, 30, 0, 0, 2)]
+        assert sorted(((r[2], r[3], r[4]) for r in dump["claim_rejections"]), key=repr) == [
+            ("acme", "future", "bad_value"), ("acme", None, "bad_value")
+        ]  # fmt: skip
     finally:
         assert stack.stop_all() == {"sink": 0}, stack.log("sink")[-3000:]
 

@@ -136,7 +136,7 @@ def test_claims_split_into_consecutive_lanes(
     """Lanes hold consecutive runs of the batch, every claim once, none under the minimum."""
     writer = PostgresWriter(engine=None, claim_lanes=lanes)  # type: ignore[arg-type]
     writer.MIN_LANE_ROWS = min_rows
-    rows = [(i,) for i in range(claims)]
+    rows: list[list[tuple[Any, ...]]] = [[(i,)] for i in range(claims)]  # one version each
     split = writer._claim_lanes(rows)
     assert [len(part) for part in split] == sizes
     assert [row for part in split for row in part] == rows
