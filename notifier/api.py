@@ -14,7 +14,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http import HTTPStatus
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
-from notifier.alert_detail import DAYS_MAX, alert_detail
+from notifier.alert_detail import alert_detail
 from notifier.answers import (
     ActiveAlerts,
     AlertDetail,
@@ -40,12 +40,22 @@ from notifier.answers import (
     ErrorAnswer,
     SeriesDay,
 )
-from notifier.commands import RateLimit
 from notifier.dashboard import dashboard
 from notifier.explain import share
 from notifier.layouts import Layouts
 from notifier.messages import Alert, Layout
+from notifier.params import (
+    AlertParams,
+    AlertSeriesParams,
+    BadParamsError,
+    DenialTrendParams,
+    DriftEventsParams,
+    P,
+    Params,
+    parse_params,
+)
 from notifier.session import bearer_token, session_token
+from notifier.throttle import Throttle
 from notifier.tokens import Keys, Operator, TokenError, verify_token
 from sinks.queries import (
     DriftFilter,
@@ -55,12 +65,10 @@ from sinks.queries import (
     key_daily,
     monthly_denial_trend,
 )
-from streams.domain.values import as_drift_type, as_level
 
 log = logging.getLogger("upstream.notifier")
 CACHE_TTL_S = 2.0
 CACHE_MAX_ENTRIES = 1000
-PAGE_MAX = 500
 # Answers of one operator, not of the customer, and changed by the operator's own messages
 # rather than by alert transitions: never cached.
 PER_OPERATOR = frozenset({"/api/layout"})
@@ -116,17 +124,6 @@ def _one(query: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def _datetime(query: dict[str, list[str]], name: str) -> datetime | None:
-    raw = _one(query, name)
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(HTTPStatus.BAD_REQUEST, f"{name} must be an ISO 8601 date or time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _cursor(raw: str | None) -> tuple[datetime, str] | None:
     """Decode a ``next_cursor``: base64 of ``<detected_at ISO>|<event_id>``."""
     if raw is None:
@@ -146,7 +143,7 @@ def _next_cursor(row: dict[str, Any]) -> str:
 Answer = (
     ActiveAlerts | DriftEventPage | DenialTrend | AlertSeries | AlertDetail | Dashboard | Layout
 )
-Handler = Callable[[Operator, dict[str, list[str]]], Awaitable[Answer]]
+Handler = Callable[[Operator, Any], Awaitable[Answer]]
 
 
 class HttpApi:
@@ -165,18 +162,17 @@ class HttpApi:
         self.keys = Keys.of(secret)
         self.revoked = revoked
         self.version = version  # the hub's last transition seq: a change drops the cache
-        self.requests_per_second = requests_per_second
-        self.burst = burst
-        self._limits: dict[tuple[str, str], RateLimit] = {}
+        self._throttle = Throttle(requests_per_second, burst)  # per operator of a customer
         self._cache: dict[tuple[str, str, str], tuple[float, int, bytes]] = {}
-        self._routes: dict[str, Handler] = {
-            "/api/alerts": self._alerts,
-            "/api/drift-events": self._drift_events,
-            "/api/trends/denials": self._denial_trend,
-            "/api/alert-series": self._alert_series,
-            "/api/alert-detail": self._alert_detail,
-            "/api/dashboard": self._dashboard,
-            "/api/layout": self._layout,
+        # path -> the handler and the model of its query parameters
+        self._routes: dict[str, tuple[Handler, type[Params]]] = {
+            "/api/alerts": (self._alerts, Params),
+            "/api/drift-events": (self._drift_events, DriftEventsParams),
+            "/api/trends/denials": (self._denial_trend, DenialTrendParams),
+            "/api/alert-series": (self._alert_series, AlertSeriesParams),
+            "/api/alert-detail": (self._alert_detail, AlertParams),
+            "/api/dashboard": (self._dashboard, Params),
+            "/api/layout": (self._layout, Params),
         }
         self.layouts = Layouts(engine)
 
@@ -204,17 +200,19 @@ class HttpApi:
         return operator, query
 
     async def _answer(self, request: Request, path: str, raw_query: str) -> bytes:
-        handler = self._routes.get(path)
-        if handler is None:
+        route = self._routes.get(path)
+        if route is None:
             raise ApiError(HTTPStatus.NOT_FOUND, f"no such endpoint {path}; see /openapi.json")
+        handler, model = route
         operator, query = self.authorize(request)
+        params = self.params(model, query)
         key = (operator.customer_id, path, "&".join(sorted(raw_query.split("&"))))
         now, version = time.monotonic(), self.version()
         cached = None if path in PER_OPERATOR else self._cache.get(key)
         if cached is not None and cached[0] > now and cached[1] == version:
             return cached[2]
         try:
-            payload = await handler(operator, query)
+            payload = await handler(operator, params)
         except (OperationalError, DBAPIError, OSError) as exc:
             log.warning("API query failed: %s", exc)
             raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "database unavailable; retry") from None
@@ -225,6 +223,14 @@ class HttpApi:
             self._cache.clear()
         self._cache[key] = (now + CACHE_TTL_S, version, body)
         return body
+
+    @staticmethod
+    def params(model: type[P], query: Mapping[str, Sequence[str]]) -> P:
+        """``query`` parsed and checked as ``model``; ApiError 400 naming what is wrong."""
+        try:
+            return parse_params(model, query)
+        except BadParamsError as exc:
+            raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
     def _operator(self, request: Request) -> Operator:
         token = bearer_token(request.headers)
@@ -244,50 +250,35 @@ class HttpApi:
 
     def _rate_limit(self, operator: Operator) -> None:
         who = (operator.customer_id, operator.operator)
-        limit = self._limits.get(who)
-        if limit is None:
-            limit = self._limits[who] = RateLimit(self.requests_per_second, self.burst)
-        if not limit.allow():
+        if not self._throttle.allow(*who):
+            retry = str(self._throttle.retry_after_s(*who))
             raise ApiError(
-                HTTPStatus.TOO_MANY_REQUESTS, "too many requests; slow down", {"Retry-After": "1"}
+                HTTPStatus.TOO_MANY_REQUESTS, "too many requests; slow down", {"Retry-After": retry}
             )
 
-    async def _layout(self, operator: Operator, query: dict[str, list[str]]) -> Layout:  # noqa: ARG002 - every route handler takes the query
+    async def _layout(self, operator: Operator, params: Params) -> Layout:  # noqa: ARG002 - every route handler takes its parameters
         return await self.layouts.load(operator.customer_id, operator.operator)
 
-    async def _dashboard(self, operator: Operator, query: dict[str, list[str]]) -> Dashboard:  # noqa: ARG002 - every route handler takes the query
+    async def _dashboard(self, operator: Operator, params: Params) -> Dashboard:  # noqa: ARG002 - every route handler takes its parameters
         async with self.engine.connect() as conn:
             return await dashboard(conn, operator.customer_id)
 
-    async def _alerts(self, operator: Operator, query: dict[str, list[str]]) -> ActiveAlerts:  # noqa: ARG002 - every route handler takes the query
+    async def _alerts(self, operator: Operator, params: Params) -> ActiveAlerts:  # noqa: ARG002 - every route handler takes its parameters
         async with self.engine.connect() as conn:
             alerts = await active_alerts(conn, operator.customer_id)
         # The rows read are the answer's items (the tests check them against openapi.json).
         return ActiveAlerts(customer_id=operator.customer_id, alerts=cast("list[Alert]", alerts))
 
-    async def _drift_events(
-        self, operator: Operator, query: dict[str, list[str]]
-    ) -> DriftEventPage:
-        try:
-            level = as_level(_one(query, "min_severity_level") or "info")
-            drift_type = _one(query, "drift_type")
-            drift_type = None if drift_type is None else as_drift_type(drift_type)
-        except ValueError as exc:
-            raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-        try:
-            limit = int(_one(query, "limit") or 100)
-        except ValueError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "limit must be an integer") from None
-        if not 1 <= limit <= PAGE_MAX:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"limit must be between 1 and {PAGE_MAX}")
+    async def _drift_events(self, operator: Operator, params: DriftEventsParams) -> DriftEventPage:
         filters = DriftFilter(
-            min_severity_level=level,
-            payer_id=_one(query, "payer_id"),
-            drift_type=drift_type,
-            since=_datetime(query, "since"),
-            until=_datetime(query, "until"),
+            min_severity_level=params.min_severity_level,
+            payer_id=params.payer_id,
+            drift_type=params.drift_type,
+            since=params.since,
+            until=params.until,
         )
-        before = _cursor(_one(query, "cursor"))
+        limit = params.limit
+        before = _cursor(params.cursor)
         async with self.engine.connect() as conn:
             rows = await drift_events_page(conn, operator.customer_id, filters, limit + 1, before)
         page, more = rows[:limit], len(rows) > limit
@@ -297,11 +288,10 @@ class HttpApi:
             next_cursor=_next_cursor(page[-1]) if more else None,
         )
 
-    async def _denial_trend(self, operator: Operator, query: dict[str, list[str]]) -> DenialTrend:
+    async def _denial_trend(self, operator: Operator, params: DenialTrendParams) -> DenialTrend:
         today = datetime.now(UTC).date()
-        since, until = _datetime(query, "since"), _datetime(query, "until")
-        until_day = until.date() if until else today + timedelta(days=1)
-        since_day = since.date() if since else (until_day - timedelta(days=366)).replace(day=1)
+        until_day = params.until or today + timedelta(days=1)
+        since_day = params.since or (until_day - timedelta(days=366)).replace(day=1)
         if since_day >= until_day:
             raise ApiError(HTTPStatus.BAD_REQUEST, "since must be before until")
         async with self.engine.connect() as conn:
@@ -313,16 +303,8 @@ class HttpApi:
             months=cast("list[DenialMonth]", months),
         )
 
-    async def _alert_series(self, operator: Operator, query: dict[str, list[str]]) -> AlertSeries:
-        alert_id = _one(query, "alert_id")
-        if not alert_id:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "alert_id is required")
-        try:
-            days = int(_one(query, "days") or 120)
-        except ValueError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "days must be an integer") from None
-        if not 1 <= days <= DAYS_MAX:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"days must be between 1 and {DAYS_MAX}")
+    async def _alert_series(self, operator: Operator, params: AlertSeriesParams) -> AlertSeries:
+        alert_id, days = params.alert_id, params.days
         async with self.engine.connect() as conn:
             alert = await alert_with_drift(conn, operator.customer_id, alert_id)
             if alert is None:
@@ -345,10 +327,8 @@ class HttpApi:
             days=[SeriesDay(day=r["day"], value=value(r), claims=r["decided"]) for r in rows],
         )
 
-    async def _alert_detail(self, operator: Operator, query: dict[str, list[str]]) -> AlertDetail:
-        alert_id = _one(query, "alert_id")
-        if not alert_id:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "alert_id is required")
+    async def _alert_detail(self, operator: Operator, params: AlertParams) -> AlertDetail:
+        alert_id = params.alert_id
         async with self.engine.connect() as conn:
             detail = await alert_detail(conn, operator.customer_id, alert_id)
         if detail is None:

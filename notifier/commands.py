@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
@@ -85,29 +83,6 @@ def build_command(operator: Operator, message: dict[str, Any], now_ms: int) -> d
         "issued_at": now_ms,
         "assignee": assignee,
     }
-
-
-@dataclass
-class RateLimit:
-    """A token bucket: ``per_second`` on average, bursts of up to ``burst``."""
-
-    per_second: float
-    burst: int
-    _tokens: float = field(init=False)
-    _at: float = field(init=False, default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self._tokens = float(self.burst)
-
-    def allow(self) -> bool:
-        """Take a token if there is one."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
-        self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
 
 class CommandPort(Protocol):

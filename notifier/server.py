@@ -14,18 +14,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 from starlette.websockets import WebSocket
 
-from notifier.commands import CommandError, CommandPort, RateLimit, build_command
+from notifier.commands import CommandError, CommandPort, build_command
 from notifier.connection import CLOSED, close, receive
 from notifier.hub import Filters, Hub, Subscriber
 from notifier.layouts import Layouts, save_layout
@@ -39,6 +41,7 @@ from notifier.messages import (
     parse_message,
 )
 from notifier.session import WS_REFUSED, authenticate
+from notifier.throttle import Throttle
 from notifier.tokens import CLOSE_UNAUTHORIZED, Keys, Operator
 from streams.domain.values import COMMANDS, as_drift_type, as_level
 
@@ -92,6 +95,9 @@ class NotifierServer:
         self.commands = commands
         self.layouts = layouts
         self.limits = limits or Limits()
+        # Commands and layouts per connection (keyed by its serial number).
+        self._throttle = Throttle(self.limits.commands_per_second, self.limits.command_burst)
+        self._serial = itertools.count()
         # command_id -> the connection that sent it, to tell it of a rejection by the worker
         self._pending: collections.OrderedDict[str, WebSocket] = collections.OrderedDict()
         self._by_address: collections.Counter[str] = collections.Counter()
@@ -154,7 +160,7 @@ class NotifierServer:
         WS_CLIENTS.inc()
         subscriber: Subscriber | None = None
         sender: asyncio.Task[None] | None = None
-        rate = RateLimit(self.limits.commands_per_second, self.limits.command_burst)
+        rate = functools.partial(self._throttle.allow, "connection", str(next(self._serial)))
         # At the token's expiry the connection closes (4401); a command racing it is refused.
         self._by_token[operator.token_id].add(ws)
         expiry = None
@@ -214,10 +220,10 @@ class NotifierServer:
                     await task
 
     async def _layout(
-        self, operator: Operator, message: dict[str, Any], rate: RateLimit
+        self, operator: Operator, message: dict[str, Any], rate: Callable[[], bool]
     ) -> LayoutSaved | Error:
         """Save a layout message's layout (a write: within the commands' limit)."""
-        if not rate.allow():
+        if not rate():
             return Error(type="error", message="too many messages; slow down")
         return await save_layout(self.layouts, operator, message)
 
@@ -237,7 +243,7 @@ class NotifierServer:
         ws: WebSocket,
         operator: Operator,
         message: dict[str, Any],
-        rate: RateLimit,
+        rate: Callable[[], bool],
         address: str,
     ) -> None:
         """Validate, audit and publish one command; answer with an ``ack``."""
@@ -249,7 +255,7 @@ class NotifierServer:
                 raise CommandError("token expired")
             if operator.token_id in self.revoked:
                 raise CommandError("token revoked")
-            if not rate.allow():
+            if not rate():
                 raise CommandError("too many commands; slow down")
             if self.commands is None:
                 raise CommandError("this notifier does not accept commands")

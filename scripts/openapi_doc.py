@@ -19,7 +19,14 @@ from notifier.answers import (
     Session,
 )
 from notifier.messages import Layout
-from streams.domain.values import DRIFT_TYPES, LEVELS
+from notifier.params import (
+    AlertParams,
+    AlertSeriesParams,
+    DenialTrendParams,
+    DriftEventsParams,
+    ExportParams,
+    Params,
+)
 
 REF = "#/components/schemas/{model}"
 COMPONENTS: dict[str, dict] = {}  # the HTTP answers' schemas, each type once, by name
@@ -54,17 +61,7 @@ def errors(*codes: str) -> dict:
     return {code: answer(ERRORS[code], ErrorAnswer) for code in codes}
 
 
-level = {"type": "string", "enum": list(LEVELS)}
-DRIFT_TYPE = {"type": "string", "enum": list(DRIFT_TYPES)}
 STR = {"type": "string"}
-DATE = {"type": "string", "format": "date"}
-customer_param = {
-    "name": "customer_id",
-    "in": "query",
-    "required": False,
-    "description": "Optional; must be the token's customer.",
-    "schema": STR,
-}
 
 
 def param(name, schema, description=None, required=False):
@@ -75,6 +72,23 @@ def param(name, schema, description=None, required=False):
     if description:
         out["description"] = description
     return {**out, "schema": schema}
+
+
+def query(model: type[Params]) -> list[dict]:
+    """The query parameters of a route, from the model the notifier parses them with
+    (:mod:`notifier.params`)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        description = prop.pop("description", None)
+        options = [o for o in prop.pop("anyOf", ()) if o.get("type") != "null"]
+        prop = {**options[0], **prop} if options else prop  # ``X | None``: X, or absent
+        if prop.get("default") in (None, []):
+            prop.pop("default", None)
+        out.append(param(name, prop, description, name in required))
+    return out
 
 
 def _api_get(operation_id, summary, parameters, ok, codes):
@@ -126,7 +140,7 @@ OPENAPI = {
         "Authenticate with the operator token (`upstream token`) as `Authorization: Bearer <token>`, "
         "or with the session cookie `GET /session` sets; a token reads its own customer's data only. "
         "Responses are cached for up to 2 s and dropped at once when a new alert transition arrives; "
-        "gzip when `Accept-Encoding: gzip`; 20 requests/s per operator (bursts of 40).",
+        "gzip when `Accept-Encoding: gzip`; 40 requests in any 2 s per operator.",
     },
     "servers": [
         {"url": "/", "description": "the notifier that serves this document (default port 8765)"}
@@ -136,72 +150,47 @@ OPENAPI = {
         "/api/alerts": get(
             "listActiveAlerts",
             "The customer's open alerts (active or acknowledged), most recently seen first.",
-            [customer_param],
+            query(Params),
             ActiveAlerts,
         ),
         "/api/drift-events": get(
             "listDriftEvents",
             "Drift events, newest first, filtered and paginated by cursor.",
-            [
-                customer_param,
-                param("min_severity_level", {**level, "default": "info"}),
-                param("payer_id", STR),
-                param("drift_type", DRIFT_TYPE),
-                param("since", STR, "detected_at >= since (ISO 8601; UTC when no offset)"),
-                param("until", STR, "detected_at < until"),
-                param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
-                param("cursor", STR, "next_cursor of the previous page"),
-            ],
+            query(DriftEventsParams),
             DriftEventPage,
             "400",
         ),
         "/api/trends/denials": get(
             "monthlyDenialTrend",
             "Decided and denied claims and the denial rate per month and payer.",
-            [
-                customer_param,
-                param(
-                    "since",
-                    DATE,
-                    "first day (ISO date); default: the first of the month 12 months before until",
-                ),
-                param("until", DATE, "day after the last (ISO date); default: tomorrow (UTC)"),
-            ],
+            query(DenialTrendParams),
             DenialTrend,
             "400",
         ),
         "/api/alert-series": get(
             "alertSeries",
             "One alert's key, day by day, against the drift event's baseline and current values (the console's chart).",
-            [
-                customer_param,
-                param("alert_id", STR, required=True),
-                param(
-                    "days",
-                    {"type": "integer", "minimum": 1, "maximum": 400, "default": 120},
-                    "days up to the alert's last_seen",
-                ),
-            ],
+            query(AlertSeriesParams),
             AlertSeries,
             "400",
             "404",
         ),
         "/api/dashboard": get(
             "dashboard",
-            "The console's landing page: open alerts by level; claims decided on the customer's latest decided date and in the week to it, with the denial rate, and its 28-day trend; the payers whose denial rate rose most (last 30 days against the 60 before) with the extra denials and the allowed amount at stake; the latest 20 alert transitions with who made them.",
-            [customer_param],
+            "The console's landing page: open alerts by level; claims decided on the customer's latest decided date and in the week to it, with the denial rate, and its 28-day trend; the payers whose denial rate rose most (last 30 days against the 60 before) with the extra denials and the allowed amount at stake; the latest 20 alert transitions with who made them; and the health of the customer's feed (claims received per day, new, resent, amended and rejected, when it last delivered, the rates and a quality score with its formula).",
+            query(Params),
             Dashboard,
         ),
         "/api/layout": get(
             "layout",
             "The operator's dashboard layout as saved over the WebSocket (a layout message), or the default: every widget, none hidden.",
-            [customer_param],
+            query(Params),
             Layout,
         ),
         "/api/alert-detail": get(
             "alertDetail",
             "One alert explained (the console's alert detail): the change in words, the test's statistics, the denial reason and CPT codes with the most extra denials, example claim ids, the key's three metrics day by day over both windows, and every version with who acted and when.",
-            [customer_param, param("alert_id", STR, required=True)],
+            query(AlertParams),
             AlertDetail,
             "400",
             "404",
@@ -222,20 +211,7 @@ OPENAPI = {
                     "required": True,
                     "schema": {"type": "string", "enum": ["csv", "jsonl", "xlsx"]},
                 },
-                customer_param,
-                param("since", DATE, "first day (ISO date); default: no start"),
-                param("until", DATE, "day after the last (ISO date); default: no end"),
-                param("payer_id", {"type": "array", "items": STR}, "any of these payers"),
-                param("drift_type", {"type": "array", "items": DRIFT_TYPE}, "alerts, drift events"),
-                param("level", {"type": "array", "items": level}, "alerts, drift events"),
-                param(
-                    "status",
-                    {
-                        "type": "array",
-                        "items": {"type": "string", "enum": ["active", "acknowledged", "resolved"]},
-                    },
-                    "alerts",
-                ),
+                *query(ExportParams),
             ],
             {
                 "text/csv": "CSV, a header row first",
@@ -248,7 +224,7 @@ OPENAPI = {
         "/api/report.pdf": download(
             "report",
             "A PDF report of the customer's open alerts (most severe first) and the drift events of the week of event time up to its latest one. Written to the audit log.",
-            [customer_param],
+            query(Params),
             {"application/pdf": "the report"},
         ),
         "/session": open_get(

@@ -287,7 +287,9 @@ class Settings(BaseSettings):
         default=20, ge=1, description="WebSocket connections per token subject and customer."
     )
     notifier_commands_per_second: float = Field(
-        default=5.0, gt=0, description="Commands per connection and second, after a burst of 20."
+        default=5.0,
+        gt=0,
+        description="Commands per connection and second on average: 20 in any 20 / this seconds.",
     )
 
     @property

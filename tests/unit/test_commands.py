@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from notifier.commands import CommandError, RateLimit, build_command, rejected_command_id
+from notifier.commands import CommandError, build_command, rejected_command_id
+from notifier.throttle import Throttle
 from notifier.tokens import Operator
 from schemas.codec import encode_single_object
 from schemas.registry import ValueCodec
@@ -63,10 +64,15 @@ def test_note_and_assign_records_encode_as_alert_commands() -> None:
         assert {**decoded, "issued_at": 0} == record
 
 
-def test_rate_limit_allows_a_burst_then_refuses() -> None:
-    """A burst of ``burst`` passes at once; the next is refused until tokens refill."""
-    limit = RateLimit(per_second=0.001, burst=3)
-    assert [limit.allow() for _ in range(5)] == [True, True, True, False, False]
+def test_throttle_allows_a_burst_per_key_then_refuses_until_its_window_has_room() -> None:
+    """A burst of ``burst`` passes at once; the next is refused, for that key only."""
+    throttle = Throttle(per_second=0.01, burst=3)
+    assert throttle.window_s == 300
+    assert [throttle.allow("alice") for _ in range(5)] == [True, True, True, False, False]
+    assert throttle.allow("bob")
+    assert 290 <= throttle.retry_after_s("alice") <= 300
+    with pytest.raises(ValueError, match="positive"):
+        Throttle(per_second=0, burst=3)
 
 
 def test_rejected_command_id_reads_both_dead_letter_shapes() -> None:
