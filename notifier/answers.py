@@ -219,6 +219,21 @@ class PayerChange(TypedDict):
 
 
 @with_config(Strict)
+class TimelineAlert(TypedDict):
+    """One alert on the drift timeline: its key, level and status, and the event time its
+    drift was first and last seen."""
+
+    alert_id: str
+    payer_id: str
+    cpt_group: str
+    drift_type: DriftType
+    severity_level: Level
+    status: Status
+    first_seen: datetime
+    last_seen: datetime
+
+
+@with_config(Strict)
 class Activity(TypedDict):
     """One alert transition, newest first: what changed, who did it, when it was stored."""
 
@@ -277,6 +292,12 @@ class Dashboard(TypedDict):
     week: Annotated[ClaimsPeriod, Field(description="the 7 days ending on as_of")]
     trend: Annotated[list[TrendDay], Field(description="the 28 days ending on as_of")]
     top_payers: Annotated[list[PayerChange], Field(description="largest rise first, up to 5")]
+    top_payers_at_stake: Annotated[
+        list[PayerChange], Field(description="most allowed amount at stake first, up to 5")
+    ]
+    timeline: Annotated[
+        list[TimelineAlert], Field(description="the 40 alerts seen last, by event time")
+    ]
     activity: Annotated[list[Activity], Field(description="the latest 20 transitions")]
     feed: FeedHealth
 

@@ -1,6 +1,6 @@
 """The console's dashboard (``/api/dashboard``): one customer's open alerts, claims decided as
-of its latest decided date, the payers whose denial rate rose most, recent activity, and the
-health of its feed."""
+of its latest decided date, the payers whose denial rate rose most or put most money at stake,
+a timeline of its alerts, recent activity, and the health of its feed."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from notifier.answers import (
     FeedDay,
     FeedHealth,
     PayerChange,
+    TimelineAlert,
     TrendDay,
 )
 from notifier.explain import share
 from sinks.dashboard import (
     FEED_DAYS,
+    alert_timeline,
     daily_denials,
     feed_days,
     last_received,
@@ -46,6 +48,9 @@ async def dashboard(conn: AsyncConnection, customer_id: str) -> Dashboard:
     days = [] if as_of is None else await daily_denials(conn, customer_id, as_of)
     payers = [] if as_of is None else await payer_windows(conn, customer_id, as_of)
     activity = await recent_transitions(conn, customer_id)
+    changes = payer_changes(payers)
+    at_stake = sorted((c for c in changes if c["at_stake"] is not None),
+                      key=lambda c: (-(c["at_stake"] or 0.0), c["payer_id"]))  # fmt: skip
     return Dashboard(
         customer_id=customer_id,
         as_of=as_of,
@@ -53,7 +58,9 @@ async def dashboard(conn: AsyncConnection, customer_id: str) -> Dashboard:
         today=_period(days, as_of, 1),
         week=_period(days, as_of, 7),
         trend=[_trend_day(d) for d in days],
-        top_payers=payer_changes(payers)[:TOP_PAYERS],
+        top_payers=changes[:TOP_PAYERS],
+        top_payers_at_stake=at_stake[:TOP_PAYERS],
+        timeline=cast("list[TimelineAlert]", await alert_timeline(conn, customer_id)),
         activity=cast("list[Activity]", activity),
         feed=await _feed(conn, customer_id),
     )

@@ -138,8 +138,8 @@ class Assign(TypedDict):
     note: NotRequired[str | None]
 
 
-Widget = Literal["open", "claims", "payers", "activity", "feed"]
-WIDGETS: tuple[Widget, ...] = ("open", "claims", "payers", "activity", "feed")
+Widget = Literal["open", "claims", "payers", "activity", "timeline", "feed"]
+WIDGETS: tuple[Widget, ...] = ("open", "claims", "payers", "activity", "timeline", "feed")
 
 
 @with_config(ConfigDict(extra="forbid"))

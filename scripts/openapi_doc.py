@@ -177,7 +177,7 @@ OPENAPI = {
         ),
         "/api/dashboard": get(
             "dashboard",
-            "The console's landing page: open alerts by level; claims decided on the customer's latest decided date and in the week to it, with the denial rate, and its 28-day trend; the payers whose denial rate rose most (last 30 days against the 60 before) with the extra denials and the allowed amount at stake; the latest 20 alert transitions with who made them; and the health of the customer's feed (claims received per day, new, resent, amended and rejected, when it last delivered, the rates and a quality score with its formula).",
+            "The console's landing page: open alerts by level; claims decided on the customer's latest decided date and in the week to it, with the denial rate, and its 28-day trend; the payers whose denial rate rose most (last 30 days against the 60 before) with the extra denials and the allowed amount at stake, and those with the most at stake; a timeline of the 40 alerts seen last by event time; the latest 20 alert transitions with who made them; and the health of the customer's feed (claims received per day, new, resent, amended and rejected, when it last delivered, the rates and a quality score with its formula).",
             query(Params),
             Dashboard,
         ),

@@ -93,6 +93,27 @@ async def payer_windows(
     return [dict(row) for row in (await conn.execute(_PAYERS, params)).mappings()]
 
 
+TIMELINE_ALERTS = 40
+
+
+async def alert_timeline(
+    conn: AsyncConnection, customer_id: str, limit: int = TIMELINE_ALERTS
+) -> list[dict[str, Any]]:
+    """The customer's ``limit`` alerts seen last (event time), open or resolved, with the event
+    time each first and last saw its drift."""
+    a = alert_events.c
+    stmt = (
+        select(
+            a.alert_id, a.payer_id, a.cpt_group, a.drift_type, a.severity_level, a.status,
+            a.first_seen, a.last_seen,
+        )
+        .where(a.customer_id == customer_id)
+        .order_by(a.last_seen.desc(), a.alert_id)
+        .limit(limit)
+    )  # fmt: skip
+    return [dict(row) for row in (await conn.execute(stmt)).mappings()]
+
+
 async def recent_transitions(
     conn: AsyncConnection, customer_id: str, limit: int = 20
 ) -> list[dict[str, Any]]:

@@ -122,6 +122,14 @@ async def _check_dashboard(alice: Page, other: Page) -> None:
     assert payer[2].startswith("+"), payer
     activity = await alice.locator("#activity li").all_inner_texts()
     assert any("Upstream — triggered " + SPIKE_PAYER in a for a in activity), activity
+    timeline = alice.locator("#timeline-chart")
+    assert await timeline.locator(".bars .point").count() >= 1  # the spike's alert
+    assert await timeline.locator(".g-xtitle").text_content() == "Event dates"
+    assert SPIKE_PAYER in " ".join(await timeline.locator(".ytick text").all_text_contents())
+    await alice.locator("#payers-by").select_option("top_payers_at_stake")
+    by_stake = await alice.locator("#payers tbody tr").first.locator("td").all_inner_texts()
+    assert by_stake[3].startswith("$"), by_stake  # only payers with money at stake
+    await alice.locator("#payers-by").select_option("top_payers")
     feed = await alice.locator("#feed-summary").inner_text()
     assert re.match(r"Last claim received: (just now|\d+ min ago) .* · quality \d+(\.\d)? · "
                     r"7 days: [1-9][\d,]* received", feed), feed  # fmt: skip
@@ -133,6 +141,7 @@ async def _check_dashboard(alice: Page, other: Page) -> None:
     )
     assert await other.locator("#payers tbody tr").count() == 0
     assert await other.locator("#activity li").count() == 0
+    assert await other.locator("#timeline-chart .bars .point").count() == 0
     assert await other.locator("#claims-title").inner_text() == "Claims: none yet"
     assert (await other.locator("#feed-summary").inner_text()).startswith(
         "Last claim received: never · quality – · 7 days: 0 received"

@@ -88,6 +88,11 @@ async def test_the_dashboard_counts_the_customers_alerts_claims_and_activity(
     assert (p2["payer_id"], p2["change"], p2["extra_denials"], p2["at_stake"]) == (
         "p2", 0.0, 0.0, None
     )  # fmt: skip
+    assert body["top_payers_at_stake"] == [p1]  # p2 puts nothing at stake
+    timeline = {a["alert_id"]: (a["severity_level"], a["status"]) for a in body["timeline"]}
+    assert timeline == {"demo-d1": ("critical", "active"), "demo-d2": ("warning", "acknowledged"),
+                        "demo-d3": ("warning", "resolved")}  # fmt: skip
+    assert all(a["first_seen"] <= a["last_seen"] for a in body["timeline"])
     latest = body["activity"][0]
     assert (latest["alert_id"], latest["transition"], latest["actor"], latest["note"]) == (
         "demo-d2", "acknowledged", "alice", "called payer-x"
@@ -104,6 +109,7 @@ async def test_a_customer_without_claims_gets_an_empty_dashboard(filled: Service
     assert (body["as_of"], body["trend"], body["top_payers"], body["activity"]) == (
         None, [], [], []
     )  # fmt: skip
+    assert (body["top_payers_at_stake"], body["timeline"]) == ([], [])
     assert body["today"] == {"decided": 0, "denied": 0, "denial_rate": None}
 
 
@@ -111,7 +117,8 @@ async def test_each_operator_keeps_a_layout_of_their_own(filled: ServiceStack) -
     """A layout message saves the operator's layout (answered layout_saved); GET /api/layout
     reads it back for that operator only; a layout that does not check is refused."""
     alice = mint_token(SECRET, "demo", "alice")
-    saved = {"order": ["activity", "open", "claims", "payers", "feed"], "hidden": ["payers"]}
+    saved = {"order": ["activity", "open", "claims", "payers", "timeline", "feed"],
+             "hidden": ["payers"]}  # fmt: skip
     async with connect(ws_url(filled, alice)) as ws:
         await ws.send(json.dumps({"type": "layout", "layout": saved}))
         reply = json.loads(await ws.recv())
@@ -128,4 +135,5 @@ async def test_each_operator_keeps_a_layout_of_their_own(filled: ServiceStack) -
     check_response("/api/layout", 200, body)
     assert (status, body) == (200, saved)
     _, default = await get_json(filled, "/api/layout", mint_token(SECRET, "demo", "bob"))
-    assert default == {"order": ["open", "claims", "payers", "activity", "feed"], "hidden": []}
+    assert default == {"order": ["open", "claims", "payers", "activity", "timeline", "feed"],
+                       "hidden": []}  # fmt: skip

@@ -60,7 +60,7 @@ def test_a_feed_of_rejects_only_scores_zero_and_nothing_scores_nothing() -> None
 def test_a_saved_layout_gets_the_widgets_it_did_not_know_at_the_end() -> None:
     saved = {"order": ["activity", "open", "claims", "payers"], "hidden": ["payers"]}
     layout = as_layout(with_every_widget(saved))
-    assert layout["order"] == ["activity", "open", "claims", "payers", "feed"]
+    assert layout["order"] == ["activity", "open", "claims", "payers", "timeline", "feed"]
     assert layout["hidden"] == ["payers"]
     assert sorted(layout["order"]) == sorted(WIDGETS)
     assert with_every_widget("nonsense") == "nonsense"
