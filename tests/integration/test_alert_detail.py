@@ -12,6 +12,7 @@ from notifier.tokens import mint_token
 from tests.apidocs import check_response
 from tests.integration.stack import SECRET, ServiceStack, notifier_ready, store_rows
 from tests.integration.test_api import get_json
+from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
 BASELINE = datetime(2026, 1, 1, tzinfo=UTC)  # 60 days, then the current window of 30
@@ -28,14 +29,14 @@ def _claims(window: str, start: date, days: int, cpt: dict[str, tuple[int, int]]
         for i in range(claims):
             decided = start + timedelta(days=len(out) % days)
             deny = i < denied
-            out.append({
-                "claim_id": f"{window}-{len(out):03d}", "customer_id": "demo",
-                "payer_id": "payer-x", "cpt_code": code, "cpt_group": "radiology",
-                "submitted_date": (decided - timedelta(days=5)).isoformat(),
-                "decided_date": decided.isoformat(), "outcome": "DENIED" if deny else "PAID",
-                "billed_amount": "150.00", "allowed_amount": "0.00" if deny else "100.00",
-                "denial_reason_codes": [next(denials)] if deny else [],
-            })  # fmt: skip
+            out.append(raw_claim(
+                claim_id=f"{window}-{len(out):03d}", customer_id="demo", payer_id="payer-x",
+                cpt_code=code, cpt_group="radiology",
+                submitted_date=(decided - timedelta(days=5)).isoformat(),
+                decided_date=decided.isoformat(), outcome="DENIED" if deny else "PAID",
+                billed_amount="150.00", allowed_amount="0.00" if deny else "100.00",
+                denial_reason_codes=[next(denials)] if deny else [],
+            ))  # fmt: skip
     return out
 
 

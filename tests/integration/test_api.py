@@ -24,6 +24,7 @@ from tests.integration.stack import (
     store_rows,
     wait_until,
 )
+from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -54,10 +55,9 @@ def _alert(i: int, customer: str = "demo", status: str = "active") -> dict[str, 
 
 def _claim(i: int) -> dict[str, Any]:
     month = 1 + i % 3
-    return {"claim_id": f"c{i}", "customer_id": "demo", "payer_id": "payer-a",
-            "cpt_code": "71046", "submitted_date": f"2026-0{month}-01",
-            "decided_date": f"2026-0{month}-10", "outcome": "DENIED" if i % 4 == 0 else "PAID",
-            "billed_amount": "100.00", "allowed_amount": "80.00"}  # fmt: skip
+    return raw_claim(claim_id=f"c{i}", customer_id="demo", submitted_date=f"2026-0{month}-01",
+                     decided_date=f"2026-0{month}-10", outcome="DENIED" if i % 4 == 0 else "PAID",
+                     allowed_amount="80.00")  # fmt: skip
 
 
 def _get(

@@ -15,6 +15,7 @@ from tests.apidocs import check_response, check_ws_message
 from tests.integration.stack import SECRET, ServiceStack, notifier_ready, store_rows, ws_url
 from tests.integration.test_alert_detail import ALERT
 from tests.integration.test_api import get_json
+from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
 AS_OF = date(2026, 3, 31)  # the latest decided date; the current window is 2–31 Mar
@@ -27,13 +28,12 @@ def _claims(payer: str, start: date, days: int, denied: int, customer: str = "de
     for i in range(days):
         decided = start + timedelta(days=i)
         deny = i < denied
-        out.append({
-            "claim_id": f"{payer}-{decided}", "customer_id": customer, "payer_id": payer,
-            "cpt_code": "71046", "cpt_group": "radiology",
-            "submitted_date": (decided - timedelta(days=3)).isoformat(),
-            "decided_date": decided.isoformat(), "outcome": "DENIED" if deny else "PAID",
-            "billed_amount": "150.00", "allowed_amount": "0.00" if deny else "100.00",
-        })  # fmt: skip
+        out.append(raw_claim(
+            claim_id=f"{payer}-{decided}", customer_id=customer, payer_id=payer,
+            cpt_group="radiology", submitted_date=(decided - timedelta(days=3)).isoformat(),
+            decided_date=decided.isoformat(), outcome="DENIED" if deny else "PAID",
+            billed_amount="150.00", allowed_amount="0.00" if deny else "100.00",
+        ))  # fmt: skip
     return out
 
 

@@ -20,6 +20,7 @@ from streams.devtools.probes import read_all
 from streams.devtools.stack import free_port
 from streams.kafka.topics import create_topics
 from tests.integration.stack import ServiceStack, create_database, get_json, wait_until
+from tests.unit.claims import raw_claim
 
 pytestmark = pytest.mark.integration
 RAN_REPORTS = "weekly reports written"
@@ -37,10 +38,9 @@ def _drift(event_id: str, customer: str, payer: str, detected: datetime) -> dict
 
 
 def _claim(claim_id: str, decided: date, customer: str = "acme") -> dict[str, Any]:
-    return {"claim_id": claim_id, "customer_id": customer, "payer_id": "payer-a",
-            "cpt_code": "71046", "submitted_date": (decided - timedelta(days=3)).isoformat(),
-            "decided_date": decided.isoformat(), "outcome": "PAID", "billed_amount": "100",
-            "allowed_amount": "80"}  # fmt: skip
+    return raw_claim(claim_id=claim_id, customer_id=customer,
+                     submitted_date=(decided - timedelta(days=3)).isoformat(),
+                     decided_date=decided.isoformat(), allowed_amount="80")  # fmt: skip
 
 
 async def _fixtures(database_url: str) -> None:
