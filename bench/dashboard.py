@@ -52,7 +52,9 @@ FILLED = """() => document.querySelector('#status.live') !== null
     && document.querySelectorAll('#alerts tr').length >= %d"""
 DASHBOARD = """() => document.getElementById('open-critical').firstChild.textContent !== '–'
     && document.querySelector('#trend-chart .xtick') !== null
-    && document.querySelectorAll('#payers tbody tr').length > 0"""
+    && document.querySelectorAll('#payers tbody tr').length > 0
+    && document.querySelector('#timeline-chart .xtick') !== null
+    && document.querySelector('#feed-chart .xtick') !== null"""
 
 
 def _keys() -> list[tuple[str, str]]:

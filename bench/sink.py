@@ -85,8 +85,10 @@ def _drift_record(i: int) -> dict[str, Any]:
 
 
 def _alert_record(i: int) -> dict[str, Any]:
+    """Alert transition ``i`` (odd), of the drift event just before it, as the worker sends it:
+    the sink stores an alert only after its drift event (see SinkService)."""
     return {"alert_id": f"a-{i // 3}", "version": i % 3 + 1, "dedup_key": f"k{i // 3}",
-            "customer_id": "acme", "rule_id": "default", "drift_event_id": f"e-{i}",
+            "customer_id": "acme", "rule_id": "default", "drift_event_id": f"e-{i - i % 2}",
             "payer_id": "p1", "cpt_group": "radiology", "drift_type": "denial_rate",
             "status": "active", "transition": "updated", "severity": 0.5,
             "severity_level": "warning", "occurrence_count": 1, "first_seen": T0_MS,
