@@ -4,11 +4,12 @@ checked here, and ``openapi.json`` describes them from the same models
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, TypeVar, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from notifier.alert_detail import DAYS_MAX
 from streams.domain.values import DriftType, Level, Status
@@ -20,11 +21,40 @@ class BadParamsError(ValueError):
     """The query does not check; the message names each parameter and what is wrong."""
 
 
-def _utc(moment: datetime) -> datetime:
+def _moment(value: object) -> object:
+    """A query's ISO 8601 date or time (UTC when it has no offset); nothing else (no epoch
+    seconds)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date or time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-Moment = Annotated[datetime, AfterValidator(_utc)]
+def _day(value: object) -> object:
+    """A query's ISO 8601 date; of a time, its date."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return (
+            datetime.fromisoformat(value).date() if len(value) > 10 else date.fromisoformat(value)
+        )
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date (YYYY-MM-DD)") from None
+
+
+def _printable(text: str) -> str:
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters")
+    return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+Moment = Annotated[datetime, BeforeValidator(_moment)]
+Day = Annotated[date, BeforeValidator(_day)]
+Text = Annotated[str, AfterValidator(_printable)]
 
 
 class Params(BaseModel):
@@ -33,7 +63,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     customer_id: Annotated[
-        str | None, Field(description="Optional; must be the token's customer.")
+        Text | None, Field(description="Optional; must be the token's customer.")
     ] = None
 
 
@@ -41,33 +71,33 @@ class DriftEventsParams(Params):
     """``/api/drift-events``."""
 
     min_severity_level: Level = "info"
-    payer_id: str | None = None
+    payer_id: Text | None = None
     drift_type: DriftType | None = None
     since: Annotated[
         Moment | None, Field(description="detected_at >= since (ISO 8601; UTC when no offset)")
     ] = None
     until: Annotated[Moment | None, Field(description="detected_at < until")] = None
     limit: Annotated[int, Field(ge=1, le=PAGE_MAX)] = 100
-    cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None
+    cursor: Annotated[Text | None, Field(description="next_cursor of the previous page")] = None
 
 
 class DenialTrendParams(Params):
     """``/api/trends/denials``."""
 
     since: Annotated[
-        date | None,
+        Day | None,
         Field(description="first day (ISO date); default: the first of the month 12 months "
                           "before until"),
     ] = None  # fmt: skip
     until: Annotated[
-        date | None, Field(description="day after the last (ISO date); default: tomorrow (UTC)")
+        Day | None, Field(description="day after the last (ISO date); default: tomorrow (UTC)")
     ] = None
 
 
 class AlertParams(Params):
     """``/api/alert-detail``: one alert of the customer."""
 
-    alert_id: Annotated[str, Field(min_length=1)]
+    alert_id: Annotated[Text, Field(min_length=1)]
 
 
 class AlertSeriesParams(AlertParams):
@@ -81,13 +111,13 @@ class AlertSeriesParams(AlertParams):
 class ExportParams(Params):
     """``/api/export/{kind}.{format}``: event dates and filters, each any of its values."""
 
-    since: Annotated[date | None, Field(description="first day (ISO date); default: no start")] = (
+    since: Annotated[Day | None, Field(description="first day (ISO date); default: no start")] = (
         None
     )
     until: Annotated[
-        date | None, Field(description="day after the last (ISO date); default: no end")
+        Day | None, Field(description="day after the last (ISO date); default: no end")
     ] = None
-    payer_id: Annotated[list[str], Field(description="any of these payers")] = []
+    payer_id: Annotated[list[Text], Field(description="any of these payers")] = []
     drift_type: Annotated[list[DriftType], Field(description="alerts, drift events")] = []
     level: Annotated[list[Level], Field(description="alerts, drift events")] = []
     status: Annotated[list[Status], Field(description="alerts")] = []

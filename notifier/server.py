@@ -160,7 +160,8 @@ class NotifierServer:
         WS_CLIENTS.inc()
         subscriber: Subscriber | None = None
         sender: asyncio.Task[None] | None = None
-        rate = functools.partial(self._throttle.allow, "connection", str(next(self._serial)))
+        serial = str(next(self._serial))
+        rate = functools.partial(self._throttle.allow, "connection", serial)
         # At the token's expiry the connection closes (4401); a command racing it is refused.
         self._by_token[operator.token_id].add(ws)
         expiry = None
@@ -196,6 +197,7 @@ class NotifierServer:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            self._throttle.forget("connection", serial)
             await self._ended(ws, operator, subscriber, (reader, sender))
 
     async def _ended(

@@ -10,12 +10,14 @@ redelivered message, counts nothing twice: it is not newer than what it stored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from operator import itemgetter
 from typing import Any
 
 from sinks.rows import CLAIM_COLUMNS, Row
+from streams.domain.claims import MAX_ID_CHARS
 
 KEY = itemgetter(CLAIM_COLUMNS.index("customer_id"), CLAIM_COLUMNS.index("claim_id"))
 POSITION = itemgetter(CLAIM_COLUMNS.index("source_partition"), CLAIM_COLUMNS.index("source_offset"))
@@ -43,8 +45,10 @@ def claim_versions(rows: Iterable[Row]) -> list[list[Row]]:
 
 
 def batch_counts(claims: Sequence[list[Row]]) -> list[Counts]:
-    """Counts of claims none of which is stored yet, per customer in order: the first version
-    of each is new, and each later one resent or amended against the one before."""
+    """Counts of claims none of which is stored yet, per customer in code point order (the
+    order, ``COLLATE "C"``, in which every writer takes its customers' ``feed_days`` rows, so two
+    never wait on each other in a circle): the first version of each is new, and each later one
+    resent or amended against the one before."""
     per: dict[str, list[int]] = {}
     for versions in claims:
         counts = per.setdefault(versions[0][_CUSTOMER], [0, 0, 0, 0])
@@ -110,7 +114,7 @@ def merge_claims(stage: str, on_conflict: str) -> str:
            count(*) FILTER (WHERE v.before = v.content),
            count(*) FILTER (WHERE v.before <> v.content), now()
     FROM versions v JOIN stored USING (customer_id, claim_id)
-    GROUP BY v.customer_id ORDER BY v.customer_id
+    GROUP BY v.customer_id ORDER BY v.customer_id COLLATE "C"
     {_ADD}
     """  # noqa: S608
 
@@ -127,24 +131,32 @@ ADD_REJECTIONS = f"""
     )
     INSERT INTO feed_days AS d (customer_id, day, invalid)
     SELECT customer_id, {_TODAY}, count(*) FROM added WHERE customer_id IS NOT NULL
-    GROUP BY customer_id ORDER BY customer_id
+    GROUP BY customer_id ORDER BY customer_id COLLATE "C"
     ON CONFLICT (customer_id, day) DO UPDATE SET invalid = d.invalid + excluded.invalid
 """  # noqa: S608
 
 
-def _text(value: Any, limit: int) -> str | None:
-    """``value`` if it is text Postgres takes (no NUL) within ``limit`` characters."""
-    if isinstance(value, str) and value and len(value) <= limit and "\x00" not in value:
-        return value
-    return None
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _id(value: Any) -> str | None:
+    """``value`` as the claim validation reads an id (a string or an integer, stripped, 1 to
+    :data:`MAX_ID_CHARS` characters, no "|" and no control character), or None."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    if not text or len(text) > MAX_ID_CHARS or "|" in text or _CONTROL.search(text):
+        return None
+    return text
 
 
 def rejection_row(
     partition: int, offset: int, record: Any, reason: str, detail: str
 ) -> tuple[Any, ...]:
-    """A ``claim_rejections`` row; the customer and claim ids when the record has usable ones."""
+    """A ``claim_rejections`` row; the customer and claim ids when the record has ones the
+    claim validation would take (so a reject counts for the customer its valid claims do)."""
     fields = record if isinstance(record, dict) else {}
     return (
-        partition, offset, _text(fields.get("customer_id"), 128),
-        _text(fields.get("claim_id"), 128), reason[:64], detail.replace("\x00", "")[:2000],
+        partition, offset, _id(fields.get("customer_id")), _id(fields.get("claim_id")),
+        reason[:64], detail.replace("\x00", "")[:2000],
     )  # fmt: skip

@@ -111,7 +111,8 @@ async def apply_retention(
         deleted[table] = result.rowcount
     for table, column in WALL_CLOCK_RETENTION.items():
         statement = text(f"DELETE FROM {table} WHERE {column} < :cutoff")  # noqa: S608 -- fixed names
-        result = await conn.execute(statement, {"cutoff": cutoff})
+        whole_days = column == "day"  # a day goes once all of it is past the cutoff
+        result = await conn.execute(statement, {"cutoff": cutoff.date() if whole_days else cutoff})
         deleted[table] = result.rowcount
     result = await conn.execute(
         text("DELETE FROM alert_events WHERE status = 'resolved' AND last_seen < :cutoff"),

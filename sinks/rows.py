@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, String, Table, Text
 
 from sinks.tables import ALERT_FIELDS, alert_events, drift_events
 from streams.domain.claims import parse_claim_record
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Row = tuple[Any, ...]
 
@@ -121,13 +123,13 @@ def claim_row(record: dict[str, Any], partition: int, offset: int) -> Row:
     record, validated as the worker validates it (raises InvalidClaim): the sink stores exactly
     the claims the worker counts, with the values it counts them by."""
     claim, extras = parse_claim_record(record)
-    paid, decided_at = extras.paid_cents, record.get("decided_at")
-    decided = claim.decided_date.isoformat()
+    paid = extras.paid_cents
     return (
         claim.customer_id, claim.claim_id, claim.payer_id, claim.payer_name, claim.cpt_code,
-        claim.cpt_group, claim.submitted_date.isoformat(), decided,
-        # validated as the event time: Postgres reads the same instant from it
-        decided_at.strip() if decided_at else f"{decided}T00:00:00+00:00", claim.outcome,
+        claim.cpt_group, claim.submitted_date.isoformat(), claim.decided_date.isoformat(),
+        # the event time the worker counts by, in one form: a claim sent again with its time
+        # written another way is the same claim (feed health tells resent from amended by text)
+        (_EPOCH + timedelta(milliseconds=claim.event_ms)).isoformat(), claim.outcome,
         _money(claim.billed_cents), _money(claim.allowed_cents),
         None if paid is None else _money(paid), _pg_array(extras.denial_reason_codes),
         extras.place_of_service, partition, offset,

@@ -289,7 +289,8 @@ class Settings(BaseSettings):
     notifier_commands_per_second: float = Field(
         default=5.0,
         gt=0,
-        description="Commands per connection and second on average: 20 in any 20 / this seconds.",
+        description="Commands per connection and second on average: 20 in any window of 20 / "
+        "this seconds, rounded up to whole seconds (so at most 20 a second).",
     )
 
     @property

@@ -69,6 +69,7 @@ def _claims() -> list[dict[str, Any]]:
 
 
 CLAIMS = _claims()
+VALID_MESSAGES = sum(c["outcome"] != "MAYBE" for c in CLAIMS)  # what the sink counts received
 
 
 async def _outputs(stack: ServiceStack) -> dict[str, Any]:
@@ -130,7 +131,12 @@ async def _finish(stack: ServiceStack) -> dict[str, Any]:
 
 
 async def _sink_tables(
-    stack: ServiceStack, postgres_url: str, name: str, tmp_path: Path, expected: dict[str, int]
+    stack: ServiceStack,
+    postgres_url: str,
+    name: str,
+    tmp_path: Path,
+    expected: dict[str, int],
+    received: int = VALID_MESSAGES,
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Run a sink over the topics of ``stack`` into a new database; its tables, once they hold
     ``expected`` rows."""
@@ -143,7 +149,9 @@ async def _sink_tables(
 
         async def stored() -> dict[str, list[tuple[Any, ...]]] | None:
             rows = await asyncio.to_thread(table_rows, url)
-            return rows if all(len(rows[t]) == n for t, n in expected.items()) else None
+            counted = sum(r[1] for r in rows["feed_days"])  # every valid claim message received
+            done = counted == received and all(len(rows[t]) == n for t, n in expected.items())
+            return rows if done else None
 
         return await wait_until(stored, 120, f"the sink to store {expected}")
     finally:
@@ -173,6 +181,7 @@ async def clean(
         "drift_events": len(result["drifts"]), "alert_transitions": len(result["alerts"]),
         "claim_records": len({(c["customer_id"], c["claim_id"]) for c in CLAIMS
                               if c["outcome"] != "MAYBE"}),
+        "claim_rejections": sum(c["outcome"] == "MAYBE" for c in CLAIMS),
     }  # fmt: skip
     result["expected_rows"] = expected
     result["tables"] = await _sink_tables(stack, postgres_url, f"clean_{stack.suffix}",

@@ -75,6 +75,18 @@ def test_throttle_allows_a_burst_per_key_then_refuses_until_its_window_has_room(
         Throttle(per_second=0, burst=3)
 
 
+def test_a_forgotten_key_is_gone_and_keys_do_not_share_a_window() -> None:
+    """A closed connection's window is dropped (the storage does not grow with connections);
+    "/" in a part does not make two keys one."""
+    throttle = Throttle(per_second=0.01, burst=1)
+    for serial in range(100):
+        assert throttle.allow("connection", str(serial))
+        throttle.forget("connection", str(serial))
+    assert throttle.keys() == 0
+    assert throttle.allow("a/b", "c")
+    assert throttle.allow("a", "b/c")
+
+
 def test_rejected_command_id_reads_both_dead_letter_shapes() -> None:
     """The DLQ holds the operator's Avro command or the worker's JSON envelope; garbage: None."""
     record = {"command_id": "c7", "customer_id": "demo", "alert_id": "a", "command": "resolve",

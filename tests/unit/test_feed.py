@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
+
 from notifier.answers import FeedDay
 from notifier.dashboard import feed_health
 from notifier.layouts import as_layout, with_every_widget
 from notifier.messages import WIDGETS
-from sinks.feed import batch_counts, claim_versions
+from sinks.feed import batch_counts, claim_versions, rejection_row
 from sinks.rows import claim_row
 from tests.unit.claims import raw_claim
 
@@ -64,3 +66,24 @@ def test_a_saved_layout_gets_the_widgets_it_did_not_know_at_the_end() -> None:
     assert layout["hidden"] == ["payers"]
     assert sorted(layout["order"]) == sorted(WIDGETS)
     assert with_every_widget("nonsense") == "nonsense"
+
+
+def test_a_time_written_another_way_is_the_same_claim_resent() -> None:
+    """The same instant as Z, as +00:00 and in another zone, or midnight given or left out:
+    resent, not amended (the row holds the event time in one form)."""
+    instant = ["2026-01-11T10:00:00Z", "2026-01-11T10:00:00+00:00", "2026-01-11T12:00:00+02:00"]
+    midnight = [None, "2026-01-11T00:00:00Z"]
+    rows = [claim_row(raw_claim(claim_id="a", decided_at=t), 0, i) for i, t in enumerate(instant)]
+    rows += [claim_row(raw_claim(claim_id="m", decided_at=t), 0, 9 + i)
+             for i, t in enumerate(midnight)]  # fmt: skip
+    assert batch_counts(claim_versions(rows)) == [("acme", 5, 2, 3, 0)]
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "kept"),
+    [(" acme ", "acme"), (123, "123"), ("a|b", None), ("a\tb", None), (True, None), ("", None)],
+)
+def test_a_reject_counts_for_the_customer_the_claim_validation_would_read(
+    customer_id: object, kept: str | None
+) -> None:
+    assert rejection_row(0, 1, {"customer_id": customer_id}, "bad_value", "x")[2] == kept

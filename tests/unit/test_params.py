@@ -9,6 +9,7 @@ import pytest
 from notifier.params import (
     AlertSeriesParams,
     BadParamsError,
+    DenialTrendParams,
     DriftEventsParams,
     ExportParams,
     parse_params,
@@ -45,12 +46,21 @@ def test_list_parameters_take_every_value() -> None:
         (ExportParams, {"status": ["active", "closed"]}, "status.1: Input should be 'active'"),
         (AlertSeriesParams, {}, "alert_id: Field required"),
         (AlertSeriesParams, {"alert_id": ["a"], "days": ["401"]}, "days: Input should be less"),
+        (DriftEventsParams, {"since": ["1700000000"]}, "since: Value error, must be an ISO 8601"),
+        (DriftEventsParams, {"payer_id": ["p\x00"]}, "payer_id: Value error, must not contain"),
+        (ExportParams, {"payer_id": ["a", "b\n"]}, "payer_id.1: Value error, must not contain"),
+        (ExportParams, {"until": ["March"]}, "until: Value error, must be an ISO 8601 date"),
     ],
 )
 def test_a_bad_query_names_each_parameter(
-    model: type[DriftEventsParams | ExportParams | AlertSeriesParams],
+    model: type[DriftEventsParams | ExportParams | AlertSeriesParams | DenialTrendParams],
     query: dict[str, list[str]],
     message: str,
 ) -> None:
     with pytest.raises(BadParamsError, match="^" + message.replace(".", r"\.")):
         parse_params(model, query)
+
+
+def test_a_day_may_be_given_as_a_time_of_that_day() -> None:
+    params = parse_params(DenialTrendParams, {"since": ["2026-03-01T10:00:00+02:00"]})
+    assert params.since == date(2026, 3, 1)
