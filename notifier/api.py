@@ -113,6 +113,11 @@ def response(
     return Response(body, status.value, extra, media_type=content_type)
 
 
+def unavailable() -> ApiError:
+    """The answer when Postgres does not: 503, retry."""
+    return ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "database unavailable; retry")
+
+
 def error_response(exc: ApiError) -> Response:
     """``{"error": …}`` with the error's status and headers."""
     body = json.dumps(ErrorAnswer(error=str(exc))).encode()
@@ -176,11 +181,12 @@ class HttpApi:
         }
         self.layouts = Layouts(engine)
 
-    async def respond(self, request: Request, path: str, raw_query: str) -> Response:
+    async def respond(self, request: Request) -> Response:
         """The response to one API request (never raises)."""
+        path = request.url.path
         endpoint = path if path in self._routes else "unknown"
         try:
-            body = await self._answer(request, path, raw_query)
+            body = await self._answer(request)
         except ApiError as exc:
             API_REQUESTS.labels(endpoint=endpoint, status=str(exc.status.value)).inc()
             return error_response(exc)
@@ -199,7 +205,8 @@ class HttpApi:
             raise ApiError(HTTPStatus.FORBIDDEN, "token is for another customer")
         return operator, query
 
-    async def _answer(self, request: Request, path: str, raw_query: str) -> bytes:
+    async def _answer(self, request: Request) -> bytes:
+        path, raw_query = request.url.path, request.url.query
         route = self._routes.get(path)
         if route is None:
             raise ApiError(HTTPStatus.NOT_FOUND, f"no such endpoint {path}; see /openapi.json")
@@ -215,7 +222,7 @@ class HttpApi:
             payload = await handler(operator, params)
         except (OperationalError, DBAPIError, OSError) as exc:
             log.warning("API query failed: %s", exc)
-            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "database unavailable; retry") from None
+            raise unavailable() from None
         body = json.dumps(payload, default=_json_default).encode()
         if path in PER_OPERATOR:
             return body

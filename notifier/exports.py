@@ -31,11 +31,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from notifier.api import ApiError, HttpApi, error_response
+from notifier.api import ApiError, HttpApi, error_response, unavailable
+from notifier.hub import psycopg_conninfo
 from notifier.params import ExportParams
 from notifier.report import pdf_report
 from sinks.audit import record_audit
-from sinks.export import EXPORTS, Export, Source, _connected, _csv, _plain, write_xlsx
+from sinks.export import EXPORTS, FILTERS, Export, Source, _connected, _csv, _plain, write_xlsx
 
 FORMATS = {
     "csv": "text/csv; charset=utf-8",
@@ -87,7 +88,7 @@ def parse_export(
     if since >= until:
         raise ApiError(HTTPStatus.BAD_REQUEST, "since must be before until")
     filters: dict[str, list[str]] = {}
-    for param in ("payer_id", "drift_type", "level", "status"):
+    for param in FILTERS:
         values: list[str] = getattr(params, param)
         if not values:
             continue
@@ -134,8 +135,7 @@ class Exports:
     def __init__(self, api: HttpApi) -> None:
         self.api = api
         # The exports read with psycopg directly: a server-side cursor, no pool held meanwhile.
-        url = api.engine.url.render_as_string(hide_password=False)
-        self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        self.conninfo = psycopg_conninfo(api.engine.url.render_as_string(hide_password=False))
         # Each download holds a Postgres connection and a thread while it runs: a few at once.
         self._running = 0
 
@@ -170,7 +170,7 @@ class Exports:
             await self._audit(*audit)
         except (ApiError, psycopg.OperationalError) as exc:
             self._release_slot()
-            return error_response(exc if isinstance(exc, ApiError) else _unavailable())
+            return error_response(exc if isinstance(exc, ApiError) else unavailable())
         except BaseException:
             self._release_slot()
             raise
@@ -193,7 +193,7 @@ class Exports:
         except ApiError as exc:
             return error_response(exc)
         except psycopg.OperationalError:
-            return error_response(_unavailable())
+            return error_response(unavailable())
         return Response(body, media_type=PDF, headers=_attachment(filename))
 
     def _take_slot(self) -> None:
@@ -227,7 +227,7 @@ class Exports:
                 await record_audit(conn, customer_id=customer, actor=actor, action=action,
                                    subject=subject, origin=origin, detail=detail)  # fmt: skip
         except psycopg.OperationalError:
-            raise _unavailable() from None
+            raise unavailable() from None
 
 
 def _attachment(filename: str) -> dict[str, str]:
@@ -269,7 +269,3 @@ def _removed(path: Path, release: Callable[[], None]) -> None:
 def _detail(asked: ExportAsked) -> dict[str, Any]:
     """What the audit log keeps of an export: its format, range and filters."""
     return {"format": asked.fmt, "since": asked.since, "until": asked.until, **asked.filters}
-
-
-def _unavailable() -> ApiError:
-    return ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "database unavailable; retry")

@@ -102,7 +102,7 @@ class Web:
     async def _api(self, request: Request) -> Response:
         if self.api is None:
             return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
-        return await self.api.respond(request, request.url.path, request.url.query)
+        return await self.api.respond(request)
 
     async def _session(self, request: Request) -> Response:
         """Trade the token in ``Authorization: Bearer`` for a session cookie (HttpOnly,

@@ -13,7 +13,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -56,7 +56,7 @@ class Export:
     def where(self, filters: Mapping[str, Sequence[str]]) -> sql.Composed:
         """Its WHERE clause: the customer, the time range, and each filter given (any of its
         values). Parameters: ``customer``, ``since``, ``until``, and ``f_<name>`` per filter."""
-        return _where(self.time_column, [FILTERS[name] for name in filters])
+        return _where(self.time_column, filters)
 
     def rows_sql(self, filters: Mapping[str, Sequence[str]] | None = None) -> sql.Composed:
         """Every row in the time range (and the filters), in a stable order."""
@@ -68,16 +68,16 @@ class Export:
         )
 
 
-def _where(time_column: str, filtered: Sequence[str] = ()) -> sql.Composed:
+def _where(time_column: str, filters: Iterable[str] = ()) -> sql.Composed:
+    """The customer, the time range, and each filter named (a key of :data:`FILTERS`)."""
     conditions = [sql.SQL("customer_id = %(customer)s"),
                   sql.SQL("{t} >= %(since)s AND {t} < %(until)s").format(
                       t=sql.Identifier(time_column))]  # fmt: skip
-    names = {column: name for name, column in FILTERS.items()}
     conditions += [
         sql.SQL("{c} = ANY({p})").format(
-            c=sql.Identifier(column), p=sql.Placeholder(f"f_{names[column]}")
+            c=sql.Identifier(FILTERS[name]), p=sql.Placeholder(f"f_{name}")
         )
-        for column in filtered
+        for name in filters
     ]
     return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions)
 

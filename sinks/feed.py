@@ -23,7 +23,8 @@ KEY = itemgetter(CLAIM_COLUMNS.index("customer_id"), CLAIM_COLUMNS.index("claim_
 POSITION = itemgetter(CLAIM_COLUMNS.index("source_partition"), CLAIM_COLUMNS.index("source_offset"))
 _CUSTOMER = CLAIM_COLUMNS.index("customer_id")
 # The values a resend repeats and an amendment changes: all but the keys and the position.
-CONTENT = CLAIM_COLUMNS[2:-2]
+_CONTENT = slice(2, -2)
+CONTENT = CLAIM_COLUMNS[_CONTENT]
 assert CLAIM_COLUMNS[:2] == ("customer_id", "claim_id")
 assert CLAIM_COLUMNS[-2:] == ("source_partition", "source_offset")
 
@@ -39,7 +40,7 @@ def claim_versions(rows: Iterable[Row]) -> list[list[Row]]:
             versions[key] = [row]
         else:
             held.append(row)
-            if len(held) > 1 and POSITION(held[-2]) > POSITION(row):
+            if POSITION(held[-2]) > POSITION(row):  # out of Kafka order: rare
                 held.sort(key=POSITION)
     return list(versions.values())
 
@@ -55,7 +56,7 @@ def batch_counts(claims: Sequence[list[Row]]) -> list[Counts]:
         counts[0] += len(versions)
         counts[1] += 1
         for before, after in pairwise(versions):
-            same = before[2:-2] == after[2:-2]
+            same = before[_CONTENT] == after[_CONTENT]
             counts[2 if same else 3] += 1
     return [(customer, c[0], c[1], c[2], c[3]) for customer, c in sorted(per.items())]
 
