@@ -42,6 +42,7 @@ from streams.devtools.generator import Scenario, generate
 from streams.devtools.probes import COUNTED, ready_partitions, worker_totals
 from streams.devtools.stack import free_port, spawn_service, stop_process
 from streams.kafka.topics import create_topics
+from streams.observability.metrics import GAUGES_EVERY_S
 from streams.settings import Settings
 
 
@@ -226,14 +227,23 @@ def _time_backlog(
 
 
 def _active_keys(ports: list[int]) -> float:
-    """The workers' window keys (the gauge is refreshed every 2 s by their health loop)."""
-    keys = 0.0
-    for _ in range(40):
-        keys = sum(worker_totals(p).get("upstream_active_window_keys", 0.0) for p in ports)
-        if keys:
+    """The workers' window keys once their gauge has settled.
+
+    The gauge is refreshed every ``GAUGES_EVERY_S`` by each worker's health loop, so a read
+    just after the last claim is counted can still hold the keys of some seconds before: the
+    value is taken when it has stayed the same over a whole refresh (at most 20 s of waiting).
+    """
+    settled_s = GAUGES_EVERY_S + 0.5
+    deadline = time.monotonic() + 20.0
+    keys, since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        now_keys = sum(worker_totals(p).get("upstream_active_window_keys", 0.0) for p in ports)
+        if now_keys != keys:
+            keys, since = now_keys, time.monotonic()
+        elif keys and time.monotonic() - since >= settled_s:
             break
         time.sleep(0.1)
-    return keys
+    return max(keys, 0.0)
 
 
 def run_workers(

@@ -52,6 +52,7 @@ CLAIMS_REDELIVERED = Counter(
 BUCKET_CLOSES = Counter(
     "upstream_bucket_closes_total", "Buckets closed by customers' watermarks (one per customer)"
 )
+GAUGES_EVERY_S = 2.0  # how often a worker's health loop refreshes its gauges
 ACTIVE_KEYS = Gauge("upstream_active_window_keys", "(customer, payer, CPT group) keys in memory")
 CHANGELOG_SPLIT_FLUSHES = Counter(
     "upstream_changelog_split_flushes_total",

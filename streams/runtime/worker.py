@@ -51,6 +51,7 @@ from streams.observability.metrics import (
     CLAIMS_BY_OUTCOME,
     CLAIMS_DLQ,
     CONSUMER_LAG,
+    GAUGES_EVERY_S,
 )
 from streams.runtime.alerts_stage import AlertsStage
 from streams.runtime.batches import BatchSubscription, BatchTopic, UpstreamApp
@@ -65,7 +66,6 @@ from streams.runtime.windows_stage import WindowsStage
 from streams.settings import Settings
 from streams.stages.routing import Router
 
-HEALTH_EVERY_S = 2.0
 log = logging.getLogger("upstream.worker")
 
 
@@ -170,7 +170,7 @@ class WorkerStages:
         app.task(self.apply_alert_input)
         app.task(self.follow_rules)
         app.timer(self.settings.idle_check_interval_s)(self.advance_idle_partitions)
-        app.timer(HEALTH_EVERY_S)(self.check_health)
+        app.timer(GAUGES_EVERY_S)(self.check_health)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_before_shutdown.connect(self.on_shutdown)
         ScheduledJobs(app, self.settings).register()
