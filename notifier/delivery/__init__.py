@@ -1,0 +1,1 @@
+"""Alert delivery: routes, receivers, silences and escalation (the pure rules; no I/O)."""

@@ -1,0 +1,126 @@
+"""Routes: which of a customer's alert transitions go to which receivers, and when.
+
+A route matches alerts by level (at least ``min_level``), drift type, payer and CPT group (each
+any of a set, or anything when the set is empty) and sends the *events* it is for to its
+receivers in order. An alert transition is at most one event:
+
+- ``opened``: the alert was triggered;
+- ``escalated``: an update that raised the level of an active alert (``notify`` set);
+- ``acknowledged`` and ``resolved``: the lifecycle (PagerDuty's incident follows it);
+- anything else (a silent update, a note, a verdict, an assignment): no event.
+
+A repeat interval re-sends ``opened`` alerts still active (not acknowledged) that long after
+their last notification; an escalation sends an alert unacknowledged for ``escalate_after_s``
+to the route's escalation receivers, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from streams.domain.values import LEVELS, DriftType, Level
+
+Event = Literal["opened", "escalated", "acknowledged", "resolved"]
+EVENTS: tuple[Event, ...] = get_args(Event)
+ReceiverKind = Literal["webhook", "slack", "pagerduty", "email"]
+RECEIVER_KINDS: tuple[ReceiverKind, ...] = get_args(ReceiverKind)
+DEFAULT_EVENTS: frozenset[Event] = frozenset({"opened", "escalated", "resolved"})
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Where a route sends: a webhook, Slack or PagerDuty URL, or an email address."""
+
+    kind: ReceiverKind
+    target: str  # the URL, or the email address
+    secret: str | None = None  # webhook: the HMAC key; PagerDuty: the routing key
+
+    def events(self, route_events: frozenset[Event]) -> frozenset[Event]:
+        """The events this receiver is sent: the route's; PagerDuty also every lifecycle event,
+        so that its incident is acknowledged and resolved with the alert."""
+        if self.kind == "pagerduty":
+            return route_events | {"opened", "acknowledged", "resolved"}
+        return route_events
+
+
+@dataclass(frozen=True)
+class Route:
+    """One customer's route: what it matches, what it sends where, and when again."""
+
+    customer_id: str
+    name: str
+    receivers: tuple[Receiver, ...]
+    min_level: Level = "warning"
+    drift_types: frozenset[DriftType] = frozenset()
+    payer_ids: frozenset[str] = frozenset()
+    cpt_groups: frozenset[str] = frozenset()
+    events: frozenset[Event] = DEFAULT_EVENTS
+    repeat_interval_s: int | None = 4 * 3600
+    escalate_after_s: int | None = None
+    escalation: tuple[Receiver, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.receivers:
+            raise ValueError(f"route {self.name!r} has no receiver")
+        if self.escalate_after_s is not None and not self.escalation:
+            raise ValueError(f"route {self.name!r} escalates to no receiver")
+        for seconds in (self.repeat_interval_s, self.escalate_after_s):
+            if seconds is not None and seconds <= 0:
+                raise ValueError(f"route {self.name!r}: intervals are positive seconds")
+
+    def matches(self, alert: Mapping[str, Any]) -> bool:
+        """Whether ``alert`` (an AlertEvent's fields) is one this route is for."""
+        return (
+            alert["customer_id"] == self.customer_id
+            and LEVELS.index(alert["severity_level"]) >= LEVELS.index(self.min_level)
+            and (not self.drift_types or alert["drift_type"] in self.drift_types)
+            and (not self.payer_ids or alert["payer_id"] in self.payer_ids)
+            and (not self.cpt_groups or alert["cpt_group"] in self.cpt_groups)
+        )
+
+    def sends(self, alert: Mapping[str, Any]) -> list[tuple[Receiver, Event]]:
+        """The receivers ``alert`` goes to, each with its event; none if the route does not
+        match or the transition is no event a receiver is sent."""
+        event = event_of(alert)
+        if event is None or not self.matches(alert):
+            return []
+        return [(r, event) for r in self.receivers if event in r.events(self.events)]
+
+
+def event_of(alert: Mapping[str, Any]) -> Event | None:
+    """The event an alert transition is, if any (module docstring)."""
+    transition = alert["transition"]
+    if transition == "triggered":
+        return "opened"
+    if transition == "updated":
+        return "escalated" if alert["notify"] and alert["status"] == "active" else None
+    if transition in ("acknowledged", "resolved"):
+        event: Event = transition
+        return event
+    return None
+
+
+def repeat_due(route: Route, alert: Mapping[str, Any], last_sent_s: float, now_s: float) -> bool:
+    """Whether an alert last notified at ``last_sent_s`` is due again: still active (nobody
+    acknowledged it) and the route's repeat interval has passed."""
+    interval = route.repeat_interval_s
+    return (
+        interval is not None
+        and alert["status"] == "active"
+        and route.matches(alert)
+        and now_s - last_sent_s >= interval
+    )
+
+
+def escalation_due(route: Route, alert: Mapping[str, Any], opened_s: float, now_s: float) -> bool:
+    """Whether an alert opened at ``opened_s`` (wall clock, when first notified) and still not
+    acknowledged goes to the route's escalation receivers now."""
+    after = route.escalate_after_s
+    return (
+        after is not None
+        and alert["status"] == "active"
+        and route.matches(alert)
+        and now_s - opened_s >= after
+    )

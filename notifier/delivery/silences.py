@@ -1,0 +1,87 @@
+"""Silences and maintenance windows: an alert they match still exists and shows (marked
+silenced), but nothing is sent for it while the silence is active; a still-open alert notifies
+once the silence ends.
+
+A silence matches a customer's alerts by drift type, payer and CPT group (each any of a set, or
+anything when empty) and is active from ``starts_at`` until ``ends_at``, and, when it has a
+weekly window, only inside that window (e.g. Sundays 00:00–06:00 in the customer's zone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from streams.domain.values import DriftType
+
+MINUTES_A_WEEK = 7 * 24 * 60
+
+
+@dataclass(frozen=True)
+class Weekly:
+    """A window every week: on ``days`` (0 is Monday), from ``start`` for ``minutes``, in the
+    time zone ``zone`` (its wall clock; a window may run past midnight)."""
+
+    days: frozenset[int]
+    start: time
+    minutes: int
+    zone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not self.days or not self.days <= set(range(7)):
+            raise ValueError("a weekly window needs days from 0 (Monday) to 6 (Sunday)")
+        if not 0 < self.minutes < MINUTES_A_WEEK:
+            raise ValueError(f"a weekly window lasts 1 to {MINUTES_A_WEEK - 1} minutes")
+        ZoneInfo(self.zone)  # raises for an unknown zone
+
+    def covers(self, at: datetime) -> bool:
+        """Whether the aware instant ``at`` falls inside one of the windows."""
+        zone = ZoneInfo(self.zone)
+        local = at.astimezone(zone)
+        for back in range(self.minutes // (24 * 60) + 2):  # windows that began up to then
+            day = local.date() - timedelta(days=back)
+            if day.weekday() in self.days:
+                begins = datetime.combine(day, self.start, tzinfo=zone)
+                if begins <= local < begins + timedelta(minutes=self.minutes):
+                    return True
+        return False
+
+
+@dataclass(frozen=True)
+class Silence:
+    """One silence of a customer's alerts."""
+
+    silence_id: str
+    customer_id: str
+    starts_at: datetime
+    ends_at: datetime
+    drift_types: frozenset[DriftType] = frozenset()
+    payer_ids: frozenset[str] = frozenset()
+    cpt_groups: frozenset[str] = frozenset()
+    weekly: Weekly | None = None
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        if self.starts_at.tzinfo is None or self.ends_at.tzinfo is None:
+            raise ValueError("a silence's start and end carry a time zone")
+        if self.ends_at <= self.starts_at:
+            raise ValueError("a silence ends after it starts")
+
+    def active(self, at: datetime) -> bool:
+        """Whether the silence holds at the aware instant ``at``."""
+        if not self.starts_at <= at < self.ends_at:
+            return False
+        return self.weekly is None or self.weekly.covers(at)
+
+    def silences(self, alert: Mapping[str, Any], at: datetime) -> bool:
+        """Whether ``alert`` (an AlertEvent's fields) is silenced by this at ``at``."""
+        return (
+            alert["customer_id"] == self.customer_id
+            and (not self.drift_types or alert["drift_type"] in self.drift_types)
+            and (not self.payer_ids or alert["payer_id"] in self.payer_ids)
+            and (not self.cpt_groups or alert["cpt_group"] in self.cpt_groups)
+            and self.active(at)
+        )
