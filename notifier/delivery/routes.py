@@ -105,22 +105,22 @@ def event_of(alert: Mapping[str, Any]) -> Event | None:
 def repeat_due(route: Route, alert: Mapping[str, Any], last_sent_s: float, now_s: float) -> bool:
     """Whether an alert last notified at ``last_sent_s`` is due again: still active (nobody
     acknowledged it) and the route's repeat interval has passed."""
-    interval = route.repeat_interval_s
-    return (
-        interval is not None
-        and alert["status"] == "active"
-        and route.matches(alert)
-        and now_s - last_sent_s >= interval
-    )
+    return _active_for(route, alert, now_s - last_sent_s, route.repeat_interval_s)
 
 
 def escalation_due(route: Route, alert: Mapping[str, Any], opened_s: float, now_s: float) -> bool:
     """Whether an alert opened at ``opened_s`` (wall clock, when first notified) and still not
     acknowledged goes to the route's escalation receivers now."""
-    after = route.escalate_after_s
+    return _active_for(route, alert, now_s - opened_s, route.escalate_after_s)
+
+
+def _active_for(
+    route: Route, alert: Mapping[str, Any], elapsed_s: float, limit_s: int | None
+) -> bool:
+    """A matching alert still active after ``limit_s`` (never, when None)."""
     return (
-        after is not None
+        limit_s is not None
         and alert["status"] == "active"
         and route.matches(alert)
-        and now_s - opened_s >= after
+        and elapsed_s >= limit_s
     )
