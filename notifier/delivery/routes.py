@@ -16,7 +16,7 @@ to the route's escalation receivers, once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -124,3 +124,77 @@ def _active_for(
         and route.matches(alert)
         and elapsed_s >= limit_s
     )
+
+
+def receiver_key(receiver: Receiver) -> str:
+    """How the delivery log names a receiver: ``kind:target``."""
+    return f"{receiver.kind}:{receiver.target}"
+
+
+def route_spec(route: Route) -> dict[str, Any]:
+    """The route as stored (``delivery_routes.spec``): JSON, sets as sorted lists."""
+
+    def receivers(items: tuple[Receiver, ...]) -> list[dict[str, Any]]:
+        return [{"kind": r.kind, "target": r.target, "secret": r.secret} for r in items]
+
+    return {
+        "min_level": route.min_level,
+        "drift_types": sorted(route.drift_types),
+        "payer_ids": sorted(route.payer_ids),
+        "cpt_groups": sorted(route.cpt_groups),
+        "events": sorted(route.events, key=EVENTS.index),
+        "repeat_interval_s": route.repeat_interval_s,
+        "escalate_after_s": route.escalate_after_s,
+        "receivers": receivers(route.receivers),
+        "escalation": receivers(route.escalation),
+    }
+
+
+def route_from(customer_id: str, name: str, spec: Mapping[str, Any]) -> Route:
+    """A stored route (:func:`route_spec`); ValueError naming what does not check."""
+
+    def receivers(items: Any) -> tuple[Receiver, ...]:
+        out = []
+        for item in items or ():
+            kind = item.get("kind")
+            if kind not in RECEIVER_KINDS:
+                raise ValueError(f"receiver kind must be one of {', '.join(RECEIVER_KINDS)}")
+            out.append(Receiver(kind, str(item["target"]), item.get("secret")))
+        return tuple(out)
+
+    level = spec.get("min_level", "warning")
+    if level not in LEVELS:
+        raise ValueError(f"min_level must be one of {', '.join(LEVELS)}")
+    events = frozenset(spec.get("events", DEFAULT_EVENTS))
+    if not events <= set(EVENTS):
+        raise ValueError(f"events must be among {', '.join(EVENTS)}")
+    return Route(
+        customer_id=customer_id,
+        name=name,
+        receivers=receivers(spec.get("receivers")),
+        min_level=level,
+        drift_types=frozenset(spec.get("drift_types", ())),
+        payer_ids=frozenset(spec.get("payer_ids", ())),
+        cpt_groups=frozenset(spec.get("cpt_groups", ())),
+        events=events,
+        repeat_interval_s=spec.get("repeat_interval_s", 4 * 3600),
+        escalate_after_s=spec.get("escalate_after_s"),
+        escalation=receivers(spec.get("escalation")),
+    )
+
+
+def planner(routes: Iterable[Route]) -> Callable[[Mapping[str, Any]], list[tuple[str, str, str]]]:
+    """For an alert transition: (route name, receiver key, event) of every notification it
+    makes under ``routes``."""
+    by_customer: dict[str, list[Route]] = {}
+    for route in routes:
+        by_customer.setdefault(route.customer_id, []).append(route)
+
+    def plan(alert: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        return [
+            (route.name, receiver_key(receiver), event)
+            for route in by_customer.get(alert["customer_id"], ())
+            for receiver, event in route.sends(alert)
+        ]
+
+    return plan

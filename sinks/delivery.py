@@ -1,0 +1,196 @@
+"""Alert delivery's Postgres side: routes and silences, and the delivery log (``notifications``)
+the dispatcher fills from ``alert_transitions`` and works through.
+
+Enqueueing is exactly once: the notifications of a run of transitions and the dispatcher's new
+cursor commit together, and a notification is unique by route, receiver, alert, version and
+event. Sending is at least once: a notification is leased for a while, sent, then marked; one
+whose dispatcher died is leased again after its lease ends (the receiver's Idempotency-Key
+absorbs the second copy). A receiver gets an alert's notifications in version order: a
+notification waits while an older one of the same alert for the same receiver is pending.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sinks.tables import ALERT_FIELDS
+
+Planned = tuple[str, str, str]  # route name, receiver key, event
+CURSOR = "dispatcher"
+
+_SAVE_ROUTE = text(
+    """
+    INSERT INTO delivery_routes (customer_id, name, spec, updated_by)
+    VALUES (:customer_id, :name, CAST(:spec AS jsonb), :actor)
+    ON CONFLICT (customer_id, name)
+    DO UPDATE SET spec = excluded.spec, updated_by = excluded.updated_by, updated_at = now()
+    """
+)
+
+
+async def save_route(
+    conn: AsyncConnection, customer_id: str, name: str, spec: Mapping[str, Any], actor: str
+) -> None:
+    """Create or replace one of the customer's routes."""
+    params = {"customer_id": customer_id, "name": name, "spec": json.dumps(spec), "actor": actor}
+    await conn.execute(_SAVE_ROUTE, params)
+
+
+async def delete_route(conn: AsyncConnection, customer_id: str, name: str) -> bool:
+    """Delete a route; whether there was one."""
+    result = await conn.execute(
+        text("DELETE FROM delivery_routes WHERE customer_id = :c AND name = :n"),
+        {"c": customer_id, "n": name},
+    )
+    return bool(result.rowcount)
+
+
+async def load_routes(conn: AsyncConnection) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every route: customer, name and spec, by customer and name."""
+    rows = await conn.execute(
+        text("SELECT customer_id, name, spec FROM delivery_routes ORDER BY customer_id, name")
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def cursor(conn: AsyncConnection) -> int:
+    """The last transition seq the dispatcher has enqueued for, locked for this transaction (one
+    dispatcher enqueues at a time); 0 at first."""
+    await conn.execute(
+        text("INSERT INTO delivery_cursor (name, seq) VALUES (:n, 0) ON CONFLICT DO NOTHING"),
+        {"n": CURSOR},
+    )
+    row = await conn.execute(
+        text("SELECT seq FROM delivery_cursor WHERE name = :n FOR UPDATE"), {"n": CURSOR}
+    )
+    return int(row.scalar_one())
+
+
+_TRANSITIONS = text(
+    f"SELECT seq, {', '.join(ALERT_FIELDS)} FROM alert_transitions"  # noqa: S608 -- fixed names
+    " WHERE seq > :after ORDER BY seq LIMIT :limit"
+)
+_ENQUEUE = text(
+    """
+    INSERT INTO notifications (customer_id, route, receiver, alert_id, version, event, seq)
+    SELECT customer_id, route, receiver, alert_id, version, event, seq
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+        customer_id text, route text, receiver text, alert_id text, version bigint, event text,
+        seq bigint)
+    ON CONFLICT ON CONSTRAINT uq_notifications_once DO NOTHING
+    RETURNING 1
+    """
+)
+
+
+async def enqueue(
+    conn: AsyncConnection, plan: Callable[[Mapping[str, Any]], Iterable[Planned]], limit: int = 500
+) -> tuple[int, int]:
+    """Enqueue the notifications ``plan`` gives for the next ``limit`` transitions after the
+    cursor, and move the cursor past them; call in a transaction. The transitions read and
+    the notifications newly enqueued (none twice, however often a transition is read)."""
+    after = await cursor(conn)
+    rows = [
+        dict(r)
+        for r in (await conn.execute(_TRANSITIONS, {"after": after, "limit": limit})).mappings()
+    ]
+    planned = [
+        {
+            "customer_id": row["customer_id"],
+            "route": route,
+            "receiver": receiver,
+            "alert_id": row["alert_id"],
+            "version": row["version"],
+            "event": event,
+            "seq": row["seq"],
+        }
+        for row in rows
+        for route, receiver, event in plan(row)
+    ]
+    added = 0
+    if planned:
+        added = len((await conn.execute(_ENQUEUE, {"rows": json.dumps(planned)})).all())
+    if rows:
+        await conn.execute(
+            text("UPDATE delivery_cursor SET seq = :seq WHERE name = :n"),
+            {"seq": rows[-1]["seq"], "n": CURSOR},
+        )
+    return len(rows), added
+
+
+_LEASE = text(
+    f"""
+    WITH due AS (
+        SELECT n.id FROM notifications n
+        WHERE n.status = 'pending' AND n.next_attempt_at <= :now
+          AND (n.leased_until IS NULL OR n.leased_until <= :now)
+          AND NOT EXISTS (
+              SELECT 1 FROM notifications o
+              WHERE o.customer_id = n.customer_id AND o.alert_id = n.alert_id
+                AND o.route = n.route AND o.receiver = n.receiver
+                AND o.status = 'pending' AND o.version < n.version)
+        ORDER BY n.next_attempt_at, n.id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE notifications n SET leased_until = :now + make_interval(secs => :lease_s),
+                               attempts = n.attempts + 1
+    FROM due, alert_transitions t
+    WHERE n.id = due.id AND t.seq = n.seq
+    RETURNING n.id, n.route, n.receiver, n.event, n.attempts, n.created_at,
+              {", ".join(f"t.{name}" for name in ALERT_FIELDS)}
+    """  # noqa: S608 -- fixed names
+)
+
+
+async def lease(
+    conn: AsyncConnection, now: datetime, limit: int = 100, lease_s: float = 60.0
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` notifications due at ``now``, each the oldest pending of its alert for its
+    receiver, leased for ``lease_s`` (another dispatcher skips them meanwhile), with the alert
+    transition each is about; call in a transaction and commit before sending."""
+    params = {"now": now, "limit": limit, "lease_s": lease_s}
+    return [dict(r) for r in (await conn.execute(_LEASE, params)).mappings()]
+
+
+async def delivered(conn: AsyncConnection, notification_id: int, code: int | None) -> None:
+    """Mark a notification sent."""
+    await conn.execute(
+        text(
+            "UPDATE notifications SET status = 'delivered', delivered_at = now(),"
+            " last_code = :code, last_error = NULL, leased_until = NULL WHERE id = :id"
+        ),
+        {"id": notification_id, "code": code},
+    )
+
+
+async def failed(
+    conn: AsyncConnection,
+    notification_id: int,
+    code: int | None,
+    error: str,
+    next_attempt_at: datetime | None,
+) -> None:
+    """Record a failed attempt: try again at ``next_attempt_at``, or give up (``dead``) when it
+    is None."""
+    status = "pending" if next_attempt_at is not None else "dead"
+    await conn.execute(
+        text(
+            "UPDATE notifications SET status = :status, last_code = :code, last_error = :error,"
+            " next_attempt_at = coalesce(:next, next_attempt_at), leased_until = NULL"
+            " WHERE id = :id"
+        ),
+        {
+            "id": notification_id,
+            "code": code,
+            "error": error[:2000],
+            "status": status,
+            "next": next_attempt_at,
+        },
+    )

@@ -1,0 +1,78 @@
+"""The delivery log on real Postgres: notifications enqueued exactly once with the
+dispatcher's cursor, leased in version order per alert and receiver, leased again after a
+dispatcher dies, retried, and given up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifier.delivery.routes import Receiver, Route, planner, route_from, route_spec
+from sinks.delivery import delivered, enqueue, failed, lease, load_routes, save_route
+from tests.integration.stack import store_rows
+from tests.unit.events import alert_event
+
+pytestmark = pytest.mark.integration
+HOOK = Receiver("webhook", "http://127.0.0.1:9/hook", "s3cret")
+SLACK = Receiver("slack", "http://127.0.0.1:9/slack")
+
+
+async def _stored_routes(engine: AsyncEngine) -> list[Route]:
+    async with engine.connect() as conn:
+        return [route_from(c, n, spec) for c, n, spec in await load_routes(conn)]
+
+
+async def test_each_notification_is_enqueued_once_and_leased_in_version_order(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    url, engine = database
+    routes = [Route("acme", "ops", (HOOK, SLACK)), Route("beta", "ops", (HOOK,))]
+    async with engine.begin() as conn:
+        for route in routes:
+            await save_route(conn, route.customer_id, route.name, route_spec(route), "alice")
+    assert await _stored_routes(engine) == routes
+    await store_rows(url, [], [
+        alert_event("a1", 1, "triggered"),
+        alert_event("a1", 2, "updated"),  # notify: the level rose → escalated
+        alert_event("a1", 3, "updated") | {"notify": False},  # silent
+        alert_event("a2", 1, "triggered") | {"severity_level": "info"},  # below the route
+    ], [])  # fmt: skip
+    plan = planner(await _stored_routes(engine))
+    async with engine.begin() as conn:
+        assert await enqueue(conn, plan) == (4, 4)  # a1 v1 and v2, to both receivers
+    async with engine.begin() as conn:
+        assert await enqueue(conn, plan) == (0, 0)  # the cursor moved with them
+        await conn.execute(text("UPDATE delivery_cursor SET seq = 0"))  # a replay
+        assert await enqueue(conn, plan) == (4, 0)  # nothing twice
+
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        first = await lease(conn, now, lease_s=60)
+    assert sorted((n["receiver"], n["version"], n["event"]) for n in first) == [
+        ("slack:http://127.0.0.1:9/slack", 1, "opened"),
+        ("webhook:http://127.0.0.1:9/hook", 1, "opened"),
+    ]  # version 2 waits for version 1, per receiver
+    assert {n["alert_id"] for n in first} == {"a1"}
+    async with engine.begin() as conn:
+        assert await lease(conn, now) == []  # leased: not again
+    hook, slack = sorted(first, key=lambda n: n["receiver"], reverse=True)
+    async with engine.begin() as conn:
+        await delivered(conn, hook["id"], 200)
+        await failed(conn, slack["id"], 503, "unavailable", now + timedelta(seconds=30))
+        after = await lease(conn, now)
+    assert [(n["receiver"], n["version"]) for n in after] == [(hook["receiver"], 2)]
+    async with engine.begin() as conn:  # the dispatcher that leased it died: leased again
+        again = await lease(conn, now + timedelta(seconds=61))
+    assert sorted((n["receiver"], n["version"], n["attempts"]) for n in again) == [
+        (slack["receiver"], 1, 2), (hook["receiver"], 2, 2),
+    ]  # fmt: skip
+    async with engine.begin() as conn:
+        for notification in again:
+            await failed(conn, notification["id"], None, "gave up", None)
+        dead = (await conn.execute(
+            text("SELECT count(*) FROM notifications WHERE status = 'dead'")
+        )).scalar_one()  # fmt: skip
+    assert dead == 2
