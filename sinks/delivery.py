@@ -59,6 +59,44 @@ async def load_routes(conn: AsyncConnection) -> list[tuple[str, str, dict[str, A
     return [(r[0], r[1], r[2]) for r in rows]
 
 
+async def add_silence(conn: AsyncConnection, row: Mapping[str, Any], actor: str) -> None:
+    """Store a silence (its id, customer, range and spec)."""
+    await conn.execute(
+        text(
+            "INSERT INTO silences (silence_id, customer_id, spec, starts_at, ends_at, created_by)"
+            " VALUES (:silence_id, :customer_id, CAST(:spec AS jsonb), :starts_at, :ends_at,"
+            " :actor)"
+        ),
+        {**row, "spec": json.dumps(row["spec"]), "actor": actor},
+    )
+
+
+async def expire_silence(conn: AsyncConnection, customer_id: str, silence_id: str) -> bool:
+    """End a silence now; whether it was still running."""
+    result = await conn.execute(
+        text(
+            "UPDATE silences SET ends_at = greatest(starts_at + interval '1 microsecond', now())"
+            " WHERE customer_id = :c AND silence_id = :s AND ends_at > now()"
+        ),
+        {"c": customer_id, "s": silence_id},
+    )
+    return bool(result.rowcount)
+
+
+async def active_silences(
+    conn: AsyncConnection, customer_id: str, at: datetime
+) -> list[dict[str, Any]]:
+    """The customer's silences whose range holds ``at`` (a weekly window is checked apart)."""
+    rows = await conn.execute(
+        text(
+            "SELECT silence_id, customer_id, spec, starts_at, ends_at FROM silences"
+            " WHERE customer_id = :c AND starts_at <= :at AND ends_at > :at"
+        ),
+        {"c": customer_id, "at": at},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
 async def cursor(conn: AsyncConnection) -> int:
     """The last transition seq the dispatcher has enqueued for, locked for this transaction (one
     dispatcher enqueues at a time); 0 at first."""
@@ -78,8 +116,9 @@ _TRANSITIONS = text(
 )
 _ENQUEUE = text(
     """
-    INSERT INTO notifications (customer_id, route, receiver, alert_id, version, event, seq)
-    SELECT customer_id, route, receiver, alert_id, version, event, seq
+    INSERT INTO notifications (customer_id, route, receiver, alert_id, version, event, seq,
+                               created_at, next_attempt_at)
+    SELECT customer_id, route, receiver, alert_id, version, event, seq, :now, :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
         customer_id text, route text, receiver text, alert_id text, version bigint, event text,
         seq bigint)
@@ -90,11 +129,15 @@ _ENQUEUE = text(
 
 
 async def enqueue(
-    conn: AsyncConnection, plan: Callable[[Mapping[str, Any]], Iterable[Planned]], limit: int = 500
+    conn: AsyncConnection,
+    plan: Callable[[Mapping[str, Any]], Iterable[Planned]],
+    now: datetime,
+    limit: int = 500,
 ) -> tuple[int, int]:
-    """Enqueue the notifications ``plan`` gives for the next ``limit`` transitions after the
-    cursor, and move the cursor past them; call in a transaction. The transitions read and
-    the notifications newly enqueued (none twice, however often a transition is read)."""
+    """Enqueue, due at ``now``, the notifications ``plan`` gives for the next ``limit``
+    transitions after the cursor, and move the cursor past them; call in a transaction. The
+    transitions read and the notifications newly enqueued (none twice, however often a
+    transition is read)."""
     after = await cursor(conn)
     rows = [
         dict(r)
@@ -115,7 +158,8 @@ async def enqueue(
     ]
     added = 0
     if planned:
-        added = len((await conn.execute(_ENQUEUE, {"rows": json.dumps(planned)})).all())
+        params = {"rows": json.dumps(planned), "now": now}
+        added = len((await conn.execute(_ENQUEUE, params)).all())
     if rows:
         await conn.execute(
             text("UPDATE delivery_cursor SET seq = :seq WHERE name = :n"),

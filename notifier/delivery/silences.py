@@ -85,3 +85,38 @@ class Silence:
             and (not self.cpt_groups or alert["cpt_group"] in self.cpt_groups)
             and self.active(at)
         )
+
+
+def silence_spec(silence: Silence) -> dict[str, Any]:
+    """What is stored of a silence besides its id, customer and range (``silences.spec``)."""
+    weekly = silence.weekly
+    return {
+        "drift_types": sorted(silence.drift_types),
+        "payer_ids": sorted(silence.payer_ids),
+        "cpt_groups": sorted(silence.cpt_groups),
+        "comment": silence.comment,
+        "weekly": None if weekly is None else {
+            "days": sorted(weekly.days), "start": weekly.start.isoformat(),
+            "minutes": weekly.minutes, "zone": weekly.zone,
+        },
+    }  # fmt: skip
+
+
+def silence_from(row: Mapping[str, Any]) -> Silence:
+    """A stored silence: a ``silences`` row (id, customer, range, spec)."""
+    spec = row["spec"]
+    weekly = spec.get("weekly")
+    return Silence(
+        silence_id=row["silence_id"],
+        customer_id=row["customer_id"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        drift_types=frozenset(spec.get("drift_types", ())),
+        payer_ids=frozenset(spec.get("payer_ids", ())),
+        cpt_groups=frozenset(spec.get("cpt_groups", ())),
+        comment=spec.get("comment", ""),
+        weekly=None if weekly is None else Weekly(
+            frozenset(weekly["days"]), time.fromisoformat(weekly["start"]), weekly["minutes"],
+            weekly.get("zone", "UTC"),
+        ),
+    )  # fmt: skip

@@ -41,14 +41,14 @@ async def test_each_notification_is_enqueued_once_and_leased_in_version_order(
         alert_event("a2", 1, "triggered") | {"severity_level": "info"},  # below the route
     ], [])  # fmt: skip
     plan = planner(await _stored_routes(engine))
-    async with engine.begin() as conn:
-        assert await enqueue(conn, plan) == (4, 4)  # a1 v1 and v2, to both receivers
-    async with engine.begin() as conn:
-        assert await enqueue(conn, plan) == (0, 0)  # the cursor moved with them
-        await conn.execute(text("UPDATE delivery_cursor SET seq = 0"))  # a replay
-        assert await enqueue(conn, plan) == (4, 0)  # nothing twice
-
     now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        assert await enqueue(conn, plan, now) == (4, 4)  # a1 v1 and v2, to both receivers
+    async with engine.begin() as conn:
+        assert await enqueue(conn, plan, now) == (0, 0)  # the cursor moved with them
+        await conn.execute(text("UPDATE delivery_cursor SET seq = 0"))  # a replay
+        assert await enqueue(conn, plan, now) == (4, 0)  # nothing twice
+
     async with engine.begin() as conn:
         first = await lease(conn, now, lease_s=60)
     assert sorted((n["receiver"], n["version"], n["event"]) for n in first) == [

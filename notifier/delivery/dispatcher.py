@@ -1,0 +1,214 @@
+"""The dispatcher: follows ``alert_transitions``, enqueues each notifying transition for the
+receivers of the routes it matches, and delivers the delivery log at least once, in order per
+alert and receiver, with retries, backoff and jitter, until delivered or given up.
+
+One pass (:meth:`Dispatcher.step`) enqueues what is new (routes read afresh each time, so a
+route set while it runs applies to the alerts that follow) and sends what is due, a few at once.
+A notification whose alert is silenced waits until the silence ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import aiosmtplib
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifier.delivery import formats
+from notifier.delivery.routes import Event, Receiver, Route, planner, receiver_key, route_from
+from notifier.delivery.silences import silence_from
+from sinks import delivery as log_
+
+log = logging.getLogger("upstream.dispatcher")
+SENT = Counter(
+    "upstream_notifications_sent_total", "Notification attempts, by receiver kind and outcome",
+    ["kind", "outcome"],
+)  # fmt: skip
+LATENCY = Histogram(
+    "upstream_notifications_delivery_seconds", "From enqueue to delivery",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry delays: ``base_s`` doubling per attempt up to ``cap_s``, times a random factor in
+    [0.5, 1) (jitter, so receivers coming back are not hit all at once); give up ``give_up_s``
+    after the notification was enqueued."""
+
+    base_s: float = 5.0
+    cap_s: float = 600.0
+    give_up_s: float = 24 * 3600.0
+
+    def delay_s(self, attempts: int, rng: random.Random) -> float:
+        """The wait before the next attempt, after ``attempts`` attempts."""
+        doubled = self.base_s * float(2 ** max(0, attempts - 1))
+        return min(self.cap_s, doubled) * rng.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How much is sent at once and for how long: ``concurrency`` sends, each within
+    ``timeout_s``, of notifications leased for ``lease_s`` (another dispatcher takes them over
+    after that, should this one die)."""
+
+    concurrency: int = 20
+    timeout_s: float = 10.0
+    lease_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Mail:
+    """How email leaves: the SMTP server, STARTTLS, login, and the sender address."""
+
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    sender: str = "upstream@localhost"
+
+
+class Dispatcher:
+    """Enqueues and delivers notifications (module docstring)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        console_url: str,
+        *,
+        mail: Mail | None = None,
+        backoff: Backoff | None = None,
+        pace: Pace | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.console_url = console_url.rstrip("/")
+        self.mail = mail or Mail()
+        self.backoff = backoff or Backoff()
+        self.pace = pace or Pace()
+        self.clock = clock
+        self._gate = asyncio.Semaphore(self.pace.concurrency)
+        self._timeout = aiohttp.ClientTimeout(total=self.pace.timeout_s)
+        self._rng = rng or random.Random()
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._http is not None:
+            await self._http.close()
+
+    def now(self) -> datetime:
+        """The dispatcher's clock, as an aware UTC time."""
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    async def step(self) -> tuple[int, int]:
+        """One pass: enqueue what is new, then send what is due; (enqueued, sent)."""
+        enqueued = 0
+        while True:
+            async with self.engine.begin() as conn:
+                routes = [route_from(c, n, s) for c, n, s in await log_.load_routes(conn)]
+                read, added = await log_.enqueue(conn, planner(routes), self.now())
+            enqueued += added
+            if not read:
+                break
+        sent = 0
+        while due := await self._lease():
+            results = await asyncio.gather(*(self._deliver(n, routes) for n in due))
+            sent += sum(results)
+        return enqueued, sent
+
+    async def _lease(self) -> list[dict[str, Any]]:
+        async with self.engine.begin() as conn:
+            return await log_.lease(conn, self.now(), lease_s=self.pace.lease_s)
+
+    async def _deliver(self, notification: dict[str, Any], routes: list[Route]) -> bool:
+        """Send one leased notification and record the outcome; whether it was delivered."""
+        receiver = _receiver(notification, routes)
+        silenced_until = await self._silenced_until(notification)
+        async with self.engine.begin() as conn:
+            if receiver is None:  # its route or receiver was deleted meanwhile
+                await log_.failed(conn, notification["id"], None, "route deleted", None)
+                return False
+            if silenced_until is not None:
+                await log_.failed(conn, notification["id"], None, "silenced", silenced_until)
+                return False
+        async with self._gate:
+            code, error = await self._send(receiver, notification)
+        SENT.labels(kind=receiver.kind, outcome="delivered" if error is None else "failed").inc()
+        async with self.engine.begin() as conn:
+            if error is None:
+                await log_.delivered(conn, notification["id"], code)
+                LATENCY.observe(max(0.0, self.clock() - notification["created_at"].timestamp()))
+                return True
+            await log_.failed(conn, notification["id"], code, error, self._next_try(notification))
+        log.warning("notification %s to %s failed (%s): %s", notification["id"],
+                    notification["receiver"], code, error)  # fmt: skip
+        return False
+
+    def _next_try(self, notification: dict[str, Any]) -> datetime | None:
+        """When to try again, or None past the give-up time (the notification is dead)."""
+        now = self.now()
+        if (now - notification["created_at"]).total_seconds() >= self.backoff.give_up_s:
+            return None
+        return now + timedelta(seconds=self.backoff.delay_s(notification["attempts"], self._rng))
+
+    async def _silenced_until(self, notification: dict[str, Any]) -> datetime | None:
+        """The end of the latest silence holding this alert now, or None."""
+        now = self.now()
+        async with self.engine.connect() as conn:
+            silences = await log_.active_silences(conn, notification["customer_id"], now)
+        ends = [s.ends_at for s in map(silence_from, silences) if s.silences(notification, now)]
+        return max(ends) if ends else None
+
+    async def _send(self, receiver: Receiver, n: dict[str, Any]) -> tuple[int | None, str | None]:
+        """Send to ``receiver``: (status code, None) when it took it; (code, error) otherwise."""
+        event: Event = n["event"]
+        link = f"{self.console_url}/#alert={n['alert_id']}"
+        try:
+            if receiver.kind == "email":
+                message = formats.email(n, event, self.mail.sender, receiver.target, link)
+                await aiosmtplib.send(
+                    message, hostname=self.mail.host, port=self.mail.port,
+                    start_tls=self.mail.starttls, username=self.mail.username,
+                    password=self.mail.password, timeout=self._timeout.total,
+                )  # fmt: skip
+                return None, None
+            if receiver.kind == "webhook":
+                body, headers = formats.webhook(n, event, receiver.secret, link, int(self.clock()))
+            elif receiver.kind == "slack":
+                body, headers = formats.slack(n, event, link)
+            else:
+                body, headers = formats.pagerduty(n, event, receiver.secret or "", link)
+            return await self._post(receiver.target, body, headers)
+        except (aiohttp.ClientError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str | None]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=self._timeout)
+        async with self._http.post(url, data=body, headers=headers) as reply:
+            text = await reply.text()
+            if 200 <= reply.status < 300:
+                return reply.status, None
+            return reply.status, f"HTTP {reply.status}: {text[:200]}"
+
+
+def _receiver(notification: dict[str, Any], routes: list[Route]) -> Receiver | None:
+    """The receiver a notification is for, in the routes as they are now."""
+    for route in routes:
+        if route.customer_id == notification["customer_id"] and route.name == notification["route"]:
+            for receiver in (*route.receivers, *route.escalation):
+                if receiver_key(receiver) == notification["receiver"]:
+                    return receiver
+    return None
