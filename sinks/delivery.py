@@ -97,6 +97,19 @@ async def active_silences(
     return [dict(r) for r in rows.mappings()]
 
 
+async def running_silences(conn: AsyncConnection, customer_id: str | None) -> list[dict[str, Any]]:
+    """Silences not yet ended (of one customer, or all), by end."""
+    rows = await conn.execute(
+        text(
+            "SELECT silence_id, customer_id, spec, starts_at, ends_at FROM silences"
+            " WHERE ends_at > now() AND (CAST(:c AS text) IS NULL OR customer_id = :c)"
+            " ORDER BY ends_at, silence_id"
+        ),
+        {"c": customer_id},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
 async def cursor(conn: AsyncConnection) -> int:
     """The last transition seq the dispatcher has enqueued for, locked for this transaction (one
     dispatcher enqueues at a time); 0 at first."""

@@ -292,6 +292,30 @@ class Settings(BaseSettings):
         description="Commands per connection and second on average: 20 in any window of 20 / "
         "this seconds, rounded up to whole seconds (so at most 20 a second).",
     )
+    console_url: str = Field(
+        default="http://127.0.0.1:8765",
+        description="The console's address in alert notifications (their link to the alert).",
+    )
+    dispatcher_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the dispatcher looks for transitions and sends."
+    )
+    delivery_give_up_s: float = Field(
+        default=86_400.0, gt=0, description="A notification not delivered this long is dead."
+    )
+    delivery_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a dispatcher holds the notifications it is sending; a dispatcher "
+        "that died is taken over after it (those it sent may go twice, with one Idempotency-Key).",
+    )
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for email receivers.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port.")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP session with TLS.")
+    smtp_username: str | None = Field(default=None, description="SMTP login, if any.")
+    smtp_password: str | None = Field(default=None, description="SMTP password, if any.")
+    smtp_sender: str = Field(
+        default="upstream@localhost", description="The From address of alert emails."
+    )
 
     @property
     def grace_ms(self) -> int:

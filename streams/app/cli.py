@@ -92,6 +92,12 @@ def _rules(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(rules_cli.run(args, settings, services.require_bootstrap(settings)))
 
 
+def _delivery(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import delivery_cli, services
+
+    return asyncio.run(delivery_cli.run(args, services.require_database(settings)))
+
+
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import dlq, services
 
@@ -277,11 +283,14 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "worker": _service("run_worker"),
     "sink": _service("run_sink"),
     "notifier": _service("run_notifier"),
+    "dispatcher": _service("run_dispatcher"),
     "generate": _generate,
     "ingest": _ingest,
     "export": _export,
     "token": _token,
     "rules": _rules,
+    "routes": _delivery,
+    "silences": _delivery,
     "dlq": _dlq,
     "db": _db,
     "topics": _topics,

@@ -47,6 +47,7 @@ def _add_services(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub.add_parser("worker", help="run the Faust stream worker")
     sub.add_parser("sink", help="write claims, drift events and alerts to Postgres")
     sub.add_parser("notifier", help="serve operators over WebSocket and HTTP")
+    sub.add_parser("dispatcher", help="send alert notifications to the routes' receivers")
 
 
 def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -204,10 +205,11 @@ def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _add_maintenance(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The parsers of ``rules``, ``dlq``, ``db`` and ``topics``."""
-    from streams.app import dlq, rules_cli
+    """The parsers of ``rules``, ``routes``, ``silences``, ``dlq``, ``db`` and ``topics``."""
+    from streams.app import delivery_cli, dlq, rules_cli
 
     rules_cli.add_parser(sub)
+    delivery_cli.add_parser(sub)
     dlq.add_parser(sub)
 
     db = sub.add_parser("db", help="database maintenance")

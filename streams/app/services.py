@@ -289,3 +289,37 @@ def run_notifier(settings: Settings) -> None:
         raise_if_ended(ended)  # the process exits non-zero, to be restarted
 
     asyncio.run(_until_signalled(main))
+
+
+def run_dispatcher(settings: Settings) -> None:
+    """Run the alert dispatcher until SIGINT/SIGTERM: a pass every ``dispatcher_poll_s``."""
+    from notifier.delivery.dispatcher import Backoff, Dispatcher, Mail, Pace
+
+    _exit_cleanly_on_sigterm()
+    database_url = require_database(settings)
+    health = _serve_health("dispatcher", settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        if not await migrate_when_reachable(database_url, stop, health):
+            return
+        engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
+        mail = Mail(host=settings.smtp_host, port=settings.smtp_port,
+                    starttls=settings.smtp_starttls, username=settings.smtp_username,
+                    password=settings.smtp_password, sender=settings.smtp_sender)  # fmt: skip
+        dispatcher = Dispatcher(
+            engine, settings.console_url, mail=mail,
+            backoff=Backoff(give_up_s=settings.delivery_give_up_s),
+            pace=Pace(lease_s=settings.delivery_lease_s),
+        )  # fmt: skip
+        try:
+            while not stop.is_set():
+                enqueued, sent = await dispatcher.step()
+                if enqueued or sent:
+                    log.info("dispatcher: %d enqueued, %d sent", enqueued, sent)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.dispatcher_poll_s)
+        finally:
+            await dispatcher.close()
+            await engine.dispose()
+
+    asyncio.run(_until_signalled(main))
