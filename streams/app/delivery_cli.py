@@ -38,9 +38,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     set_.add_argument("--routing-key", default=None, help="PagerDuty routing key (sends to it)")
     set_.add_argument("--email", action="append", default=[], help="an email address")
     set_.add_argument("--min-level", default="warning", choices=["info", "warning", "critical"])
-    set_.add_argument("--drift-types", default="", help="comma-separated; empty = every type")
-    set_.add_argument("--payer-ids", default="", help="comma-separated; empty = every payer")
-    set_.add_argument("--cpt-groups", default="", help="comma-separated; empty = every group")
+    _add_matchers(set_)
     set_.add_argument("--events", default="opened,escalated,resolved",
                       help=f"comma-separated among {','.join(EVENTS)}")  # fmt: skip
     set_.add_argument("--repeat-minutes", type=int, default=240,
@@ -59,9 +57,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add.add_argument("--customer", required=True, help="customer_id")
     add.add_argument("--hours", type=float, default=2.0, help="how long from now (default 2)")
     add.add_argument("--until", default=None, help="end instead, ISO 8601 (UTC if no offset)")
-    add.add_argument("--drift-types", default="", help="comma-separated; empty = every type")
-    add.add_argument("--payer-ids", default="", help="comma-separated; empty = every payer")
-    add.add_argument("--cpt-groups", default="", help="comma-separated; empty = every group")
+    _add_matchers(add)
     add.add_argument("--weekly", default=None, help="a weekly window within the range: "
                      "DAYS@HH:MM+MINUTES (days mon..sun), e.g. sun@22:00+240")  # fmt: skip
     add.add_argument("--zone", default="UTC", help="the weekly window's time zone (default UTC)")
@@ -73,6 +69,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     expire.add_argument("--customer", required=True, help="customer_id")
     expire.add_argument("--id", required=True, help="the silence's id")
     expire.add_argument("--actor", default=None, help="who, for the audit log (default: $USER)")
+
+
+def _add_matchers(parser: argparse.ArgumentParser) -> None:
+    """The alerts a route or silence is for: by drift type, payer and CPT group."""
+    for name, what in (("drift-types", "type"), ("payer-ids", "payer"), ("cpt-groups", "group")):
+        parser.add_argument(f"--{name}", default="", help=f"comma-separated; empty = every {what}")
 
 
 def _split(text: str) -> frozenset[Any]:
