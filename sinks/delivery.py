@@ -251,3 +251,39 @@ async def failed(
             "next": next_attempt_at,
         },
     )
+
+
+_TIMED = text(
+    """
+    SELECT a.alert_id, a.version, a.customer_id, a.payer_id, a.cpt_group, a.drift_type,
+           a.severity_level, a.status,
+           (SELECT max(t.seq) FROM alert_transitions t WHERE t.alert_id = a.alert_id) AS seq,
+           min(n.created_at) AS first_at, max(n.created_at) AS last_at,
+           count(DISTINCT n.event) FILTER (WHERE left(n.event, 7) = 'repeat:') AS repeats,
+           bool_or(n.event = 'escalation') AS escalated
+    FROM alert_events a
+    JOIN notifications n ON n.customer_id = a.customer_id AND n.alert_id = a.alert_id
+                        AND n.route = :route
+    WHERE a.customer_id = :customer_id AND a.status = 'active'
+    GROUP BY a.alert_id
+    """
+)
+
+
+async def notified_active(
+    conn: AsyncConnection, customer_id: str, route: str
+) -> list[dict[str, Any]]:
+    """The customer's active alerts the route has notified of: each with its latest
+    transition's seq, when the route first and last notified of it, its reminders so far and
+    whether it was escalated."""
+    params = {"customer_id": customer_id, "route": route}
+    return [dict(r) for r in (await conn.execute(_TIMED, params)).mappings()]
+
+
+async def enqueue_timed(conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime) -> int:
+    """Enqueue notifications not made by a transition (reminders, escalations): ``rows`` as
+    :func:`enqueue` plans them, with their seq; the new ones."""
+    if not rows:
+        return 0
+    params = {"rows": json.dumps(rows), "now": now}
+    return len((await conn.execute(_ENQUEUE, params)).all())

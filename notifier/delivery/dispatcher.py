@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import aiosmtplib
@@ -24,7 +24,16 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.delivery import formats
-from notifier.delivery.routes import Event, Receiver, Route, planner, receiver_key, route_from
+from notifier.delivery.routes import (
+    Event,
+    Receiver,
+    Route,
+    escalation_due,
+    planner,
+    receiver_key,
+    repeat_due,
+    route_from,
+)
 from notifier.delivery.silences import silence_from
 from sinks import delivery as log_
 
@@ -122,11 +131,23 @@ class Dispatcher:
             enqueued += added
             if not read:
                 break
+        enqueued += await self._enqueue_timed(routes)
         sent = 0
         while due := await self._lease():
             results = await asyncio.gather(*(self._deliver(n, routes) for n in due))
             sent += sum(results)
         return enqueued, sent
+
+    async def _enqueue_timed(self, routes: list[Route]) -> int:
+        """Reminders and escalations now due (the routes' repeat and escalation times)."""
+        now, planned = self.now(), []
+        async with self.engine.begin() as conn:
+            for route in routes:
+                if route.repeat_interval_s is None and route.escalate_after_s is None:
+                    continue
+                for alert in await log_.notified_active(conn, route.customer_id, route.name):
+                    planned += _timed(route, alert, now.timestamp())
+            return await log_.enqueue_timed(conn, planned, now)
 
     async def _lease(self) -> list[dict[str, Any]]:
         async with self.engine.begin() as conn:
@@ -173,7 +194,7 @@ class Dispatcher:
 
     async def _send(self, receiver: Receiver, n: dict[str, Any]) -> tuple[int | None, str | None]:
         """Send to ``receiver``: (status code, None) when it took it; (code, error) otherwise."""
-        event: Event = n["event"]
+        event = cast(Event, n["event"].split(":", 1)[0])  # "repeat:2" is the second reminder
         link = f"{self.console_url}/#alert={n['alert_id']}"
         try:
             if receiver.kind == "email":
@@ -212,3 +233,24 @@ def _receiver(notification: dict[str, Any], routes: list[Route]) -> Receiver | N
                 if receiver_key(receiver) == notification["receiver"]:
                     return receiver
     return None
+
+
+def _timed(route: Route, alert: dict[str, Any], now_s: float) -> list[dict[str, Any]]:
+    """The reminders and escalations of one notified, active alert that are due at ``now_s``."""
+    out: list[dict[str, Any]] = []
+
+    def add(receivers: tuple[Receiver, ...], event: str) -> None:
+        out.extend(
+            {"customer_id": route.customer_id, "route": route.name, "receiver": receiver_key(r),
+             "alert_id": alert["alert_id"], "version": alert["version"], "event": event,
+             "seq": alert["seq"]}
+            for r in receivers
+        )  # fmt: skip
+
+    if repeat_due(route, alert, alert["last_at"].timestamp(), now_s):
+        add(route.receivers, f"repeat:{alert['repeats'] + 1}")
+    if not alert["escalated"] and escalation_due(
+        route, alert, alert["first_at"].timestamp(), now_s
+    ):
+        add(route.escalation, "escalation")
+    return out

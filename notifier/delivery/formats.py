@@ -23,12 +23,16 @@ EVENT_WORDS = {
     "escalated": "escalated",
     "acknowledged": "acknowledged",
     "resolved": "resolved",
+    "repeat": "still active (reminder)",
+    "escalation": "not acknowledged (escalated)",
 }
 PAGERDUTY_ACTIONS = {
     "opened": "trigger",
     "escalated": "trigger",
     "acknowledged": "acknowledge",
     "resolved": "resolve",
+    "repeat": "trigger",
+    "escalation": "trigger",
 }
 PAGERDUTY_DEDUP_MAX = 255  # the Events API's limit on dedup_key
 

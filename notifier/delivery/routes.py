@@ -9,6 +9,11 @@ receivers in order. An alert transition is at most one event:
 - ``acknowledged`` and ``resolved``: the lifecycle (PagerDuty's incident follows it);
 - anything else (a silent update, a note, a verdict, an assignment): no event.
 
+Two more events come from the clock, not from a transition: ``repeat`` (a reminder of an alert
+still active, not acknowledged, ``repeat_interval_s`` after the route last notified of it) and
+``escalation`` (to the escalation receivers, once, ``escalate_after_s`` after the route first
+notified of an alert nobody has acknowledged).
+
 A repeat interval re-sends ``opened`` alerts still active (not acknowledged) that long after
 their last notification; an escalation sends an alert unacknowledged for ``escalate_after_s``
 to the route's escalation receivers, once.
@@ -22,11 +27,12 @@ from typing import Any, Literal, get_args
 
 from streams.domain.values import LEVELS, DriftType, Level
 
-Event = Literal["opened", "escalated", "acknowledged", "resolved"]
+Event = Literal["opened", "escalated", "acknowledged", "resolved", "repeat", "escalation"]
 EVENTS: tuple[Event, ...] = get_args(Event)
 ReceiverKind = Literal["webhook", "slack", "pagerduty", "email"]
 RECEIVER_KINDS: tuple[ReceiverKind, ...] = get_args(ReceiverKind)
 DEFAULT_EVENTS: frozenset[Event] = frozenset({"opened", "escalated", "resolved"})
+TRANSITION_EVENTS: tuple[Event, ...] = ("opened", "escalated", "acknowledged", "resolved")
 
 
 @dataclass(frozen=True)
@@ -166,8 +172,8 @@ def route_from(customer_id: str, name: str, spec: Mapping[str, Any]) -> Route:
     if level not in LEVELS:
         raise ValueError(f"min_level must be one of {', '.join(LEVELS)}")
     events = frozenset(spec.get("events", DEFAULT_EVENTS))
-    if not events <= set(EVENTS):
-        raise ValueError(f"events must be among {', '.join(EVENTS)}")
+    if not events <= set(TRANSITION_EVENTS):
+        raise ValueError(f"events must be among {', '.join(TRANSITION_EVENTS)}")
     return Route(
         customer_id=customer_id,
         name=name,

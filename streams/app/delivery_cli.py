@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from notifier.delivery.routes import EVENTS, Receiver, Route, route_from, route_spec
+from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route, route_from, route_spec
 from notifier.delivery.silences import Silence, Weekly, silence_from, silence_spec
 from sinks import delivery
 from sinks.audit import record_audit
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     set_.add_argument("--min-level", default="warning", choices=["info", "warning", "critical"])
     _add_matchers(set_)
     set_.add_argument("--events", default="opened,escalated,resolved",
-                      help=f"comma-separated among {','.join(EVENTS)}")  # fmt: skip
+                      help=f"comma-separated among {','.join(TRANSITION_EVENTS)}")  # fmt: skip
     set_.add_argument("--repeat-minutes", type=int, default=240,
                       help="re-send still-active alerts this often (0: never)")  # fmt: skip
     set_.add_argument("--actor", default=None, help="who, for the audit log (default: $USER)")

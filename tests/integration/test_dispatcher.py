@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.delivery.dispatcher import Backoff, Dispatcher, Mail
-from notifier.delivery.routes import EVENTS, Receiver, Route, route_spec
+from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route, route_spec
 from notifier.delivery.silences import Silence, silence_spec
 from sinks.delivery import add_silence, save_route
 from streams.devtools.stack import free_port
@@ -141,7 +141,7 @@ async def test_a_receiver_down_gets_everything_after_once_in_order(
     database: tuple[str, AsyncEngine], receivers: Receivers
 ) -> None:
     url, engine = database
-    every = frozenset(EVENTS)
+    every = frozenset(TRANSITION_EVENTS)
     route = Route("acme", "ops", (Receiver("webhook", receivers.url("hook")),), events=every)
     dispatcher, clock = await _setup(engine, receivers, route)
     await store_rows(url, [], [alert_event("a1", 1, "triggered"), alert_event("a1", 2, "updated"),
@@ -185,3 +185,37 @@ async def test_a_silence_holds_notifications_until_it_ends(
     finally:
         await dispatcher.close()
     assert [h["Idempotency-Key"] for _, h, _ in receivers.requests] == ["a1:1"]
+
+
+async def test_reminders_and_one_escalation_until_someone_acknowledges(
+    database: tuple[str, AsyncEngine], receivers: Receivers
+) -> None:
+    url, engine = database
+    hook, pager = (
+        Receiver("webhook", receivers.url("hook")),
+        Receiver("slack", receivers.url("esc")),
+    )
+    route = Route("acme", "ops", (hook,), repeat_interval_s=3600, escalate_after_s=900,
+                  escalation=(pager,))  # fmt: skip
+    dispatcher, clock = await _setup(engine, receivers, route)
+    await store_rows(url, [], [alert_event("a1", 1, "triggered")], [])
+    try:
+        assert await dispatcher.step() == (1, 1)  # opened
+        clock.now += 600
+        assert await dispatcher.step() == (0, 0)  # not yet
+        clock.now += 301
+        assert await dispatcher.step() == (1, 1)  # escalated, once
+        clock.now += 3600
+        assert await dispatcher.step() == (1, 1)  # a reminder: an hour since the escalation
+        clock.now += 3600
+        assert await dispatcher.step() == (1, 1)  # and another
+        acknowledged = alert_event("a1", 2, "acknowledged", status="acknowledged") | {
+            "notify": False
+        }
+        await store_rows(url, [], [acknowledged], [])
+        clock.now += 7200
+        assert await dispatcher.step() == (0, 0)  # acknowledged: quiet
+    finally:
+        await dispatcher.close()
+    assert [b["event"] for b in receivers.bodies("hook")] == ["opened", "repeat", "repeat"]
+    assert len(receivers.bodies("esc")) == 1
