@@ -13,10 +13,6 @@ Two more events come from the clock, not from a transition: ``repeat`` (a remind
 still active, not acknowledged, ``repeat_interval_s`` after the route last notified of it) and
 ``escalation`` (to the escalation receivers, once, ``escalate_after_s`` after the route first
 notified of an alert nobody has acknowledged).
-
-A repeat interval re-sends ``opened`` alerts still active (not acknowledged) that long after
-their last notification; an escalation sends an alert unacknowledged for ``escalate_after_s``
-to the route's escalation receivers, once.
 """
 
 from __future__ import annotations

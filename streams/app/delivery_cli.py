@@ -20,6 +20,7 @@ from notifier.delivery.silences import Silence, Weekly, silence_from, silence_sp
 from sinks import delivery
 from sinks.audit import record_audit
 
+PAGERDUTY = "https://events.pagerduty.com/v2/enqueue"  # PagerDuty's Events API v2
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -30,13 +31,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     set_ = actions.add_parser("set", help="create or replace a route")
     set_.add_argument("--customer", required=True, help="customer_id")
     set_.add_argument("--name", required=True, help="the route's name")
-    set_.add_argument("--webhook", action="append", default=[], help="a webhook URL (repeatable)")
-    set_.add_argument("--secret", default=None, help="the webhooks' HMAC-SHA256 key")
-    set_.add_argument("--slack", action="append", default=[], help="a Slack incoming webhook URL")
-    set_.add_argument("--pagerduty-url", default="https://events.pagerduty.com/v2/enqueue",
-                      help="PagerDuty Events API v2 URL (default: PagerDuty's)")  # fmt: skip
-    set_.add_argument("--routing-key", default=None, help="PagerDuty routing key (sends to it)")
-    set_.add_argument("--email", action="append", default=[], help="an email address")
+    _add_receivers(set_, "", "")
+    set_.add_argument("--escalate-after-minutes", type=int, default=None,
+                      help="send an alert nobody acknowledged this long after its first "
+                      "notification to the --escalate-* receivers, once")  # fmt: skip
+    _add_receivers(set_, "escalate-", "escalation: ")
     set_.add_argument("--min-level", default="warning", choices=["info", "warning", "critical"])
     _add_matchers(set_)
     set_.add_argument("--events", default="opened,escalated,resolved",
@@ -71,6 +70,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     expire.add_argument("--actor", default=None, help="who, for the audit log (default: $USER)")
 
 
+def _add_receivers(parser: argparse.ArgumentParser, prefix: str, what: str) -> None:
+    """A route's receivers (``prefix`` empty) or its escalation receivers."""
+    parser.add_argument(f"--{prefix}webhook", action="append", default=[],
+                        help=f"{what}a webhook URL (repeatable)")  # fmt: skip
+    parser.add_argument(f"--{prefix}secret", default=None, help=f"{what}the webhooks' HMAC key")
+    parser.add_argument(f"--{prefix}slack", action="append", default=[],
+                        help=f"{what}a Slack incoming-webhook URL (repeatable)")  # fmt: skip
+    parser.add_argument(f"--{prefix}pagerduty-url", default=PAGERDUTY,
+                        help=f"{what}PagerDuty Events API v2 URL")  # fmt: skip
+    parser.add_argument(f"--{prefix}routing-key", default=None,
+                        help=f"{what}PagerDuty routing key (sends to PagerDuty)")  # fmt: skip
+    parser.add_argument(f"--{prefix}email", action="append", default=[],
+                        help=f"{what}an email address (repeatable)")  # fmt: skip
+
+
 def _add_matchers(parser: argparse.ArgumentParser) -> None:
     """The alerts a route or silence is for: by drift type, payer and CPT group."""
     for name, what in (("drift-types", "type"), ("payer-ids", "payer"), ("cpt-groups", "group")):
@@ -81,18 +95,33 @@ def _split(text: str) -> frozenset[Any]:
     return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
+def _receivers(args: argparse.Namespace, prefix: str) -> list[Receiver]:
+    """The receivers named by the options starting with ``prefix`` (:func:`_add_receivers`)."""
+    opt = vars(args)
+    receivers = [
+        Receiver("webhook", url, opt[f"{prefix}secret"]) for url in opt[f"{prefix}webhook"]
+    ]
+    receivers += [Receiver("slack", url) for url in opt[f"{prefix}slack"]]
+    if opt[f"{prefix}routing_key"]:
+        receivers.append(
+            Receiver("pagerduty", opt[f"{prefix}pagerduty_url"], opt[f"{prefix}routing_key"])
+        )
+    return receivers + [Receiver("email", address) for address in opt[f"{prefix}email"]]
+
+
 def _route(args: argparse.Namespace) -> Route:
-    receivers = [Receiver("webhook", url, args.secret) for url in args.webhook]
-    receivers += [Receiver("slack", url) for url in args.slack]
-    if args.routing_key:
-        receivers.append(Receiver("pagerduty", args.pagerduty_url, args.routing_key))
-    receivers += [Receiver("email", address) for address in args.email]
+    def spec_of(receivers: list[Receiver]) -> list[dict[str, Any]]:
+        return [{"kind": r.kind, "target": r.target, "secret": r.secret} for r in receivers]
+
+    minutes = args.escalate_after_minutes
     spec = {
         "min_level": args.min_level, "drift_types": sorted(_split(args.drift_types)),
         "payer_ids": sorted(_split(args.payer_ids)), "cpt_groups": sorted(_split(args.cpt_groups)),
         "events": sorted(_split(args.events)),
         "repeat_interval_s": args.repeat_minutes * 60 or None,
-        "receivers": [{"kind": r.kind, "target": r.target, "secret": r.secret} for r in receivers],
+        "escalate_after_s": None if minutes is None else minutes * 60,
+        "receivers": spec_of(_receivers(args, "")),
+        "escalation": spec_of(_receivers(args, "escalate_")),
     }  # fmt: skip
     return route_from(args.customer, args.name, spec)
 

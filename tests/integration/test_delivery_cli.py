@@ -57,6 +57,19 @@ async def test_routes_and_silences_are_set_listed_audited_and_checked(
     assert [(r["name"], r["min_level"], r["receivers"][0]["secret"]) for r in listed] == [
         ("ops", "critical", "***")
     ]
+    escalating = stack.cli("routes", "set", *route[:3], "pager", "--slack", "http://127.0.0.1:9/s",
+                           "--escalate-after-minutes", "30", "--escalate-routing-key", "rk",
+                           "--escalate-email", "lead@example.com")  # fmt: skip
+    assert escalating.returncode == 0, escalating.stderr
+    pager = [json.loads(line) for line in stack.cli("routes", "list").stdout.splitlines()][1]
+    assert (pager["escalate_after_s"], pager["receivers"][0]["kind"]) == (1800, "slack")
+    assert [(r["kind"], r["target"], r["secret"]) for r in pager["escalation"]] == [
+        ("pagerduty", "https://events.pagerduty.com/v2/enqueue", "***"),
+        ("email", "lead@example.com", None),
+    ]
+    nobody = stack.cli("routes", "set", *route, "--escalate-after-minutes", "30")
+    assert (nobody.returncode, "escalates to no receiver" in nobody.stderr) == (2, True)
+    assert stack.cli("routes", "delete", *route[:3], "pager").returncode == 0
     bad = stack.cli("routes", "set", "--customer", "acme", "--name", "x", "--webhook", "http://h",
                     "--events", "opened,sometimes")  # fmt: skip
     assert bad.returncode == 2
@@ -75,7 +88,9 @@ async def test_routes_and_silences_are_set_listed_audited_and_checked(
     assert stack.cli("routes", "delete", "--customer", "acme", "--name", "ops").returncode == 0
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         audit = conn.execute("SELECT action, detail FROM audit_log ORDER BY id").fetchall()
-    assert [a for a, _ in audit] == ["route.set", "silence.add", "silence.expire", "route.delete"]
+    assert [a for a, _ in audit] == [
+        "route.set", "route.set", "route.delete", "silence.add", "silence.expire", "route.delete"
+    ]  # fmt: skip
     assert "s3cret" not in json.dumps([d for _, d in audit])
 
 
