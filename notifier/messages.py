@@ -25,8 +25,8 @@ Count = Annotated[int, Field(ge=1)]
 
 
 @with_config(ConfigDict(extra="forbid"))
-class Alert(TypedDict):
-    """An alert as of one of its transitions (times in RFC 3339, UTC)."""
+class AlertEvent(TypedDict):
+    """An alert as of one of its transitions, as on ``alerts.events`` (times in RFC 3339, UTC)."""
 
     alert_id: str
     version: Count
@@ -56,6 +56,13 @@ class Alert(TypedDict):
         Field(description="the operator whose command made this transition (null: Upstream)"),
     ]
     note: Annotated[str | None, Field(description="that command's note")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Alert(AlertEvent):
+    """An alert as of one of its transitions, with its drift event's values and when operators
+    were first told (times in RFC 3339, UTC)."""
+
     baseline_value: NotRequired[
         Annotated[
             float | None, Field(description="the drift event's baseline value (null if not stored)")

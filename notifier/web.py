@@ -31,6 +31,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from notifier.answers import Check, ErrorAnswer, Live, Ready, Session
 from notifier.api import HttpApi, response
+from notifier.delivery_api import DeliveryApi
 from notifier.exports import FORMATS, PDF, Exports
 from notifier.files import FILES, file_response
 from notifier.server import MAX_MESSAGE_BYTES, NotifierServer
@@ -45,14 +46,20 @@ DOWNLOADS = {"export": "/api/export/{kind}.{format}", "report": "/api/report.pdf
 
 
 class GetOnly:
-    """ASGI middleware: 405 with ``Allow: GET`` for any HTTP method but GET."""
+    """ASGI middleware: 405 with ``Allow: GET`` for any HTTP method but GET, on every path but
+    those starting with one of ``writable`` (their routes name their methods)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, writable: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.writable = writable
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse, or pass the request on."""
-        if scope["type"] == "http" and scope["method"] != "GET":
+        if (
+            scope["type"] == "http"
+            and scope["method"] != "GET"
+            and not scope["path"].startswith(self.writable)
+        ):
             body = f"{scope['method']} is not allowed here; use GET\n".encode()
             refusal = response(HTTPStatus.METHOD_NOT_ALLOWED, body, "text/plain", {"Allow": "GET"})
             await refusal(scope, receive, send)
@@ -72,11 +79,12 @@ class Web:
 
     def app(self) -> Starlette:
         """The Starlette application."""
-        downloads = []
+        downloads: list[Route] = []
         if self.api is not None:
             exports = Exports(self.api)
             handlers = {"export": exports.export, "report": exports.report}
             downloads = [Route(path, handlers[name]) for name, path in DOWNLOADS.items()]
+            downloads += DeliveryApi(self.api).routes()
         routes = [
             WebSocketRoute("/ws", self.sockets.handle),
             Route("/session", self._session),
@@ -88,7 +96,7 @@ class Web:
             *(Route(path, _file) for path in FILES),
         ]
         middleware = [
-            Middleware(GetOnly),
+            Middleware(GetOnly, writable=DeliveryApi.WRITABLE),
             Middleware(
                 GZipMiddleware,
                 minimum_size=GZIP_MIN_BYTES,

@@ -18,6 +18,19 @@ from notifier.answers import (
     Ready,
     Session,
 )
+from notifier.delivery.payloads import (
+    Deleted,
+    Expired,
+    PagerDutyEvent,
+    RouteListed,
+    Routes,
+    RouteSpec,
+    SilenceAsked,
+    SilenceListed,
+    Silences,
+    SlackMessage,
+    WebhookBody,
+)
 from notifier.messages import Layout
 from notifier.params import (
     AlertParams,
@@ -45,7 +58,9 @@ ERRORS = {
     "400": "Bad parameter",
     "401": "Missing, forged or expired token",
     "403": "Token for another customer",
-    "404": "No such alert for this customer",
+    "404": "No such alert, route or silence for this customer",
+    "413": "Body too large",
+    "415": "Body not sent as application/json",
     "429": "Rate limited (see Retry-After)",
     "503": "Database unavailable; retry",
 }
@@ -119,6 +134,48 @@ def download(operation_id, summary, parameters, media, *codes):
     return _api_get(operation_id, summary, parameters, ok, codes)
 
 
+def change(operation_id, summary, kind, status="200", body=None, path_param=None):
+    """An OpenAPI operation that changes something (the ``act`` scope): ``body`` as its JSON
+    request, ``kind`` as its answer with ``status``."""
+    codes = ("400", "401", "403", "429", "503")
+    if body is not None:
+        codes += ("413", "415")
+    if path_param is not None:
+        codes += ("404",)
+    out = {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {status: answer(" ".join(kind.__doc__.split()), kind), **errors(*codes)},
+    }
+    if path_param is not None:
+        out["parameters"] = [{"name": path_param, "in": "path", "required": True, "schema": STR}]
+    if body is not None:
+        schema = component(body)
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return out
+
+
+def receiver(operation_id, summary, kind, headers=()):
+    """An OpenAPI webhook: what Upstream POSTs to a receiver (any 2xx answer takes it)."""
+    out = {
+        "operationId": operation_id,
+        "summary": summary,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": component(kind)}},
+        },
+        "responses": {
+            "2XX": {"description": "Taken; anything else (or no answer) is tried again later"}
+        },
+    }
+    if headers:
+        out["parameters"] = [
+            {"name": name, "in": "header", "required": required, "description": what, "schema": STR}
+            for name, required, what in headers
+        ]
+    return {"post": out}
+
+
 def open_get(operation_id, summary, responses):
     """An OpenAPI GET that needs no token."""
     return {
@@ -139,7 +196,8 @@ OPENAPI = {
         "description": "Read-side API of the Upstream notifier, on the same port as the WebSocket (/ws). "
         "Authenticate with the operator token (`upstream token`) as `Authorization: Bearer <token>`, "
         "or with the session cookie `GET /session` sets; a token reads its own customer's data only. "
-        "Responses are cached for up to 2 s and dropped at once when a new alert transition arrives; "
+        "Reads need the token's `read` scope, changes its `act` scope. "
+        "Read responses are cached for up to 2 s and dropped at once when a new alert transition arrives; "
         "gzip when `Accept-Encoding: gzip`; 40 requests in any 2 s per operator.",
     },
     "servers": [
@@ -227,6 +285,45 @@ OPENAPI = {
             query(Params),
             {"application/pdf": "the report"},
         ),
+        "/api/routes": get(
+            "listRoutes",
+            "The customer's alert routes: what each matches, the transitions it sends, to which receivers (secrets masked), how often again, and where it escalates.",
+            [],
+            Routes,
+        ),
+        "/api/routes/{name}": {
+            "put": change(
+                "setRoute",
+                "Create or replace a route (name: 1-64 letters, digits, '-', '_'). A running dispatcher applies it to the notifications that follow. Audited, secrets masked.",
+                RouteListed,
+                body=RouteSpec,
+                path_param="name",
+            ),
+            "delete": change("deleteRoute", "Delete a route. Audited.", Deleted, path_param="name"),
+        },
+        "/api/silences": {
+            **get(
+                "listSilences",
+                "The customer's silences not yet ended, and the open alerts a silence holds now.",
+                [],
+                Silences,
+            ),
+            "post": change(
+                "addSilence",
+                "Silence the matching alerts from now: they exist and show, marked silenced, but send nothing; an alert still open when the silence ends notifies then. Audited.",
+                SilenceListed,
+                status="201",
+                body=SilenceAsked,
+            ),
+        },
+        "/api/silences/{silence_id}": {
+            "delete": change(
+                "expireSilence",
+                "End a running silence now. Audited.",
+                Expired,
+                path_param="silence_id",
+            )
+        },
         "/session": open_get(
             "session",
             "Trade the token in `Authorization: Bearer` for an HttpOnly, SameSite=Strict session cookie (until the token expires), which the console then uses.",
@@ -247,6 +344,35 @@ OPENAPI = {
             "metrics",
             "Prometheus metrics (text exposition format).",
             {"200": {"description": "Metrics", "content": {"text/plain": {"schema": STR}}}},
+        ),
+    },
+    "webhooks": {
+        "alertWebhook": receiver(
+            "alertWebhook",
+            "A route's generic webhook receiver: one POST per alert event, at least once, in order per alert, retried with exponential backoff and jitter until the give-up time.",
+            WebhookBody,
+            [
+                (
+                    "Idempotency-Key",
+                    True,
+                    "`<alert_id>:<version>`: the same for every attempt at one transition",
+                ),
+                (
+                    "X-Upstream-Signature",
+                    False,
+                    '`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>` with the receiver\'s secret (when it has one); refuse an old t',
+                ),
+            ],
+        ),
+        "slackIncomingWebhook": receiver(
+            "slackIncomingWebhook",
+            "A route's Slack receiver (an incoming-webhook URL): a readable message with a link to the alert in the console.",
+            SlackMessage,
+        ),
+        "pagerDutyEventsV2": receiver(
+            "pagerDutyEventsV2",
+            "A route's PagerDuty receiver (Events API v2, POST /v2/enqueue): trigger, acknowledge and resolve by the alert's dedup key, so PagerDuty's incident follows the alert. Email receivers get the same summary as subject, a plain-text and an HTML body with the link, and a Message-ID of `<alert_id.version@upstream.invalid>`.",
+            PagerDutyEvent,
         ),
     },
     "components": {

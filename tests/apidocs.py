@@ -23,12 +23,20 @@ def _validator(schema: dict[str, Any], root: dict[str, Any]) -> Draft202012Valid
     return Draft202012Validator({**schema, "components": root["components"]})
 
 
-def check_response(path: str, status: int, body: Any) -> None:
-    """Raise if ``body`` is not what openapi.json promises for GET ``path`` with ``status``."""
+def check_response(path: str, status: int, body: Any, method: str = "get") -> None:
+    """Raise if ``body`` is not what openapi.json promises for ``method`` ``path`` with
+    ``status``."""
     doc = document("openapi")
-    answer = doc["paths"][path]["get"]["responses"][str(status)]
+    answer = doc["paths"][path][method]["responses"][str(status)]
     schema = answer["content"]["application/json"]["schema"]
     _validator(schema, doc).validate(body)
+
+
+def check_webhook(name: str, body: Any) -> None:
+    """Raise if ``body`` is not what openapi.json's webhook ``name`` says a receiver gets."""
+    doc = document("openapi")
+    content = doc["webhooks"][name]["post"]["requestBody"]["content"]
+    _validator(content["application/json"]["schema"], doc).validate(body)
 
 
 def check_ws_message(message: dict[str, Any]) -> None:

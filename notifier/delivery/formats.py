@@ -8,10 +8,14 @@ import hmac
 import html
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Literal, cast
 
+from notifier.delivery.payloads import PagerDutyEvent, SlackMessage, WebhookBody
 from notifier.delivery.routes import Event
+from notifier.messages import AlertEvent
+from sinks.tables import ALERT_FIELDS
 
 DRIFT_WORDS = {
     "denial_rate": "denial rate",
@@ -26,7 +30,7 @@ EVENT_WORDS = {
     "repeat": "still active (reminder)",
     "escalation": "not acknowledged (escalated)",
 }
-PAGERDUTY_ACTIONS = {
+PAGERDUTY_ACTIONS: dict[Event, Literal["trigger", "acknowledge", "resolve"]] = {
     "opened": "trigger",
     "escalated": "trigger",
     "acknowledged": "acknowledge",
@@ -60,8 +64,18 @@ def signature(secret: str, timestamp_s: int, body: bytes) -> str:
     return f"t={timestamp_s},v1={digest}"
 
 
+def _time(value: Any) -> str:
+    """A time as RFC 3339 (``T``, offset); anything else as its text."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str).encode()
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=_time).encode()
+
+
+def alert_event(alert: Mapping[str, Any]) -> AlertEvent:
+    """The AlertEvent's fields of a stored transition (nothing of the delivery log)."""
+    return cast("AlertEvent", {name: alert[name] for name in ALERT_FIELDS})
 
 
 def webhook(
@@ -69,8 +83,9 @@ def webhook(
 ) -> tuple[bytes, dict[str, str]]:
     """The generic webhook: the AlertEvent, the event, a summary and the console link, as JSON;
     signed when the receiver has a secret."""
-    body = _json({"event": event, "summary": summary(alert, event), "link": link,
-                  "alert": dict(alert)})  # fmt: skip
+    payload = WebhookBody(event=event, summary=summary(alert, event), link=link,
+                          alert=alert_event(alert))  # fmt: skip
+    body = _json(payload)
     headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(alert)}
     if secret:
         headers["X-Upstream-Signature"] = signature(secret, now_s, body)
@@ -81,7 +96,7 @@ def slack(alert: Mapping[str, Any], event: Event, link: str) -> tuple[bytes, dic
     """A Slack incoming-webhook message: the summary, and a link to the alert in the console."""
     line = summary(alert, event)
     escaped = line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    body = _json({
+    body = _json(SlackMessage({
         "text": line,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escaped}*"}},
@@ -90,7 +105,7 @@ def slack(alert: Mapping[str, Any], event: Event, link: str) -> tuple[bytes, dic
                  f" v{alert['version']} · seen {alert['occurrence_count']} times"},
             ]},
         ],
-    })  # fmt: skip
+    }))  # fmt: skip
     return body, {"Content-Type": "application/json"}
 
 
@@ -108,17 +123,15 @@ def pagerduty(
     """A PagerDuty Events API v2 event: trigger (opened, escalated), acknowledge or resolve, by
     the alert's dedup key, so the incident follows the alert."""
     action = PAGERDUTY_ACTIONS[event]
-    message: dict[str, Any] = {
-        "routing_key": routing_key,
-        "event_action": action,
-        "dedup_key": pagerduty_dedup_key(alert),
-    }
+    message = PagerDutyEvent(
+        routing_key=routing_key, event_action=action, dedup_key=pagerduty_dedup_key(alert)
+    )
     if action == "trigger":
         message["payload"] = {
             "summary": summary(alert, event)[:1024],
             "source": f"upstream:{alert['customer_id']}",
             "severity": alert["severity_level"],  # critical, warning and info are PagerDuty's too
-            "timestamp": str(alert["last_seen"]),
+            "timestamp": _time(alert["last_seen"]),
             "component": alert["payer_id"],
             "group": alert["cpt_group"],
             "class": alert["drift_type"],

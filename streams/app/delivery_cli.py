@@ -9,16 +9,14 @@ import getpass
 import json
 import socket
 import sys
-import uuid
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route, route_from, route_spec
-from notifier.delivery.silences import Silence, Weekly, silence_from, silence_spec
-from sinks import delivery
-from sinks.audit import record_audit
+from notifier.delivery import admin
+from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route
+from notifier.delivery.silences import Silence
 
 PAGERDUTY = "https://events.pagerduty.com/v2/enqueue"  # PagerDuty's Events API v2
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -123,119 +121,74 @@ def _route(args: argparse.Namespace) -> Route:
         "receivers": spec_of(_receivers(args, "")),
         "escalation": spec_of(_receivers(args, "escalate_")),
     }  # fmt: skip
-    return route_from(args.customer, args.name, spec)
+    return admin.checked_route(args.customer, args.name, spec)
 
 
-def _weekly(text: str | None, zone: str) -> Weekly | None:
-    """``DAYS@HH:MM+MINUTES``: days as mon..sun joined by commas."""
+def _weekly(text: str | None, zone: str) -> dict[str, Any] | None:
+    """``DAYS@HH:MM+MINUTES`` (days as mon..sun joined by commas) as a silence's ``weekly``."""
     if text is None:
         return None
     try:
         days, rest = text.split("@", 1)
         start, minutes = rest.split("+", 1)
-        numbers = frozenset(DAYS.index(d.strip().lower()[:3]) for d in days.split(","))
-        return Weekly(numbers, time.fromisoformat(start), int(minutes), zone)
+        numbers = sorted({DAYS.index(d.strip().lower()[:3]) for d in days.split(",")})
+        return {"days": numbers, "start": time.fromisoformat(start).isoformat(),
+                "minutes": int(minutes), "zone": zone}  # fmt: skip
     except ValueError as exc:
         raise ValueError(f"--weekly is DAYS@HH:MM+MINUTES, e.g. sun@22:00+240 ({exc})") from None
 
 
 def _silence(args: argparse.Namespace) -> Silence:
-    now = datetime.now(UTC)
-    ends = now + timedelta(hours=args.hours)
-    if args.until:
-        ends = datetime.fromisoformat(args.until)
-        ends = ends if ends.tzinfo else ends.replace(tzinfo=UTC)
-    return Silence(
-        silence_id=uuid.uuid4().hex[:12], customer_id=args.customer, starts_at=now, ends_at=ends,
-        drift_types=_split(args.drift_types), payer_ids=_split(args.payer_ids),
-        cpt_groups=_split(args.cpt_groups), weekly=_weekly(args.weekly, args.zone),
-        comment=args.comment,
-    )  # fmt: skip
-
-
-def _hidden(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec with receiver secrets masked."""
-
-    def mask(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{**r, "secret": "***" if r.get("secret") else None} for r in items]
-
-    return {**spec, "receivers": mask(spec["receivers"]), "escalation": mask(spec["escalation"])}
+    spec = {
+        "hours": args.hours, "ends_at": args.until, "drift_types": sorted(_split(args.drift_types)),
+        "payer_ids": sorted(_split(args.payer_ids)), "cpt_groups": sorted(_split(args.cpt_groups)),
+        "weekly": _weekly(args.weekly, args.zone), "comment": args.comment,
+    }  # fmt: skip
+    return admin.checked_silence(args.customer, spec, datetime.now(UTC))
 
 
 async def run(args: argparse.Namespace, database_url: str) -> int:
     """Carry out ``upstream routes|silences <action>``; return the exit code."""
+    action = args.routes_command if args.command == "routes" else args.silences_command
+    who = admin.Who(
+        getattr(args, "actor", None) or getpass.getuser(), f"cli@{socket.gethostname()}"
+    )
     try:
-        change = _change(args)
+        route = _route(args) if action == "set" else None
+        silence = _silence(args) if action == "add" else None
     except ValueError as exc:
         print(f"upstream {args.command}: {exc}", file=sys.stderr)
         return 2
     engine = create_async_engine(database_url)
     try:
         async with engine.begin() as conn:
-            if change is None:  # a list
+            if action == "list":
                 for line in await _listed(conn, args):
                     print(json.dumps(line, default=str))
                 return 0
-            action, subject, detail = change
-            done = await _apply(conn, args, action, detail)
-            if not done:
-                print(f"upstream {args.command}: no {subject} for {args.customer}", file=sys.stderr)
-                return 1
-            await record_audit(
-                await _raw(conn), customer_id=args.customer, actor=args.actor or getpass.getuser(),
-                action=action, subject=subject, origin=f"cli@{socket.gethostname()}",
-                detail=_hidden(detail) if action == "route.set" else detail,
-            )  # fmt: skip
-        print(f"{action} {subject}")
+            if route is not None:
+                await admin.set_route(conn, route, who)
+                done, subject = True, f"route.set {route.name}"
+            elif silence is not None:
+                await admin.add_silence(conn, silence, who)
+                done, subject = True, f"silence.add {silence.silence_id}"
+            elif args.command == "routes":
+                done = await admin.delete_route(conn, args.customer, args.name, who)
+                subject = f"route.delete {args.name}"
+            else:
+                done = await admin.expire_silence(conn, args.customer, args.id, who)
+                subject = f"silence.expire {args.id}"
+        if not done:
+            print(f"upstream {args.command}: no {subject.split()[1]} for {args.customer}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(subject)
         return 0
     finally:
         await engine.dispose()
 
 
-async def _raw(conn: Any) -> Any:
-    """The psycopg connection under an SQLAlchemy one (the audit log writes through it)."""
-    return (await conn.get_raw_connection()).driver_connection
-
-
-def _change(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]] | None:
-    """What the command changes: (audit action, subject, detail); None for a list. Checks the
-    arguments (ValueError)."""
-    if args.command == "routes":
-        if args.routes_command == "set":
-            return "route.set", args.name, route_spec(_route(args))
-        if args.routes_command == "delete":
-            return "route.delete", args.name, {}
-        return None
-    if args.silences_command == "add":
-        silence = _silence(args)
-        detail = {"silence_id": silence.silence_id, "starts_at": silence.starts_at,
-                  "ends_at": silence.ends_at, "spec": silence_spec(silence)}  # fmt: skip
-        return "silence.add", silence.silence_id, detail
-    if args.silences_command == "expire":
-        return "silence.expire", args.id, {}
-    return None
-
-
-async def _apply(conn: Any, args: argparse.Namespace, action: str, detail: dict[str, Any]) -> bool:
-    if action == "route.set":
-        await delivery.save_route(conn, args.customer, args.name, detail, args.actor or "cli")
-        return True
-    if action == "route.delete":
-        return await delivery.delete_route(conn, args.customer, args.name)
-    if action == "silence.add":
-        await delivery.add_silence(conn, {**detail, "customer_id": args.customer},
-                                   args.actor or getpass.getuser())  # fmt: skip
-        return True
-    return await delivery.expire_silence(conn, args.customer, args.id)
-
-
 async def _listed(conn: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.command == "routes":
-        return [
-            {"customer_id": c, "name": n, **_hidden(route_spec(route_from(c, n, spec)))}
-            for c, n, spec in await delivery.load_routes(conn)
-            if args.customer in (None, c)
-        ]
-    rows = await delivery.running_silences(conn, args.customer)
-    return [{"silence_id": s.silence_id, "customer_id": s.customer_id, "starts_at": s.starts_at,
-             "ends_at": s.ends_at, **silence_spec(s)} for s in map(silence_from, rows)]  # fmt: skip
+        return await admin.routes_of(conn, args.customer)
+    return [admin.silence_listed(s) for s in await admin.silences_of(conn, args.customer)]

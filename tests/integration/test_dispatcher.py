@@ -22,6 +22,7 @@ from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route, route_s
 from notifier.delivery.silences import Silence, silence_spec
 from sinks.delivery import add_silence, save_route
 from streams.devtools.stack import free_port
+from tests.apidocs import check_webhook
 from tests.integration.stack import store_rows
 from tests.unit.events import alert_event
 
@@ -124,6 +125,13 @@ async def test_every_receiver_gets_its_format(
         expected = hmac.new(b"s3cret", f"{t}.".encode() + body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(v1, expected)
     assert [b["event"] for b in receivers.bodies("hook")] == ["opened", "resolved"]
+    for name, path in (("alertWebhook", "hook"), ("slackIncomingWebhook", "slack"),
+                       ("pagerDutyEventsV2", "pagerduty")):  # fmt: skip
+        for received in receivers.bodies(path):
+            check_webhook(name, received)  # as openapi.json documents it: PagerDuty's own limits
+    sent = receivers.bodies("hook")[0]["alert"]
+    assert (sent["alert_id"], sent["version"], sent["status"]) == ("a1", 1, "active")
+    assert datetime.fromisoformat(sent["first_seen"]).tzinfo is not None
     link = "<http://console.example/#alert=a1|Open in Upstream>"
     assert all(link in b["blocks"][1]["elements"][0]["text"] for b in receivers.bodies("slack"))
     pager = receivers.bodies("pagerduty")

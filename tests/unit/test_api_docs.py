@@ -11,8 +11,11 @@ import pytest
 from openapi_spec_validator import validate
 
 from notifier.api import HttpApi
+from notifier.delivery_api import DeliveryApi
+from notifier.messages import AlertEvent
 from notifier.web import DOWNLOADS
 from schemas.codec import SCHEMA_NAMES, load_schema_json
+from sinks.tables import ALERT_FIELDS
 from streams.domain.values import COMMANDS
 from streams.kafka.topics import public_topics
 from streams.settings import Settings
@@ -28,7 +31,24 @@ def test_openapi_describes_exactly_the_api_routes() -> None:
     """Every /api/ route the notifier serves is described, and nothing more."""
     api = HttpApi(engine=None, secret="x" * 32, version=lambda: 0)  # type: ignore[arg-type]
     described = {p for p in document("openapi")["paths"] if p.startswith("/api/")}
-    assert described == set(api._routes) | set(DOWNLOADS.values())
+    delivery = {route.path for route in DeliveryApi(api).routes()}
+    assert described == set(api._routes) | set(DOWNLOADS.values()) | delivery
+
+
+def test_openapi_states_each_method_of_the_routes_and_silences_api() -> None:
+    """Each route and silence endpoint is described with the methods the notifier serves."""
+    api = HttpApi(engine=None, secret="x" * 32, version=lambda: 0)  # type: ignore[arg-type]
+    served = {(r.path, m.lower()) for r in DeliveryApi(api).routes() for m in r.methods or ()}
+    paths = document("openapi")["paths"]
+    described = {(p, m) for p, ops in paths.items() if p in {p for p, _ in served} for m in ops}
+    assert described == {(p, m) for p, m in served if m != "head"}
+
+
+def test_the_webhook_alert_is_the_alert_event_record() -> None:
+    """The webhook's alert has exactly the fields of the AlertEvent Avro record."""
+    fields = {f["name"] for f in load_schema_json("AlertEvent")["fields"]}
+    assert set(ALERT_FIELDS) == fields
+    assert set(AlertEvent.__annotations__) == fields
 
 
 def test_asyncapi_topics_are_the_default_topic_names() -> None:

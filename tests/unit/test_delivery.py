@@ -26,7 +26,8 @@ def _alert(**fields: Any) -> dict[str, Any]:
         "transition": "triggered", "severity": 0.9, "severity_level": "critical",
         "occurrence_count": 1, "first_seen": "2026-03-01T00:00:00+00:00",
         "last_seen": "2026-03-01T00:00:00+00:00", "message": "Denials rose from 10% to 30%",
-        "notify": True, **fields,
+        "notify": True, "acknowledged_by": None, "resolved_by": None, "resolution": None,
+        "verdict": None, "assignee": None, "actor": None, "note": None, **fields,
     }  # fmt: skip
 
 
