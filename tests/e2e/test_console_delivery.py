@@ -33,7 +33,7 @@ async def test_an_operator_sets_a_route_and_a_silence_that_marks_its_alert(
         assert "≥ critical" in await route.inner_text()
 
         silence = page.locator("#silence-form")
-        await silence.locator("[name=payer]").fill(ALERT["payer_id"])
+        await silence.locator("[name=payer]").fill(str(ALERT["payer_id"]))
         await silence.locator("[name=comment]").fill("payer portal upgrade")
         await page.locator("#silence-add").click()
         held = page.locator(f'#alerts tr[data-alert-id="{ALERT["alert_id"]}"] td.silenced')
