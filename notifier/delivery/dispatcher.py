@@ -42,6 +42,20 @@ SENT = Counter(
     "upstream_notifications_sent_total", "Notification attempts, by receiver kind and outcome",
     ["kind", "outcome"],
 )  # fmt: skip
+ENQUEUED = Counter(
+    "upstream_notifications_enqueued_total",
+    "Notifications put in the delivery log (transitions, reminders and escalations)",
+)
+HELD = Counter(
+    "upstream_notifications_held_total",
+    "Notifications due but not sent: their alert silenced (deferred), their route deleted (dead)",
+    ["reason"],
+)
+DEAD = Counter(
+    "upstream_notifications_dead_total",
+    "Notifications given up: still failing at the give-up time, by receiver kind",
+    ["kind"],
+)
 LATENCY = Histogram(
     "upstream_notifications_delivery_seconds", "From enqueue to delivery",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
@@ -132,6 +146,7 @@ class Dispatcher:
             if not read:
                 break
         enqueued += await self._enqueue_timed(routes)
+        ENQUEUED.inc(enqueued)
         sent = 0
         while due := await self._lease():
             results = await asyncio.gather(*(self._deliver(n, routes) for n in due))
@@ -159,9 +174,11 @@ class Dispatcher:
         silenced_until = await self._silenced_until(notification)
         async with self.engine.begin() as conn:
             if receiver is None:  # its route or receiver was deleted meanwhile
+                HELD.labels(reason="route deleted").inc()
                 await log_.failed(conn, notification["id"], None, "route deleted", None)
                 return False
             if silenced_until is not None:
+                HELD.labels(reason="silenced").inc()
                 await log_.failed(conn, notification["id"], None, "silenced", silenced_until)
                 return False
         async with self._gate:
@@ -172,7 +189,10 @@ class Dispatcher:
                 await log_.delivered(conn, notification["id"], code)
                 LATENCY.observe(max(0.0, self.clock() - notification["created_at"].timestamp()))
                 return True
-            await log_.failed(conn, notification["id"], code, error, self._next_try(notification))
+            next_try = self._next_try(notification)
+            await log_.failed(conn, notification["id"], code, error, next_try)
+        if next_try is None:
+            DEAD.labels(kind=receiver.kind).inc()
         log.warning("notification %s to %s failed (%s): %s", notification["id"],
                     notification["receiver"], code, error)  # fmt: skip
         return False

@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from typing import Any
 
+import psycopg
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.delivery.dispatcher import Backoff, Dispatcher, Mail
@@ -170,6 +172,36 @@ async def test_a_receiver_down_gets_everything_after_once_in_order(
     keys = [h["Idempotency-Key"] for p, h, _ in receivers.requests if p == "/hook"]
     assert sorted(keys) == ["a1:1", "a1:2", "a2:1"]  # each once
     assert keys.index("a1:1") < keys.index("a1:2")  # in order per alert
+
+
+async def test_a_receiver_down_past_the_give_up_time_leaves_the_notification_dead(
+    database: tuple[str, AsyncEngine], receivers: Receivers
+) -> None:
+    url, engine = database
+    route = Route("acme", "ops", (Receiver("webhook", receivers.url("hook")),))
+    dispatcher, clock = await _setup(engine, receivers, route)  # gives up after an hour
+    await store_rows(url, [], [alert_event("a1", 1, "triggered")], [])
+    dead_before = REGISTRY.get_sample_value(
+        "upstream_notifications_dead_total", {"kind": "webhook"}
+    )
+    receivers.down = True
+    try:
+        await dispatcher.step()
+        for _ in range(4):
+            clock.now += 1200
+            await dispatcher.step()
+        receivers.down = False
+        clock.now += 1200
+        assert await dispatcher.step() == (0, 0)  # nothing due: given up
+    finally:
+        await dispatcher.close()
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        row = conn.execute("SELECT status, last_code, last_error FROM notifications").fetchone()
+    assert row is not None
+    assert (row[0], row[1], row[2].startswith("HTTP 503")) == ("dead", 503, True)
+    dead = REGISTRY.get_sample_value("upstream_notifications_dead_total", {"kind": "webhook"})
+    assert (dead or 0) - (dead_before or 0) == 1
+    assert receivers.requests == []  # none taken, none sent once the receiver was back
 
 
 async def test_a_silence_holds_notifications_until_it_ends(
