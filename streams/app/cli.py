@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streams.app.cli_parser import build_parser
+from streams.app.cli_parser import SERVICES, build_parser
 from streams.observability.error_reporting import init_error_reporting
 from streams.observability.logs import configure as configure_logging
 from streams.settings import Settings, SettingsError, load_settings
@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``upstream`` console script."""
     args = build_parser().parse_args(argv)
-    service = args.command if args.command in ("worker", "sink", "notifier", "dev") else "cli"
+    service = args.command if args.command in (*SERVICES, "dev") else "cli"
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"upstream: {exc}", file=sys.stderr)
         return 2
     configure_logging(service, args.log_level, settings.log_format)
-    if service in ("worker", "sink", "notifier"):  # only with SENTRY_DSN
+    if service in SERVICES:  # only with SENTRY_DSN
         init_error_reporting(
             service, settings.sentry_dsn.get_secret_value(), settings.sentry_environment
         )

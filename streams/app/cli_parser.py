@@ -9,6 +9,8 @@ from pathlib import Path
 
 from streams.devtools.generator import FEEDS, SCENARIOS
 
+SERVICES = ("worker", "sink", "notifier", "dispatcher")  # the long-running processes
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every ``upstream`` command and its options."""

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from notifier.tokens import mint_token
+from streams.app.cli_parser import SERVICES
 from streams.app.services import migrate_database
 from streams.devtools.generator import Scenario, produce
 from streams.devtools.stack import (
@@ -35,8 +36,6 @@ from streams.devtools.stack import (
 )
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
-
-SERVICES = ("worker", "sink", "notifier")
 
 
 @dataclass
@@ -61,6 +60,7 @@ class Stack:
             "UPSTREAM_NOTIFIER_SECRET": self.secret,
             "UPSTREAM_NOTIFIER_PORT": str(self.notifier_port),
             "UPSTREAM_NOTIFIER_HOST": "127.0.0.1",
+            "UPSTREAM_CONSOLE_URL": f"http://127.0.0.1:{self.notifier_port}",
         }
 
     def start_service(self, name: str) -> subprocess.Popen[bytes]:
@@ -86,7 +86,7 @@ def _port_free(port: int) -> bool:
 
 
 def start_stack(settings: Settings, log_dir: Path, say: Callable[[str], None]) -> Stack:
-    """Bring up broker, Postgres, topics, schema and the three services."""
+    """Bring up broker, Postgres, topics, schema and the services (:data:`SERVICES`)."""
     exit_stack = ExitStack()
     stack: Stack | None = None
     try:

@@ -7,11 +7,13 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from notifier.api import HttpApi
@@ -313,9 +315,16 @@ def run_dispatcher(settings: Settings) -> None:
         )  # fmt: skip
         try:
             while not stop.is_set():
-                enqueued, sent = await dispatcher.step()
-                if enqueued or sent:
-                    log.info("dispatcher: %d enqueued, %d sent", enqueued, sent)
+                started = time.monotonic()
+                try:
+                    enqueued, sent = await dispatcher.step()
+                except (OperationalError, OSError) as exc:  # Postgres away: the next pass retries
+                    health.record("postgres", False, error=str(exc)[:200])
+                    log.warning("dispatcher: Postgres unavailable (%s); trying again", exc)
+                else:
+                    health.record("postgres", True, (time.monotonic() - started) * 1000)
+                    if enqueued or sent:
+                        log.info("dispatcher: %d enqueued, %d sent", enqueued, sent)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.dispatcher_poll_s)
         finally:

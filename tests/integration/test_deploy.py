@@ -60,7 +60,8 @@ def test_compose_validates_and_runs_the_whole_stack() -> None:
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     roles = {n: s["command"][0] for n, s in _upstream_services(config).items() if "command" in s}
     assert roles == {"worker-1": "worker", "worker-2": "worker", "sink": "sink",
-                     "notifier": "notifier", "cli": "--help"}  # fmt: skip
+                     "notifier": "notifier", "dispatcher": "dispatcher",
+                     "cli": "--help"}  # fmt: skip
 
 
 def test_compose_commands_and_variables_exist_in_the_code() -> None:
