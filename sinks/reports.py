@@ -96,8 +96,9 @@ async def apply_retention(
     A customer's rows within ``age`` of its own latest row stay: a feed that stalled, or a
     customer onboarding months of history, keeps what its windows (which run on the customer's
     event time) still hold. Resolved alerts whose last transition is older than ``cutoff`` also
-    leave ``alert_events``; open ones stay. Feed health (:data:`WALL_CLOCK_RETENTION`) goes by
-    the wall clock alone.
+    leave ``alert_events``; open ones stay. Feed health (:data:`WALL_CLOCK_RETENTION`), the
+    delivery log's settled notifications of closed alerts and ended silences go by the wall
+    clock alone.
     """
     deleted = {}
     for table, column in RETENTION.items():
@@ -119,4 +120,19 @@ async def apply_retention(
         {"cutoff": cutoff},
     )
     deleted["alert_events"] = result.rowcount
+    # The delivery log: settled notifications of alerts no longer open (an open alert's first
+    # and last notifications time its reminders and escalation), and silences long ended.
+    result = await conn.execute(
+        text(
+            "DELETE FROM notifications n WHERE n.status <> 'pending' AND n.created_at < :cutoff"
+            " AND NOT EXISTS (SELECT 1 FROM alert_events a WHERE a.alert_id = n.alert_id"
+            " AND a.status <> 'resolved')"
+        ),
+        {"cutoff": cutoff},
+    )
+    deleted["notifications"] = result.rowcount
+    result = await conn.execute(
+        text("DELETE FROM silences WHERE ends_at < :cutoff"), {"cutoff": cutoff}
+    )
+    deleted["silences"] = result.rowcount
     return deleted

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.delivery.routes import Receiver, Route, planner, route_from, route_spec
 from sinks.delivery import delivered, enqueue, failed, lease, load_routes, save_route
+from sinks.reports import apply_retention
 from tests.integration.stack import store_rows
 from tests.unit.events import alert_event
 
@@ -76,3 +77,46 @@ async def test_each_notification_is_enqueued_once_and_leased_in_version_order(
             text("SELECT count(*) FROM notifications WHERE status = 'dead'")
         )).scalar_one()  # fmt: skip
     assert dead == 2
+
+
+async def test_retention_drops_settled_notifications_of_closed_alerts_and_ended_silences(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    """A delivered notification of a resolved alert goes once older than the cutoff; an open
+    alert's (its reminders are timed from them), a pending one and a recent one stay."""
+    url, engine = database
+    alerts = [
+        alert_event("a1", 1, "triggered"),
+        alert_event("a2", 1, "resolved", status="resolved"),
+    ]
+    await store_rows(url, [], alerts, [])
+    old, new = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+    rows = [("a1", "delivered", old), ("a2", "delivered", old), ("a2", "dead", old),
+            ("a2", "pending", old), ("a2", "delivered", new)]  # fmt: skip
+    async with engine.begin() as conn:
+        for i, (alert, status, at) in enumerate(rows):
+            await conn.execute(
+                text(
+                    "INSERT INTO notifications (customer_id, route, receiver, alert_id, version,"
+                    " event, seq, status, created_at, next_attempt_at) VALUES ('acme', 'ops',"
+                    " 'webhook:h', :a, :v, 'opened', 1, :s, :at, :at)"
+                ),
+                {"a": alert, "v": i + 1, "s": status, "at": at},
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO silences (silence_id, customer_id, spec, starts_at, ends_at,"
+                " created_by) VALUES ('s-old', 'acme', '{}', :a, :b, 'x'), ('s-new', 'acme',"
+                " '{}', :a, :c, 'x')"
+            ),
+            {"a": old - timedelta(days=1), "b": old, "c": new},
+        )
+        deleted = await apply_retention(conn, datetime(2026, 2, 1, tzinfo=UTC), timedelta(90))
+    assert (deleted["notifications"], deleted["silences"]) == (2, 1)
+    async with engine.connect() as conn:
+        kept = (
+            await conn.execute(text("SELECT alert_id, status FROM notifications ORDER BY id"))
+        ).all()
+        silences = (await conn.execute(text("SELECT silence_id FROM silences"))).scalars().all()
+    assert [tuple(r) for r in kept] == [("a1", "delivered"), ("a2", "pending"), ("a2", "delivered")]
+    assert silences == ["s-new"]
