@@ -12,9 +12,9 @@ notification waits while an older one of the same alert for the same receiver is
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -84,15 +84,15 @@ async def expire_silence(conn: AsyncConnection, customer_id: str, silence_id: st
 
 
 async def active_silences(
-    conn: AsyncConnection, customer_id: str, at: datetime
+    conn: AsyncConnection, customer_ids: list[str], at: datetime
 ) -> list[dict[str, Any]]:
-    """The customer's silences whose range holds ``at`` (a weekly window is checked apart)."""
+    """The customers' silences whose range holds ``at`` (a weekly window is checked apart)."""
     rows = await conn.execute(
         text(
             "SELECT silence_id, customer_id, spec, starts_at, ends_at FROM silences"
-            " WHERE customer_id = :c AND starts_at <= :at AND ends_at > :at"
+            " WHERE customer_id = ANY(:c) AND starts_at <= :at AND ends_at > :at"
         ),
-        {"c": customer_id, "at": at},
+        {"c": customer_ids, "at": at},
     )
     return [dict(r) for r in rows.mappings()]
 
@@ -216,41 +216,54 @@ async def lease(
     return [dict(r) for r in (await conn.execute(_LEASE, params)).mappings()]
 
 
-async def delivered(conn: AsyncConnection, notification_id: int, code: int | None) -> None:
-    """Mark a notification sent."""
-    await conn.execute(
-        text(
-            "UPDATE notifications SET status = 'delivered', delivered_at = now(),"
-            " last_code = :code, last_error = NULL, leased_until = NULL WHERE id = :id"
-        ),
-        {"id": notification_id, "code": code},
-    )
+class Outcome(NamedTuple):
+    """An attempt at a notification: delivered (``error`` None, the status ``code`` if any), or
+    not, to be tried again at ``next_attempt_at`` or, when that is None, given up (dead)."""
+
+    id: int
+    code: int | None
+    error: str | None
+    next_attempt_at: datetime | None
 
 
-async def failed(
-    conn: AsyncConnection,
-    notification_id: int,
-    code: int | None,
-    error: str,
-    next_attempt_at: datetime | None,
-) -> None:
-    """Record a failed attempt: try again at ``next_attempt_at``, or give up (``dead``) when it
-    is None."""
-    status = "pending" if next_attempt_at is not None else "dead"
-    await conn.execute(
-        text(
-            "UPDATE notifications SET status = :status, last_code = :code, last_error = :error,"
-            " next_attempt_at = coalesce(:next, next_attempt_at), leased_until = NULL"
-            " WHERE id = :id"
-        ),
-        {
-            "id": notification_id,
-            "code": code,
-            "error": error[:2000],
-            "status": status,
-            "next": next_attempt_at,
-        },
-    )
+_DELIVERED = text(
+    """
+    UPDATE notifications n SET status = 'delivered', delivered_at = now(), last_code = v.code,
+                               last_error = NULL, leased_until = NULL
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, code int)
+    WHERE n.id = v.id
+    """
+)
+_FAILED = text(
+    """
+    UPDATE notifications n
+    SET status = CASE WHEN v.next IS NULL THEN 'dead' ELSE 'pending' END, last_code = v.code,
+        last_error = v.error, next_attempt_at = coalesce(v.next, n.next_attempt_at),
+        leased_until = NULL
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, code int, error text,
+                                                       next timestamptz)
+    WHERE n.id = v.id
+    """
+)
+
+
+async def settle(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
+    """Record attempts: delivered ones sent; failed ones due again at their next attempt, or
+    dead (given up) without one; two statements however many."""
+    sent = [{"id": o.id, "code": o.code} for o in outcomes if o.error is None]
+    missed = [
+        {"id": o.id, "code": o.code, "error": o.error[:2000], "next": o.next_attempt_at}
+        for o in outcomes
+        if o.error is not None
+    ]
+    if sent:
+        await conn.execute(_DELIVERED, {"rows": json.dumps(sent)})
+    if missed:
+        await conn.execute(_FAILED, {"rows": json.dumps(missed, default=_iso)})
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 _TIMED = text(

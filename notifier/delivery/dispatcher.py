@@ -34,10 +34,11 @@ from notifier.delivery.routes import (
     repeat_due,
     route_from,
 )
-from notifier.delivery.silences import silence_from
+from notifier.delivery.silences import Silence, silence_from
 from sinks import delivery as log_
 
 log = logging.getLogger("upstream.dispatcher")
+SETTLE_EVERY = 50  # outcomes recorded per transaction
 SENT = Counter(
     "upstream_notifications_sent_total", "Notification attempts, by receiver kind and outcome",
     ["kind", "outcome"],
@@ -81,12 +82,13 @@ class Backoff:
 @dataclass(frozen=True)
 class Pace:
     """How much is sent at once and for how long: ``concurrency`` sends, each within
-    ``timeout_s``, of notifications leased for ``lease_s`` (another dispatcher takes them over
-    after that, should this one die)."""
+    ``timeout_s``, of notifications leased ``batch`` at a time for ``lease_s`` (another
+    dispatcher takes them over after that, should this one die)."""
 
-    concurrency: int = 20
+    concurrency: int = 100
     timeout_s: float = 10.0
     lease_s: float = 60.0
+    batch: int = 200  # notifications leased at once: what a dispatcher killed may send again
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,7 @@ class Dispatcher:
         ENQUEUED.inc(enqueued)
         sent = 0
         while due := await self._lease():
-            results = await asyncio.gather(*(self._deliver(n, routes) for n in due))
-            sent += sum(results)
+            sent += await self._deliver(due, routes)
         return enqueued, sent
 
     async def _enqueue_timed(self, routes: list[Route]) -> int:
@@ -166,36 +167,63 @@ class Dispatcher:
 
     async def _lease(self) -> list[dict[str, Any]]:
         async with self.engine.begin() as conn:
-            return await log_.lease(conn, self.now(), lease_s=self.pace.lease_s)
+            return await log_.lease(
+                conn, self.now(), limit=self.pace.batch, lease_s=self.pace.lease_s
+            )
 
-    async def _deliver(self, notification: dict[str, Any], routes: list[Route]) -> bool:
-        """Send one leased notification and record the outcome; whether it was delivered."""
-        receiver = _receiver(notification, routes)
-        silenced_until = await self._silenced_until(notification)
+    async def _deliver(self, due: list[dict[str, Any]], routes: list[Route]) -> int:
+        """Send the leased notifications ``due``, at most ``concurrency`` at once, recording
+        their outcomes as they come, :data:`SETTLE_EVERY` to a transaction (a dispatcher killed
+        meanwhile sent at most the batch without recording it: another sends those again, with
+        their Idempotency-Key); how many were delivered."""
+        now = self.now()
+        async with self.engine.connect() as conn:
+            customers = sorted({n["customer_id"] for n in due})
+            silences = [silence_from(r) for r in await log_.active_silences(conn, customers, now)]
+        created = {n["id"]: n["created_at"] for n in due}
+        attempts = [self._attempt(n, routes, silences, now) for n in due]
+        done: list[log_.Outcome] = []
+        delivered = 0
+        for attempt in asyncio.as_completed(attempts):
+            done.append(await attempt)
+            if len(done) >= SETTLE_EVERY:
+                delivered += await self._settle(done, created)
+                done = []
+        if done:
+            delivered += await self._settle(done, created)
+        return delivered
+
+    async def _settle(self, outcomes: list[log_.Outcome], created: dict[int, datetime]) -> int:
+        """Record ``outcomes``; how many were deliveries."""
         async with self.engine.begin() as conn:
-            if receiver is None:  # its route or receiver was deleted meanwhile
-                HELD.labels(reason="route deleted").inc()
-                await log_.failed(conn, notification["id"], None, "route deleted", None)
-                return False
-            if silenced_until is not None:
-                HELD.labels(reason="silenced").inc()
-                await log_.failed(conn, notification["id"], None, "silenced", silenced_until)
-                return False
+            await log_.settle(conn, outcomes)
+        delivered = [o for o in outcomes if o.error is None]
+        for outcome in delivered:
+            LATENCY.observe(max(0.0, self.clock() - created[outcome.id].timestamp()))
+        return len(delivered)
+
+    async def _attempt(
+        self, n: dict[str, Any], routes: list[Route], silences: list[Silence], now: datetime
+    ) -> log_.Outcome:
+        """Send one notification, unless its route is gone or a silence holds its alert."""
+        receiver = _receiver(n, routes)
+        if receiver is None:  # its route or receiver was deleted meanwhile
+            HELD.labels(reason="route deleted").inc()
+            return log_.Outcome(n["id"], None, "route deleted", None)
+        holding = [s.ends_at for s in silences if s.silences(n, now)]
+        if holding:  # try again when the latest silence holding it ends
+            HELD.labels(reason="silenced").inc()
+            return log_.Outcome(n["id"], None, "silenced", max(holding))
         async with self._gate:
-            code, error = await self._send(receiver, notification)
+            code, error = await self._send(receiver, n)
         SENT.labels(kind=receiver.kind, outcome="delivered" if error is None else "failed").inc()
-        async with self.engine.begin() as conn:
-            if error is None:
-                await log_.delivered(conn, notification["id"], code)
-                LATENCY.observe(max(0.0, self.clock() - notification["created_at"].timestamp()))
-                return True
-            next_try = self._next_try(notification)
-            await log_.failed(conn, notification["id"], code, error, next_try)
+        if error is None:
+            return log_.Outcome(n["id"], code, None, None)
+        next_try = self._next_try(n)
         if next_try is None:
             DEAD.labels(kind=receiver.kind).inc()
-        log.warning("notification %s to %s failed (%s): %s", notification["id"],
-                    notification["receiver"], code, error)  # fmt: skip
-        return False
+        log.warning("notification %s to %s failed (%s): %s", n["id"], n["receiver"], code, error)
+        return log_.Outcome(n["id"], code, error, next_try)
 
     def _next_try(self, notification: dict[str, Any]) -> datetime | None:
         """When to try again, or None past the give-up time (the notification is dead)."""
@@ -203,14 +231,6 @@ class Dispatcher:
         if (now - notification["created_at"]).total_seconds() >= self.backoff.give_up_s:
             return None
         return now + timedelta(seconds=self.backoff.delay_s(notification["attempts"], self._rng))
-
-    async def _silenced_until(self, notification: dict[str, Any]) -> datetime | None:
-        """The end of the latest silence holding this alert now, or None."""
-        now = self.now()
-        async with self.engine.connect() as conn:
-            silences = await log_.active_silences(conn, notification["customer_id"], now)
-        ends = [s.ends_at for s in map(silence_from, silences) if s.silences(notification, now)]
-        return max(ends) if ends else None
 
     async def _send(self, receiver: Receiver, n: dict[str, Any]) -> tuple[int | None, str | None]:
         """Send to ``receiver``: (status code, None) when it took it; (code, error) otherwise."""

@@ -10,13 +10,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from aiohttp import web
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -303,3 +305,36 @@ async def sink_stack(
     settings = stack.settings()
     await create_topics(settings, kafka_bootstrap)
     return database_url, stack, settings
+
+
+@dataclass
+class Received:
+    """What a local HTTP receiver took: (path, headers, body) of each POST."""
+
+    url: str
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    def bodies(self, path: str) -> list[Any]:
+        """The JSON bodies POSTed to ``path``."""
+        return [json.loads(body) for p, _, body in self.requests if p == path]
+
+
+@asynccontextmanager
+async def http_receiver() -> AsyncIterator[Received]:
+    """An aiohttp server on 127.0.0.1 taking POSTs on any path (204), stopped on exit."""
+    port = free_port()
+    got = Received(f"http://127.0.0.1:{port}")
+
+    async def take(request: web.Request) -> web.Response:
+        got.requests.append((request.path, dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/{path}", take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield got
+    finally:
+        await runner.cleanup()

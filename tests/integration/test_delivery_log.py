@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.delivery.routes import Receiver, Route, planner, route_from, route_spec
-from sinks.delivery import delivered, enqueue, failed, lease, load_routes, save_route
+from sinks.delivery import Outcome, enqueue, lease, load_routes, save_route, settle
 from sinks.reports import apply_retention
 from tests.integration.stack import store_rows
 from tests.unit.events import alert_event
@@ -61,8 +61,9 @@ async def test_each_notification_is_enqueued_once_and_leased_in_version_order(
         assert await lease(conn, now) == []  # leased: not again
     hook, slack = sorted(first, key=lambda n: n["receiver"], reverse=True)
     async with engine.begin() as conn:
-        await delivered(conn, hook["id"], 200)
-        await failed(conn, slack["id"], 503, "unavailable", now + timedelta(seconds=30))
+        retry = now + timedelta(seconds=30)
+        await settle(conn, [Outcome(hook["id"], 200, None, None),
+                            Outcome(slack["id"], 503, "unavailable", retry)])  # fmt: skip
         after = await lease(conn, now)
     assert [(n["receiver"], n["version"]) for n in after] == [(hook["receiver"], 2)]
     async with engine.begin() as conn:  # the dispatcher that leased it died: leased again
@@ -71,12 +72,16 @@ async def test_each_notification_is_enqueued_once_and_leased_in_version_order(
         (slack["receiver"], 1, 2), (hook["receiver"], 2, 2),
     ]  # fmt: skip
     async with engine.begin() as conn:
-        for notification in again:
-            await failed(conn, notification["id"], None, "gave up", None)
+        await settle(conn, [Outcome(n["id"], None, "gave up", None) for n in again])
         dead = (await conn.execute(
             text("SELECT count(*) FROM notifications WHERE status = 'dead'")
         )).scalar_one()  # fmt: skip
     assert dead == 2
+    async with engine.connect() as conn:
+        logged = (await conn.execute(text(
+            "SELECT status, last_code, last_error, next_attempt_at > :now FROM notifications"
+            " WHERE id = :id"), {"id": slack["id"], "now": now})).one()  # fmt: skip
+    assert tuple(logged) == ("dead", None, "gave up", True)  # its retry time kept
 
 
 async def test_retention_drops_settled_notifications_of_closed_alerts_and_ended_silences(
