@@ -20,6 +20,7 @@ from sinks.queries import (
     key_daily,
 )
 from sinks.tables import ALERT_FIELDS
+from streams.domain.values import FEED_DRIFT_TYPES
 
 DAYS_MAX = 400  # of a key's metrics the API reads at most (the detail: to its current window)
 WINDOW_BOUNDS = ("baseline_start", "baseline_end", "current_start", "current_end")
@@ -34,8 +35,8 @@ async def alert_detail(
         return None
     history = await alert_history(conn, customer_id, alert_id)
     drift = await drift_event(conn, customer_id, row["drift_event_id"])
-    if drift is None:
-        return _detail(row, None, history, {}, [])
+    if drift is None or drift["drift_type"] in FEED_DRIFT_TYPES:  # a feed's: no key's claims
+        return _detail(row, drift, history, {}, [])
     day = {name: drift[name].astimezone(UTC).date() for name in WINDOW_BOUNDS}  # UTC midnights
     key = KeyWindows(customer_id, drift["payer_id"], drift["cpt_group"],
                      *(day[name] for name in WINDOW_BOUNDS))  # fmt: skip

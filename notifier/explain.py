@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from notifier.answers import CodeChange
-from streams.domain.values import DriftType
+from streams.domain.alerts import feed_message
+from streams.domain.values import FEED_DRIFT_TYPES, DriftType
 
 DAY = timedelta(days=1)
 
@@ -49,6 +50,9 @@ def explain(drift: dict[str, Any], median_allowed: float | None = None) -> str:
     prices extra denials; without it the sentence leaves the money out.
     """
     kind: DriftType = drift["drift_type"]
+    if kind in FEED_DRIFT_TYPES:
+        start_ms = int(drift["current_start"].timestamp() * 1000)
+        return feed_message(kind, drift["baseline_value"], drift["current_value"], start_ms) + "."
     before, now, claims = drift["baseline_value"], drift["current_value"], drift["current_n"]
     extra = (now - before) * claims  # denials, claim-days or dollars, by the drift type
     went = "rose" if now > before else "fell"

@@ -292,6 +292,27 @@ class Settings(BaseSettings):
         description="Commands per connection and second on average: 20 in any window of 20 / "
         "this seconds, rounded up to whole seconds (so at most 20 a second).",
     )
+    feed_watch_s: float = Field(
+        default=900.0,
+        ge=1,
+        description="How often the worker group's leader checks each customer's feed (silence, a "
+        "day's volume, dead letters); also the period its feed alerts update in. Needs the "
+        "database.",
+    )
+    feed_silence_floor_hours: float = Field(
+        default=6.0,
+        gt=0,
+        description="A feed silence alert never comes sooner, whatever the feed's usual gap.",
+    )
+    feed_volume_drop: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="A day that brings less than this share of its weekday's usual claims is low.",
+    )
+    feed_dead_letter_floor: int = Field(
+        default=20, ge=1, description="Rejected claims in an hour below this never alert."
+    )
     console_url: str = Field(
         default="http://127.0.0.1:8765",
         description="The console's address in alert notifications (their link to the alert).",

@@ -16,11 +16,15 @@ from notifier.delivery.payloads import PagerDutyEvent, SlackMessage, WebhookBody
 from notifier.delivery.routes import Event
 from notifier.messages import AlertEvent
 from sinks.tables import ALERT_FIELDS
+from streams.domain.values import FEED_DRIFT_TYPES
 
 DRIFT_WORDS = {
     "denial_rate": "denial rate",
     "decision_lag": "time to decision",
     "allowed_amount": "allowed amount",
+    "feed_silence": "feed silence",
+    "feed_volume": "feed volume",
+    "dead_letters": "dead letters",
 }
 EVENT_WORDS = {
     "opened": "opened",
@@ -44,11 +48,13 @@ PAGERDUTY_DEDUP_MAX = 255  # the Events API's limit on dedup_key
 def summary(alert: Mapping[str, Any], event: Event) -> str:
     """One line a person reads: what happened to which key, and the alert's own message."""
     what = DRIFT_WORDS.get(alert["drift_type"], alert["drift_type"])
-    return (
-        f"[{alert['severity_level']}] {what} alert {EVENT_WORDS[event]}: payer "
-        f"{alert['payer_id']} / {alert['cpt_group']} (customer {alert['customer_id']}): "
-        f"{alert['message']}"
+    about = (
+        f"the feed of customer {alert['customer_id']}"
+        if alert["drift_type"] in FEED_DRIFT_TYPES
+        else f"payer {alert['payer_id']} / {alert['cpt_group']} (customer {alert['customer_id']})"
     )
+    level = alert["severity_level"]
+    return f"[{level}] {what} alert {EVENT_WORDS[event]}: {about}: {alert['message']}"
 
 
 def idempotency_key(alert: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from notifier.hub import psycopg_conninfo
 from schemas.registry import ValueCodec
 from sinks.audit import record_audit
 from streams.domain.rules import AlertRule, DriftTypes, InvalidRule, RuleBook
+from streams.domain.values import DRIFT_TYPES
 from streams.kafka.rules_feed import RulesFeed
 from streams.settings import Settings
 
@@ -32,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     set_.add_argument("--rule", required=True, help="rule_id")
     set_.add_argument(
         "--drift-types",
-        default="denial_rate,decision_lag,allowed_amount",
-        help="comma-separated drift types (default: all three)",
+        default=",".join(DRIFT_TYPES),
+        help=f"comma-separated drift types (default: all, {','.join(DRIFT_TYPES)})",
     )
     set_.add_argument(
         "--min-severity-level",

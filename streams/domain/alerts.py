@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from streams.domain.drift import severity_level
@@ -23,6 +24,7 @@ from streams.domain.events import AlertTransitioned, DriftDetected, KeyEvaluated
 from streams.domain.rules import AlertRule
 from streams.domain.values import (
     COMMANDS,
+    FEED_DRIFT_TYPES,
     LEVELS,
     VERDICTS,
     DriftType,
@@ -122,7 +124,23 @@ class AlertStore(Protocol):
         """Make ``alert_id`` the current alert of ``dedup_key``."""
 
 
+def feed_message(drift_type: str, baseline: float, current: float, current_start_ms: int) -> str:
+    """A sentence for a feed drift (the feed watch's): silence, a day's volume, dead letters."""
+    if drift_type == "feed_silence":
+        return (f"No claims received for {current:,.0f} h; this feed usually goes at most "
+                f"{baseline:,.0f} h without one")  # fmt: skip
+    if drift_type == "feed_volume":
+        day = datetime.fromtimestamp(current_start_ms / 1000, UTC)
+        return (f"{current:,.0f} claims received on {day:%a %d %b %Y} (UTC); a usual {day:%A} "
+                f"brings {baseline:,.0f}")  # fmt: skip
+    return f"{current:,.0f} claims rejected in the last hour; usually {baseline:,.1f} an hour"
+
+
 def _message(drift: DriftDetected) -> str:
+    if drift.drift_type in FEED_DRIFT_TYPES:
+        return feed_message(
+            drift.drift_type, drift.baseline_value, drift.current_value, drift.current_start_ms
+        )
     direction = "rose" if drift.delta_value > 0 else "fell"
     what = {
         "denial_rate": (f"{drift.baseline_value:.1%}", f"{drift.current_value:.1%}"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from streams.domain.events import DriftDetected, KeyEvaluated
 from streams.domain.stats import benjamini_hochberg, two_proportion_z_test, welch_t_test
-from streams.domain.values import DRIFT_TYPES, DriftType, Level
+from streams.domain.values import METRIC_DRIFT_TYPES, DriftType, Level
 from streams.domain.windows import KeyWindows, WindowSums
 
 EVENT_NAMESPACE = uuid.UUID("8f5e2f8e-6f4b-4e8f-9a53-0c1d5d7a7c11")
@@ -51,7 +51,7 @@ class DriftConfig:
     decision_lag_floor_days: float = 2.0
     allowed_amount_floor: float = 0.10
     fdr_q_max: float = 0.001
-    drift_types: tuple[DriftType, ...] = DRIFT_TYPES
+    drift_types: tuple[DriftType, ...] = METRIC_DRIFT_TYPES
 
     @property
     def history_buckets(self) -> int:

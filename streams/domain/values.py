@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar, get_args
 
-DriftType = Literal["denial_rate", "decision_lag", "allowed_amount"]
+# What the windows test on claims, per (customer, payer, CPT group) key:
+MetricDriftType = Literal["denial_rate", "decision_lag", "allowed_amount"]
+# What the feed watch tests on a customer's whole feed (payer and CPT group "*"):
+FeedDriftType = Literal["feed_silence", "feed_volume", "dead_letters"]
+DriftType = Literal[MetricDriftType, FeedDriftType]
 Level = Literal["info", "warning", "critical"]  # in ascending order
 Status = Literal["active", "acknowledged", "resolved"]
 Transition = Literal[
@@ -20,7 +24,9 @@ Verdict = Literal["true_positive", "false_positive", "needs_review"]
 Outcome = Literal["PAID", "DENIED", "PARTIAL", "PENDED"]
 _V = TypeVar("_V", bound=str)
 
-DRIFT_TYPES: tuple[DriftType, ...] = get_args(DriftType)
+METRIC_DRIFT_TYPES: tuple[MetricDriftType, ...] = get_args(MetricDriftType)
+FEED_DRIFT_TYPES: tuple[FeedDriftType, ...] = get_args(FeedDriftType)
+DRIFT_TYPES: tuple[DriftType, ...] = (*METRIC_DRIFT_TYPES, *FEED_DRIFT_TYPES)
 LEVELS: tuple[Level, ...] = get_args(Level)
 STATUSES: tuple[Status, ...] = get_args(Status)
 TRANSITIONS: tuple[Transition, ...] = get_args(Transition)

@@ -52,6 +52,11 @@ CLAIMS_REDELIVERED = Counter(
 BUCKET_CLOSES = Counter(
     "upstream_bucket_closes_total", "Buckets closed by customers' watermarks (one per customer)"
 )
+FEED_DETECTIONS = Counter(
+    "upstream_feed_findings_total",
+    "Feed watch findings (a silent feed, a low day, a dead-letter burst), one per period each",
+    ["drift_type"],
+)
 GAUGES_EVERY_S = 2.0  # how often a worker's health loop refreshes its gauges
 ACTIVE_KEYS = Gauge("upstream_active_window_keys", "(customer, payer, CPT group) keys in memory")
 CHANGELOG_SPLIT_FLUSHES = Counter(

@@ -5,33 +5,65 @@
   rerunning a week replaces its rows.
 - Retention: rows older than ``UPSTREAM_RETENTION_DAYS`` (default 90) leave ``claim_records``,
   ``drift_events``, ``alert_transitions`` and resolved ``alert_events``.
+- The feed watch, every ``UPSTREAM_FEED_WATCH_S``: each customer's feed as the sink counted it
+  (:mod:`streams.stages.feed_watch`); its drift events go to ``drift.events`` and its
+  evaluations to the alert input, keyed by customer as the windows stage sends them, so the
+  alerts stage opens, updates and resolves feed alerts like any other.
 
-Both need ``UPSTREAM_DATABASE_URL``; without it they are not scheduled. A failing run is
+All need ``UPSTREAM_DATABASE_URL``; without it they are not scheduled. A failing run is
 logged and the next one tries again; the worker itself carries on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from schemas.registry import ValueCodec
+from sinks.feed_watch import feed_states
 from sinks.reports import apply_retention, last_full_week, store_summaries, weekly_summaries
+from streams.kafka import envelopes
+from streams.kafka.records import drift_record
+from streams.observability.metrics import FEED_DETECTIONS
+from streams.runtime.state import send_keyed
 from streams.settings import Settings
+from streams.stages.feed_watch import FeedWatch, evaluate
 
 log = logging.getLogger("upstream.jobs")
+
+
+@dataclass(frozen=True)
+class FeedOutputs:
+    """Where the feed watch sends: the codec, a producer (a callable: it exists once the app
+    runs) and the topics of drift events and of alert input."""
+
+    codec: ValueCodec
+    producer: Callable[[], Any]
+    drift_topic: str
+    alert_input_topic: str
 
 
 class ScheduledJobs:
     """The crontab jobs of one worker app."""
 
-    def __init__(self, app: Any, settings: Settings) -> None:
+    def __init__(self, app: Any, settings: Settings, feeds: FeedOutputs) -> None:
         self.app = app
         self.settings = settings
+        self.feeds = feeds
+        self.watch = FeedWatch(
+            every_ms=int(settings.feed_watch_s * 1000),
+            silence_floor_h=settings.feed_silence_floor_hours,
+            volume_drop=settings.feed_volume_drop,
+            dead_letter_floor=settings.feed_dead_letter_floor,
+        )
         self.reports_topic = app.topic(
             settings.topic_reports, key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw",
@@ -41,12 +73,13 @@ class ScheduledJobs:
     def register(self) -> None:
         """Schedule the jobs on the leader, if there is a database to work on."""
         if not self.settings.database_url:
-            log.info("no UPSTREAM_DATABASE_URL: weekly reports and retention are not scheduled")
+            log.info("no UPSTREAM_DATABASE_URL: reports, retention and the feed watch are off")
             return
         self.app.crontab(self.settings.report_cron, on_leader=True, timezone=UTC)(
             self.weekly_reports
         )
         self.app.crontab(self.settings.retention_cron, on_leader=True, timezone=UTC)(self.retention)
+        self.app.timer(self.settings.feed_watch_s, on_leader=True)(self.watch_feeds)
 
     def engine(self) -> AsyncEngine:
         """The jobs' own small connection pool, made on first use."""
@@ -81,3 +114,29 @@ class ScheduledJobs:
             log.error("retention failed: %s", exc)
             return
         log.info("retention: deleted rows older than %s: %s", cutoff.date(), deleted)
+
+    async def watch_feeds(self) -> None:
+        """Evaluate every customer's feed now; send its drift events, then its evaluations."""
+        now = datetime.now(UTC)
+        try:
+            async with self.engine().connect() as conn:
+                feeds = await feed_states(conn, now, self.watch.history_days)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("feed watch failed: %s", exc)
+            return
+        out = self.feeds
+        drifts, evaluations = [], []
+        for feed in feeds:
+            key = feed.customer_id.encode()
+            for evaluation in evaluate(feed, self.watch, now):
+                for drift in evaluation.detections:
+                    record = drift_record(drift)
+                    drifts.append((key, out.codec.encode("DriftEvent", out.drift_topic, record)))
+                    FEED_DETECTIONS.labels(drift_type=drift.drift_type).inc()
+                evaluations.append((key, envelopes.evaluation_message(evaluation)))
+        producer = out.producer()
+        # A feed alert names its drift event: the event goes first (the sink stores it first).
+        await asyncio.gather(*await send_keyed(producer, out.drift_topic, drifts))
+        await asyncio.gather(*await send_keyed(producer, out.alert_input_topic, evaluations))
+        if drifts:
+            log.info("feed watch: %d customer(s), %d finding(s)", len(feeds), len(drifts))

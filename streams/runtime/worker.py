@@ -56,7 +56,7 @@ from streams.observability.metrics import (
 from streams.runtime.alerts_stage import AlertsStage
 from streams.runtime.batches import BatchSubscription, BatchTopic, UpstreamApp
 from streams.runtime.checkpoint import Checkpoint
-from streams.runtime.jobs import ScheduledJobs
+from streams.runtime.jobs import FeedOutputs, ScheduledJobs
 from streams.runtime.state import (
     ChangelogTable,
     StandardJsonTable,
@@ -173,7 +173,9 @@ class WorkerStages:
         app.timer(GAUGES_EVERY_S)(self.check_health)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_before_shutdown.connect(self.on_shutdown)
-        ScheduledJobs(app, self.settings).register()
+        feeds = FeedOutputs(self.codec, self.kafka_producer, self.settings.topic_drift,
+                            self.alert_input_topic.get_topic_name())  # fmt: skip
+        ScheduledJobs(app, self.settings, feeds).register()
 
     async def check_health(self) -> None:
         """Readiness: partitions assigned, rules loaded, consumer lag below the limit."""

@@ -129,6 +129,33 @@ async def test_an_alert_without_its_drift_event_has_its_history_only(
     assert [h["version"] for h in body["history"]] == [1]
 
 
+async def test_a_feed_alert_is_explained_in_its_own_words(explained: ServiceStack) -> None:
+    """A feed silence of the whole feed (payer and CPT group "*"): a sentence of hours, no
+    claims of a key to chart; the dashboard still answers."""
+    feed_drift = {**DRIFT, "event_id": "demo-feed-e1", "payer_id": "*", "cpt_group": "*",
+                  "drift_type": "feed_silence", "baseline_value": 48.0, "current_value": 75.0,
+                  "delta_value": 27.0, "baseline_n": 30, "current_n": 0, "p_value": 0.0,
+                  "q_value": 0.0, "severity": 0.47, "severity_level": "warning",
+                  "confidence": 1.0}  # fmt: skip
+    feed_alert = {**ALERT, "alert_id": "demo-feed", "dedup_key": "demo|default|*|*|feed_silence",
+                  "drift_event_id": "demo-feed-e1", "payer_id": "*", "cpt_group": "*",
+                  "drift_type": "feed_silence", "severity": 0.47,
+                  "severity_level": "warning"}  # fmt: skip
+    await store_rows(explained.database_url, [feed_drift], [feed_alert], [])
+    token = mint_token(SECRET, "demo", "alice")
+    status, body = await get_json(explained, "/api/alert-detail?alert_id=demo-feed", token)
+    assert status == 200, body
+    check_response("/api/alert-detail", 200, body)
+    assert body["explanation"] == (
+        "No claims received for 75 h; this feed usually goes at most 48 h without one."
+    )
+    assert (body["denial_reasons"], body["example_claim_ids"], body["days"]) == ([], [], [])
+    assert body["drift_event"]["drift_type"] == "feed_silence"
+    status, dashboard = await get_json(explained, "/api/dashboard", token)
+    assert status == 200, dashboard
+    assert dashboard["open_alerts"]["warning"] == 1
+
+
 async def test_alert_detail_refusals(explained: ServiceStack) -> None:
     """Another customer's alert is not found; the id is required."""
     other = mint_token(SECRET, "other", "bob")

@@ -202,7 +202,8 @@ async def test_drift_events_pages_cover_everything_once(api: ServiceStack) -> No
             "/api/drift-events?drift_type=nope",
             mint_token(SECRET, "demo", "alice"),
             400,
-            "drift_type: Input should be 'denial_rate', 'decision_lag' or 'allowed_amount'",
+            "drift_type: Input should be 'denial_rate', 'decision_lag', 'allowed_amount', "
+            "'feed_silence', 'feed_volume' or 'dead_letters'",
         ),
         (
             "/api/drift-events?min_severity_level=urgent",
