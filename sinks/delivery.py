@@ -213,6 +213,11 @@ async def lease(
     receiver, leased for ``lease_s`` (another dispatcher skips them meanwhile), with the alert
     transition each is about; call in a transaction and commit before sending."""
     params = {"now": now, "limit": limit, "lease_s": lease_s}
+    # Read the pending ones in due order from ix_notifications_due and stop at the limit. The
+    # planner, whose row counts lag a table that fills in bursts, would otherwise check every
+    # due notification for an older version, then sort them: 90 ms at 20,000, not 4.
+    await conn.execute(text("SET LOCAL enable_bitmapscan = off"))
+    await conn.execute(text("SET LOCAL enable_sort = off"))
     return [dict(r) for r in (await conn.execute(_LEASE, params)).mappings()]
 
 

@@ -76,10 +76,18 @@ def upgrade() -> None:
             name="uq_notifications_once",
         ),
     )
+    # The lease reads pending notifications in due order and stops at its limit; for each, it
+    # looks for an older pending version of its alert for the same receiver.
     op.create_index(
         "ix_notifications_due",
         "notifications",
-        ["next_attempt_at"],
+        ["next_attempt_at", "id"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_index(
+        "ix_notifications_pending_alert",
+        "notifications",
+        ["customer_id", "alert_id", "route", "receiver", "version"],
         postgresql_where=sa.text("status = 'pending'"),
     )
     op.create_index(
