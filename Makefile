@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # any domain source newer than the last install builds it again.
 DOMAIN  := $(wildcard streams/domain/*.py)
 
-.PHONY: help install pure run test test-kafka screenshots test-unit test-integration lint fmt bench bench-customers bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout bench-dashboard chaos hooks clean
+.PHONY: help install pure run test test-kafka screenshots test-unit test-integration lint fmt bench bench-customers bench-hotpath bench-memory bench-latency bench-detection bench-sink bench-fanout bench-delivery bench-dashboard chaos hooks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ bench-detection: install ## detection quality through the real worker (bench/res
 
 bench-sink: install ## sink rows/s vs raw COPY (bench/results/sink-DATE.json, progress and table on stderr)
 	$(PY) -m bench.sink > bench/results/sink-$(TODAY).json
+
+bench-delivery: install ## alert delivery: 1,000 transitions/s to 50 webhook receivers (p50/p99, CPU)
+	$(PY) -m bench.delivery > bench/results/delivery-$(TODAY).json
 
 bench-fanout: install ## notifier fan-out: 2,000 WebSocket clients, 100 alerts/s for 60 s (p50/p99, CPU)
 	$(PY) -m bench.fanout > bench/results/fanout-$(TODAY).json

@@ -120,6 +120,18 @@ def test_memory_bench_smoke_run() -> None:
     assert "bytes per key" in stderr
 
 
+def test_delivery_bench_smoke_run() -> None:
+    """200 transitions to 3 receivers: every notification delivered once, the delays there."""
+    report, stderr = run_bench("delivery", "--rate", "100", "--receivers", "3", "--seconds", "2")
+    assert (report["transitions"], report["notifications"]) == (200, 600)
+    assert (report["delivered"], report["requests"], report["repeats"]) == (600, 600, 0)
+    delays = report["enqueue_to_delivery_ms"]
+    assert 0 <= delays["p50"] <= delays["p99"] <= delays["max"]
+    assert report["stored_to_received_ms"]["p50"] is not None
+    assert report["dispatcher_cpu_us_per_notification"] > 0
+    assert "| offered |" in stderr
+
+
 def test_sink_bench_smoke_run() -> None:
     """2,000 rows, two runs: every rate and ratio there, the ratios each run's COPY over sink."""
     report, stderr = run_bench("sink", "--rows", "2000", "--runs", "2")
