@@ -1,19 +1,20 @@
 """Alert delivery: alert transitions at a steady rate fanned out to many webhook receivers.
 
 Starts an embedded PostgreSQL (migrated), ``--receivers`` webhook receivers (aiohttp, each on
-its own port of 127.0.0.1, in this process) and one ``upstream dispatcher`` process
-(``UPSTREAM_DISPATCHER_POLL_S`` 1 s, the default). One customer's route sends every transition
-to all the receivers. For ``--seconds`` the bench stores ``--rate`` alert transitions a second
-through the sink's writer (``PostgresWriter.write``, as the sink stores them), in ten
-batches a second: alerts opened, then resolved, half and half, every one of which notifies. Then
-it waits until every notification is delivered (or ``--timeout``).
+its own port of 127.0.0.1, in this process) and ``--dispatchers`` ``upstream dispatcher``
+processes (one by default; ``UPSTREAM_DISPATCHER_POLL_S`` 1 s, the default). One customer's
+route sends every transition to all the receivers. For ``--seconds`` the bench stores
+``--rate`` alert transitions a second through the sink's writer (``PostgresWriter.write``, as
+the sink stores them), in ten batches a second: alerts opened, then resolved, half and half,
+every one of which notifies. Then it waits until every notification is delivered (or
+``--timeout``).
 
 Reported: notifications delivered per second from the first transition to the last delivery;
 the delay from enqueue to delivery (``notifications.created_at`` → ``delivered_at``, the
 dispatcher's own clock and Postgres') and from a transition stored to a receiver taking it
-(``alert_transitions.stored_at`` → the receiver's clock), p50 / p99 / max; the dispatcher's CPU
-(cores kept busy, CPU µs per notification) and RSS; and whether every notification came once
-(by Idempotency-Key and receiver). Prints JSON on stdout, a table on stderr.
+(``alert_transitions.stored_at`` → the receiver's clock), p50 / p99 / max; the dispatchers' CPU
+(cores kept busy, CPU µs per notification) and RSS, together; and whether every notification
+came once (by Idempotency-Key and receiver). Prints JSON on stdout, a table on stderr.
 
     python -m bench.delivery --rate 1000 --receivers 50 --seconds 5
 """
@@ -157,31 +158,34 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     await engine.dispose()
     logs = Path(tempfile.mkdtemp(prefix="upstream-bench-delivery-"))
     env = {"UPSTREAM_DATABASE_URL": url, "UPSTREAM_CONSOLE_URL": "http://console.invalid"}
-    proc = spawn_service("dispatcher", {**os.environ, **env}, logs / "dispatcher.log")
+    procs = [spawn_service("dispatcher", {**os.environ, **env}, logs / f"dispatcher-{i}.log")
+             for i in range(args.dispatchers)]  # fmt: skip
     plain = url.replace("+psycopg", "")
     try:
-        cpu_before, began = cpu_seconds(proc.pid), time.perf_counter()
+        cpu_before, began = _cpu(procs), time.perf_counter()
         transitions, produce_s = await _produce(url, args.rate, args.seconds)
         expected = transitions * args.receivers
         print(f"{transitions:,} transitions stored in {produce_s:.1f} s; "
               f"{expected:,} notifications to deliver...", file=sys.stderr)  # fmt: skip
         delivered, deadline, rss = 0, time.monotonic() + args.timeout, 0.0
         while delivered < expected and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the dispatcher exited; see {logs / 'dispatcher.log'}")
+            if any(proc.poll() is not None for proc in procs):
+                raise RuntimeError(f"a dispatcher exited; see the logs in {logs}")
             await asyncio.sleep(0.5)
-            rss = max(rss, rss_mib(proc.pid))
+            rss = max(rss, sum(rss_mib(proc.pid) for proc in procs))
             delivered, _ = await asyncio.to_thread(_delivered, plain)
         elapsed = time.perf_counter() - began
-        cpu_after = cpu_seconds(proc.pid)
+        cpu_after = _cpu(procs)
     finally:
-        stop_process(proc, timeout_s=30)
+        for proc in procs:
+            stop_process(proc, timeout_s=30)
         await receivers.stop()
     enqueued, end_to_end = _delays(plain, receivers)
     per_key = Counter(receivers.arrivals)
-    cpu_s = cpu_after["process"] - cpu_before["process"]
+    cpu_s = cpu_after - cpu_before
     return {
         "rate": args.rate, "receivers": args.receivers, "seconds": args.seconds,
+        "dispatchers": args.dispatchers,
         "transitions": transitions, "notifications": expected, "delivered": delivered,
         "requests": receivers.requests, "repeats": receivers.requests - len(per_key),
         "all_delivered": delivered == expected,
@@ -195,12 +199,18 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _cpu(procs: list[Any]) -> float:
+    """CPU seconds the processes have used, together."""
+    return sum(cpu_seconds(proc.pid)["process"] for proc in procs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=1000, help="alert transitions/s (1,000)")
     parser.add_argument("--receivers", type=int, default=50, help="webhook receivers (50)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of transitions (5)")
+    parser.add_argument("--dispatchers", type=int, default=1, help="dispatcher processes (1)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after (900 s)")
     args = parser.parse_args(argv)
     server = EmbeddedPostgres().start()
