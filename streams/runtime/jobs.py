@@ -116,14 +116,17 @@ class ScheduledJobs:
         log.info("retention: deleted rows older than %s: %s", cutoff.date(), deleted)
 
     async def watch_feeds(self) -> None:
-        """Evaluate every customer's feed now; send its drift events, then its evaluations."""
-        now = datetime.now(UTC)
+        """Evaluate every customer's feed now; send its drift events, then its evaluations. A
+        run that fails is logged; the next one tries again (Faust's timer would stop for good
+        on an error)."""
         try:
-            async with self.engine().connect() as conn:
-                feeds = await feed_states(conn, now, self.watch.history_days)
-        except (SQLAlchemyError, OSError) as exc:
-            log.error("feed watch failed: %s", exc)
-            return
+            await self._watch_feeds(datetime.now(UTC))
+        except Exception:  # the database, the broker, a bug: the next period tries again
+            log.exception("feed watch failed")
+
+    async def _watch_feeds(self, now: datetime) -> None:
+        async with self.engine().connect() as conn:
+            feeds = await feed_states(conn, now, self.watch.history_days)
         out = self.feeds
         drifts, evaluations = [], []
         for feed in feeds:

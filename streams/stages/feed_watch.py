@@ -9,7 +9,7 @@ Each evaluation is stamped with the start of its period (:attr:`FeedWatch.every_
 same period evaluated twice (a second worker, a restart) is applied once, and its drift events
 have the same ids. What is usual is learned from the customer's own history (``feed_days``):
 a customer new to Upstream, with fewer than :attr:`FeedWatch.min_active_days` days of claims,
-is not watched yet. No I/O here: ``streams.runtime.feed_watch`` reads and sends.
+is not watched yet. No I/O here: the leader's job (``streams.runtime.jobs``) reads and sends.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ class FeedWatch:
     """Thresholds of the feed watch (``UPSTREAM_FEED_*`` settings)."""
 
     every_ms: int = 15 * 60_000  # one evaluation per period
-    silence_floor_h: float = 6.0  # never a silence alert before this many hours
+    silence_floor_h: float = 48.0  # never a silence alert before this many hours
     volume_drop: float = 0.5  # a day below this share of its weekday's usual volume is low
     dead_letter_floor: int = 20  # rejected claims in an hour below this never alert
-    history_days: int = 56
+    history_days: int = 63  # nine weeks: eight same weekdays before yesterday
     min_active_days: int = 7
 
 
@@ -120,17 +120,20 @@ def _silence(
 def _volume(
     feed: FeedState, watch: FeedWatch, began: date, now: datetime
 ) -> tuple[bool, _Found | None]:
-    """(tested, found): yesterday (UTC) brought claims, but fewer than ``volume_drop`` of its
-    weekday's usual, and today is not yet back above that share of its own weekday's usual.
-    Untested with too little history for yesterday's weekday."""
+    """(tested, found): yesterday (UTC) brought fewer than ``volume_drop`` of its weekday's
+    usual claims, and today is not yet back above that share of its own weekday's usual.
+    Nothing yesterday after nothing the day before is left to the silence test (an outage
+    raises one alert, not two). Untested with too little history for yesterday's weekday."""
     today = now.astimezone(UTC).date()
     day = today - timedelta(days=1)
     usual, samples = _usual(feed, day, began)
     if usual is None:
         return False, None
     got = feed.received.get(day, 0)
-    if got == 0 or got >= watch.volume_drop * usual:
-        return True, None  # a day with nothing at all is the silence test's
+    if got == 0 and feed.received.get(day - timedelta(days=1), 0) == 0:
+        return True, None  # days on end with nothing: a silence, the silence test's
+    if got >= watch.volume_drop * usual:
+        return True, None
     usual_today, _ = _usual(feed, today, began)
     if usual_today is not None and feed.received.get(today, 0) >= watch.volume_drop * usual_today:
         return True, None  # back already

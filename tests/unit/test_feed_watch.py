@@ -46,7 +46,8 @@ def test_a_customer_with_little_history_is_not_watched_yet() -> None:
 
 
 def test_silence_past_the_usual_gap_alerts_and_grows_critical() -> None:
-    """A daily feed may go 48 h (its gap of a day, plus the day); its volume is not tested."""
+    """A daily feed may go 48 h (its gap of a day, plus the day, and the floor); its volume is
+    not tested meanwhile."""
     assert found(daily(last_received_at=NOW - timedelta(hours=47)))["feed_silence"] is None
     assert found(daily(last_received_at=NOW - timedelta(hours=72))) == {
         "feed_silence": (0.45, "warning"),  # 1.5 times the allowance
@@ -78,13 +79,17 @@ def test_a_day_far_below_its_weekday_alerts_until_today_catches_up() -> None:
     yesterday = NOW.date() - timedelta(days=1)
 
     def with_days(base: FeedState, **days: int) -> FeedState:
-        named = {"yesterday": yesterday, "today": NOW.date()}
+        named = {"before": yesterday - timedelta(days=1), "yesterday": yesterday,
+                 "today": NOW.date()}  # fmt: skip
         return replace(base, received={**base.received, **{named[k]: n for k, n in days.items()}})
 
     low = with_days(feed, yesterday=20)
     assert found(low)["feed_volume"] == (0.48, "warning")  # 80 % short: 1.6 times the threshold
     assert found(with_days(low, yesterday=5))["feed_volume"] == (0.57, "warning")
-    assert found(with_days(low, yesterday=0))["feed_volume"] is None  # nothing: a silence
+    # A daily feed that skipped one day: nothing is far below its usual.
+    assert found(with_days(low, yesterday=0))["feed_volume"] == (0.6, "critical")
+    # Nothing for two days is an outage: the silence test's (one alert, not two).
+    assert found(with_days(low, yesterday=0, before=0))["feed_volume"] is None
     back = with_days(low, today=60)
     assert found(back)["feed_volume"] is None  # today already brought more than half its usual
     half = with_days(feed, yesterday=50)
