@@ -40,8 +40,9 @@ Handler = Callable[[Request, Operator], Awaitable[tuple[HTTPStatus, Any]]]
 class DeliveryApi:
     """Answers the routes and silences endpoints with :class:`HttpApi`'s tokens and limits."""
 
-    def __init__(self, api: HttpApi) -> None:
+    def __init__(self, api: HttpApi, private_targets: bool = False) -> None:
         self.api = api
+        self.private_targets = private_targets
 
     WRITABLE = ("/api/routes/", "/api/silences")  # the paths taking more methods than GET
 
@@ -85,9 +86,15 @@ class DeliveryApi:
 
     async def _set_route(self, request: Request, operator: Operator) -> tuple[HTTPStatus, Any]:
         spec = await _body(request)
-        if any(r.get("secret") == admin.MASK for r in _receivers_in(spec)):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "send a receiver's secret itself, not the mask")
+        if any(
+            admin.MASK in str(r.get("secret")) + str(r.get("target")) for r in _receivers_in(spec)
+        ):
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST, "send a receiver's secret and URL themselves, not the mask"
+            )
         route = _checked(lambda: admin.checked_route(operator.customer_id, _name(request), spec))
+        if not self.private_targets:
+            _checked(lambda: admin.public_targets(route))
         async with self.api.engine.begin() as conn:
             await admin.set_route(conn, route, _who(request, operator))
             routes = await admin.routes_of(conn, operator.customer_id)

@@ -71,11 +71,16 @@ class Web:
     """The HTTP side of the notifier, and the app that serves it with the WebSocket."""
 
     def __init__(
-        self, sockets: NotifierServer, api: HttpApi | None, checks: Mapping[str, Probe]
+        self,
+        sockets: NotifierServer,
+        api: HttpApi | None,
+        checks: Mapping[str, Probe],
+        private_targets: bool = False,
     ) -> None:
         self.sockets = sockets
         self.api = api
         self.checks = checks  # name -> readiness probe, besides Postgres
+        self.private_targets = private_targets  # routes of the API may send to private addresses
 
     def app(self) -> Starlette:
         """The Starlette application."""
@@ -84,7 +89,7 @@ class Web:
             exports = Exports(self.api)
             handlers = {"export": exports.export, "report": exports.report}
             downloads = [Route(path, handlers[name]) for name, path in DOWNLOADS.items()]
-            downloads += DeliveryApi(self.api).routes()
+            downloads += DeliveryApi(self.api, self.private_targets).routes()
         routes = [
             WebSocketRoute("/ws", self.sockets.handle),
             Route("/session", self._session),

@@ -72,7 +72,8 @@ async def add_silence(conn: AsyncConnection, row: Mapping[str, Any], actor: str)
 
 
 async def expire_silence(conn: AsyncConnection, customer_id: str, silence_id: str) -> bool:
-    """End a silence now; whether it was still running."""
+    """End a silence now; whether it was still running. The customer's notifications a silence
+    held are due again at once (one another silence still holds waits on)."""
     result = await conn.execute(
         text(
             "UPDATE silences SET ends_at = greatest(starts_at + interval '1 microsecond', now())"
@@ -80,7 +81,16 @@ async def expire_silence(conn: AsyncConnection, customer_id: str, silence_id: st
         ),
         {"c": customer_id, "s": silence_id},
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return False
+    await conn.execute(
+        text(
+            "UPDATE notifications SET next_attempt_at = now() WHERE customer_id = :c"
+            " AND status = 'pending' AND last_error = 'silenced' AND next_attempt_at > now()"
+        ),
+        {"c": customer_id},
+    )
+    return True
 
 
 async def active_silences(
@@ -191,13 +201,14 @@ _LEASE = text(
               SELECT 1 FROM notifications o
               WHERE o.customer_id = n.customer_id AND o.alert_id = n.alert_id
                 AND o.route = n.route AND o.receiver = n.receiver
-                AND o.status = 'pending' AND o.version < n.version)
+                AND o.status = 'pending'
+                AND (o.version < n.version OR (o.version = n.version AND o.id < n.id)))
         ORDER BY n.next_attempt_at, n.id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
     UPDATE notifications n SET leased_until = :now + make_interval(secs => :lease_s),
-                               attempts = n.attempts + 1
+                               lease_id = :lease_id, attempts = n.attempts + 1
     FROM due, alert_transitions t
     WHERE n.id = due.id AND t.seq = n.seq
     RETURNING n.id, n.route, n.receiver, n.event, n.attempts, n.created_at,
@@ -207,12 +218,13 @@ _LEASE = text(
 
 
 async def lease(
-    conn: AsyncConnection, now: datetime, limit: int = 100, lease_s: float = 60.0
+    conn: AsyncConnection, now: datetime, lease_id: str, limit: int = 100, lease_s: float = 60.0
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` notifications due at ``now``, each the oldest pending of its alert for its
-    receiver, leased for ``lease_s`` (another dispatcher skips them meanwhile), with the alert
-    transition each is about; call in a transaction and commit before sending."""
-    params = {"now": now, "limit": limit, "lease_s": lease_s}
+    route and receiver, leased as ``lease_id`` for ``lease_s`` (another dispatcher skips them
+    meanwhile, and only this lease may settle them), with the alert transition each is about;
+    call in a transaction and commit before sending."""
+    params = {"now": now, "limit": limit, "lease_s": lease_s, "lease_id": lease_id}
     # Read the pending ones in due order from ix_notifications_due and stop at the limit. The
     # planner, whose row counts lag a table that fills in bursts, would otherwise check every
     # due notification for an older version, then sort them: 90 ms at 20,000, not 4.
@@ -223,12 +235,14 @@ async def lease(
 
 class Outcome(NamedTuple):
     """An attempt at a notification: delivered (``error`` None, the status ``code`` if any), or
-    not, to be tried again at ``next_attempt_at`` or, when that is None, given up (dead)."""
+    not, to be tried again at ``next_attempt_at`` or, when that is None, given up (dead).
+    ``held``: not tried at all (a silence holds it): its attempt does not count."""
 
     id: int
     code: int | None
     error: str | None
     next_attempt_at: datetime | None
+    held: bool = False
 
 
 _DELIVERED = text(
@@ -236,7 +250,7 @@ _DELIVERED = text(
     UPDATE notifications n SET status = 'delivered', delivered_at = now(), last_code = v.code,
                                last_error = NULL, leased_until = NULL
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, code int)
-    WHERE n.id = v.id
+    WHERE n.id = v.id AND n.lease_id = :lease_id AND n.status = 'pending'
     """
 )
 _FAILED = text(
@@ -244,27 +258,30 @@ _FAILED = text(
     UPDATE notifications n
     SET status = CASE WHEN v.next IS NULL THEN 'dead' ELSE 'pending' END, last_code = v.code,
         last_error = v.error, next_attempt_at = coalesce(v.next, n.next_attempt_at),
-        leased_until = NULL
+        leased_until = NULL, attempts = n.attempts - CASE WHEN v.held THEN 1 ELSE 0 END
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, code int, error text,
-                                                       next timestamptz)
-    WHERE n.id = v.id
+                                                       next timestamptz, held boolean)
+    WHERE n.id = v.id AND n.lease_id = :lease_id AND n.status = 'pending'
     """
 )
 
 
-async def settle(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
-    """Record attempts: delivered ones sent; failed ones due again at their next attempt, or
-    dead (given up) without one; two statements however many."""
+async def settle(conn: AsyncConnection, lease_id: str, outcomes: Sequence[Outcome]) -> None:
+    """Record the attempts of lease ``lease_id``: delivered ones sent; failed ones due again at
+    their next attempt, or dead (given up) without one; two statements however many. A
+    notification whose lease ran out and was taken by another dispatcher is left to it."""
     sent = [{"id": o.id, "code": o.code} for o in outcomes if o.error is None]
     missed = [
-        {"id": o.id, "code": o.code, "error": o.error[:2000], "next": o.next_attempt_at}
+        {"id": o.id, "code": o.code, "error": o.error[:2000], "next": o.next_attempt_at,
+         "held": o.held}
         for o in outcomes
         if o.error is not None
-    ]
+    ]  # fmt: skip
     if sent:
-        await conn.execute(_DELIVERED, {"rows": json.dumps(sent)})
+        await conn.execute(_DELIVERED, {"rows": json.dumps(sent), "lease_id": lease_id})
     if missed:
-        await conn.execute(_FAILED, {"rows": json.dumps(missed, default=_iso)})
+        params = {"rows": json.dumps(missed, default=_iso), "lease_id": lease_id}
+        await conn.execute(_FAILED, params)
 
 
 def _iso(value: Any) -> str:
@@ -283,6 +300,7 @@ _TIMED = text(
     JOIN notifications n ON n.customer_id = a.customer_id AND n.alert_id = a.alert_id
                         AND n.route = :route
     WHERE a.customer_id = :customer_id AND a.status = 'active'
+      AND EXISTS (SELECT 1 FROM alert_transitions t WHERE t.alert_id = a.alert_id)
     GROUP BY a.alert_id
     """
 )

@@ -56,6 +56,10 @@ RETENTION = {
     "drift_events": "detected_at",
     "alert_transitions": "last_seen",
 }
+# A transition a pending notification is about stays until it is sent or given up.
+_NOT_PENDING = (
+    " AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.seq = t.seq AND n.status = 'pending')"
+)
 # Tables kept by the wall clock (what the sink received, and when): older than the cutoff go.
 WALL_CLOCK_RETENTION = {"feed_days": "day", "claim_rejections": "rejected_at"}
 
@@ -106,6 +110,7 @@ async def apply_retention(
             f"DELETE FROM {table} t USING (SELECT customer_id, max({column}) AS latest "  # noqa: S608 -- fixed names
             f"FROM {table} GROUP BY customer_id) m WHERE t.customer_id = m.customer_id "
             f"AND t.{column} < :cutoff AND t.{column} < m.latest - :age"
+            + (_NOT_PENDING if table == "alert_transitions" else "")
         )
         params = {"cutoff": cutoff if column != "decided_date" else cutoff.date(), "age": age}
         result = await conn.execute(statement, params)

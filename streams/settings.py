@@ -300,9 +300,10 @@ class Settings(BaseSettings):
         "database.",
     )
     feed_silence_floor_hours: float = Field(
-        default=6.0,
+        default=48.0,
         gt=0,
-        description="A feed silence alert never comes sooner, whatever the feed's usual gap.",
+        description="A feed silence alert never comes sooner, whatever the feed's usual gap "
+        "(a daily feed's allowance is 48 h: its gap of a day, plus the day).",
     )
     feed_volume_drop: float = Field(
         default=0.5,
@@ -333,7 +334,13 @@ class Settings(BaseSettings):
     smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port.")
     smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP session with TLS.")
     smtp_username: str | None = Field(default=None, description="SMTP login, if any.")
-    smtp_password: str | None = Field(default=None, description="SMTP password, if any.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password, if any.")
+    delivery_private_targets: bool = Field(
+        default=False,
+        description="Let routes set over the HTTP API send to loopback, private and link-local "
+        "addresses (the CLI always may). Off, an operator cannot aim the dispatcher at the "
+        "deployment's own network.",
+    )
     smtp_sender: str = Field(
         default="upstream@localhost", description="The From address of alert emails."
     )

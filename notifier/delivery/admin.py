@@ -5,11 +5,14 @@ silences before each step, so a change applies to the notifications that follow.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +22,7 @@ from sinks import delivery
 from sinks.audit import record_audit
 
 MASK = "***"
+ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class BadChangeError(ValueError):
@@ -35,8 +39,8 @@ class Who:
 
 def checked_route(customer_id: str, name: str, spec: Mapping[str, Any]) -> Route:
     """A route from its stored form; BadChangeError naming what does not check."""
-    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
-        raise BadChangeError("a route's name is 1-64 letters, digits, '-' or '_'")
+    if not ROUTE_NAME.fullmatch(name):
+        raise BadChangeError("a route's name is 1-64 letters, digits, '-' or '_' (ASCII)")
     try:
         return route_from(customer_id, name, spec)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -54,15 +58,42 @@ def checked_silence(customer_id: str, spec: Mapping[str, Any], now: datetime) ->
         row = {"silence_id": uuid.uuid4().hex[:12], "customer_id": customer_id,
                "starts_at": now, "ends_at": ends, "spec": spec}  # fmt: skip
         return silence_from(row)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise BadChangeError(f"silence: {exc}") from None
 
 
+def public_targets(route: Route) -> None:
+    """BadChangeError when a receiver's URL names a loopback, private, link-local or reserved
+    address (literally, or ``localhost``): the API's routes may not aim at the deployment's
+    own network. A name that resolves to one is not looked up."""
+    for receiver in (*route.receivers, *route.escalation):
+        if receiver.kind == "email":
+            continue
+        host = urlsplit(receiver.target).hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            if host == "localhost" or host.endswith(".localhost"):
+                raise BadChangeError(f"{receiver.target}: not a public address") from None
+            continue
+        if not address.is_global:
+            raise BadChangeError(f"{receiver.target}: not a public address")
+
+
 def masked(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A route's stored form with its receivers' secrets masked."""
+    """A route's stored form with its receivers' secrets masked: the secret, a Slack URL's
+    path (the URL is the credential) and any URL's query."""
+
+    def target(r: dict[str, Any]) -> str:
+        if r["kind"] == "email":
+            return str(r["target"])
+        url = urlsplit(r["target"])
+        path = "/" + MASK if r["kind"] == "slack" else url.path
+        return str(urlunsplit((url.scheme, url.netloc, path, MASK if url.query else "", "")))
 
     def mask(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{**r, "secret": MASK if r.get("secret") else None} for r in items]
+        return [{**r, "target": target(r), "secret": MASK if r.get("secret") else None}
+                for r in items]  # fmt: skip
 
     return {**spec, "receivers": mask(spec["receivers"]), "escalation": mask(spec["escalation"])}
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ from sinks import delivery as log_
 
 log = logging.getLogger("upstream.dispatcher")
 SETTLE_EVERY = 50  # outcomes recorded per transaction
+BATCHES_A_PASS = 10  # leased batches sent in one pass, at most
 SENT = Counter(
     "upstream_notifications_sent_total", "Notification attempts, by receiver kind and outcome",
     ["kind", "outcome"],
@@ -138,11 +140,12 @@ class Dispatcher:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     async def step(self) -> tuple[int, int]:
-        """One pass: enqueue what is new, then send what is due; (enqueued, sent)."""
+        """One pass: enqueue what is new, then send what is due, up to :data:`BATCHES_A_PASS`
+        batches (a backlog leaves room for what comes meanwhile); (enqueued, sent)."""
         enqueued = 0
         while True:
             async with self.engine.begin() as conn:
-                routes = [route_from(c, n, s) for c, n, s in await log_.load_routes(conn)]
+                routes = _routes(await log_.load_routes(conn))
                 read, added = await log_.enqueue(conn, planner(routes), self.now())
             enqueued += added
             if not read:
@@ -150,8 +153,12 @@ class Dispatcher:
         enqueued += await self._enqueue_timed(routes)
         ENQUEUED.inc(enqueued)
         sent = 0
-        while due := await self._lease():
-            sent += await self._deliver(due, routes)
+        for _ in range(BATCHES_A_PASS):
+            lease_id = uuid.uuid4().hex
+            due = await self._lease(lease_id)
+            if not due:
+                break
+            sent += await self._deliver(lease_id, due, routes)
         return enqueued, sent
 
     async def _enqueue_timed(self, routes: list[Route]) -> int:
@@ -165,13 +172,13 @@ class Dispatcher:
                     planned += _timed(route, alert, now.timestamp())
             return await log_.enqueue_timed(conn, planned, now)
 
-    async def _lease(self) -> list[dict[str, Any]]:
+    async def _lease(self, lease_id: str) -> list[dict[str, Any]]:
         async with self.engine.begin() as conn:
             return await log_.lease(
-                conn, self.now(), limit=self.pace.batch, lease_s=self.pace.lease_s
+                conn, self.now(), lease_id, limit=self.pace.batch, lease_s=self.pace.lease_s
             )
 
-    async def _deliver(self, due: list[dict[str, Any]], routes: list[Route]) -> int:
+    async def _deliver(self, lease_id: str, due: list[dict[str, Any]], routes: list[Route]) -> int:
         """Send the leased notifications ``due``, at most ``concurrency`` at once, recording
         their outcomes as they come, :data:`SETTLE_EVERY` to a transaction (a dispatcher killed
         meanwhile sent at most the batch without recording it: another sends those again, with
@@ -179,7 +186,7 @@ class Dispatcher:
         now = self.now()
         async with self.engine.connect() as conn:
             customers = sorted({n["customer_id"] for n in due})
-            silences = [silence_from(r) for r in await log_.active_silences(conn, customers, now)]
+            silences = _silences(await log_.active_silences(conn, customers, now))
         created = {n["id"]: n["created_at"] for n in due}
         attempts = [self._attempt(n, routes, silences, now) for n in due]
         done: list[log_.Outcome] = []
@@ -187,16 +194,18 @@ class Dispatcher:
         for attempt in asyncio.as_completed(attempts):
             done.append(await attempt)
             if len(done) >= SETTLE_EVERY:
-                delivered += await self._settle(done, created)
+                delivered += await self._settle(lease_id, done, created)
                 done = []
         if done:
-            delivered += await self._settle(done, created)
+            delivered += await self._settle(lease_id, done, created)
         return delivered
 
-    async def _settle(self, outcomes: list[log_.Outcome], created: dict[int, datetime]) -> int:
+    async def _settle(
+        self, lease_id: str, outcomes: list[log_.Outcome], created: dict[int, datetime]
+    ) -> int:
         """Record ``outcomes``; how many were deliveries."""
         async with self.engine.begin() as conn:
-            await log_.settle(conn, outcomes)
+            await log_.settle(conn, lease_id, outcomes)
         delivered = [o for o in outcomes if o.error is None]
         for outcome in delivered:
             LATENCY.observe(max(0.0, self.clock() - created[outcome.id].timestamp()))
@@ -205,24 +214,32 @@ class Dispatcher:
     async def _attempt(
         self, n: dict[str, Any], routes: list[Route], silences: list[Silence], now: datetime
     ) -> log_.Outcome:
-        """Send one notification, unless its route is gone or a silence holds its alert."""
+        """Send one notification, unless its route is gone or a silence holds its alert. An
+        error of any kind is the attempt's outcome: no notification stops the others."""
         receiver = _receiver(n, routes)
         if receiver is None:  # its route or receiver was deleted meanwhile
             HELD.labels(reason="route deleted").inc()
             return log_.Outcome(n["id"], None, "route deleted", None)
-        holding = [s.ends_at for s in silences if s.silences(n, now)]
-        if holding:  # try again when the latest silence holding it ends
+        holding = [s.holds_until(now) for s in silences if s.silences(n, now)]
+        if holding:  # try again once every silence holding it lets go
             HELD.labels(reason="silenced").inc()
-            return log_.Outcome(n["id"], None, "silenced", max(holding))
+            return log_.Outcome(n["id"], None, "silenced", max(holding), held=True)
         async with self._gate:
-            code, error = await self._send(receiver, n)
+            try:
+                async with asyncio.timeout(self.pace.timeout_s):
+                    code, error = await self._send(receiver, n)
+            except Exception as exc:  # a bad body or receiver fails this attempt only
+                code, error = None, f"{type(exc).__name__}: {exc}"[:500]
         SENT.labels(kind=receiver.kind, outcome="delivered" if error is None else "failed").inc()
         if error is None:
             return log_.Outcome(n["id"], code, None, None)
-        next_try = self._next_try(n)
+        # A 4xx but timeout and rate limit will not change on retry (a wrong key, a bad URL).
+        final = code is not None and 400 <= code < 500 and code not in (408, 429)
+        next_try = None if final else self._next_try(n)
         if next_try is None:
             DEAD.labels(kind=receiver.kind).inc()
-        log.warning("notification %s to %s failed (%s): %s", n["id"], n["receiver"], code, error)
+        log.warning("notification %s of route %s (%s) failed (%s): %s", n["id"], n["route"],
+                    receiver.kind, code, error)  # fmt: skip
         return log_.Outcome(n["id"], code, error, next_try)
 
     def _next_try(self, notification: dict[str, Any]) -> datetime | None:
@@ -252,17 +269,40 @@ class Dispatcher:
             else:
                 body, headers = formats.pagerduty(n, event, receiver.secret or "", link)
             return await self._post(receiver.target, body, headers)
-        except (aiohttp.ClientError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except (aiohttp.ClientError, aiosmtplib.SMTPException, OSError) as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str | None]:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
         async with self._http.post(url, data=body, headers=headers) as reply:
-            text = await reply.text()
+            text = (await reply.read())[:200].decode(errors="replace")
             if 200 <= reply.status < 300:
                 return reply.status, None
-            return reply.status, f"HTTP {reply.status}: {text[:200]}"
+            return reply.status, f"HTTP {reply.status}: {text}"
+
+
+def _routes(stored: list[tuple[str, str, dict[str, Any]]]) -> list[Route]:
+    """The stored routes that parse; one that does not is logged and left out (its
+    notifications wait, then die as their route's)."""
+    out = []
+    for customer_id, name, spec in stored:
+        try:
+            out.append(route_from(customer_id, name, spec))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.error("route %s of %s does not parse, left out: %s", name, customer_id, exc)
+    return out
+
+
+def _silences(stored: list[dict[str, Any]]) -> list[Silence]:
+    """The stored silences that parse; one that does not is logged and left out."""
+    out = []
+    for row in stored:
+        try:
+            out.append(silence_from(row))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.error("silence %s does not parse, left out: %s", row.get("silence_id"), exc)
+    return out
 
 
 def _receiver(notification: dict[str, Any], routes: list[Route]) -> Receiver | None:

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from typing import Any, Literal, cast
 
 from notifier.delivery.payloads import PagerDutyEvent, SlackMessage, WebhookBody
-from notifier.delivery.routes import Event
+from notifier.delivery.routes import TRANSITION_EVENTS, Event
 from notifier.messages import AlertEvent
 from sinks.tables import ALERT_FIELDS
 from streams.domain.values import FEED_DRIFT_TYPES
@@ -58,8 +58,12 @@ def summary(alert: Mapping[str, Any], event: Event) -> str:
 
 
 def idempotency_key(alert: Mapping[str, Any]) -> str:
-    """The same for every attempt at one transition: ``<alert_id>:<version>``."""
-    return f"{alert['alert_id']}:{alert['version']}"
+    """The same for every attempt at one notification: ``<alert_id>:<version>`` for a
+    transition's, and with ``:<event>`` after it for a reminder or an escalation (``event`` of
+    the delivery log: ``repeat:2``, ``escalation``), which repeat no transition's key."""
+    key = f"{alert['alert_id']}:{alert['version']}"
+    event = alert.get("event")
+    return key if event is None or event in TRANSITION_EVENTS else f"{key}:{event}"
 
 
 def signature(secret: str, timestamp_s: int, body: bytes) -> str:

@@ -14,12 +14,11 @@ from typing import Annotated, Literal, NotRequired
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
+from notifier.delivery.routes import Event, ReceiverKind
 from notifier.messages import AlertEvent
 from streams.domain.values import DriftType, Level
 
 Strict = ConfigDict(extra="forbid")
-EventName = Literal["opened", "escalated", "acknowledged", "resolved", "repeat", "escalation"]
-ReceiverKindName = Literal["webhook", "slack", "pagerduty", "email"]
 
 
 @with_config(Strict)
@@ -29,7 +28,7 @@ class WebhookBody(TypedDict):
     "<t>." + body>`` with the receiver's secret, when it has one)."""
 
     event: Annotated[
-        EventName,
+        Event,
         Field(description="what happened: a transition, or a reminder or escalation of the clock"),
     ]
     summary: Annotated[str, Field(description="one line for a person")]
@@ -107,7 +106,7 @@ class ReceiverListed(TypedDict):
     """A receiver: kind, URL or address; its secret (webhook HMAC key, PagerDuty routing key)
     is ``***`` in answers and written in full only in a request."""
 
-    kind: ReceiverKindName
+    kind: ReceiverKind
     target: str
     secret: NotRequired[str | None]
 
@@ -147,7 +146,7 @@ class RouteListed(TypedDict):
     drift_types: list[DriftType]
     payer_ids: list[str]
     cpt_groups: list[str]
-    events: list[EventName]
+    events: list[Event]
     repeat_interval_s: int | None
     escalate_after_s: int | None
     escalation: list[ReceiverListed]

@@ -17,9 +17,12 @@ notified of an alert nobody has acknowledged).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from streams.domain.values import LEVELS, DriftType, Level
 
@@ -29,6 +32,9 @@ ReceiverKind = Literal["webhook", "slack", "pagerduty", "email"]
 RECEIVER_KINDS: tuple[ReceiverKind, ...] = get_args(ReceiverKind)
 DEFAULT_EVENTS: frozenset[Event] = frozenset({"opened", "escalated", "resolved"})
 TRANSITION_EVENTS: tuple[Event, ...] = ("opened", "escalated", "acknowledged", "resolved")
+MAX_TARGET = 512  # characters of a receiver's URL or address
+MAX_NAME = 128  # characters of a matcher's value
+MIN_INTERVAL_S = 60  # the shortest repeat interval or escalation delay
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,8 @@ class Route:
 
     def matches(self, alert: Mapping[str, Any]) -> bool:
         """Whether ``alert`` (an AlertEvent's fields) is one this route is for."""
-        return (
-            alert["customer_id"] == self.customer_id
-            and LEVELS.index(alert["severity_level"]) >= LEVELS.index(self.min_level)
-            and (not self.drift_types or alert["drift_type"] in self.drift_types)
-            and (not self.payer_ids or alert["payer_id"] in self.payer_ids)
-            and (not self.cpt_groups or alert["cpt_group"] in self.cpt_groups)
+        return LEVELS.index(alert["severity_level"]) >= LEVELS.index(self.min_level) and covers(
+            alert, self.customer_id, self.drift_types, self.payer_ids, self.cpt_groups
         )
 
     def sends(self, alert: Mapping[str, Any]) -> list[tuple[Receiver, Event]]:
@@ -88,7 +90,24 @@ class Route:
         event = event_of(alert)
         if event is None or not self.matches(alert):
             return []
-        return [(r, event) for r in self.receivers if event in r.events(self.events)]
+        out = [(r, event) for r in self.receivers if event in r.events(self.events)]
+        if event in ("acknowledged", "resolved"):  # a PagerDuty incident an escalation opened
+            out += [(r, event) for r in self.escalation if r.kind == "pagerduty"]
+        return out
+
+
+def covers(
+    alert: Mapping[str, Any], customer_id: str, drift_types: frozenset[str],
+    payer_ids: frozenset[str], cpt_groups: frozenset[str],
+) -> bool:  # fmt: skip
+    """Whether the matchers of a route or silence take ``alert``: the customer's, and of any of
+    the drift types, payers and CPT groups (an empty set: any)."""
+    return (
+        alert["customer_id"] == customer_id
+        and (not drift_types or alert["drift_type"] in drift_types)
+        and (not payer_ids or alert["payer_id"] in payer_ids)
+        and (not cpt_groups or alert["cpt_group"] in cpt_groups)
+    )
 
 
 def event_of(alert: Mapping[str, Any]) -> Event | None:
@@ -129,16 +148,21 @@ def _active_for(
 
 
 def receiver_key(receiver: Receiver) -> str:
-    """How the delivery log names a receiver: ``kind:target``."""
-    return f"{receiver.kind}:{receiver.target}"
+    """How the delivery log names a receiver: ``kind:target``, and for PagerDuty, whose target
+    is the same Events API for every service, a digest of its routing key after ``#``."""
+    key = f"{receiver.kind}:{receiver.target}"
+    if receiver.kind == "pagerduty" and receiver.secret:
+        key += "#" + hashlib.sha256(receiver.secret.encode()).hexdigest()[:12]
+    return key
+
+
+def receivers_spec(items: Iterable[Receiver]) -> list[dict[str, Any]]:
+    """Receivers as stored: kind, target, secret."""
+    return [{"kind": r.kind, "target": r.target, "secret": r.secret} for r in items]
 
 
 def route_spec(route: Route) -> dict[str, Any]:
     """The route as stored (``delivery_routes.spec``): JSON, sets as sorted lists."""
-
-    def receivers(items: tuple[Receiver, ...]) -> list[dict[str, Any]]:
-        return [{"kind": r.kind, "target": r.target, "secret": r.secret} for r in items]
-
     return {
         "min_level": route.min_level,
         "drift_types": sorted(route.drift_types),
@@ -147,42 +171,85 @@ def route_spec(route: Route) -> dict[str, Any]:
         "events": sorted(route.events, key=EVENTS.index),
         "repeat_interval_s": route.repeat_interval_s,
         "escalate_after_s": route.escalate_after_s,
-        "receivers": receivers(route.receivers),
-        "escalation": receivers(route.escalation),
+        "receivers": receivers_spec(route.receivers),
+        "escalation": receivers_spec(route.escalation),
     }
 
 
 def route_from(customer_id: str, name: str, spec: Mapping[str, Any]) -> Route:
     """A stored route (:func:`route_spec`); ValueError naming what does not check."""
-
-    def receivers(items: Any) -> tuple[Receiver, ...]:
-        out = []
-        for item in items or ():
-            kind = item.get("kind")
-            if kind not in RECEIVER_KINDS:
-                raise ValueError(f"receiver kind must be one of {', '.join(RECEIVER_KINDS)}")
-            out.append(Receiver(kind, str(item["target"]), item.get("secret")))
-        return tuple(out)
-
     level = spec.get("min_level", "warning")
     if level not in LEVELS:
         raise ValueError(f"min_level must be one of {', '.join(LEVELS)}")
-    events = frozenset(spec.get("events", DEFAULT_EVENTS))
+    events = frozenset(names(spec, "events", DEFAULT_EVENTS))
     if not events <= set(TRANSITION_EVENTS):
         raise ValueError(f"events must be among {', '.join(TRANSITION_EVENTS)}")
     return Route(
         customer_id=customer_id,
         name=name,
-        receivers=receivers(spec.get("receivers")),
+        receivers=_receivers(spec.get("receivers")),
         min_level=level,
-        drift_types=frozenset(spec.get("drift_types", ())),
-        payer_ids=frozenset(spec.get("payer_ids", ())),
-        cpt_groups=frozenset(spec.get("cpt_groups", ())),
+        drift_types=frozenset(names(spec, "drift_types")),
+        payer_ids=frozenset(names(spec, "payer_ids")),
+        cpt_groups=frozenset(names(spec, "cpt_groups")),
         events=events,
-        repeat_interval_s=spec.get("repeat_interval_s", 4 * 3600),
-        escalate_after_s=spec.get("escalate_after_s"),
-        escalation=receivers(spec.get("escalation")),
+        repeat_interval_s=_seconds(spec, "repeat_interval_s", 4 * 3600),
+        escalate_after_s=_seconds(spec, "escalate_after_s", None),
+        escalation=_receivers(spec.get("escalation")),
     )
+
+
+def names(spec: Mapping[str, Any], key: str, default: Iterable[Any] = ()) -> list[Any]:
+    """``spec[key]``: a list of strings (absent: ``default``); ValueError otherwise."""
+    value = spec.get(key, default)
+    if isinstance(value, str) or not isinstance(value, list | tuple | frozenset):
+        raise ValueError(f"{key} is a list of strings")
+    if not all(isinstance(v, str) and 0 < len(v) <= MAX_NAME for v in value):
+        raise ValueError(f"{key} holds strings of 1 to {MAX_NAME} characters")
+    return list(value)
+
+
+def _seconds(spec: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    value = spec.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_INTERVAL_S:
+        raise ValueError(f"{key} is whole seconds, at least {MIN_INTERVAL_S}, or null")
+    return value
+
+
+def _receivers(items: Any) -> tuple[Receiver, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ValueError("receivers are a list")
+    return tuple(_receiver(item) for item in items)
+
+
+def _receiver(item: Any) -> Receiver:
+    """One receiver, checked: a known kind; an http(s) URL or an email address of at most
+    :data:`MAX_TARGET` characters; a secret that is a string, if any."""
+    if not isinstance(item, dict) or item.get("kind") not in RECEIVER_KINDS:
+        raise ValueError(f"a receiver's kind is one of {', '.join(RECEIVER_KINDS)}")
+    kind, target, secret = item["kind"], item.get("target"), item.get("secret")
+    if not isinstance(target, str) or not 0 < len(target) <= MAX_TARGET:
+        raise ValueError(f"a receiver's target is a string of 1 to {MAX_TARGET} characters")
+    if secret is not None and (not isinstance(secret, str) or not 0 < len(secret) <= 512):
+        raise ValueError("a receiver's secret is a string of 1 to 512 characters")
+    if kind == "email":
+        try:
+            domain = Address(addr_spec=target).domain
+        except (ValueError, IndexError, TypeError):  # also HeaderParseError's defects
+            domain = ""
+        if not domain:
+            raise ValueError(f"{target!r} is not an email address")
+    else:
+        url = urlsplit(target)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"{target!r} is not an http(s) URL")
+    if kind == "pagerduty" and not secret:
+        raise ValueError("a PagerDuty receiver needs its routing key (secret)")
+    return Receiver(kind, target, secret)
 
 
 def planner(routes: Iterable[Route]) -> Callable[[Mapping[str, Any]], list[tuple[str, str, str]]]:

@@ -15,6 +15,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from notifier.delivery.routes import covers, names
 from streams.domain.values import DriftType
 
 MINUTES_A_WEEK = 7 * 24 * 60
@@ -31,23 +32,33 @@ class Weekly:
     zone: str = "UTC"
 
     def __post_init__(self) -> None:
-        if not self.days or not self.days <= set(range(7)):
+        if (
+            not self.days
+            or not all(type(d) is int for d in self.days)
+            or not self.days <= set(range(7))
+        ):
             raise ValueError("a weekly window needs days from 0 (Monday) to 6 (Sunday)")
-        if not 0 < self.minutes < MINUTES_A_WEEK:
+        if type(self.minutes) is not int or not 0 < self.minutes < MINUTES_A_WEEK:
             raise ValueError(f"a weekly window lasts 1 to {MINUTES_A_WEEK - 1} minutes")
         ZoneInfo(self.zone)  # raises for an unknown zone
 
     def covers(self, at: datetime) -> bool:
         """Whether the aware instant ``at`` falls inside one of the windows."""
+        return self.window_end(at) is not None
+
+    def window_end(self, at: datetime) -> datetime | None:
+        """The end of the window ``at`` falls in (the latest, should two overlap); None when it
+        falls in none."""
         zone = ZoneInfo(self.zone)
         local = at.astimezone(zone)
+        ends = []
         for back in range(self.minutes // (24 * 60) + 2):  # windows that began up to then
             day = local.date() - timedelta(days=back)
             if day.weekday() in self.days:
                 begins = datetime.combine(day, self.start, tzinfo=zone)
                 if begins <= local < begins + timedelta(minutes=self.minutes):
-                    return True
-        return False
+                    ends.append(begins + timedelta(minutes=self.minutes))
+        return max(ends) if ends else None
 
 
 @dataclass(frozen=True)
@@ -78,13 +89,15 @@ class Silence:
 
     def silences(self, alert: Mapping[str, Any], at: datetime) -> bool:
         """Whether ``alert`` (an AlertEvent's fields) is silenced by this at ``at``."""
-        return (
-            alert["customer_id"] == self.customer_id
-            and (not self.drift_types or alert["drift_type"] in self.drift_types)
-            and (not self.payer_ids or alert["payer_id"] in self.payer_ids)
-            and (not self.cpt_groups or alert["cpt_group"] in self.cpt_groups)
-            and self.active(at)
+        return self.active(at) and covers(
+            alert, self.customer_id, self.drift_types, self.payer_ids, self.cpt_groups
         )
+
+    def holds_until(self, at: datetime) -> datetime:
+        """When what this silences at ``at`` is free again: the end of its weekly window then,
+        or of the silence, whichever comes first."""
+        window = self.weekly.window_end(at) if self.weekly is not None else None
+        return self.ends_at if window is None else min(window, self.ends_at)
 
 
 def silence_spec(silence: Silence) -> dict[str, Any]:
@@ -103,18 +116,24 @@ def silence_spec(silence: Silence) -> dict[str, Any]:
 
 
 def silence_from(row: Mapping[str, Any]) -> Silence:
-    """A stored silence: a ``silences`` row (id, customer, range, spec)."""
+    """A stored silence: a ``silences`` row (id, customer, range, spec); ValueError naming what
+    does not check."""
     spec = row["spec"]
     weekly = spec.get("weekly")
+    if weekly is not None and not isinstance(weekly, dict):
+        raise ValueError("weekly is an object: days, start, minutes, zone")
+    comment = spec.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 2000:
+        raise ValueError("comment is a string of at most 2,000 characters")
     return Silence(
         silence_id=row["silence_id"],
         customer_id=row["customer_id"],
         starts_at=row["starts_at"],
         ends_at=row["ends_at"],
-        drift_types=frozenset(spec.get("drift_types", ())),
-        payer_ids=frozenset(spec.get("payer_ids", ())),
-        cpt_groups=frozenset(spec.get("cpt_groups", ())),
-        comment=spec.get("comment", ""),
+        drift_types=frozenset(names(spec, "drift_types")),
+        payer_ids=frozenset(names(spec, "payer_ids")),
+        cpt_groups=frozenset(names(spec, "cpt_groups")),
+        comment=comment,
         weekly=None if weekly is None else Weekly(
             frozenset(weekly["days"]), time.fromisoformat(weekly["start"]), weekly["minutes"],
             weekly.get("zone", "UTC"),

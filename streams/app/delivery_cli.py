@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from notifier.delivery import admin
-from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route
+from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route, receivers_spec
 from notifier.delivery.silences import Silence
 
 PAGERDUTY = "https://events.pagerduty.com/v2/enqueue"  # PagerDuty's Events API v2
@@ -72,7 +72,8 @@ def _add_receivers(parser: argparse.ArgumentParser, prefix: str, what: str) -> N
     """A route's receivers (``prefix`` empty) or its escalation receivers."""
     parser.add_argument(f"--{prefix}webhook", action="append", default=[],
                         help=f"{what}a webhook URL (repeatable)")  # fmt: skip
-    parser.add_argument(f"--{prefix}secret", default=None, help=f"{what}the webhooks' HMAC key")
+    parser.add_argument(f"--{prefix}secret", default=None,
+                        help=f"{what}the HMAC key of these webhooks (one for all)")  # fmt: skip
     parser.add_argument(f"--{prefix}slack", action="append", default=[],
                         help=f"{what}a Slack incoming-webhook URL (repeatable)")  # fmt: skip
     parser.add_argument(f"--{prefix}pagerduty-url", default=PAGERDUTY,
@@ -108,9 +109,6 @@ def _receivers(args: argparse.Namespace, prefix: str) -> list[Receiver]:
 
 
 def _route(args: argparse.Namespace) -> Route:
-    def spec_of(receivers: list[Receiver]) -> list[dict[str, Any]]:
-        return [{"kind": r.kind, "target": r.target, "secret": r.secret} for r in receivers]
-
     minutes = args.escalate_after_minutes
     spec = {
         "min_level": args.min_level, "drift_types": sorted(_split(args.drift_types)),
@@ -118,8 +116,8 @@ def _route(args: argparse.Namespace) -> Route:
         "events": sorted(_split(args.events)),
         "repeat_interval_s": args.repeat_minutes * 60 or None,
         "escalate_after_s": None if minutes is None else minutes * 60,
-        "receivers": spec_of(_receivers(args, "")),
-        "escalation": spec_of(_receivers(args, "escalate_")),
+        "receivers": receivers_spec(_receivers(args, "")),
+        "escalation": receivers_spec(_receivers(args, "escalate_")),
     }  # fmt: skip
     return admin.checked_route(args.customer, args.name, spec)
 

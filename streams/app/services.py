@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -268,7 +269,7 @@ def run_notifier(settings: Settings) -> None:
             commands_per_second=settings.notifier_commands_per_second,
         )
         notifier = NotifierServer(hub, keys, commands, limits, api.layouts, revocations)
-        web = Web(notifier, api, checks).app()
+        web = Web(notifier, api, checks, settings.delivery_private_targets).app()
         server = await serve_web(web, settings.notifier_host, settings.notifier_port)
         rejections = Rejections(
             bootstrap, settings.topic_commands_dlq, commands.codec, notifier.rejected
@@ -293,6 +294,10 @@ def run_notifier(settings: Settings) -> None:
     asyncio.run(_until_signalled(main))
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
+
+
 def run_dispatcher(settings: Settings) -> None:
     """Run the alert dispatcher until SIGINT/SIGTERM: a pass every ``dispatcher_poll_s``."""
     from notifier.delivery.dispatcher import Backoff, Dispatcher, Mail, Pace
@@ -307,7 +312,8 @@ def run_dispatcher(settings: Settings) -> None:
         engine = create_async_engine(database_url, pool_size=4, pool_pre_ping=True)
         mail = Mail(host=settings.smtp_host, port=settings.smtp_port,
                     starttls=settings.smtp_starttls, username=settings.smtp_username,
-                    password=settings.smtp_password, sender=settings.smtp_sender)  # fmt: skip
+                    password=_secret(settings.smtp_password),
+                    sender=settings.smtp_sender)  # fmt: skip
         dispatcher = Dispatcher(
             engine, settings.console_url, mail=mail,
             backoff=Backoff(give_up_s=settings.delivery_give_up_s),

@@ -320,13 +320,15 @@ class Received:
 
 
 @asynccontextmanager
-async def http_receiver() -> AsyncIterator[Received]:
-    """An aiohttp server on 127.0.0.1 taking POSTs on any path (204), stopped on exit."""
+async def http_receiver(delay_s: float = 0.0) -> AsyncIterator[Received]:
+    """An aiohttp server on 127.0.0.1 taking POSTs on any path (204, ``delay_s`` after each
+    request arrived, as a slow receiver answers), stopped on exit."""
     port = free_port()
     got = Received(f"http://127.0.0.1:{port}")
 
     async def take(request: web.Request) -> web.Response:
         got.requests.append((request.path, dict(request.headers), await request.read()))
+        await asyncio.sleep(delay_s)
         return web.Response(status=204)
 
     app = web.Application()

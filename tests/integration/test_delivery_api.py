@@ -22,7 +22,9 @@ from tests.integration.test_api import _alert, _drift
 pytestmark = pytest.mark.integration
 ROUTE = {
     "min_level": "critical",
-    "receivers": [{"kind": "webhook", "target": "http://127.0.0.1:9/hook", "secret": "s3cret"}],
+    "receivers": [
+        {"kind": "webhook", "target": "https://hooks.example.com/up", "secret": "s3cret"}
+    ],
     "escalate_after_s": 1800,
     "escalation": [{"kind": "email", "target": "lead@example.com"}],
 }
@@ -69,7 +71,7 @@ async def test_routes_are_set_listed_masked_checked_and_deleted(
         1800,
     )
     assert route["receivers"] == [
-        {"kind": "webhook", "target": "http://127.0.0.1:9/hook", "secret": "***"}
+        {"kind": "webhook", "target": "https://hooks.example.com/up", "secret": "***"}
     ]
     assert await call(stack, "GET", "/api/routes") == (
         200, {"customer_id": "demo", "routes": [route]}
@@ -85,6 +87,9 @@ async def test_routes_are_set_listed_masked_checked_and_deleted(
     ] == 400
     assert (await call(stack, "PUT", "/api/routes/ops", ROUTE, content_type="text/plain"))[0] == 415
     assert (await call(stack, "PUT", "/api/routes/a%20b", ROUTE))[0] == 400
+    inside = {"receivers": [{"kind": "webhook", "target": "http://127.0.0.1:9/x"}]}
+    status, error = await call(stack, "PUT", "/api/routes/ops", inside)
+    assert (status, "not a public address" in error["error"]) == (400, True)
     assert (await call(stack, "PUT", "/api/routes/ops", ROUTE, scopes=("read",)))[0] == 403
     assert (await call(stack, "DELETE", "/api/routes/ops", customer="other"))[0] == 404
     assert await call(stack, "DELETE", "/api/routes/ops") == (200, {"deleted": "ops"})

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def hook() -> AsyncIterator[Received]:
-    """A webhook receiver on 127.0.0.1."""
-    async with http_receiver() as got:
+    """A webhook receiver on 127.0.0.1 answering each request 0.3 s after it arrived."""
+    async with http_receiver(delay_s=0.3) as got:
         yield got
 
 
@@ -110,12 +110,13 @@ async def test_the_dispatcher_follows_route_changes_and_survives_sigkill(
         async def some_of_them() -> bool:
             return len(_keys(hook)) > 30
 
-        await wait_until(some_of_them, 60, "the next alerts on their way")
-        stack.kill("dispatcher")  # mid-delivery
-        stack.start("dispatcher", env=fast)  # takes over once the dead one's lease ends
-
         async def all_sent() -> bool:
             return set(_keys(hook)) >= {(f"/{r}", f"y{i}:1") for r in "ab" for i in range(200)}
+
+        await wait_until(some_of_them, 60, "the next alerts on their way")
+        stack.kill("dispatcher")
+        assert not await all_sent()  # killed mid-delivery
+        stack.start("dispatcher", env=fast)  # takes over once the dead one's lease ends
 
         await wait_until(all_sent, 120, "every notification after the restart", interval_s=0.2)
     finally:

@@ -55,6 +55,8 @@ async def receivers() -> AsyncIterator[Receivers]:
     async def take(request: web.Request) -> web.Response:
         if got.down and request.path == "/hook":
             return web.Response(status=503, text="down")
+        if request.path == "/refuse":  # as PagerDuty answers a wrong routing key
+            return web.Response(status=400, body=b"\xff\xfe not UTF-8")
         got.requests.append((request.path, dict(request.headers), await request.read()))
         return web.Response(status=202, text="ok")
 
@@ -202,6 +204,32 @@ async def test_a_receiver_down_past_the_give_up_time_leaves_the_notification_dea
     dead = REGISTRY.get_sample_value("upstream_notifications_dead_total", {"kind": "webhook"})
     assert (dead or 0) - (dead_before or 0) == 1
     assert receivers.requests == []  # none taken, none sent once the receiver was back
+
+
+async def test_a_refusal_is_final_and_a_route_that_does_not_parse_stops_no_other(
+    database: tuple[str, AsyncEngine], receivers: Receivers
+) -> None:
+    """A 400 (with a body that is not text) is not tried again: dead at once. A stored route
+    that no longer parses is left out; the other routes are served."""
+    url, engine = database
+    route = Route("acme", "ops", (Receiver("webhook", receivers.url("refuse")),
+                                  Receiver("webhook", receivers.url("hook"))))  # fmt: skip
+    dispatcher, _ = await _setup(engine, receivers, route)
+    async with engine.begin() as conn:
+        await save_route(conn, "acme", "broken", {"receivers": "not a list"}, "alice")
+    await store_rows(url, [], [alert_event("a1", 1, "triggered")], [])
+    try:
+        assert await dispatcher.step() == (2, 1)
+        assert await dispatcher.step() == (0, 0)
+    finally:
+        await dispatcher.close()
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        rows = conn.execute(
+            "SELECT receiver, status, attempts, last_code FROM notifications ORDER BY receiver"
+        ).fetchall()
+    assert [(r[0].rsplit("/", 1)[1], *r[1:]) for r in rows] == [
+        ("hook", "delivered", 1, 202), ("refuse", "dead", 1, 400)
+    ]  # fmt: skip
 
 
 async def test_a_silence_holds_notifications_until_it_ends(

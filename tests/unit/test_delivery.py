@@ -11,9 +11,19 @@ from typing import Any
 
 import pytest
 
+from notifier.delivery.admin import BadChangeError, masked, public_targets
 from notifier.delivery.formats import email, pagerduty, signature, slack, summary, webhook
-from notifier.delivery.routes import Receiver, Route, escalation_due, event_of, repeat_due
-from notifier.delivery.silences import Silence, Weekly
+from notifier.delivery.routes import (
+    Receiver,
+    Route,
+    escalation_due,
+    event_of,
+    receiver_key,
+    repeat_due,
+    route_from,
+    route_spec,
+)
+from notifier.delivery.silences import Silence, Weekly, silence_from
 
 LINK = "http://127.0.0.1:8765/#alert=a1"
 
@@ -158,3 +168,98 @@ def test_the_email_has_text_and_html_and_one_message_id_per_transition() -> None
     assert LINK in text.get_content()
     assert page is not None
     assert f'href="{LINK}"' in page.get_content()
+
+
+def test_a_weekly_silence_holds_until_its_window_ends_not_the_silence() -> None:
+    """A year of Sunday nights holds a Sunday alert until Monday 02:00 there, not for a year;
+    a plain silence holds until its end."""
+    weekly = Weekly(frozenset({6}), time(22), 240, "America/New_York")
+    end = datetime(2027, 1, 1, tzinfo=UTC)
+    silence = Silence("s1", "acme", datetime(2026, 1, 1, tzinfo=UTC), end, weekly=weekly)
+    sunday_late = datetime(2026, 3, 2, 4, 30, tzinfo=UTC)  # Sun 1 Mar 23:30 in New York
+    assert silence.holds_until(sunday_late) == datetime(2026, 3, 2, 7, tzinfo=UTC)  # 02:00 there
+    plain = Silence("s2", "acme", datetime(2026, 1, 1, tzinfo=UTC), end)
+    assert plain.holds_until(sunday_late) == end
+
+
+def test_each_pagerduty_service_is_a_receiver_of_its_own_and_hears_the_resolution() -> None:
+    """Two routing keys on PagerDuty's one URL are two receivers; an escalation to PagerDuty
+    also gets the alert's acknowledgement and resolution, so its incident closes."""
+    other = Receiver("pagerduty", PAGER.target, "S" * 32)
+    assert receiver_key(PAGER) != receiver_key(other)
+    assert receiver_key(HOOK) == f"webhook:{HOOK.target}"
+    route = Route("acme", "x", (HOOK,), escalate_after_s=900, escalation=(other,))
+    resolved = _alert(transition="resolved", status="resolved")
+    assert route.sends(resolved) == [(HOOK, "resolved"), (other, "resolved")]
+    assert route.sends(_alert()) == [(HOOK, "opened")]  # it is triggered by the escalation
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"receivers": [{"kind": "webhook", "target": "http://h/x", "secret": 7}]}, "secret"),
+        ({"receivers": [{"kind": "email", "target": "ops@example.org\nBcc: x@y.z"}]}, "email"),
+        ({"receivers": [{"kind": "email", "target": "nobody"}]}, "email"),
+        ({"receivers": [{"kind": "webhook", "target": "ftp://h/x"}]}, "http"),
+        ({"receivers": [{"kind": "webhook", "target": "http://h/" + "x" * 600}]}, "characters"),
+        ({"receivers": [{"kind": "pagerduty", "target": "https://events.pagerduty.com/x"}]},
+         "routing key"),
+        ({"receivers": [{"kind": "fax", "target": "123"}]}, "kind"),
+        ({"receivers": "http://h/x"}, "list"),
+        ({"receivers": [{"kind": "webhook", "target": "http://h/x"}],
+          "drift_types": "denial_rate"}, "list of strings"),
+        ({"receivers": [{"kind": "webhook", "target": "http://h/x"}], "payer_ids": [1]},
+         "strings"),
+        ({"receivers": [{"kind": "webhook", "target": "http://h/x"}], "repeat_interval_s": 1},
+         "at least 60"),
+        ({"receivers": [{"kind": "webhook", "target": "http://h/x"}], "repeat_interval_s": 9.5},
+         "whole seconds"),
+    ],
+)  # fmt: skip
+def test_a_route_that_does_not_check_is_refused_with_the_reason(
+    spec: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        route_from("acme", "x", spec)
+
+
+def test_a_silence_that_does_not_check_is_refused() -> None:
+    row = {"silence_id": "s", "customer_id": "acme", "starts_at": datetime(2026, 1, 1, tzinfo=UTC),
+           "ends_at": datetime(2026, 1, 2, tzinfo=UTC)}  # fmt: skip
+    for spec in ({"weekly": {"days": [6], "start": "22:00", "minutes": 90.5}},
+                 {"weekly": {"days": "6", "start": "22:00", "minutes": 90}},
+                 {"weekly": "sun"}, {"payer_ids": "p1"}, {"comment": 5}):  # fmt: skip
+        with pytest.raises(ValueError):  # noqa: PT011 - each names its own field
+            silence_from({**row, "spec": spec})
+
+
+def test_reminders_and_escalations_have_keys_of_their_own() -> None:
+    """A receiver that drops a repeated Idempotency-Key still gets each reminder."""
+    keys = [webhook({**_alert(), "event": e}, "opened", None, LINK, 0)[1]["Idempotency-Key"]
+            for e in ("opened", "repeat:1", "repeat:2", "escalation")]  # fmt: skip
+    assert keys == ["a1:1", "a1:1:repeat:1", "a1:1:repeat:2", "a1:1:escalation"]
+
+
+def test_listings_mask_secrets_slack_urls_and_queries() -> None:
+    route = Route("acme", "x", (
+        Receiver("slack", "https://hooks.slack.com/services/T0/B0/XXXX"),
+        Receiver("webhook", "https://hooks.example.com/up?token=abc", "s3cret"),
+        Receiver("email", "ops@example.org"),
+    ))  # fmt: skip
+    shown = masked(route_spec(route))["receivers"]
+    assert [(r["target"], r["secret"]) for r in shown] == [
+        ("https://hooks.slack.com/***", None),
+        ("https://hooks.example.com/up?***", "***"),
+        ("ops@example.org", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://127.0.0.1:9/x", "http://10.0.0.5/x", "http://169.254.169.254/latest", "http://[::1]/x",
+     "http://localhost:8765/x", "http://api.localhost/x"],
+)  # fmt: skip
+def test_the_api_refuses_routes_to_the_deployments_own_network(target: str) -> None:
+    with pytest.raises(BadChangeError, match="not a public address"):
+        public_targets(Route("acme", "x", (Receiver("webhook", target),)))
+    public_targets(Route("acme", "x", (Receiver("webhook", "https://hooks.example.com/x"),)))

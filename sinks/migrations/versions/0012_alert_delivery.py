@@ -62,6 +62,7 @@ def upgrade() -> None:
             server_default=sa.func.now(),
         ),
         sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lease_id", sa.String(32), nullable=True),  # who may settle it
         sa.Column("last_code", sa.Integer, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
