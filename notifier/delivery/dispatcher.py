@@ -41,6 +41,7 @@ from sinks import delivery as log_
 log = logging.getLogger("upstream.dispatcher")
 SETTLE_EVERY = 50  # outcomes recorded per transaction
 BATCHES_A_PASS = 10  # leased batches sent in one pass, at most
+TIMED_EVERY_S = 10.0  # how often a pass looks for reminders and escalations due
 SENT = Counter(
     "upstream_notifications_sent_total", "Notification attempts, by receiver kind and outcome",
     ["kind", "outcome"],
@@ -129,6 +130,8 @@ class Dispatcher:
         self._timeout = aiohttp.ClientTimeout(total=self.pace.timeout_s)
         self._rng = rng or random.Random()
         self._http: aiohttp.ClientSession | None = None
+        self.backlog = False  # the last pass stopped at its batches, not for want of work
+        self._timed_at = float("-inf")  # when reminders and escalations were last looked for
 
     async def close(self) -> None:
         """Close the HTTP client."""
@@ -141,7 +144,8 @@ class Dispatcher:
 
     async def step(self) -> tuple[int, int]:
         """One pass: enqueue what is new, then send what is due, up to :data:`BATCHES_A_PASS`
-        batches (a backlog leaves room for what comes meanwhile); (enqueued, sent)."""
+        batches (a backlog leaves room for what comes meanwhile); (enqueued, sent).
+        :attr:`backlog` says whether more may be due already (the next pass need not wait)."""
         enqueued = 0
         while True:
             async with self.engine.begin() as conn:
@@ -150,13 +154,16 @@ class Dispatcher:
             enqueued += added
             if not read:
                 break
-        enqueued += await self._enqueue_timed(routes)
+        if self.clock() - self._timed_at >= TIMED_EVERY_S:  # reminders are minutes apart at least
+            self._timed_at = self.clock()
+            enqueued += await self._enqueue_timed(routes)
         ENQUEUED.inc(enqueued)
-        sent = 0
+        sent, self.backlog = 0, True
         for _ in range(BATCHES_A_PASS):
             lease_id = uuid.uuid4().hex
             due = await self._lease(lease_id)
             if not due:
+                self.backlog = False
                 break
             sent += await self._deliver(lease_id, due, routes)
         return enqueued, sent

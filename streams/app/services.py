@@ -331,6 +331,8 @@ def run_dispatcher(settings: Settings) -> None:
                     health.record("postgres", True, (time.monotonic() - started) * 1000)
                     if enqueued or sent:
                         log.info("dispatcher: %d enqueued, %d sent", enqueued, sent)
+                    if dispatcher.backlog:
+                        continue  # more is due: the next pass at once
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.dispatcher_poll_s)
         finally:

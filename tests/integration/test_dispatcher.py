@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifier.delivery.dispatcher import Backoff, Dispatcher, Mail
+from notifier.delivery.dispatcher import Backoff, Dispatcher, Mail, Pace
 from notifier.delivery.routes import TRANSITION_EVENTS, Receiver, Route, route_spec
 from notifier.delivery.silences import Silence, silence_spec
 from sinks.delivery import add_silence, save_route
@@ -230,6 +230,23 @@ async def test_a_refusal_is_final_and_a_route_that_does_not_parse_stops_no_other
     assert [(r[0].rsplit("/", 1)[1], *r[1:]) for r in rows] == [
         ("hook", "delivered", 1, 202), ("refuse", "dead", 1, 400)
     ]  # fmt: skip
+
+
+async def test_a_pass_stops_after_its_batches_and_says_more_is_due(
+    database: tuple[str, AsyncEngine], receivers: Receivers
+) -> None:
+    """Ten batches a pass: with batches of one and eleven due, the first pass sends ten and
+    says more is due (the service then runs the next at once); the second sends the last."""
+    url, engine = database
+    route = Route("acme", "ops", (Receiver("webhook", receivers.url("hook")),))
+    dispatcher, _ = await _setup(engine, receivers, route)
+    dispatcher.pace = Pace(batch=1)
+    await store_rows(url, [], [alert_event(f"a{i}", 1, "triggered") for i in range(11)], [])
+    try:
+        assert (await dispatcher.step(), dispatcher.backlog) == ((11, 10), True)
+        assert (await dispatcher.step(), dispatcher.backlog) == ((0, 1), False)
+    finally:
+        await dispatcher.close()
 
 
 async def test_a_silence_holds_notifications_until_it_ends(
